@@ -1,0 +1,19 @@
+# Shared settings for Bitloom's own targets: warnings (as errors unless BITLOOM_WERROR is OFF).
+function(bitloom_warnings target)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wno-missing-field-initializers>
+    $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<BOOL:${BITLOOM_WERROR}>>:-Werror>
+    $<$<AND:$<COMPILE_LANGUAGE:CUDA>,$<BOOL:${BITLOOM_WERROR}>>:-Werror=all-warnings>)
+endfunction()
+
+# bitloom_library(name SOURCES ... DEPS ...): one library with PUBLIC include/ and PRIVATE src/.
+function(bitloom_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(bitloom_${name} ${ARG_SOURCES})
+  add_library(bitloom::${name} ALIAS bitloom_${name})
+  target_include_directories(bitloom_${name}
+    PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include
+    PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+  target_link_libraries(bitloom_${name} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+  bitloom_warnings(bitloom_${name})
+endfunction()
