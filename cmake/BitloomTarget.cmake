@@ -17,3 +17,21 @@ function(bitloom_library name)
   target_link_libraries(bitloom_${name} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
   bitloom_warnings(bitloom_${name})
 endfunction()
+
+# bitloom_test(name SOURCES ... DEPS ... [LABELS ...]): one GoogleTest binary registered with CTest.
+# Tests that need the real fixture models read BITLOOM_MODEL_CACHE and skip with a message when the
+# models are absent. Tests that need a GPU skip when none is present.
+function(bitloom_test name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  bitloom_warnings(${name})
+  target_compile_definitions(${name} PRIVATE
+    BITLOOM_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+    BITLOOM_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES TIMEOUT 900)
+  if(ARG_LABELS)
+    set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}")
+  endif()
+endfunction()

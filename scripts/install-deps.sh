@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcpp-httplib-dev libpcre2-dev libxxhash-dev
+  libcpp-httplib-dev libpcre2-dev libxxhash-dev nlohmann-json3-dev
   prometheus
   python3 python3-grpcio python3-protobuf python3-numpy python3-venv python3-pip
 )
