@@ -1,0 +1,106 @@
+// inferd: the inference daemon. Flags -> Options -> server; see docs/OPERATIONS.md.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/time.h"
+#include "bitloom/core/logging.h"
+#include "bitloom/metrics/metrics_registry.h"
+#include "bitloom/metrics/process_collector.h"
+#include "bitloom/metrics/request_metrics.h"
+#include "bitloom/modelstore/model_store.h"
+#include "bitloom/service/env_flags.h"
+#include "bitloom/service/server_runner.h"
+#include "bitloom/service/version.h"
+#include "inference_service.h"
+#include "memory_budget.h"
+#include "served_models.h"
+
+ABSL_FLAG(std::string, listen_address, "0.0.0.0:50051", "gRPC listen address, host:port");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091",
+          "Prometheus /metrics address, host:port; empty disables it");
+ABSL_FLAG(std::string, store_path, "./bitloom-store", "Model store directory");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, vram_budget, "0.9",
+          "Memory pool size: a fraction of free device memory (0.9) or a size (24GiB). Without a "
+          "GPU it is taken from host memory.");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(20),
+          "How long in-flight requests may finish after SIGTERM");
+ABSL_FLAG(std::string, ready_file, "", "Write {grpc_port, metrics_port} here once serving");
+
+namespace {
+
+int Fail(const absl::Status& status) {
+  BITLOOM_LOG(ERROR) << status;
+  return EXIT_FAILURE;
+}
+
+// The device the pool lives on. Without CUDA (this build's engine), host memory.
+bitloom::v1::DeviceInfo HostDevice(uint64_t* free_bytes) {
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  bitloom::v1::DeviceInfo device;
+  device.set_name("host");
+  device.set_kind("cpu");
+  device.set_total_memory_bytes(page * static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)));
+  *free_bytes = page * static_cast<uint64_t>(::sysconf(_SC_AVPHYS_PAGES));
+  return device;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using bitloom::service::ServerRunner;
+  ServerRunner::BlockTerminationSignals();
+  absl::SetProgramUsageMessage(
+      "inferd: serves Bitloom artifacts over gRPC.\n"
+      "Every flag can also be set as BITLOOM_INFERD_<FLAG> in the environment.");
+  if (absl::Status env = bitloom::service::ApplyEnvironmentToFlags(
+          "BITLOOM_INFERD", {"listen_address", "metrics_address", "store_path", "log_level",
+                             "vram_budget", "shutdown_grace", "ready_file"});
+      !env.ok()) {
+    return Fail(env);
+  }
+  absl::ParseCommandLine(argc, argv);
+
+  auto level = bitloom::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) return Fail(level.status());
+  bitloom::SetLogLevel(*level);
+  auto budget = bitloom::inferd::ParseMemoryBudget(absl::GetFlag(FLAGS_vram_budget));
+  if (!budget.ok()) return Fail(budget.status());
+
+  auto store = bitloom::modelstore::ModelStore::Open(absl::GetFlag(FLAGS_store_path));
+  if (!store.ok()) return Fail(store.status());
+
+  uint64_t free_bytes = 0;
+  bitloom::v1::DeviceInfo device = HostDevice(&free_bytes);
+  const uint64_t pool_bytes = budget->Resolve(free_bytes);
+
+  bitloom::metrics::MetricsRegistry registry;
+  if (absl::Status s = bitloom::metrics::ProcessCollector::Register(registry, "bitloom_inferd",
+                                                                    bitloom::service::kVersion);
+      !s.ok()) {
+    return Fail(s);
+  }
+  auto request_metrics = bitloom::metrics::RequestMetrics::Create(registry, "bitloom_inferd");
+  if (!request_metrics.ok()) return Fail(request_metrics.status());
+
+  bitloom::inferd::ServedModels models(store->get(), pool_bytes);
+  bitloom::inferd::InferenceServiceImpl service(&models, &registry, device);
+  bitloom::service::ServerOptions options;
+  options.listen_address = absl::GetFlag(FLAGS_listen_address);
+  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  options.ready_file = absl::GetFlag(FLAGS_ready_file);
+  options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  options.health_service_names = {"bitloom.v1.InferenceService"};
+  ServerRunner runner(options, &registry, &*request_metrics);
+  if (absl::Status s = runner.Start({&service}); !s.ok()) return Fail(s);
+  BITLOOM_LOG(INFO) << "inferd " << bitloom::service::kVersion << " store at "
+                    << absl::GetFlag(FLAGS_store_path) << ", pool " << pool_bytes << " bytes on "
+                    << device.name();
+  runner.WaitForTermination([] {});
+  return EXIT_SUCCESS;
+}

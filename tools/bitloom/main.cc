@@ -1,0 +1,209 @@
+// bitloom: the command-line client of quantd and inferd. Prints responses as JSON (one object per
+// line for streams) so that it composes with jq and scripts; errors go to stderr with the gRPC code
+// and the exit status is non-zero.
+//
+//   bitloom [--quantd=ADDR] [--inferd=ADDR] COMMAND [ARGS]
+//   health                              health of both daemons
+//   artifacts list | describe NAME [--verify] | delete NAME
+//   jobs list | get ID | cancel ID | watch ID
+//   models list | load ARTIFACT [--model_id=ID] [--context_length=N] | unload ID
+//   info                                inferd's server info
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/time.h"
+#include "bitloom/v1/inference.grpc.pb.h"
+#include "bitloom/v1/quantization.grpc.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "health_client.h"
+
+ABSL_FLAG(std::string, quantd, "localhost:50052", "quantd address, host:port");
+ABSL_FLAG(std::string, inferd, "localhost:50051", "inferd address, host:port");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30), "Deadline of each unary call");
+ABSL_FLAG(bool, verify, false, "artifacts describe: also verify every tensor checksum");
+ABSL_FLAG(std::string, model_id, "", "models load: serve under this id (default: the artifact name)");
+ABSL_FLAG(uint32_t, context_length, 0, "models load: context length (default: the model's)");
+ABSL_FLAG(uint32_t, max_batch_size, 0, "models load: most sequences decoded together");
+
+namespace {
+
+using bitloom::v1::InferenceService;
+using bitloom::v1::QuantizationService;
+
+constexpr char kUsage[] =
+    "bitloom [--quantd=ADDR] [--inferd=ADDR] COMMAND\n"
+    "  health\n"
+    "  artifacts list | describe NAME [--verify] | delete NAME\n"
+    "  jobs list | get ID | cancel ID | watch ID\n"
+    "  models list | load ARTIFACT [--model_id=ID] [--context_length=N] | unload ID\n"
+    "  info";
+
+int UsageError(const std::string& message) {
+  std::cerr << "bitloom: " << message << "\nusage: " << kUsage << "\n";
+  return 2;
+}
+
+void PrintJson(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  std::cout << json << "\n";
+}
+
+int Report(const grpc::Status& status, const google::protobuf::Message& response) {
+  if (!status.ok()) {
+    std::cerr << "bitloom: " << bitloom::tools::CodeName(status.error_code()) << ": "
+              << status.error_message() << "\n";
+    return 1;
+  }
+  PrintJson(response);
+  return 0;
+}
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_timeout)));
+  return context;
+}
+
+std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
+  return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+}
+
+int Artifacts(const std::vector<std::string>& args) {
+  auto stub = QuantizationService::NewStub(Channel(absl::GetFlag(FLAGS_quantd)));
+  const std::string verb = args.size() > 2 ? args[2] : "";
+  if (verb == "list") {
+    bitloom::v1::ListArtifactsRequest request;
+    bitloom::v1::ListArtifactsResponse all;
+    do {
+      bitloom::v1::ListArtifactsResponse page;
+      grpc::Status status = stub->ListArtifacts(Context().get(), request, &page);
+      if (!status.ok()) return Report(status, page);
+      for (auto& a : *page.mutable_artifacts()) *all.add_artifacts() = std::move(a);
+      request.set_page_token(page.next_page_token());
+    } while (!request.page_token().empty());
+    PrintJson(all);
+    return 0;
+  }
+  if (args.size() != 4) return UsageError("artifacts: expected list, describe NAME or delete NAME");
+  if (verb == "describe") {
+    bitloom::v1::DescribeArtifactRequest request;
+    request.set_name(args[3]);
+    request.set_verify_checksums(absl::GetFlag(FLAGS_verify));
+    bitloom::v1::DescribeArtifactResponse response;
+    return Report(stub->DescribeArtifact(Context().get(), request, &response), response);
+  }
+  if (verb == "delete") {
+    bitloom::v1::DeleteArtifactRequest request;
+    request.set_name(args[3]);
+    bitloom::v1::DeleteArtifactResponse response;
+    return Report(stub->DeleteArtifact(Context().get(), request, &response), response);
+  }
+  return UsageError("artifacts: unknown verb '" + verb + "'");
+}
+
+int Jobs(const std::vector<std::string>& args) {
+  auto stub = QuantizationService::NewStub(Channel(absl::GetFlag(FLAGS_quantd)));
+  const std::string verb = args.size() > 2 ? args[2] : "";
+  if (verb == "list") {
+    bitloom::v1::ListJobsResponse response;
+    return Report(stub->ListJobs(Context().get(), {}, &response), response);
+  }
+  if (args.size() != 4) return UsageError("jobs: expected list, get ID, cancel ID or watch ID");
+  if (verb == "get") {
+    bitloom::v1::GetJobRequest request;
+    request.set_id(args[3]);
+    bitloom::v1::Job response;
+    return Report(stub->GetJob(Context().get(), request, &response), response);
+  }
+  if (verb == "cancel") {
+    bitloom::v1::CancelJobRequest request;
+    request.set_id(args[3]);
+    bitloom::v1::Job response;
+    return Report(stub->CancelJob(Context().get(), request, &response), response);
+  }
+  if (verb == "watch") {
+    bitloom::v1::WatchJobRequest request;
+    request.set_id(args[3]);
+    grpc::ClientContext context;  // no deadline: a job can run for hours
+    auto reader = stub->WatchJob(&context, request);
+    bitloom::v1::JobEvent event;
+    while (reader->Read(&event)) PrintJson(event);
+    return Report(reader->Finish(), event);
+  }
+  return UsageError("jobs: unknown verb '" + verb + "'");
+}
+
+int Models(const std::vector<std::string>& args) {
+  auto stub = InferenceService::NewStub(Channel(absl::GetFlag(FLAGS_inferd)));
+  const std::string verb = args.size() > 2 ? args[2] : "";
+  if (verb == "list") {
+    bitloom::v1::ListModelsResponse response;
+    return Report(stub->ListModels(Context().get(), {}, &response), response);
+  }
+  if (args.size() != 4) return UsageError("models: expected list, load ARTIFACT or unload ID");
+  if (verb == "load") {
+    bitloom::v1::LoadModelRequest request;
+    request.set_artifact_name(args[3]);
+    request.set_model_id(absl::GetFlag(FLAGS_model_id));
+    request.set_context_length(absl::GetFlag(FLAGS_context_length));
+    request.set_max_batch_size(absl::GetFlag(FLAGS_max_batch_size));
+    bitloom::v1::LoadModelResponse response;
+    return Report(stub->LoadModel(Context().get(), request, &response), response);
+  }
+  if (verb == "unload") {
+    bitloom::v1::UnloadModelRequest request;
+    request.set_model_id(args[3]);
+    bitloom::v1::UnloadModelResponse response;
+    return Report(stub->UnloadModel(Context().get(), request, &response), response);
+  }
+  return UsageError("models: unknown verb '" + verb + "'");
+}
+
+int Info() {
+  auto stub = InferenceService::NewStub(Channel(absl::GetFlag(FLAGS_inferd)));
+  bitloom::v1::ServerInfo response;
+  return Report(stub->GetServerInfo(Context().get(), {}, &response), response);
+}
+
+int Health() {
+  int failures = 0;
+  for (const auto& [name, address, service] :
+       {std::tuple<std::string, std::string, std::string>{
+            "quantd", absl::GetFlag(FLAGS_quantd), "bitloom.v1.QuantizationService"},
+        {"inferd", absl::GetFlag(FLAGS_inferd), "bitloom.v1.InferenceService"}}) {
+    auto serving = bitloom::tools::CheckHealth(Channel(address), service,
+                                               absl::GetFlag(FLAGS_timeout));
+    std::cout << "{\"daemon\": \"" << name << "\", \"address\": \"" << address
+              << "\", \"status\": \"" << serving << "\"}\n";
+    if (serving != "SERVING") ++failures;
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> args(positional.begin(), positional.end());
+  if (args.size() < 2) return UsageError("missing command");
+  const std::string& command = args[1];
+  if (command == "health") return Health();
+  if (command == "artifacts") return Artifacts(args);
+  if (command == "jobs") return Jobs(args);
+  if (command == "models") return Models(args);
+  if (command == "info") return Info();
+  return UsageError("unknown command '" + command + "'");
+}
