@@ -6,9 +6,10 @@
 //
 // EvaluatePerplexity follows the sliding-window protocol of Hugging Face's perplexity guide: windows of
 // `context_length` tokens start every `stride` tokens; each window is run from an empty cache and scores
-// only the targets not scored by an earlier window (the first window scores all but its first token),
-// so every token except ids[0] is scored exactly once, with at least context_length − stride tokens of
-// context once past the first window. No BOS is inserted: the caller decides what ids are.
+// only the targets not scored by an earlier window; a window's own first token is never a target (it has
+// no context inside the window). With stride < context_length every token but ids[0] is scored exactly
+// once, with at least context_length − stride tokens of context past the first window; with
+// stride == context_length the windows are disjoint and each window's first token goes unscored. No BOS is inserted: the caller decides what ids are.
 // perplexity = exp(Σ NLL / tokens scored).
 #pragma once
 
