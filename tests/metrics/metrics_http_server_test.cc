@@ -57,6 +57,22 @@ TEST_F(MetricsHttpServerTest, ServesMetrics) {
   EXPECT_THAT(result->body, HasSubstr("test_requests_total{m=\"x\"} 3\n"));
 }
 
+TEST_F(MetricsHttpServerTest, GzipWhenAskedAndHead) {
+  MetricsHttpServer server(&registry_);
+  ASSERT_TRUE(server.Start("127.0.0.1:0").ok());
+  httplib::Client client = Client(server.port());
+  // Prometheus asks for gzip; the exposition compresses well.
+  client.set_decompress(false);
+  httplib::Result gzipped = client.Get("/metrics", {{"Accept-Encoding", "gzip"}});
+  ASSERT_TRUE(gzipped);
+  EXPECT_EQ(gzipped->status, 200);
+  EXPECT_EQ(gzipped->get_header_value("Content-Encoding"), "gzip");
+  httplib::Result head = client.Head("/metrics");
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->body, "");
+}
+
 TEST_F(MetricsHttpServerTest, HealthReadinessAndNotFound) {
   MetricsHttpServer server(&registry_);
   ASSERT_TRUE(server.Start("127.0.0.1:0").ok());
@@ -124,6 +140,18 @@ TEST_F(MetricsHttpServerTest, PortInUseIsAClearError) {
   EXPECT_THAT(status.message(), HasSubstr("already in use"));
   // The first server still answers.
   EXPECT_TRUE(Client(first.port()).Get("/healthz"));
+}
+
+TEST_F(MetricsHttpServerTest, StopWithAnOpenKeepAliveConnection) {
+  MetricsHttpServer server(&registry_);
+  ASSERT_TRUE(server.Start("127.0.0.1:0").ok());
+  httplib::Client client = Client(server.port());
+  client.set_keep_alive(true);
+  ASSERT_TRUE(client.Get("/metrics"));
+  // The client's connection is still open: Stop must neither hang nor crash. (It may wait for the
+  // one-second keep-alive timeout; that is what the short timeout in Start is for.)
+  server.Stop();
+  EXPECT_EQ(server.port(), 0);
 }
 
 TEST_F(MetricsHttpServerTest, StartTwiceFails) {
