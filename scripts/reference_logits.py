@@ -4,7 +4,7 @@
 For each fixture GGUF model this loads the same file the engine reads, dequantized to fp32 by
 transformers' GGUF loader (AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)), tokenizes the
 start of the WikiText-2 test split with the model's own GGUF tokenizer, runs one fp32 forward pass over
-the first --tokens tokens, and writes a compact sample of the logits to tests/engine/golden/<model>.json:
+the first 320 tokens (640 for Gemma 3, past its 512-token window), and writes a compact sample of the logits to tests/engine/golden/<model>.json:
 
   token_ids            the input ids (the C++ test feeds exactly these; tokenization is tested elsewhere)
   top1, top1_margin    argmax and (best − second best) logit at every position
@@ -34,6 +34,9 @@ MODELS = {
     "smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf",
     "gemma-3-270m": "gemma-3-270m-q4_k_m.gguf",
 }
+# Tokens per model: Gemma 3 270M's local layers have a 512-token window, so its sample runs past 512 to
+# exercise the sliding-window mask against the reference.
+DEFAULT_TOKENS = {"smollm2-135m-instruct": 320, "gemma-3-270m": 640}
 TOP_K = 16
 NUM_SAMPLE_POSITIONS = 8
 NUM_SAMPLE_IDS = 1024
@@ -60,8 +63,9 @@ def run(name, cache, text, args):
     tok = AutoTokenizer.from_pretrained(cache, gguf_file=gguf)
     # add_special_tokens=True: the tokenizer prepends BOS where the model expects it (Gemma), as a
     # user of the model would.
-    ids = tok(text[: 40 * args.tokens], add_special_tokens=True).input_ids[: args.tokens]
-    if len(ids) < args.tokens:
+    n = args.tokens or DEFAULT_TOKENS[name]
+    ids = tok(text[: 40 * n], add_special_tokens=True).input_ids[:n]
+    if len(ids) < n:
         sys.exit(f"{name}: only {len(ids)} tokens of text")
     model = AutoModelForCausalLM.from_pretrained(
         cache, gguf_file=gguf, torch_dtype=torch.float32, attn_implementation="eager"
@@ -116,7 +120,7 @@ def main():
                                                       os.path.expanduser("~/.cache/bitloom/models")))
     ap.add_argument("--wikitext", default=os.path.join(REPO, "..", "shared", "data", "wikitext-2-raw-test.txt"))
     ap.add_argument("--out", default=os.path.join(REPO, "tests", "engine", "golden"))
-    ap.add_argument("--tokens", type=int, default=320)
+    ap.add_argument("--tokens", type=int, default=0, help="tokens per model (default 320 / 640 for Gemma)")
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dump-ids", default="", help="also write whole-split token ids here")
