@@ -44,8 +44,8 @@ class CorruptionTest : public ::testing::Test {
   void ExpectDataLoss(const std::vector<uint8_t>& bytes, const std::string& fragment) {
     const absl::Status s = OpenBytes(bytes);
     EXPECT_TRUE(absl::IsDataLoss(s)) << s;
-    EXPECT_NE(s.message().find(fragment), std::string::npos) << "message: " << s.message()
-                                                             << "\nwanted: " << fragment;
+    EXPECT_NE(s.message().find(fragment), std::string::npos)
+        << "message: " << s.message() << "\nwanted: " << fragment;
   }
 
   const v1::TensorEntry& Tensor(const std::string& name) const {
@@ -65,9 +65,21 @@ class CorruptionTest : public ::testing::Test {
 TEST_F(CorruptionTest, GoodFileOpens) { EXPECT_TRUE(OpenBytes(good_).ok()); }
 
 TEST_F(CorruptionTest, TruncatedAtEverySectionBoundary) {
-  std::vector<uint64_t> cuts = {0, 1, 7, 8, 55, 56, 63, 64, 65, kDataOffset - 1, kDataOffset,
-                                header_.manifest_offset - 1, header_.manifest_offset,
-                                header_.manifest_offset + 1, good_.size() - 1};
+  std::vector<uint64_t> cuts = {0,
+                                1,
+                                7,
+                                8,
+                                55,
+                                56,
+                                63,
+                                64,
+                                65,
+                                kDataOffset - 1,
+                                kDataOffset,
+                                header_.manifest_offset - 1,
+                                header_.manifest_offset,
+                                header_.manifest_offset + 1,
+                                good_.size() - 1};
   for (const auto& t : manifest_.tensors()) {
     cuts.push_back(t.offset());
     cuts.push_back(t.offset() + t.size());
@@ -130,8 +142,8 @@ TEST_F(CorruptionTest, DataBitFlipsAreDetectedWhenVerifying) {
 
 TEST_F(CorruptionTest, PaddingIsNotChecked) {
   std::vector<uint8_t> bad = good_;
-  bad[kHeaderSize + 10] = 0xff;                    // between the header and the data region
-  bad[Tensor("a.f32").offset() + 100] = 0xff;       // after a blob, before the next page
+  bad[kHeaderSize + 10] = 0xff;                // between the header and the data region
+  bad[Tensor("a.f32").offset() + 100] = 0xff;  // after a blob, before the next page
   EXPECT_TRUE(OpenBytes(bad).ok());
 }
 
@@ -214,18 +226,17 @@ TEST_F(CorruptionTest, HostileTensorEntries) {
                  "is outside the data region");
   ExpectDataLoss(with_tensor("a.f32", [](v1::TensorEntry& t) { t.set_offset(0); }),
                  "is outside the data region");
-  ExpectDataLoss(with_tensor("a.f32",
-                             [&](v1::TensorEntry& t) {
-                               t.set_offset((header_.manifest_offset / kBlobAlignment + 4) *
-                                            kBlobAlignment);
-                             }),
-                 "is outside the data region");
+  ExpectDataLoss(
+      with_tensor("a.f32",
+                  [&](v1::TensorEntry& t) {
+                    t.set_offset((header_.manifest_offset / kBlobAlignment + 4) * kBlobAlignment);
+                  }),
+      "is outside the data region");
   // A blob that runs into the manifest.
-  ExpectDataLoss(with_tensor("d.q",
-                             [&](v1::TensorEntry& t) {
-                               t.set_size(header_.manifest_offset - t.offset() + 1);
-                             }),
-                 "tensor 'd.q': blob [");
+  ExpectDataLoss(
+      with_tensor(
+          "d.q", [&](v1::TensorEntry& t) { t.set_size(header_.manifest_offset - t.offset() + 1); }),
+      "tensor 'd.q': blob [");
   ExpectDataLoss(with_tensor("b.f16", [&](v1::TensorEntry& t) { t.set_offset(a.offset()); }),
                  "overlaps tensor");
   ExpectDataLoss(with_tensor("a.f32", [](v1::TensorEntry& t) { t.set_shape(0, 4); }),
@@ -238,8 +249,9 @@ TEST_F(CorruptionTest, HostileTensorEntries) {
                                t.set_shape(1, uint64_t{1} << 40);
                              }),
                  "more than 2^64");
-  ExpectDataLoss(with_tensor("a.f32", [](v1::TensorEntry& t) { t.set_codec(v1::CODEC_UNSPECIFIED); }),
-                 "CODEC_UNSPECIFIED");
+  ExpectDataLoss(
+      with_tensor("a.f32", [](v1::TensorEntry& t) { t.set_codec(v1::CODEC_UNSPECIFIED); }),
+      "CODEC_UNSPECIFIED");
   ExpectDataLoss(with_tensor("a.f32", [](v1::TensorEntry& t) { t.set_name(""); }),
                  "has an empty name");
   ExpectDataLoss(with_tensor("a.f32", [&](v1::TensorEntry& t) { t.set_name(b.name()); }),
@@ -271,16 +283,18 @@ TEST_F(CorruptionTest, MissingFileIsNotFound) {
 }
 
 // Thousands of random mutations of a small file. Each must yield a clean error, or OK only when the
-// mutation touched nothing the format covers (padding); then every tensor and the manifest must read
-// back exactly as written.
+// mutation touched nothing the format covers (padding); then every tensor and the manifest must
+// read back exactly as written.
 TEST_F(CorruptionTest, RandomMutations) {
   std::mt19937_64 rng(20261127);
-  // Bytes that matter: the header, every blob and the manifest. Mutations aim there most of the time
-  // because the small test file is mostly padding.
+  // Bytes that matter: the header, every blob and the manifest. Mutations aim there most of the
+  // time because the small test file is mostly padding.
   std::vector<std::pair<uint64_t, uint64_t>> covered = {{0, kHeaderSize},
                                                         {header_.manifest_offset, good_.size()}};
   for (const auto& t : manifest_.tensors()) covered.emplace_back(t.offset(), t.offset() + t.size());
-  auto random_below = [&](uint64_t n) { return std::uniform_int_distribution<uint64_t>(0, n - 1)(rng); };
+  auto random_below = [&](uint64_t n) {
+    return std::uniform_int_distribution<uint64_t>(0, n - 1)(rng);
+  };
   auto random_position = [&]() -> uint64_t {
     if (random_below(4) == 0) return random_below(good_.size());
     const auto& [begin, end] = covered[random_below(covered.size())];

@@ -120,9 +120,10 @@ TEST(ArtifactWriterTest, RejectsBadTensorMetadataWithoutFailing) {
   auto writer = ArtifactWriter::Create(dir.Join("x.bitloom"), dir.path());
   ASSERT_TRUE(writer.ok());
   ArtifactWriter& w = **writer;
-  EXPECT_TRUE(absl::IsInvalidArgument(w.AddTensor(Meta("", v1::CODEC_F32, {1}), PatternBytes(4, 1))));
   EXPECT_TRUE(
-      absl::IsInvalidArgument(w.AddTensor(Meta("u", v1::CODEC_UNSPECIFIED, {1}), PatternBytes(4, 1))));
+      absl::IsInvalidArgument(w.AddTensor(Meta("", v1::CODEC_F32, {1}), PatternBytes(4, 1))));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      w.AddTensor(Meta("u", v1::CODEC_UNSPECIFIED, {1}), PatternBytes(4, 1))));
   EXPECT_TRUE(absl::IsInvalidArgument(
       w.AddTensor(Meta("huge", v1::CODEC_F32, {uint64_t{1} << 40, uint64_t{1} << 40}), {})));
   ASSERT_TRUE(w.AddTensor(Meta("t", v1::CODEC_F32, {1}), PatternBytes(4, 1)).ok());
@@ -145,7 +146,8 @@ TEST(ArtifactWriterTest, WrongDenseSizeFailsTheWriterAndRemovesTheTempFile) {
   const std::string path = dir.Join("x.bitloom");
   auto writer = ArtifactWriter::Create(path, dir.path());
   ASSERT_TRUE(writer.ok());
-  const absl::Status short_blob = (*writer)->AddTensor(Meta("t", v1::CODEC_F32, {4}), PatternBytes(12, 1));
+  const absl::Status short_blob =
+      (*writer)->AddTensor(Meta("t", v1::CODEC_F32, {4}), PatternBytes(12, 1));
   EXPECT_TRUE(absl::IsInvalidArgument(short_blob)) << short_blob;
   EXPECT_NE(short_blob.message().find("needs 16 bytes, got 12"), std::string::npos) << short_blob;
   EXPECT_TRUE(ListDir(dir.path()).empty());

@@ -66,8 +66,7 @@ TEST(CodecLayoutTest, UnspecifiedAndNonDenseCodecs) {
   EXPECT_TRUE(absl::IsInvalidArgument(ExpectedBlobSize(v1::CODEC_UNSPECIFIED, shape).status()));
   EXPECT_TRUE(absl::IsUnimplemented(ExpectedBlobSize(v1::CODEC_HADAMARD_SCALAR, shape).status()));
   EXPECT_TRUE(absl::IsUnimplemented(ExpectedBlobSize(v1::CODEC_TRELLIS, shape).status()));
-  EXPECT_TRUE(
-      absl::IsUnimplemented(ExpectedBlobSize(static_cast<v1::Codec>(77), shape).status()));
+  EXPECT_TRUE(absl::IsUnimplemented(ExpectedBlobSize(static_cast<v1::Codec>(77), shape).status()));
   EXPECT_EQ(CodecName(static_cast<v1::Codec>(77)), "codec#77");
 }
 

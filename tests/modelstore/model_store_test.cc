@@ -50,11 +50,19 @@ TEST(ModelStoreNameTest, Validation) {
   for (const std::string& good : good_names) {
     EXPECT_TRUE(ModelStore::ValidateArtifactName(good).ok()) << good;
   }
-  const std::vector<std::string> bad_names = {std::string(), std::string("."), std::string(".."),
-                                std::string("../x"), std::string("a/b"), std::string("/abs"),
-                                std::string(".hidden"), std::string(".tmp"), std::string(129, 'z'),
-                                std::string("caf\xc3\xa9"), std::string("sp ace"),
-                                std::string("nul\0x", 5), std::string("back\\slash")};
+  const std::vector<std::string> bad_names = {std::string(),
+                                              std::string("."),
+                                              std::string(".."),
+                                              std::string("../x"),
+                                              std::string("a/b"),
+                                              std::string("/abs"),
+                                              std::string(".hidden"),
+                                              std::string(".tmp"),
+                                              std::string(129, 'z'),
+                                              std::string("caf\xc3\xa9"),
+                                              std::string("sp ace"),
+                                              std::string("nul\0x", 5),
+                                              std::string("back\\slash")};
   for (const std::string& bad : bad_names) {
     const absl::Status s = ModelStore::ValidateArtifactName(bad);
     EXPECT_TRUE(absl::IsInvalidArgument(s)) << "'" << bad << "'";
@@ -132,8 +140,7 @@ TEST_F(ModelStoreTest, ConcurrentPublishersOfOneNameExactlyOneWins) {
       threads.emplace_back([&, i] {
         auto writer = store_->NewWriter(name, /*overwrite=*/false);
         ASSERT_TRUE(writer.ok()) << writer.status();
-        ASSERT_TRUE(
-            (*writer)->AddTensor(Meta("w", v1::CODEC_F32, {16}), PatternBytes(64, i)).ok());
+        ASSERT_TRUE((*writer)->AddTensor(Meta("w", v1::CODEC_F32, {16}), PatternBytes(64, i)).ok());
         sync.arrive_and_wait();  // everyone passed the early existence check; publish together
         const absl::Status s = (*writer)->Finish(BaseManifest(std::to_string(i)));
         if (s.ok()) {
@@ -175,7 +182,8 @@ TEST_F(ModelStoreTest, ConcurrentOverwritersAllSucceedAndTheFileIsAlwaysValid) {
   std::vector<std::thread> threads;
   for (int i = 0; i < kThreads; ++i) {
     threads.emplace_back([&, i] {
-      for (int k = 0; k < 5; ++k) EXPECT_TRUE(Publish("hot", static_cast<uint32_t>(i * 10 + k), true).ok());
+      for (int k = 0; k < 5; ++k)
+        EXPECT_TRUE(Publish("hot", static_cast<uint32_t>(i * 10 + k), true).ok());
     });
   }
   for (auto& t : threads) t.join();
@@ -262,7 +270,7 @@ TEST_F(ModelStoreTest, UnreadableArtifactIsReportedAsDataLoss) {
   bytes.resize(bytes.size() - 1);
   testing::WriteFileBytes(path, bytes);
   EXPECT_TRUE(absl::IsDataLoss(store_->Describe("m", false).status()));
-  EXPECT_TRUE(store_->List()->empty());  // skipped, logged
+  EXPECT_TRUE(store_->List()->empty());   // skipped, logged
   EXPECT_TRUE(store_->Delete("m").ok());  // and still deletable
 }
 

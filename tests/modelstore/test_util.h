@@ -1,6 +1,6 @@
 // Helpers shared by the modelstore tests: a scratch directory, whole-file I/O, a small reference
-// artifact, and surgery on an artifact's header and manifest that keeps its checksums valid (so a test
-// can reach the checks behind them).
+// artifact, and surgery on an artifact's header and manifest that keeps its checksums valid (so a
+// test can reach the checks behind them).
 #pragma once
 
 #include <dirent.h>
@@ -30,8 +30,8 @@ class ScratchDir {
  public:
   ScratchDir() {
     const char* base = std::getenv("TMPDIR");
-    std::string templ = std::string(base != nullptr && *base != '\0' ? base : "/tmp") +
-                        "/modelstore_test.XXXXXX";
+    std::string templ =
+        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/modelstore_test.XXXXXX";
     std::vector<char> buf(templ.begin(), templ.end());
     buf.push_back('\0');
     EXPECT_NE(::mkdtemp(buf.data()), nullptr) << std::strerror(errno);
@@ -136,10 +136,13 @@ inline void WriteSmallArtifact(const std::string& path, const std::string& temp_
                                uint32_t seed = 1) {
   auto writer = ArtifactWriter::Create(path, temp_dir);
   ASSERT_TRUE(writer.ok()) << writer.status();
-  ASSERT_TRUE((*writer)->AddTensor(Meta("a.f32", v1::CODEC_F32, {3, 5}), PatternBytes(60, seed)).ok());
-  ASSERT_TRUE((*writer)->AddTensor(Meta("b.f16", v1::CODEC_F16, {7}), PatternBytes(14, seed + 1)).ok());
   ASSERT_TRUE(
-      (*writer)->AddTensor(Meta("c.bf16", v1::CODEC_BF16, {2, 2, 2}), PatternBytes(16, seed + 2)).ok());
+      (*writer)->AddTensor(Meta("a.f32", v1::CODEC_F32, {3, 5}), PatternBytes(60, seed)).ok());
+  ASSERT_TRUE(
+      (*writer)->AddTensor(Meta("b.f16", v1::CODEC_F16, {7}), PatternBytes(14, seed + 1)).ok());
+  ASSERT_TRUE((*writer)
+                  ->AddTensor(Meta("c.bf16", v1::CODEC_BF16, {2, 2, 2}), PatternBytes(16, seed + 2))
+                  .ok());
   v1::TensorEntry q = Meta("d.q", v1::CODEC_HADAMARD_SCALAR, {4, 8});
   q.set_bits_per_weight(4);
   q.set_group_size(8);
@@ -156,8 +159,8 @@ inline void EditHeader(std::vector<uint8_t>& file, const std::function<void(File
   std::copy(encoded.begin(), encoded.end(), file.begin());
 }
 
-// Replaces the manifest of `file` by `edit`ed copy, fixing manifest size/checksum, file size and the
-// header checksum, so only the edited content can make the reader complain.
+// Replaces the manifest of `file` by `edit`ed copy, fixing manifest size/checksum, file size and
+// the header checksum, so only the edited content can make the reader complain.
 inline void EditManifest(std::vector<uint8_t>& file,
                          const std::function<void(v1::ArtifactManifest&)>& edit) {
   auto header = DecodeHeader(file);

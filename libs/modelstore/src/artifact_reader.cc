@@ -96,8 +96,8 @@ absl::Status ArtifactReader::VerifyTensorTable() {
     const std::string where = absl::StrCat("tensor '", t.name(), "'");
     if (!index_.emplace(t.name(), i).second) return Corrupt(absl::StrCat("duplicate ", where));
     if (t.offset() % kBlobAlignment != 0) {
-      return Corrupt(absl::StrCat(where, ": offset ", t.offset(), " is not ", kBlobAlignment,
-                                  "-aligned"));
+      return Corrupt(
+          absl::StrCat(where, ": offset ", t.offset(), " is not ", kBlobAlignment, "-aligned"));
     }
     // Overflow-safe form of data_begin <= offset && offset + size <= data_end.
     if (t.offset() < data_begin || t.offset() > data_end || t.size() > data_end - t.offset()) {
@@ -109,10 +109,9 @@ absl::Status ArtifactReader::VerifyTensorTable() {
         ExpectedBlobSize(t.codec(), absl::MakeConstSpan(t.shape().data(), t.shape().size()));
     if (expected.ok()) {
       if (*expected != t.size()) {
-        return Corrupt(absl::StrCat(where, ": size ", t.size(), " does not match ",
-                                    CodecName(t.codec()), " shape [",
-                                    absl::StrJoin(t.shape(), ", "), "], which needs ", *expected,
-                                    " bytes"));
+        return Corrupt(absl::StrCat(
+            where, ": size ", t.size(), " does not match ", CodecName(t.codec()), " shape [",
+            absl::StrJoin(t.shape(), ", "), "], which needs ", *expected, " bytes"));
       }
     } else if (!absl::IsUnimplemented(expected.status())) {
       // Codecs without a fixed layout here (quantized or newer than this reader) are checked by
@@ -146,7 +145,8 @@ const v1::TensorEntry* ArtifactReader::FindTensor(absl::string_view name) const 
   return it == index_.end() ? nullptr : &manifest_.tensors(it->second);
 }
 
-absl::StatusOr<absl::Span<const uint8_t>> ArtifactReader::TensorBytes(absl::string_view name) const {
+absl::StatusOr<absl::Span<const uint8_t>> ArtifactReader::TensorBytes(
+    absl::string_view name) const {
   const v1::TensorEntry* t = FindTensor(name);
   if (t == nullptr) {
     return absl::NotFoundError(absl::StrCat(file_.path(), ": no tensor named '", name, "'"));

@@ -25,10 +25,9 @@ constexpr uint64_t kNoFixedSize = UINT64_MAX;
 // A random suffix for temp names. O_EXCL makes collisions harmless; randomness makes them rare so
 // that concurrent writers (threads or processes) rarely need to retry.
 std::string RandomSuffix() {
-  thread_local std::mt19937_64 rng{std::random_device{}() ^
-                                   static_cast<uint64_t>(::getpid()) << 32 ^
-                                   static_cast<uint64_t>(
-                                       std::chrono::steady_clock::now().time_since_epoch().count())};
+  thread_local std::mt19937_64 rng{
+      std::random_device{}() ^ (static_cast<uint64_t>(::getpid()) << 32) ^
+      static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count())};
   return absl::StrCat(absl::Hex(rng(), absl::kZeroPad16));
 }
 
@@ -38,13 +37,12 @@ uint64_t AlignUp(uint64_t value, uint64_t alignment) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ArtifactWriter>> ArtifactWriter::Create(const std::string& final_path,
-                                                                       const std::string& temp_dir,
-                                                                       WriterOptions options) {
+absl::StatusOr<std::unique_ptr<ArtifactWriter>> ArtifactWriter::Create(
+    const std::string& final_path, const std::string& temp_dir, WriterOptions options) {
   if (final_path.empty()) return absl::InvalidArgumentError("final_path is empty");
   if (temp_dir.empty()) return absl::InvalidArgumentError("temp_dir is empty");
-  // A leading '.' keeps temp files hidden and never a valid artifact name, even when temp_dir is the
-  // store root itself.
+  // A leading '.' keeps temp files hidden and never a valid artifact name, even when temp_dir is
+  // the store root itself.
   const std::string base = internal::BaseName(final_path);
   for (int attempt = 0; attempt < 16; ++attempt) {
     std::string temp_path = absl::StrCat(temp_dir, "/.", base, ".", RandomSuffix(), ".tmp");
@@ -77,7 +75,8 @@ ArtifactWriter::~ArtifactWriter() { Abort(); }
 void ArtifactWriter::Abort() {
   if (finished_ || aborted_) return;
   aborted_ = true;
-  if (error_.ok()) error_ = absl::CancelledError(absl::StrCat("writer for ", final_path_, " was aborted"));
+  if (error_.ok())
+    error_ = absl::CancelledError(absl::StrCat("writer for ", final_path_, " was aborted"));
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   ::unlink(temp_path_.c_str());
@@ -85,8 +84,9 @@ void ArtifactWriter::Abort() {
 
 absl::Status ArtifactWriter::CheckUsable() const {
   if (!error_.ok()) return error_;
-  if (finished_) return absl::FailedPreconditionError(absl::StrCat("writer for ", final_path_,
-                                                                   " is already finished"));
+  if (finished_)
+    return absl::FailedPreconditionError(
+        absl::StrCat("writer for ", final_path_, " is already finished"));
   return absl::OkStatus();
 }
 
@@ -122,15 +122,15 @@ absl::Status ArtifactWriter::BeginTensor(v1::TensorEntry meta) {
   BITLOOM_RETURN_IF_ERROR(CheckUsable());
   // Usage errors below do not fail the writer: the caller may correct them and go on.
   if (open_) {
-    return absl::FailedPreconditionError(absl::StrCat("tensor '", current_.name(),
-                                                      "' is still open; call EndTensor first"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("tensor '", current_.name(), "' is still open; call EndTensor first"));
   }
   if (meta.name().empty()) return absl::InvalidArgumentError("tensor name is empty");
   if (names_.contains(meta.name())) {
     return absl::InvalidArgumentError(absl::StrCat("duplicate tensor name '", meta.name(), "'"));
   }
-  absl::StatusOr<uint64_t> expected = ExpectedBlobSize(
-      meta.codec(), absl::MakeConstSpan(meta.shape().data(), meta.shape().size()));
+  absl::StatusOr<uint64_t> expected =
+      ExpectedBlobSize(meta.codec(), absl::MakeConstSpan(meta.shape().data(), meta.shape().size()));
   if (absl::IsUnimplemented(expected.status())) {
     current_expected_ = kNoFixedSize;
   } else if (!expected.ok()) {
@@ -153,8 +153,7 @@ absl::Status ArtifactWriter::BeginTensor(v1::TensorEntry meta) {
 absl::Status ArtifactWriter::AppendTensorData(absl::Span<const uint8_t> chunk) {
   BITLOOM_RETURN_IF_ERROR(CheckUsable());
   if (!open_) return absl::FailedPreconditionError("AppendTensorData without BeginTensor");
-  if (current_expected_ != kNoFixedSize &&
-      chunk.size() > current_expected_ - current_written_) {
+  if (current_expected_ != kNoFixedSize && chunk.size() > current_expected_ - current_written_) {
     // Fail the writer: bytes already written for this tensor cannot be taken back cleanly.
     return Fail(absl::InvalidArgumentError(absl::StrCat(
         "tensor '", current_.name(), "': ", CodecName(current_.codec()), " shape needs ",
@@ -170,9 +169,9 @@ absl::Status ArtifactWriter::EndTensor() {
   BITLOOM_RETURN_IF_ERROR(CheckUsable());
   if (!open_) return absl::FailedPreconditionError("EndTensor without BeginTensor");
   if (current_expected_ != kNoFixedSize && current_written_ != current_expected_) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", current_.name(), "': ", CodecName(current_.codec()), " shape needs ",
-        current_expected_, " bytes, got ", current_written_)));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("tensor '", current_.name(), "': ", CodecName(current_.codec()),
+                     " shape needs ", current_expected_, " bytes, got ", current_written_)));
   }
   current_.set_size(current_written_);
   current_.set_xxh3(hasher_->Digest());
@@ -186,8 +185,8 @@ absl::Status ArtifactWriter::EndTensor() {
 absl::Status ArtifactWriter::Finish(v1::ArtifactManifest manifest) {
   BITLOOM_RETURN_IF_ERROR(CheckUsable());
   if (open_) {
-    return absl::FailedPreconditionError(absl::StrCat("tensor '", current_.name(),
-                                                      "' is still open; call EndTensor first"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("tensor '", current_.name(), "' is still open; call EndTensor first"));
   }
   if (manifest.tensors_size() != 0) {
     return absl::InvalidArgumentError(
@@ -204,11 +203,11 @@ absl::Status ArtifactWriter::Finish(v1::ArtifactManifest manifest) {
 
   std::string serialized;
   if (!manifest.SerializeToString(&serialized) || serialized.size() > kMaxManifestSize) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "manifest does not serialize within ", kMaxManifestSize, " bytes")));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("manifest does not serialize within ", kMaxManifestSize, " bytes")));
   }
-  const auto manifest_bytes = absl::MakeConstSpan(
-      reinterpret_cast<const uint8_t*>(serialized.data()), serialized.size());
+  const auto manifest_bytes =
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(serialized.data()), serialized.size());
 
   FileHeader header;
   header.format_version = kFormatVersion;
@@ -237,23 +236,29 @@ absl::Status ArtifactWriter::Finish(v1::ArtifactManifest manifest) {
   finished_ = true;
   // The rename is durable only once the directory entry is: without this a crash could lose a
   // published artifact even though Finish() returned OK.
-  return internal::FsyncDirectory(internal::DirName(final_path_));
+  absl::Status synced = internal::FsyncDirectory(internal::DirName(final_path_));
+  if (!synced.ok()) {
+    return absl::Status(synced.code(),
+                        absl::StrCat(final_path_, " was published but may not survive a crash: ",
+                                     synced.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ArtifactWriter::Publish() {
   if (options_.replace_existing) {
     if (::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
-      return Fail(internal::ErrnoToStatus(
-          errno, absl::StrCat("rename ", temp_path_, " to ", final_path_)));
+      return Fail(
+          internal::ErrnoToStatus(errno, absl::StrCat("rename ", temp_path_, " to ", final_path_)));
     }
     return absl::OkStatus();
   }
-  // No-replace publishing must decide "does it exist?" and "put it there" in one atomic step, or two
-  // racing writers could both see the name free and the later rename would silently replace the
-  // earlier artifact. renameat2(RENAME_NOREPLACE) does that; filesystems without it get link(), which
-  // fails with EEXIST just as atomically, followed by removing the temp name.
-  if (::renameat2(AT_FDCWD, temp_path_.c_str(), AT_FDCWD, final_path_.c_str(),
-                  RENAME_NOREPLACE) == 0) {
+  // No-replace publishing must decide "does it exist?" and "put it there" in one atomic step, or
+  // two racing writers could both see the name free and the later rename would silently replace the
+  // earlier artifact. renameat2(RENAME_NOREPLACE) does that; filesystems without it get link(),
+  // which fails with EEXIST just as atomically, followed by removing the temp name.
+  if (::renameat2(AT_FDCWD, temp_path_.c_str(), AT_FDCWD, final_path_.c_str(), RENAME_NOREPLACE) ==
+      0) {
     return absl::OkStatus();
   }
   int err = errno;
@@ -267,8 +272,8 @@ absl::Status ArtifactWriter::Publish() {
   if (err == EEXIST) {
     return Fail(absl::AlreadyExistsError(absl::StrCat(final_path_, " already exists")));
   }
-  return Fail(internal::ErrnoToStatus(
-      err, absl::StrCat("publish ", temp_path_, " as ", final_path_)));
+  return Fail(
+      internal::ErrnoToStatus(err, absl::StrCat("publish ", temp_path_, " as ", final_path_)));
 }
 
 }  // namespace bitloom::modelstore

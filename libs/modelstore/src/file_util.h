@@ -1,5 +1,5 @@
-// POSIX file helpers shared by the writer and the store: errno to Status, full writes, directory fsync.
-// Private to libs/modelstore.
+// POSIX file helpers shared by the writer and the store: errno to Status, full writes, directory
+// fsync. Private to libs/modelstore.
 #pragma once
 
 #include <cstdint>

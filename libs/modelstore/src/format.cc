@@ -11,8 +11,8 @@
 namespace bitloom::modelstore {
 namespace {
 
-// Explicit byte-by-byte little-endian coding, so the format does not depend on the host's byte order
-// or on the alignment of the buffer.
+// Explicit byte-by-byte little-endian coding, so the format does not depend on the host's byte
+// order or on the alignment of the buffer.
 void PutU32(uint8_t* p, uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
 }
@@ -62,13 +62,13 @@ std::array<uint8_t, kHeaderSize> EncodeHeader(const FileHeader& header) {
 
 absl::StatusOr<FileHeader> DecodeHeader(absl::Span<const uint8_t> file_prefix) {
   if (file_prefix.size() < kHeaderSize) {
-    return absl::DataLossError(absl::StrCat("file is ", file_prefix.size(),
-                                            " bytes, shorter than the ", kHeaderSize,
-                                            "-byte header"));
+    return absl::DataLossError(absl::StrCat(
+        "file is ", file_prefix.size(), " bytes, shorter than the ", kHeaderSize, "-byte header"));
   }
   const uint8_t* p = file_prefix.data();
   if (!std::equal(kMagic.begin(), kMagic.end(), p)) {
-    return absl::DataLossError("not a Bitloom artifact: the file does not start with \"BITLOOM\\0\"");
+    return absl::DataLossError(
+        "not a Bitloom artifact: the file does not start with \"BITLOOM\\0\"");
   }
   FileHeader h;
   h.format_version = GetU32(p + kOffFormatVersion);

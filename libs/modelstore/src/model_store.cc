@@ -94,15 +94,15 @@ void ModelStore::RemoveStaleTempFiles(absl::Duration age) const {
 
 absl::Status ModelStore::ValidateArtifactName(absl::string_view name) {
   if (name.empty() || name.size() > kMaxNameLength) {
-    return absl::InvalidArgumentError(absl::StrCat("name: must be 1 to ", kMaxNameLength,
-                                                   " characters long, got ", name.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("name: must be 1 to ", kMaxNameLength, " characters long, got ", name.size()));
   }
   for (char c : name) {
     if (!IsNameChar(c)) {
       // Report the byte in hex: it may be a control character or part of a UTF-8 sequence.
-      return absl::InvalidArgumentError(absl::StrCat(
-          "name: may contain only A-Z, a-z, 0-9, '.', '_' and '-'; found byte 0x",
-          absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("name: may contain only A-Z, a-z, 0-9, '.', '_' and '-'; found byte 0x",
+                       absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2)));
     }
   }
   if (name.front() == '.') {
@@ -163,10 +163,9 @@ absl::StatusOr<std::vector<v1::ArtifactSummary>> ModelStore::List() const {
     }
     out.push_back(Summarize(name, **reader));
   }
-  std::sort(out.begin(), out.end(),
-            [](const v1::ArtifactSummary& a, const v1::ArtifactSummary& b) {
-              return a.name() < b.name();
-            });
+  std::sort(out.begin(), out.end(), [](const v1::ArtifactSummary& a, const v1::ArtifactSummary& b) {
+    return a.name() < b.name();
+  });
   return out;
 }
 

@@ -1,15 +1,15 @@
 // ArtifactReader: a memory-mapped, verified, read-only view of one artifact file (docs/FORMAT.md).
 //
-// Open() maps the file and checks everything the format promises before returning: the header (magic,
-// checksum, versions, file size), the manifest (bounds, checksum, parse) and every tensor entry
-// (alignment, bounds, overlap, size for its codec and shape); blob checksums too when asked. Nothing
-// about the file is trusted until those checks pass, so any input yields a clean Status and never an
-// out-of-bounds read. Errors: NOT_FOUND (no such file), DATA_LOSS (truncated or corrupted; the message
-// says what and where), FAILED_PRECONDITION (written for a newer reader).
+// Open() maps the file and checks everything the format promises before returning: the header
+// (magic, checksum, versions, file size), the manifest (bounds, checksum, parse) and every tensor
+// entry (alignment, bounds, overlap, size for its codec and shape); blob checksums too when asked.
+// Nothing about the file is trusted until those checks pass, so any input yields a clean Status and
+// never an out-of-bounds read. Errors: NOT_FOUND (no such file), DATA_LOSS (truncated or corrupted;
+// the message says what and where), FAILED_PRECONDITION (written for a newer reader).
 //
-// The reader owns the mapping; spans from TensorBytes() point into it and must not outlive the reader.
-// Deleting or replacing the file in the store does not disturb an open reader. Thread-safe: all methods
-// are const.
+// The reader owns the mapping; spans from TensorBytes() point into it and must not outlive the
+// reader. Deleting or replacing the file in the store does not disturb an open reader. Thread-safe:
+// all methods are const.
 #pragma once
 
 #include <cstdint>

@@ -1,12 +1,13 @@
-// ArtifactWriter: streams one artifact (docs/FORMAT.md) to a temporary file and publishes it atomically.
+// ArtifactWriter: streams one artifact (docs/FORMAT.md) to a temporary file and publishes it
+// atomically.
 //
-// Tensor blobs are written as they arrive (whole, or in chunks for tensors too large to hold in memory);
-// Finish() appends the manifest, writes the header last, fsyncs the file, renames it onto its final path
-// and fsyncs the directory. Until Finish() succeeds nothing exists at the final path, and a writer that
-// is destroyed or Abort()ed unfinished deletes its temporary file, so a reader never sees a partial
-// artifact. The writer owns its file descriptor and temp file. Not thread-safe: one thread drives a
-// writer (distinct writers are independent). After any error the writer is failed: every later call
-// returns that error and the temp file is removed.
+// Tensor blobs are written as they arrive (whole, or in chunks for tensors too large to hold in
+// memory); Finish() appends the manifest, writes the header last, fsyncs the file, renames it onto
+// its final path and fsyncs the directory. Until Finish() succeeds nothing exists at the final
+// path, and a writer that is destroyed or Abort()ed unfinished deletes its temporary file, so a
+// reader never sees a partial artifact. The writer owns its file descriptor and temp file. Not
+// thread-safe: one thread drives a writer (distinct writers are independent). After any error the
+// writer is failed: every later call returns that error and the temp file is removed.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +31,8 @@ struct WriterOptions {
   // When false, Finish() fails with ALREADY_EXISTS if something exists at the final path, decided
   // atomically at publish time (two writers racing for one path: exactly one wins).
   bool replace_existing = true;
-  // When non-empty, Finish() stores it as the manifest's `name` (the store passes the artifact's name).
+  // When non-empty, Finish() stores it as the manifest's `name` (the store passes the artifact's
+  // name).
   std::string artifact_name;
 };
 
@@ -48,23 +50,26 @@ class ArtifactWriter {
   ~ArtifactWriter();
 
   // Writes one whole tensor. `meta` names it and gives codec, shape, bits_per_weight, group_size,
-  // measured_error and params; its offset, size and xxh3 are filled in by the writer. INVALID_ARGUMENT
-  // for an empty or duplicate name, CODEC_UNSPECIFIED, or a size that disagrees with a dense codec's
-  // shape.
+  // measured_error and params; its offset, size and xxh3 are filled in by the writer.
+  // INVALID_ARGUMENT for an empty or duplicate name, CODEC_UNSPECIFIED, or a size that disagrees
+  // with a dense codec's shape.
   absl::Status AddTensor(v1::TensorEntry meta, absl::Span<const uint8_t> bytes);
 
-  // The streaming form of AddTensor: BeginTensor, any number of AppendTensorData, EndTensor. Only one
-  // tensor is open at a time.
+  // The streaming form of AddTensor: BeginTensor, any number of AppendTensorData, EndTensor. Only
+  // one tensor is open at a time.
   absl::Status BeginTensor(v1::TensorEntry meta);
   absl::Status AppendTensorData(absl::Span<const uint8_t> chunk);
   absl::Status EndTensor();
 
-  // Completes and publishes the artifact. `manifest` carries everything except the tensor table, which
-  // must be empty (INVALID_ARGUMENT otherwise); created_unix_ms is set to now when 0. ALREADY_EXISTS
-  // when replace_existing is false and the final path exists.
+  // Completes and publishes the artifact. `manifest` carries everything except the tensor table,
+  // which must be empty (INVALID_ARGUMENT otherwise); created_unix_ms is set to now when 0.
+  // ALREADY_EXISTS when replace_existing is false and the final path exists. If only the final
+  // directory fsync fails, the artifact is already published (and the error says so) but may not
+  // survive a crash.
   absl::Status Finish(v1::ArtifactManifest manifest);
 
-  // Deletes the temporary file; the writer is failed afterwards. Idempotent; a no-op after Finish().
+  // Deletes the temporary file; the writer is failed afterwards. Idempotent; a no-op after
+  // Finish().
   void Abort();
 
   const std::string& final_path() const { return final_path_; }

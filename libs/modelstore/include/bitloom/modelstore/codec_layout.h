@@ -1,8 +1,8 @@
 // Byte sizes of tensor blobs by codec, as docs/FORMAT.md lays them out.
 //
-// Pure functions, thread-safe. Codecs whose layout depends on more than the shape (the quantized codecs)
-// are specified together with their encoder; until then ExpectedBlobSize reports them as UNIMPLEMENTED
-// and the reader checks only their bounds, not their size.
+// Pure functions, thread-safe. Codecs whose layout depends on more than the shape (the quantized
+// codecs) are specified together with their encoder; until then ExpectedBlobSize reports them as
+// UNIMPLEMENTED and the reader checks only their bounds, not their size.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +28,8 @@ absl::StatusOr<uint64_t> ElementCount(absl::Span<const uint64_t> shape);
 // - any other codec, known or not: UNIMPLEMENTED (the size is not determined by the shape alone).
 absl::StatusOr<uint64_t> ExpectedBlobSize(v1::Codec codec, absl::Span<const uint64_t> shape);
 
-// "f32", "f16", "bf16", "hadamard_scalar", "trellis", "unspecified", or "codec#N" for an unknown value.
+// "f32", "f16", "bf16", "hadamard_scalar", "trellis", "unspecified", or "codec#N" for an unknown
+// value.
 std::string CodecName(v1::Codec codec);
 
 }  // namespace bitloom::modelstore

@@ -1,9 +1,9 @@
-// The fixed parts of the artifact file format v1 (docs/FORMAT.md): constants, the 64-byte header and
-// its little-endian encoding.
+// The fixed parts of the artifact file format v1 (docs/FORMAT.md): constants, the 64-byte header
+// and its little-endian encoding.
 //
-// Plain values and pure functions: no ownership, thread-safe. EncodeHeader/DecodeHeader only translate
-// bytes; the layout rules (versions, bounds, alignment) are enforced by ArtifactReader, so a tool that
-// must look at a damaged file can still decode what is there.
+// Plain values and pure functions: no ownership, thread-safe. EncodeHeader/DecodeHeader only
+// translate bytes; the layout rules (versions, bounds, alignment) are enforced by ArtifactReader,
+// so a tool that must look at a damaged file can still decode what is there.
 #pragma once
 
 #include <array>
@@ -19,7 +19,8 @@ inline constexpr std::array<uint8_t, 8> kMagic = {'B', 'I', 'T', 'L', 'O', 'O', 
 inline constexpr uint64_t kHeaderSize = 64;
 // The header checksum covers every header byte before it.
 inline constexpr uint64_t kHeaderChecksummedSize = 56;
-// Blob offsets are multiples of this, so a blob can be copied or mapped page-aligned straight to a device.
+// Blob offsets are multiples of this, so a blob can be copied or mapped page-aligned straight to a
+// device.
 inline constexpr uint64_t kBlobAlignment = 4096;
 // The format version this library writes.
 inline constexpr uint32_t kFormatVersion = 1;
@@ -51,8 +52,8 @@ struct FileHeader {
 // `header` is ignored).
 std::array<uint8_t, kHeaderSize> EncodeHeader(const FileHeader& header);
 
-// Decodes the first 64 bytes of `file_prefix`. DATA_LOSS when there are fewer than 64 bytes, the magic
-// is wrong or the header checksum does not match. Does not check versions or offsets.
+// Decodes the first 64 bytes of `file_prefix`. DATA_LOSS when there are fewer than 64 bytes, the
+// magic is wrong or the header checksum does not match. Does not check versions or offsets.
 absl::StatusOr<FileHeader> DecodeHeader(absl::Span<const uint8_t> file_prefix);
 
 // XXH3-64 with seed 0, the checksum used everywhere in the format.

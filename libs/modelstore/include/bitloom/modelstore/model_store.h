@@ -3,10 +3,11 @@
 //   <root>/<name>.bitloom   published artifacts (docs/FORMAT.md, "The model store")
 //   <root>/.tmp/            writers' temporary files; never listed, renamed into <root> on publish
 //
-// Publishing is a rename within one filesystem, so an artifact appears whole or not at all; deleting
-// unlinks the name, and readers that already mapped the file keep working. The store holds no mutable
-// in-memory state (the directory is the state), so it is thread-safe and several processes may share
-// one root. Returned readers and writers are owned by the caller and may outlive nothing but the files.
+// Publishing is a rename within one filesystem, so an artifact appears whole or not at all;
+// deleting unlinks the name, and readers that already mapped the file keep working. The store holds
+// no mutable in-memory state (the directory is the state), so it is thread-safe and several
+// processes may share one root. Returned readers and writers are owned by the caller and may
+// outlive nothing but the files.
 #pragma once
 
 #include <cstdint>
@@ -51,7 +52,8 @@ class ModelStore {
                                                           StoreOptions options = {});
 
   // OK when `name` is 1..128 characters of [A-Za-z0-9._-], does not start with '.' (so it is never
-  // ".", "..", a hidden file or the temp directory); INVALID_ARGUMENT naming the field `name` otherwise.
+  // ".", "..", a hidden file or the temp directory); INVALID_ARGUMENT naming the field `name`
+  // otherwise.
   static absl::Status ValidateArtifactName(absl::string_view name);
 
   const std::string& root() const { return root_; }
@@ -66,8 +68,8 @@ class ModelStore {
   absl::StatusOr<std::unique_ptr<ArtifactWriter>> NewWriter(absl::string_view name,
                                                             bool overwrite) const;
 
-  // Summaries of every readable artifact, sorted by name. Unreadable files are skipped with a warning
-  // in the log; temp files are never listed.
+  // Summaries of every readable artifact, sorted by name. Unreadable files are skipped with a
+  // warning in the log; temp files are never listed.
   absl::StatusOr<std::vector<v1::ArtifactSummary>> List() const;
 
   // The manifest and summary of `name`; with verify_checksums every blob is hashed too.
