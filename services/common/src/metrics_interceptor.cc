@@ -14,8 +14,13 @@ using grpc::experimental::InterceptionHookPoints;
 // that ends without sending one (the client went away) counts as CANCELLED.
 class MetricsInterceptor : public grpc::experimental::Interceptor {
  public:
-  MetricsInterceptor(metrics::RequestMetrics* metrics, std::string method)
-      : metrics_(metrics), method_(std::move(method)), start_(std::chrono::steady_clock::now()) {
+  MetricsInterceptor(metrics::RequestMetrics* metrics, std::atomic<int64_t>* in_flight,
+                     std::string method)
+      : metrics_(metrics),
+        in_flight_(in_flight),
+        method_(std::move(method)),
+        start_(std::chrono::steady_clock::now()) {
+    in_flight_->fetch_add(1);
     metrics_->Begin(method_);
   }
 
@@ -23,6 +28,7 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     metrics_->End(method_, GrpcCodeName(code_), seconds);
+    in_flight_->fetch_sub(1);
   }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
@@ -34,6 +40,7 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
 
  private:
   metrics::RequestMetrics* metrics_;
+  std::atomic<int64_t>* in_flight_;
   std::string method_;
   std::chrono::steady_clock::time_point start_;
   grpc::StatusCode code_ = grpc::StatusCode::CANCELLED;
@@ -43,7 +50,7 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
 
 grpc::experimental::Interceptor* MetricsInterceptorFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {
-  return new MetricsInterceptor(metrics_, info->method() ? info->method() : "unknown");
+  return new MetricsInterceptor(metrics_, in_flight_, info->method() ? info->method() : "unknown");
 }
 
 }  // namespace bitloom::service

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "bitloom/core/logging.h"
 #include "bitloom/service/metrics_interceptor.h"
 
@@ -55,7 +56,7 @@ absl::Status ServerRunner::Start(const std::vector<grpc::Service*>& services) {
   builder.SetMaxReceiveMessageSize(64 << 20);
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> factories;
-  factories.push_back(std::make_unique<MetricsInterceptorFactory>(request_metrics_));
+  factories.push_back(std::make_unique<MetricsInterceptorFactory>(request_metrics_, &in_flight_));
   builder.experimental().SetInterceptorCreators(std::move(factories));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || grpc_port_ == 0) {
@@ -119,9 +120,15 @@ void ServerRunner::Shutdown(const std::function<void()>& on_drain) {
     }
     health->SetServingStatus(false);
   }
+  const absl::Time deadline = absl::Now() + options_.shutdown_grace;
   on_drain();
+  while (in_flight_.load() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  if (in_flight_.load() > 0) {
+    BITLOOM_LOG(WARNING) << "grace period over; cancelling " << in_flight_.load()
+                         << " RPCs in flight";
+  }
   if (server_ != nullptr) {
-    server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(100)));
     server_->Wait();
   }
   if (metrics_server_ != nullptr) metrics_server_->Stop();

@@ -1,8 +1,12 @@
-// A gRPC server interceptor that feeds RequestMetrics: requests by method and status code, latency
-// by method, and requests in flight. Installed by ServerRunner on every daemon.
+// A gRPC server interceptor that feeds RequestMetrics (requests by method and status code, latency
+// by method, requests in flight) and keeps the process-wide count of RPCs in flight that
+// ServerRunner waits on when it drains. Installed by ServerRunner on every daemon.
 #pragma once
 
 #include <grpcpp/support/server_interceptor.h>
+
+#include <atomic>
+#include <cstdint>
 
 #include "bitloom/metrics/request_metrics.h"
 
@@ -10,12 +14,15 @@ namespace bitloom::service {
 
 class MetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
-  explicit MetricsInterceptorFactory(metrics::RequestMetrics* metrics) : metrics_(metrics) {}
+  // Neither pointer is owned; both must outlive the server.
+  MetricsInterceptorFactory(metrics::RequestMetrics* metrics, std::atomic<int64_t>* in_flight)
+      : metrics_(metrics), in_flight_(in_flight) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override;
 
  private:
   metrics::RequestMetrics* metrics_;
+  std::atomic<int64_t>* in_flight_;
 };
 
 }  // namespace bitloom::service

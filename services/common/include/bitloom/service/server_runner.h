@@ -3,9 +3,10 @@
 // It builds the gRPC server (callback services, grpc.health.v1 with a status per service, server
 // reflection, the request-metrics interceptor), starts the Prometheus endpoint, optionally writes a
 // ready file with the bound ports, then waits for SIGTERM or SIGINT. On a signal it marks every
-// service NOT_SERVING, fails readiness, runs the daemon's drain hook, and shuts the server down
-// within the grace period (in-flight RPCs past the deadline are cancelled). Not thread-safe: one
-// thread drives it, from main().
+// service NOT_SERVING, fails readiness, runs the daemon's drain hook, waits until no RPC is in
+// flight or the grace period ends, and then shuts the server down, cancelling what is left. (gRPC's
+// own Shutdown(deadline) waits for idle client connections too, so it is only called once the
+// server is drained.) Not thread-safe: one thread drives it, from main().
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -68,6 +69,7 @@ class ServerRunner {
   std::unique_ptr<metrics::MetricsHttpServer> metrics_server_;
   std::unique_ptr<grpc::Server> server_;
   std::atomic<bool> ready_{false};
+  std::atomic<int64_t> in_flight_{0};
   int grpc_port_ = 0;
   bool shut_down_ = false;
 };
