@@ -11,6 +11,7 @@ packages=(
   libcpp-httplib-dev libpcre2-dev libxxhash-dev nlohmann-json3-dev
   prometheus
   python3 python3-grpcio python3-protobuf python3-numpy python3-venv python3-pip
+  python3-yaml
 )
 
 sudo_cmd=()
