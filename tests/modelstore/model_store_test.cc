@@ -222,6 +222,7 @@ TEST_F(ModelStoreTest, ListShowsOnlyPublishedReadableArtifacts) {
   testing::WriteFileBytes(dir_.Join("store/.hidden.bitloom"), PatternBytes(100, 1));
   testing::WriteFileBytes(dir_.Join("store/notes.txt"), PatternBytes(10, 1));
   ASSERT_EQ(::mkdir(dir_.Join("store/dir.bitloom").c_str(), 0755), 0);
+  ASSERT_EQ(::mkfifo(dir_.Join("store/fifo.bitloom").c_str(), 0644), 0);  // must not block List
   // A temp file that was put in the root by a writer whose temp_dir is the root.
   auto root_writer = ArtifactWriter::Create(*store_->PathOf("other"), store_->root());
   ASSERT_TRUE(root_writer.ok());

@@ -151,8 +151,16 @@ absl::StatusOr<std::vector<v1::ArtifactSummary>> ModelStore::List() const {
         absl::string_view(entry).substr(0, entry.size() - kArtifactSuffix.size());
     // Temp files start with '.', so this also keeps them out even if they were in the root.
     if (!ValidateArtifactName(name).ok()) continue;
-    absl::StatusOr<std::unique_ptr<ArtifactReader>> reader =
-        ArtifactReader::Open(absl::StrCat(root_, "/", entry));
+    const std::string path = absl::StrCat(root_, "/", entry);
+    // Opening a FIFO or device would block or misbehave; only regular files (or links to them) can
+    // be artifacts.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) continue;  // deleted meanwhile
+    if (!S_ISREG(st.st_mode)) {
+      BITLOOM_LOG(WARNING) << "model store: skipping '" << entry << "': not a regular file";
+      continue;
+    }
+    absl::StatusOr<std::unique_ptr<ArtifactReader>> reader = ArtifactReader::Open(path);
     if (!reader.ok()) {
       // Deleted between readdir and open: not an error, just gone.
       if (!absl::IsNotFound(reader.status())) {
