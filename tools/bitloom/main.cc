@@ -8,6 +8,8 @@
 //   jobs list | get ID | cancel ID | watch ID
 //   models list | load ARTIFACT [--model_id=ID] [--context_length=N] | unload ID
 //   info                                inferd's server info
+//   import SOURCE NAME [--store_path=DIR] [--overwrite]
+//                                       writes a HF directory or GGUF file into the store as fp16
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
@@ -24,7 +26,9 @@
 #include "bitloom/v1/inference.grpc.pb.h"
 #include "bitloom/v1/quantization.grpc.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "bitloom/modelstore/model_store.h"
 #include "health_client.h"
+#include "import_checkpoint.h"
 
 ABSL_FLAG(std::string, quantd, "localhost:50052", "quantd address, host:port");
 ABSL_FLAG(std::string, inferd, "localhost:50051", "inferd address, host:port");
@@ -33,6 +37,8 @@ ABSL_FLAG(bool, verify, false, "artifacts describe: also verify every tensor che
 ABSL_FLAG(std::string, model_id, "", "models load: serve under this id (default: the artifact name)");
 ABSL_FLAG(uint32_t, context_length, 0, "models load: context length (default: the model's)");
 ABSL_FLAG(uint32_t, max_batch_size, 0, "models load: most sequences decoded together");
+ABSL_FLAG(std::string, store_path, "./bitloom-store", "import: the model store directory");
+ABSL_FLAG(bool, overwrite, false, "import: replace an existing artifact of the same name");
 
 namespace {
 
@@ -45,7 +51,8 @@ constexpr char kUsage[] =
     "  artifacts list | describe NAME [--verify] | delete NAME\n"
     "  jobs list | get ID | cancel ID | watch ID\n"
     "  models list | load ARTIFACT [--model_id=ID] [--context_length=N] | unload ID\n"
-    "  info";
+    "  info\n"
+    "  import SOURCE NAME [--store_path=DIR] [--overwrite]";
 
 int UsageError(const std::string& message) {
   std::cerr << "bitloom: " << message << "\nusage: " << kUsage << "\n";
@@ -192,6 +199,29 @@ int Health() {
   return failures == 0 ? 0 : 1;
 }
 
+int Import(const std::vector<std::string>& args) {
+  if (args.size() != 4) return UsageError("import: expected SOURCE NAME");
+  auto store = bitloom::modelstore::ModelStore::Open(absl::GetFlag(FLAGS_store_path));
+  if (!store.ok()) {
+    std::cerr << "bitloom: " << store.status() << "\n";
+    return 1;
+  }
+  bitloom::tools::ImportOptions options;
+  options.artifact_name = args[3];
+  options.overwrite = absl::GetFlag(FLAGS_overwrite);
+  options.on_progress = [](size_t done, size_t total) {
+    std::cerr << "\rimporting tensor " << done << "/" << total << std::flush;
+    if (done == total) std::cerr << "\n";
+  };
+  auto summary = bitloom::tools::ImportCheckpoint(args[2], **store, options);
+  if (!summary.ok()) {
+    std::cerr << "\nbitloom: " << summary.status() << "\n";
+    return 1;
+  }
+  PrintJson(*summary);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -205,5 +235,6 @@ int main(int argc, char** argv) {
   if (command == "jobs") return Jobs(args);
   if (command == "models") return Models(args);
   if (command == "info") return Info();
+  if (command == "import") return Import(args);
   return UsageError("unknown command '" + command + "'");
 }
