@@ -1,0 +1,267 @@
+#include "bitloom/quant/scalar_quantizer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "bitloom/core/dtype.h"
+
+namespace bitloom::quant {
+namespace {
+
+using kernels::ScalarCodecLayout;
+
+// Columns per LDLQ block: the lazy update is a rank-kBlock product, big enough to amortise reading U.
+constexpr int64_t kLdlqBlock = 128;
+// Rows processed together by one thread: their W rows (kTileRows × cols floats) stay in cache while
+// U's rows stream past once per block.
+constexpr int64_t kTileRows = 16;
+// Column chunk of the lazy update, so kTileRows × kChunk of W and kLdlqBlock × kChunk of U fit in L2.
+constexpr int64_t kLazyChunk = 512;
+
+void ParallelRows(ThreadPool* pool, int64_t n, int64_t cost_per_row, const std::function<void(int64_t, int64_t)>& fn) {
+  if (pool == nullptr || pool->num_threads() == 0 || n <= 1 || n * cost_per_row < (1 << 16)) {
+    fn(0, n);
+    return;
+  }
+  pool->ParallelFor(0, static_cast<size_t>(n), [&](size_t lo, size_t hi) {
+    fn(static_cast<int64_t>(lo), static_cast<int64_t>(hi));
+  });
+}
+
+// One K-bit symmetric grid with a given fp16 scale: the exact arithmetic of the decoder.
+struct Grid {
+  float scale = 0.0f;
+  float inv = 0.0f;
+  float center = 0.0f;
+  float qmax = 0.0f;
+
+  Grid(uint16_t scale_f16, int bits)
+      : scale(F16ToF32(scale_f16)),
+        inv(scale > 0.0f ? 1.0f / scale : 0.0f),
+        center(kernels::ScalarGridCenter(bits)),
+        qmax(static_cast<float>((1 << bits) - 1)) {}
+
+  uint8_t Code(float v) const {
+    // floor(x + ½) rather than nearbyint: independent of the FP rounding mode. With scale 0 every code
+    // decodes to 0, so any code is right; centre-ish keeps it in range for every K.
+    const float x = std::floor(v * inv + center + 0.5f);
+    return static_cast<uint8_t>(std::clamp(x, 0.0f, qmax));
+  }
+  float Value(uint8_t q) const { return scale * (static_cast<float>(q) - center); }
+};
+
+double GroupError(const float* v, int64_t n, const Grid& g) {
+  double err = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(v[i]) - g.Value(g.Code(v[i]));
+    err += d * d;
+  }
+  return err;
+}
+
+// The fp16 scale minimising the group's squared rounding error: a grid over clipping ratios, then
+// least-squares refinement s = Σv·l / Σl² for the chosen levels l (it converges to the Lloyd-optimal
+// scale for those levels; at K = 1 it gives the optimal ±mean|v| directly).
+uint16_t ChooseScale(const float* v, int64_t n, int bits, const ScalarQuantizerOptions& o) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::abs(v[i]));
+  if (!(amax > 0.0f) || !std::isfinite(amax)) return F32ToF16(0.0f);
+  const float center = kernels::ScalarGridCenter(bits);
+  uint16_t best = F32ToF16(amax / center);
+  double best_err = GroupError(v, n, Grid(best, bits));
+  const int steps = std::max(1, o.clip_steps);
+  for (int k = 1; k < steps; ++k) {
+    const double alpha = 1.0 - (1.0 - o.min_clip) * k / (steps - 1);
+    const uint16_t s = F32ToF16(static_cast<float>(alpha * amax / center));
+    const double err = GroupError(v, n, Grid(s, bits));
+    if (err < best_err) {
+      best_err = err;
+      best = s;
+    }
+  }
+  for (int iter = 0; iter < 2; ++iter) {
+    const Grid g(best, bits);
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double l = static_cast<double>(g.Code(v[i])) - center;
+      num += v[i] * l;
+      den += l * l;
+    }
+    if (!(den > 0.0) || !(num > 0.0)) break;
+    const uint16_t s = F32ToF16(static_cast<float>(num / den));
+    const double err = GroupError(v, n, Grid(s, bits));
+    if (!(err < best_err)) break;
+    best_err = err;
+    best = s;
+  }
+  return best;
+}
+
+absl::Status CheckShapes(absl::Span<const float> w, int64_t rows, int64_t cols, absl::Span<const double> h,
+                         bool need_h, const char* op) {
+  if (rows <= 0 || cols <= 0 || static_cast<int64_t>(w.size()) != rows * cols) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", w.size(), " weights for shape [", rows, ", ", cols, "]"));
+  }
+  if ((need_h || !h.empty()) && static_cast<int64_t>(h.size()) != cols * cols) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": Hessian has ", h.size(), " values, needs ", cols * cols));
+  }
+  for (float v : w) {
+    if (!std::isfinite(v)) return absl::InvalidArgumentError(absl::StrCat(op, ": the weight has a non-finite value"));
+  }
+  return absl::OkStatus();
+}
+
+// Dequantizes the codes/scales the encoder produced, for the proxy loss (same arithmetic as the kernel).
+std::vector<float> Dequantize(const ScalarCodecLayout& l, const std::vector<uint8_t>& codes,
+                              const std::vector<uint16_t>& scales) {
+  std::vector<float> q(l.rows * l.cols);
+  for (int64_t r = 0; r < l.rows; ++r) {
+    for (int64_t c = 0; c < l.cols; ++c) {
+      const Grid g(scales[r * l.groups_per_row + c / l.group_size], l.bits);
+      q[r * l.cols + c] = g.Value(codes[r * l.cols + c]);
+    }
+  }
+  return q;
+}
+
+absl::StatusOr<QuantizedWeight> Finish(const ScalarCodecLayout& layout, absl::Span<const float> w,
+                                       absl::Span<const double> h, const std::vector<uint8_t>& codes,
+                                       const std::vector<uint16_t>& scales, ThreadPool* pool) {
+  QuantizedWeight out;
+  out.layout = layout;
+  auto blob = kernels::PackScalarCodec(layout, codes, scales);
+  if (!blob.ok()) return blob.status();
+  out.blob = std::move(*blob);
+  if (!h.empty()) {
+    const std::vector<float> q = Dequantize(layout, codes, scales);
+    out.proxy_loss = ProxyLoss(w, q, layout.rows, layout.cols, h, pool);
+  }
+  return out;
+}
+
+}  // namespace
+
+double OutputEnergy(absl::Span<const float> w, int64_t rows, int64_t cols, absl::Span<const double> h,
+                    ThreadPool* pool) {
+  std::vector<double> per_row(rows, 0.0);
+  ParallelRows(pool, rows, cols * cols, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* wr = w.data() + r * cols;
+      double s = 0.0;
+      for (int64_t i = 0; i < cols; ++i) {
+        const double* hi = h.data() + i * cols;
+        double t = 0.0;
+        for (int64_t j = 0; j < cols; ++j) t += hi[j] * wr[j];
+        s += wr[i] * t;
+      }
+      per_row[r] = s;
+    }
+  });
+  double total = 0.0;
+  for (double v : per_row) total += v;  // fixed order: deterministic across thread counts
+  return total;
+}
+
+double ProxyLoss(absl::Span<const float> w, absl::Span<const float> q, int64_t rows, int64_t cols,
+                 absl::Span<const double> h, ThreadPool* pool) {
+  std::vector<float> d(rows * cols);
+  for (int64_t i = 0; i < rows * cols; ++i) d[i] = w[i] - q[i];
+  const double num = OutputEnergy(d, rows, cols, h, pool);
+  const double den = OutputEnergy(w, rows, cols, h, pool);
+  if (den > 0.0) return num / den;
+  return num > 0.0 ? std::numeric_limits<double>::infinity() : 0.0;
+}
+
+absl::StatusOr<QuantizedWeight> QuantizeRtn(absl::Span<const float> w, int64_t rows, int64_t cols,
+                                            absl::Span<const double> h, const ScalarQuantizerOptions& o,
+                                            ThreadPool* pool) {
+  if (absl::Status s = CheckShapes(w, rows, cols, h, false, "QuantizeRtn"); !s.ok()) return s;
+  auto layout = kernels::MakeScalarCodecLayout(rows, cols, o.bits, o.group_size);
+  if (!layout.ok()) return layout.status();
+  const ScalarCodecLayout& l = *layout;
+  std::vector<uint8_t> codes(rows * cols);
+  std::vector<uint16_t> scales(rows * l.groups_per_row);
+  ParallelRows(pool, rows, cols * (o.clip_steps + 4), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t g = 0; g < l.groups_per_row; ++g) {
+        const int64_t c0 = g * l.group_size;
+        const int64_t n = std::min<int64_t>(l.group_size, cols - c0);
+        const float* v = w.data() + r * cols + c0;
+        const uint16_t s = ChooseScale(v, n, o.bits, o);
+        scales[r * l.groups_per_row + g] = s;
+        const Grid grid(s, o.bits);
+        for (int64_t i = 0; i < n; ++i) codes[r * cols + c0 + i] = grid.Code(v[i]);
+      }
+    }
+  });
+  return Finish(l, w, h, codes, scales, pool);
+}
+
+absl::StatusOr<QuantizedWeight> QuantizeLdlq(absl::Span<const float> w, int64_t rows, int64_t cols,
+                                             absl::Span<const double> h, const HessianFactor& factor,
+                                             const ScalarQuantizerOptions& o, ThreadPool* pool) {
+  if (absl::Status s = CheckShapes(w, rows, cols, h, true, "QuantizeLdlq"); !s.ok()) return s;
+  if (factor.dim != cols || static_cast<int64_t>(factor.u.size()) != cols * cols) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("QuantizeLdlq: Hessian factor of dim ", factor.dim, " for ", cols, " columns"));
+  }
+  auto layout = kernels::MakeScalarCodecLayout(rows, cols, o.bits, o.group_size);
+  if (!layout.ok()) return layout.status();
+  const ScalarCodecLayout& l = *layout;
+  const int64_t gs = l.group_size;
+  // A group must lie inside one block so its scale sees fully updated weights: block = multiple of gs.
+  const int64_t block = std::max<int64_t>(1, kLdlqBlock / gs) * gs;
+  const double* u = factor.u.data();
+
+  std::vector<uint8_t> codes(rows * cols);
+  std::vector<uint16_t> scales(rows * l.groups_per_row);
+  const int64_t tiles = (rows + kTileRows - 1) / kTileRows;
+  ParallelRows(pool, tiles, kTileRows * cols * cols / 2, [&](int64_t t0, int64_t t1) {
+    std::vector<float> wt(kTileRows * cols);
+    std::vector<float> err(kTileRows * block);
+    for (int64_t tile = t0; tile < t1; ++tile) {
+      const int64_t r0 = tile * kTileRows;
+      const int64_t nr = std::min(kTileRows, rows - r0);
+      std::copy(w.begin() + r0 * cols, w.begin() + (r0 + nr) * cols, wt.begin());
+      for (int64_t b0 = 0; b0 < cols; b0 += block) {
+        const int64_t b1 = std::min(cols, b0 + block);
+        for (int64_t t = 0; t < nr; ++t) {
+          float* wr = wt.data() + t * cols;
+          float* er = err.data() + t * block;
+          uint16_t scale = 0;
+          for (int64_t i = b0; i < b1; ++i) {
+            if (i % gs == 0) {
+              scale = ChooseScale(wr + i, std::min(gs, cols - i), o.bits, o);
+              scales[(r0 + t) * l.groups_per_row + i / gs] = scale;
+            }
+            const Grid grid(scale, o.bits);
+            const uint8_t q = grid.Code(wr[i]);
+            codes[(r0 + t) * cols + i] = q;
+            const float e = (wr[i] - grid.Value(q)) / static_cast<float>(u[i * cols + i]);
+            er[i - b0] = e;
+            const double* ui = u + i * cols;
+            for (int64_t j = i + 1; j < b1; ++j) wr[j] -= e * static_cast<float>(ui[j]);
+          }
+        }
+        // Lazy update of everything right of the block: W[:, b1:] -= E · U[b0:b1, b1:].
+        for (int64_t c0 = b1; c0 < cols; c0 += kLazyChunk) {
+          const int64_t c1 = std::min(cols, c0 + kLazyChunk);
+          for (int64_t i = b0; i < b1; ++i) {
+            const double* ui = u + i * cols;
+            for (int64_t t = 0; t < nr; ++t) {
+              const float e = err[t * block + (i - b0)];
+              float* wr = wt.data() + t * cols;
+              for (int64_t j = c0; j < c1; ++j) wr[j] -= e * static_cast<float>(ui[j]);
+            }
+          }
+        }
+      }
+    }
+  });
+  return Finish(l, w, h, codes, scales, pool);
+}
+
+}  // namespace bitloom::quant
