@@ -1,15 +1,32 @@
-// InferenceService: the gRPC transport of inferd. Model loading, listing and pool accounting work now;
-// generation, chat, tokenization and scoring answer UNIMPLEMENTED (after checking the model is
-// loaded) until the engine lands. Thread-safe: gRPC calls the methods concurrently.
+// InferenceServiceImpl: the gRPC transport of inferd, thin code over ServedModels and each model's
+// ModelScheduler.
+//
+// Requests are validated here, against the proto's documented limits and the loaded model (every
+// message names the field and the limit), converted to token ids, and handed to the model's
+// scheduler; Generate and Chat stream through a GenerateReactor, ScoreTokens finishes its unary
+// reactor from the scheduler thread. Tokenize and Detokenize are cheap and bounded (1 MiB of text,
+// one id per token), so they run on the gRPC thread. No RPC method blocks on generation.
+// Thread-safe: gRPC calls the methods concurrently.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "bitloom/engine/generation_params.h"
 #include "bitloom/metrics/metrics_registry.h"
 #include "bitloom/v1/inference.grpc.pb.h"
 #include "served_models.h"
 
 namespace bitloom::inferd {
+
+class GenerateReactor;
+
+inline constexpr size_t kMaxPromptTextBytes = 4u << 20;    // GenerateRequest.text
+inline constexpr size_t kMaxTokenizeTextBytes = 1u << 20;  // TokenizeRequest.text
+inline constexpr int kMaxChatMessages = 1024;
 
 class InferenceServiceImpl final : public v1::InferenceService::CallbackService {
  public:
@@ -44,8 +61,10 @@ class InferenceServiceImpl final : public v1::InferenceService::CallbackService 
                                           v1::ServerInfo* response) override;
 
  private:
-  // NOT_FOUND when the model is not loaded, else UNIMPLEMENTED naming the RPC.
-  absl::Status NotYetServed(const std::string& model_id, const char* rpc) const;
+  // Validates sampling against the model and the prompt, and queues the generation on `reactor`.
+  absl::Status StartGeneration(const ServedModel& model, std::vector<int32_t> prompt,
+                               const v1::SamplingParams& sampling,
+                               std::shared_ptr<GenerateReactor> reactor);
 
   ServedModels* models_;
   v1::DeviceInfo device_;

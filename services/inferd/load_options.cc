@@ -67,10 +67,9 @@ absl::Status ResolveForModel(const v1::ModelConfig& config, LoadOptions& options
   return absl::OkStatus();
 }
 
-uint64_t KvBytesPerToken(const v1::ModelConfig& config, const std::string& kv_dtype) {
-  const uint64_t element_bytes = kv_dtype == "fp8" ? 1 : 2;
-  return 2ull * config.num_layers() * config.num_key_value_heads() * config.head_dim() *
-         element_bytes;
+uint64_t KvBytesPerToken(uint32_t num_layers, uint32_t num_kv_heads, uint32_t head_dim,
+                         uint32_t element_bytes) {
+  return 2ull * num_layers * num_kv_heads * head_dim * element_bytes;
 }
 
 }  // namespace bitloom::inferd

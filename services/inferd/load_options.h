@@ -35,7 +35,10 @@ absl::StatusOr<LoadOptions> ParseLoadRequest(const v1::LoadModelRequest& request
 // Checks against the model (context_length <= max_position_embeddings) and fills the model defaults.
 absl::Status ResolveForModel(const v1::ModelConfig& config, LoadOptions& options);
 
-// Bytes of KV cache one token of context needs for `config` (all layers, K and V).
-uint64_t KvBytesPerToken(const v1::ModelConfig& config, const std::string& kv_dtype);
+// Bytes of KV cache one token of context needs (all layers, K and V) at `element_bytes` per value.
+// The CPU engine keeps its cache in fp32 (4) whatever kv_cache.dtype says; the dtype is for the
+// GPU's paged cache (fp16: 2, fp8: 1).
+uint64_t KvBytesPerToken(uint32_t num_layers, uint32_t num_kv_heads, uint32_t head_dim,
+                         uint32_t element_bytes);
 
 }  // namespace bitloom::inferd

@@ -1,14 +1,19 @@
 // inferd: the inference daemon. Flags -> Options -> server; see docs/OPERATIONS.md.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bitloom/core/logging.h"
+#include "bitloom/core/thread_pool.h"
 #include "bitloom/metrics/metrics_registry.h"
 #include "bitloom/metrics/process_collector.h"
 #include "bitloom/metrics/request_metrics.h"
@@ -19,6 +24,7 @@
 #include "inference_service.h"
 #include "memory_budget.h"
 #include "served_models.h"
+#include "serving_metrics.h"
 
 ABSL_FLAG(std::string, listen_address, "0.0.0.0:50051", "gRPC listen address, host:port");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091",
@@ -31,6 +37,9 @@ ABSL_FLAG(std::string, vram_budget, "0.9",
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(20),
           "How long in-flight requests may finish after SIGTERM");
 ABSL_FLAG(std::string, ready_file, "", "Write {grpc_port, metrics_port} here once serving");
+ABSL_FLAG(int, threads, 0,
+          "CPU threads for the CPU engine's forward passes (shared by every model); 0 means one per "
+          "core");
 
 namespace {
 
@@ -60,7 +69,7 @@ int main(int argc, char** argv) {
       "Every flag can also be set as BITLOOM_INFERD_<FLAG> in the environment.");
   if (absl::Status env = bitloom::service::ApplyEnvironmentToFlags(
           "BITLOOM_INFERD", {"listen_address", "metrics_address", "store_path", "log_level",
-                             "vram_budget", "shutdown_grace", "ready_file"});
+                             "vram_budget", "shutdown_grace", "ready_file", "threads"});
       !env.ok()) {
     return Fail(env);
   }
@@ -88,7 +97,23 @@ int main(int argc, char** argv) {
   auto request_metrics = bitloom::metrics::RequestMetrics::Create(registry, "bitloom_inferd");
   if (!request_metrics.ok()) return Fail(request_metrics.status());
 
-  bitloom::inferd::ServedModels models(store->get(), pool_bytes);
+  auto serving_metrics = bitloom::inferd::ServingMetrics::Register(registry);
+  if (!serving_metrics.ok()) return Fail(serving_metrics.status());
+
+  // The calling thread of a forward pass works too (ThreadPool::ParallelFor), so the pool gets one
+  // thread fewer than asked; with one thread there is no pool at all.
+  const int requested_threads = absl::GetFlag(FLAGS_threads);
+  if (requested_threads < 0) {
+    return Fail(absl::InvalidArgumentError("--threads: must be >= 0"));
+  }
+  const int threads = requested_threads > 0
+                          ? requested_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::unique_ptr<bitloom::ThreadPool> engine_threads;
+  if (threads > 1) engine_threads = std::make_unique<bitloom::ThreadPool>(threads - 1);
+
+  bitloom::inferd::ServedModels models(store->get(), pool_bytes, engine_threads.get(),
+                                       serving_metrics->get());
   bitloom::inferd::InferenceServiceImpl service(&models, &registry, device);
   bitloom::service::ServerOptions options;
   options.listen_address = absl::GetFlag(FLAGS_listen_address);
@@ -101,6 +126,12 @@ int main(int argc, char** argv) {
   BITLOOM_LOG(INFO) << "inferd " << bitloom::service::kVersion << " store at "
                     << absl::GetFlag(FLAGS_store_path) << ", pool " << pool_bytes << " bytes on "
                     << device.name();
-  runner.WaitForTermination([] {});
+  // Drain: new requests are refused at once; admitted and queued ones keep running until shortly
+  // before the runner's grace deadline, when the schedulers end them with FINISH_REASON_CANCELLED, so
+  // clients get a clean last message rather than a transport-level cancel.
+  const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
+  runner.WaitForTermination([&models, grace] {
+    models.Drain(absl::Now() + grace - std::min(grace / 10, absl::Seconds(1)));
+  });
   return EXIT_SUCCESS;
 }

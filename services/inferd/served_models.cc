@@ -3,32 +3,69 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "bitloom/core/logging.h"
 #include "bitloom/core/status_macros.h"
+#include "bitloom/engine/artifact_weight_source.h"
+#include "bitloom/modelstore/codec_layout.h"
 
 namespace bitloom::inferd {
 namespace {
 
-uint64_t WeightBytes(const v1::ArtifactManifest& manifest) {
+// The CPU engine holds every weight and every cached key and value as fp32.
+constexpr uint32_t kCpuElementBytes = 4;
+// Requests that may wait per KV slot before new ones are turned away: enough to absorb a burst of
+// clients without letting a queue grow that would take minutes to drain.
+constexpr int kQueuedRequestsPerSlot = 8;
+constexpr int kMinQueueCapacity = 32;
+
+// Bytes of the engine's fp32 copies of every tensor.
+absl::StatusOr<uint64_t> WeightBytes(const v1::ArtifactManifest& manifest) {
   uint64_t total = 0;
-  for (const v1::TensorEntry& tensor : manifest.tensors()) total += tensor.size();
+  for (const v1::TensorEntry& tensor : manifest.tensors()) {
+    BITLOOM_ASSIGN_OR_RETURN(const uint64_t count, modelstore::ElementCount(
+                                                       std::vector<uint64_t>(tensor.shape().begin(),
+                                                                             tensor.shape().end())));
+    total += count * kCpuElementBytes;
+  }
   return total;
+}
+
+// An artifact whose contents the engine cannot serve is the artifact's fault, not the request's:
+// FAILED_PRECONDITION rather than the NOT_FOUND or INVALID_ARGUMENT the engine reports, which would
+// read as "no such artifact" or "bad request". Other codes (DATA_LOSS, UNIMPLEMENTED codec) stand.
+absl::Status NotServable(const std::string& artifact, const absl::Status& status) {
+  absl::StatusCode code = status.code();
+  if (code == absl::StatusCode::kNotFound || code == absl::StatusCode::kInvalidArgument) {
+    code = absl::StatusCode::kFailedPrecondition;
+  }
+  return absl::Status(code, absl::StrCat("artifact '", artifact, "' cannot be served: ", status.message()));
 }
 
 }  // namespace
 
-ServedModels::ServedModels(modelstore::ModelStore* store, uint64_t pool_capacity_bytes)
-    : store_(store) {
+ServedModels::ServedModels(modelstore::ModelStore* store, uint64_t pool_capacity_bytes, ThreadPool* threads,
+                           const ServingMetrics* metrics)
+    : store_(store), threads_(threads), metrics_(metrics) {
   usage_.capacity_bytes = pool_capacity_bytes;
 }
 
+ServedModels::~ServedModels() {
+  std::map<std::string, std::shared_ptr<const ServedModel>> models;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    models.swap(models_);
+  }
+  for (auto& [id, model] : models) model->scheduler->Shutdown();
+}
+
 absl::StatusOr<v1::ModelInfo> ServedModels::Load(const v1::LoadModelRequest& request) {
+  const absl::Time start = absl::Now();
   BITLOOM_ASSIGN_OR_RETURN(LoadOptions options, ParseLoadRequest(request));
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (models_.contains(options.model_id)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("model_id: '", options.model_id, "' is already loaded"));
+    if (models_.contains(options.model_id) || loading_.contains(options.model_id)) {
+      return absl::AlreadyExistsError(absl::StrCat("model_id: '", options.model_id, "' is already loaded"));
     }
   }
   // Opening verifies the header, manifest and every tensor entry (and checksums on request).
@@ -38,71 +75,135 @@ absl::StatusOr<v1::ModelInfo> ServedModels::Load(const v1::LoadModelRequest& req
                          modelstore::ReaderOptions{.verify_checksums = options.verify_checksums}));
   const v1::ArtifactManifest& manifest = artifact->manifest();
   BITLOOM_RETURN_IF_ERROR(ResolveForModel(manifest.config(), options));
+  absl::StatusOr<engine::ResolvedConfig> resolved = engine::ResolveConfig(manifest.config());
+  if (!resolved.ok()) return NotServable(options.artifact_name, resolved.status());
+  absl::StatusOr<uint64_t> weight_bytes = WeightBytes(manifest);
+  if (!weight_bytes.ok()) return NotServable(options.artifact_name, weight_bytes.status());
+  const uint64_t kv_per_token = KvBytesPerToken(resolved->num_layers, resolved->num_kv_heads,
+                                                resolved->head_dim, kCpuElementBytes);
+  const uint64_t kv_per_sequence = kv_per_token * options.context_length;
+
+  // Reserve first, build second: building takes seconds, and two concurrent loads must not both
+  // count the same free bytes. loading_ keeps the id taken meanwhile.
+  int slots = 0;
+  uint64_t kv_bytes = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (models_.contains(options.model_id) || loading_.contains(options.model_id)) {
+      return absl::AlreadyExistsError(absl::StrCat("model_id: '", options.model_id, "' is already loaded"));
+    }
+    const uint64_t free_bytes = usage_.free_bytes();
+    if (*weight_bytes > free_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "artifact_name: '", options.artifact_name, "' needs ", *weight_bytes,
+          " bytes for its weights but the pool has ", free_bytes, " of ", usage_.capacity_bytes,
+          " bytes free (raise --vram_budget or unload a model)"));
+    }
+    // The KV cache takes its share of what is left, but never more than max_batch_size sequences.
+    const uint64_t kv_share = static_cast<uint64_t>(static_cast<double>(free_bytes - *weight_bytes) *
+                                                    options.kv_pool_fraction);
+    const uint64_t fitting = kv_share / kv_per_sequence;
+    if (fitting == 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "context_length: one sequence of ", options.context_length, " tokens needs ", kv_per_sequence,
+          " bytes of KV cache but only ", kv_share, " bytes of the pool are left for it after ", *weight_bytes,
+          " bytes of weights (lower context_length or raise --vram_budget)"));
+    }
+    slots = static_cast<int>(std::min<uint64_t>(options.max_batch_size, fitting));
+    kv_bytes = kv_per_sequence * static_cast<uint64_t>(slots);
+    usage_.weight_bytes += *weight_bytes;
+    usage_.kv_cache_bytes += kv_bytes;
+    loading_.insert(options.model_id);
+  }
 
   auto model = std::make_shared<ServedModel>();
-  const uint64_t weight_bytes = WeightBytes(manifest);
-  const uint64_t kv_per_token = KvBytesPerToken(manifest.config(), options.kv_dtype);
-  // The most KV the model can ever use: every batch slot at full context.
-  const uint64_t kv_wanted =
-      kv_per_token * static_cast<uint64_t>(options.context_length) * options.max_batch_size;
-
+  model->options = options;
+  absl::Status built = Build(*artifact, *model, slots);
   std::lock_guard<std::mutex> lock(mu_);
-  if (models_.contains(options.model_id)) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("model_id: '", options.model_id, "' is already loaded"));
+  loading_.erase(options.model_id);
+  if (!built.ok()) {
+    usage_.weight_bytes -= *weight_bytes;
+    usage_.kv_cache_bytes -= kv_bytes;
+    return NotServable(options.artifact_name, built);
   }
-  const uint64_t free_bytes = usage_.free_bytes();
-  if (weight_bytes > free_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "artifact_name: '", options.artifact_name, "' needs ", weight_bytes,
-        " bytes of weights but the pool has ", free_bytes, " of ", usage_.capacity_bytes,
-        " bytes free (raise --vram_budget or unload a model)"));
-  }
-  // The KV cache takes its share of what is left, but never more than the model can use.
-  const uint64_t kv_share =
-      static_cast<uint64_t>(static_cast<double>(free_bytes - weight_bytes) *
-                            options.kv_pool_fraction);
-  const uint64_t kv_bytes = std::min(kv_wanted, kv_share);
-  const uint64_t min_kv = kv_per_token * options.context_length;  // one full-length sequence
-  if (kv_bytes < min_kv) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "context_length: one sequence of ", options.context_length, " tokens needs ", min_kv,
-        " bytes of KV cache but only ", kv_bytes,
-        " bytes are left in the pool after the weights (lower context_length or raise "
-        "--vram_budget)"));
-  }
-
   v1::ModelInfo& info = model->info;
   info.set_model_id(options.model_id);
   info.set_artifact_name(options.artifact_name);
   info.set_architecture(manifest.config().architecture());
   info.set_context_length(options.context_length);
-  info.set_max_batch_size(options.max_batch_size);
-  info.set_weight_bytes(weight_bytes);
+  info.set_max_batch_size(static_cast<uint32_t>(slots));
+  info.set_weight_bytes(*weight_bytes);
   info.set_kv_cache_bytes(kv_bytes);
   info.set_bits_per_weight(manifest.bits_per_weight());
   info.set_vocab_size(manifest.config().vocab_size());
-  info.set_has_chat_template(!manifest.chat_template().empty());
-  model->options = options;
-  model->artifact = std::move(artifact);
-
-  usage_.weight_bytes += weight_bytes;
-  usage_.kv_cache_bytes += kv_bytes;
+  info.set_has_chat_template(model->chat_template.has_value());
   models_[options.model_id] = model;
-  BITLOOM_LOG(INFO) << "loaded " << options.artifact_name << " as " << options.model_id << " ("
-                    << weight_bytes << " weight bytes, " << kv_bytes << " KV bytes)";
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (metrics_ != nullptr) metrics_->model_load_seconds().Observe(seconds);
+  BITLOOM_LOG(INFO) << "loaded " << options.artifact_name << " as " << options.model_id << " in " << seconds
+                    << " s (" << *weight_bytes << " weight bytes, " << slots << " KV slots of "
+                    << options.context_length << " tokens, " << kv_bytes << " KV bytes)";
   return info;
 }
 
-absl::Status ServedModels::Unload(const std::string& model_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = models_.find(model_id);
-  if (it == models_.end()) {
-    return absl::NotFoundError(absl::StrCat("model_id: '", model_id, "' is not loaded"));
+absl::Status ServedModels::Build(const modelstore::ArtifactReader& artifact, ServedModel& model,
+                                 int slots) const {
+  const v1::ArtifactManifest& manifest = artifact.manifest();
+  if (manifest.tokenizer().source_case() == v1::TokenizerSpec::SOURCE_NOT_SET) {
+    return absl::FailedPreconditionError("the manifest has no tokenizer");
   }
-  usage_.weight_bytes -= it->second->info.weight_bytes();
-  usage_.kv_cache_bytes -= it->second->info.kv_cache_bytes();
-  models_.erase(it);
+  BITLOOM_ASSIGN_OR_RETURN(model.tokenizer, formats::Tokenizer::FromSpec(manifest.tokenizer()));
+  engine::ArtifactWeightSource weights(artifact);
+  BITLOOM_ASSIGN_OR_RETURN(model.model, engine::DecoderModel::Load(manifest.config(), weights, threads_));
+
+  if (manifest.chat_template().empty()) {
+    model.chat_template_error = "the artifact has no chat template";
+  } else {
+    // A template this interpreter cannot parse disables Chat only; Generate still serves the model.
+    absl::StatusOr<formats::ChatTemplate> parsed = formats::ChatTemplate::Parse(manifest.chat_template());
+    if (parsed.ok()) {
+      model.chat_template = *std::move(parsed);
+    } else {
+      model.chat_template_error = absl::StrCat("the artifact's chat template does not parse: ",
+                                               parsed.status().message());
+      BITLOOM_LOG(WARNING) << model.options.model_id << ": " << model.chat_template_error;
+    }
+  }
+
+  for (uint32_t id : manifest.config().eos_token_ids()) model.eos_ids.push_back(static_cast<int32_t>(id));
+  for (int32_t id = 0; id < model.tokenizer->vocab_size(); ++id) {
+    if (model.tokenizer->IsEndOfGeneration(id) &&
+        std::find(model.eos_ids.begin(), model.eos_ids.end(), id) == model.eos_ids.end()) {
+      model.eos_ids.push_back(id);
+    }
+  }
+
+  SchedulerOptions scheduler;
+  scheduler.slots = slots;
+  scheduler.context_length = static_cast<int>(model.options.context_length);
+  scheduler.queue_capacity = std::max(kMinQueueCapacity, kQueuedRequestsPerSlot * slots);
+  scheduler.page_tokens = static_cast<int>(model.options.kv_page_tokens);
+  model.scheduler = std::make_unique<ModelScheduler>(
+      model.model.get(), model.tokenizer.get(), scheduler,
+      metrics_ != nullptr ? metrics_->ForModel(model.options.model_id) : ModelMetrics{});
+  return absl::OkStatus();
+}
+
+absl::Status ServedModels::Unload(const std::string& model_id) {
+  std::shared_ptr<const ServedModel> model;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = models_.find(model_id);
+    if (it == models_.end()) {
+      return absl::NotFoundError(absl::StrCat("model_id: '", model_id, "' is not loaded"));
+    }
+    model = it->second;
+    usage_.weight_bytes -= model->info.weight_bytes();
+    usage_.kv_cache_bytes -= model->info.kv_cache_bytes();
+    models_.erase(it);
+  }
+  // Outside the lock: this waits for the scheduler's current step.
+  model->scheduler->Shutdown();
   BITLOOM_LOG(INFO) << "unloaded " << model_id;
   return absl::OkStatus();
 }
@@ -114,8 +215,14 @@ std::vector<v1::ModelInfo> ServedModels::List() const {
   return out;
 }
 
-absl::StatusOr<std::shared_ptr<const ServedModel>> ServedModels::Find(
-    const std::string& model_id) const {
+std::vector<std::shared_ptr<const ServedModel>> ServedModels::All() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::shared_ptr<const ServedModel>> out;
+  for (const auto& [id, model] : models_) out.push_back(model);
+  return out;
+}
+
+absl::StatusOr<std::shared_ptr<const ServedModel>> ServedModels::Find(const std::string& model_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = models_.find(model_id);
   if (it == models_.end()) {
@@ -127,6 +234,10 @@ absl::StatusOr<std::shared_ptr<const ServedModel>> ServedModels::Find(
 PoolUsage ServedModels::Usage() const {
   std::lock_guard<std::mutex> lock(mu_);
   return usage_;
+}
+
+void ServedModels::Drain(absl::Time deadline) {
+  for (const std::shared_ptr<const ServedModel>& model : All()) model->scheduler->Drain(deadline);
 }
 
 }  // namespace bitloom::inferd

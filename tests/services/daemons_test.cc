@@ -27,33 +27,72 @@ using ::bitloom::testing::DaemonProcess;
 using ::bitloom::testing::HttpGet;
 using ::testing::HasSubstr;
 
-// Writes a small fp16 "model" artifact straight into the store directory, as quantd will.
-void PublishArtifact(const std::string& store_root, const std::string& name, uint32_t hidden) {
+// Writes a tiny but complete fp16 Llama-style model (one layer, a 32-token byte-free BPE tokenizer)
+// straight into the store directory, as quantd will: inferd builds and serves it for real. Returns
+// the bytes inferd's CPU engine holds for its weights (every tensor as fp32).
+uint64_t PublishArtifact(const std::string& store_root, const std::string& name, uint32_t hidden) {
   auto store = modelstore::ModelStore::Open(store_root);
-  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE(store.ok()) << store.status();
+  if (!store.ok()) return 0;
   auto writer = (*store)->NewWriter(name, /*overwrite=*/false);
-  ASSERT_TRUE(writer.ok()) << writer.status();
-  std::vector<uint8_t> bytes(static_cast<size_t>(hidden) * hidden * 2, 0x3c);
-  v1::TensorEntry tensor;
-  tensor.set_name("layers.0.attn.q_proj.weight");
-  tensor.set_codec(v1::CODEC_F16);
-  tensor.add_shape(hidden);
-  tensor.add_shape(hidden);
-  tensor.set_bits_per_weight(16);
-  ASSERT_TRUE((*writer)->AddTensor(tensor, bytes).ok());
+  EXPECT_TRUE(writer.ok()) << writer.status();
+  if (!writer.ok()) return 0;
+  constexpr uint32_t kVocab = 32;
+  const uint32_t heads = 4, kv_heads = 2, head_dim = hidden / 4, inter = 2 * hidden;
+  const std::vector<std::pair<std::string, std::vector<uint64_t>>> tensors = {
+      {"embed_tokens.weight", {kVocab, hidden}},
+      {"norm.weight", {hidden}},
+      {"layers.0.attn_norm.weight", {hidden}},
+      {"layers.0.attn.q_proj.weight", {heads * head_dim, hidden}},
+      {"layers.0.attn.k_proj.weight", {kv_heads * head_dim, hidden}},
+      {"layers.0.attn.v_proj.weight", {kv_heads * head_dim, hidden}},
+      {"layers.0.attn.o_proj.weight", {hidden, heads * head_dim}},
+      {"layers.0.mlp_norm.weight", {hidden}},
+      {"layers.0.mlp.gate_proj.weight", {inter, hidden}},
+      {"layers.0.mlp.up_proj.weight", {inter, hidden}},
+      {"layers.0.mlp.down_proj.weight", {hidden, inter}}};
+  uint64_t fp32_bytes = 0;
+  for (const auto& [tensor_name, shape] : tensors) {
+    uint64_t count = 1;
+    for (uint64_t d : shape) count *= d;
+    fp32_bytes += count * 4;
+    v1::TensorEntry tensor;
+    tensor.set_name(tensor_name);
+    tensor.set_codec(v1::CODEC_F16);
+    for (uint64_t d : shape) tensor.add_shape(d);
+    tensor.set_bits_per_weight(16);
+    // 0x2c00 is fp16 0.0625: small enough that activations stay tame.
+    std::vector<uint8_t> bytes(count * 2);
+    for (size_t i = 0; i < bytes.size(); i += 2) {
+      bytes[i] = 0x00;
+      bytes[i + 1] = 0x2c;
+    }
+    absl::Status added = (*writer)->AddTensor(tensor, bytes);
+    EXPECT_TRUE(added.ok()) << added;
+  }
   v1::ArtifactManifest manifest;
   v1::ModelConfig* config = manifest.mutable_config();
   config->set_architecture("llama");
   config->set_hidden_size(hidden);
+  config->set_intermediate_size(inter);
   config->set_num_layers(1);
-  config->set_num_attention_heads(4);
-  config->set_num_key_value_heads(2);
-  config->set_head_dim(hidden / 4);
-  config->set_vocab_size(32);
+  config->set_num_attention_heads(heads);
+  config->set_num_key_value_heads(kv_heads);
+  config->set_head_dim(head_dim);
+  config->set_vocab_size(kVocab);
   config->set_max_position_embeddings(2048);
+  config->set_tie_word_embeddings(true);
+  std::string vocab;
+  for (uint32_t i = 0; i < kVocab; ++i) {
+    absl::StrAppend(&vocab, i == 0 ? "" : ", ", "\"", std::string(1, static_cast<char>('a' + (i % 26))),
+                    i < 26 ? "" : std::to_string(i), "\": ", i);
+  }
+  manifest.mutable_tokenizer()->set_hf_json(
+      absl::StrCat(R"({"model": {"type": "BPE", "vocab": {)", vocab, R"(}, "merges": []}})"));
   manifest.set_bits_per_weight(16);
   absl::Status finished = (*writer)->Finish(manifest);
-  ASSERT_TRUE(finished.ok()) << finished;
+  EXPECT_TRUE(finished.ok()) << finished;
+  return fp32_bytes;
 }
 
 std::string Binary(const char* relative) { return absl::StrCat(BITLOOM_BINARY_DIR, "/", relative); }
@@ -137,8 +176,9 @@ TEST_F(DaemonsTest, ListsDescribesAndDeletesArtifacts) {
   describe.set_verify_checksums(true);
   v1::DescribeArtifactResponse description;
   ASSERT_TRUE(quant_->DescribeArtifact(Ctx().get(), describe, &description).ok());
-  ASSERT_EQ(description.manifest().tensors_size(), 1);
-  EXPECT_EQ(description.manifest().tensors(0).size(), 64u * 64 * 2);
+  ASSERT_EQ(description.manifest().tensors_size(), 11);
+  EXPECT_EQ(description.manifest().tensors(3).name(), "layers.0.attn.q_proj.weight");
+  EXPECT_EQ(description.manifest().tensors(3).size(), 64u * 64 * 2);
 
   v1::DeleteArtifactRequest remove;
   remove.set_name("tiny-a");
@@ -229,7 +269,7 @@ TEST_F(DaemonsTest, UnimplementedEnginesSaySo) {
 }
 
 TEST_F(DaemonsTest, LoadsModelsIntoThePoolAndSurvivesDelete) {
-  PublishArtifact(store_, "tiny", 64);
+  const uint64_t weight_bytes = PublishArtifact(store_, "tiny", 64);
   v1::LoadModelRequest load;
   load.set_artifact_name("tiny");
   load.set_model_id("served");
@@ -239,9 +279,10 @@ TEST_F(DaemonsTest, LoadsModelsIntoThePoolAndSurvivesDelete) {
   v1::LoadModelResponse loaded;
   grpc::Status status = infer_->LoadModel(Ctx().get(), load, &loaded);
   ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_EQ(loaded.model().weight_bytes(), 64u * 64 * 2);
-  // 2 (K,V) * 1 layer * 2 kv heads * 16 head_dim * 2 bytes per token, 512 tokens, 2 sequences.
-  EXPECT_EQ(loaded.model().kv_cache_bytes(), 2u * 2 * 16 * 2 * 512 * 2);
+  // The CPU engine holds weights and KV cache as fp32.
+  EXPECT_EQ(loaded.model().weight_bytes(), weight_bytes);
+  // 2 (K,V) * 1 layer * 2 kv heads * 16 head_dim * 4 bytes per token, 512 tokens, 2 sequences.
+  EXPECT_EQ(loaded.model().kv_cache_bytes(), 2u * 2 * 16 * 4 * 512 * 2);
 
   status = infer_->LoadModel(Ctx().get(), load, &loaded);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
@@ -266,7 +307,8 @@ TEST_F(DaemonsTest, LoadsModelsIntoThePoolAndSurvivesDelete) {
   auto metrics = HttpGet(inferd_->metrics_port(), "/metrics");
   ASSERT_TRUE(metrics.ok());
   EXPECT_THAT(*metrics, HasSubstr("bitloom_inferd_models_loaded 1"));
-  EXPECT_THAT(*metrics, HasSubstr("bitloom_inferd_pool_bytes{region=\"weights\"} 8192"));
+  EXPECT_THAT(*metrics, HasSubstr(absl::StrCat("bitloom_inferd_pool_bytes{region=\"weights\"} ",
+                                              weight_bytes)));
 
   v1::UnloadModelRequest unload;
   unload.set_model_id("served");
@@ -277,7 +319,7 @@ TEST_F(DaemonsTest, LoadsModelsIntoThePoolAndSurvivesDelete) {
 }
 
 TEST_F(DaemonsTest, PoolExhaustionIsResourceExhausted) {
-  PublishArtifact(store_, "big", 2048);  // 8 MiB of weights
+  PublishArtifact(store_, "big", 1024);  // 48 MiB of fp32 weights
   inferd_->Terminate();
   inferd_ = std::make_unique<DaemonProcess>(
       Binary("services/inferd/inferd"),

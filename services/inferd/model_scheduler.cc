@@ -1,0 +1,400 @@
+#include "model_scheduler.h"
+
+#include <algorithm>
+#include <numeric>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "bitloom/core/logging.h"
+#include "bitloom/engine/generate.h"
+#include "bitloom/engine/sampler.h"
+#include "bitloom/kernels/softmax.h"
+
+namespace bitloom::inferd {
+
+struct ModelScheduler::Sequence {
+  Sequence(SchedulerRequest r, int slot_index, engine::KvCache* kv, const formats::Tokenizer& tokenizer)
+      : request(std::move(r)),
+        slot(slot_index),
+        cache(kv),
+        decoder(tokenizer, /*skip_special=*/true),
+        matcher(request.params.stop) {
+    if (request.kind == SchedulerRequest::Kind::kGenerate) sampler.emplace(request.params);
+  }
+
+  SchedulerRequest request;
+  int slot;
+  engine::KvCache* cache;
+  // Tokens of request.ids already in the cache (for scoring, the last id is never run).
+  size_t prefilled = 0;
+
+  // Generation.
+  std::optional<engine::Sampler> sampler;
+  std::vector<int32_t> output;
+  formats::IncrementalDecoder decoder;
+  engine::StopStringMatcher matcher;
+  std::string text;  // everything decoded so far
+  size_t sent = 0;   // bytes of `text` already streamed
+  absl::Time first_token_time;
+  absl::Time last_token_time;
+
+  // Scoring.
+  engine::TokenScores scores;
+};
+
+namespace {
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+std::vector<int32_t> Positions(size_t start, size_t count) {
+  std::vector<int32_t> positions(count);
+  std::iota(positions.begin(), positions.end(), static_cast<int32_t>(start));
+  return positions;
+}
+
+void FillLogprobs(const std::vector<float>& logits, const engine::GenerationParams& params,
+                  const formats::Tokenizer& tokenizer, v1::GeneratedToken* token) {
+  const double lse = kernels::LogSumExpF32(logits.data(), static_cast<int64_t>(logits.size()));
+  token->set_logprob(static_cast<float>(logits[token->token_id()] - lse));
+  const size_t n = std::min<size_t>(params.top_logprobs, logits.size());
+  if (n == 0) return;
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  // Ties go to the lower id, as in engine::Generate, so results are reproducible.
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
+                    [&logits](int32_t a, int32_t b) {
+                      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+                    });
+  for (size_t i = 0; i < n; ++i) {
+    v1::TokenLogprob* top = token->add_top_logprobs();
+    top->set_token_id(static_cast<uint32_t>(order[i]));
+    top->set_logprob(static_cast<float>(logits[order[i]] - lse));
+    top->set_text(std::string(tokenizer.TokenToPiece(order[i])));
+  }
+}
+
+// The last message of a request that never started.
+v1::GenerateResponse CancelledBeforeStart(const SchedulerRequest& request) {
+  v1::GenerateResponse response;
+  response.set_finish_reason(v1::FINISH_REASON_CANCELLED);
+  response.mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(request.ids.size()));
+  return response;
+}
+
+void CancelWaitingByServer(SchedulerRequest& request) {
+  if (request.kind == SchedulerRequest::Kind::kGenerate) {
+    request.observer->OnResponse(CancelledBeforeStart(request), /*last=*/true);
+  } else {
+    request.observer->OnFailed(absl::CancelledError("the model was unloaded or the server is shutting down"));
+  }
+}
+
+}  // namespace
+
+ModelScheduler::ModelScheduler(const engine::DecoderModel* model, const formats::Tokenizer* tokenizer,
+                               SchedulerOptions options, ModelMetrics metrics)
+    : model_(model),
+      tokenizer_(tokenizer),
+      options_(options),
+      metrics_(metrics),
+      pages_per_slot_(CeilDiv(options.context_length, options.page_tokens)),
+      total_pages_(pages_per_slot_ * options.slots) {
+  caches_.reserve(options_.slots);
+  for (int i = 0; i < options_.slots; ++i) {
+    caches_.push_back(model_->NewKvCache(options_.context_length));
+    free_slots_.push_back(options_.slots - 1 - i);  // slot 0 is taken first
+  }
+  thread_ = std::thread([this] { Loop(); });
+}
+
+ModelScheduler::~ModelScheduler() { Shutdown(); }
+
+absl::Status ModelScheduler::Submit(SchedulerRequest request) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ || drain_deadline_.has_value()) {
+      return absl::UnavailableError("the server is shutting down or the model is being unloaded");
+    }
+    if (static_cast<int>(queue_.size()) >= options_.queue_capacity) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the request queue is full: ", queue_.size(), " requests wait for one of ", options_.slots,
+                       " KV slots (queue capacity ", options_.queue_capacity, "); retry later"));
+    }
+    queue_.push_back(std::move(request));
+    waiting_count_.store(static_cast<int>(queue_.size()), std::memory_order_relaxed);
+  }
+  cv_.notify_one();
+  return absl::OkStatus();
+}
+
+void ModelScheduler::Drain(absl::Time deadline) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!drain_deadline_.has_value()) drain_deadline_ = deadline;
+  }
+  cv_.notify_one();
+}
+
+void ModelScheduler::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
+void ModelScheduler::Loop() {
+  std::vector<std::unique_ptr<Sequence>> running;  // admission order
+  for (;;) {
+    std::vector<SchedulerRequest> dropped;           // cancelled by their clients while waiting
+    std::deque<SchedulerRequest> cancelled_waiting;  // cancelled by the server
+    bool cancel_all = false;
+    bool exit = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      const auto drain_due = [&] {
+        return drain_deadline_.has_value() && !drain_expired_ && absl::Now() >= *drain_deadline_;
+      };
+      while (!stopping_ && queue_.empty() && running.empty() && !drain_due()) {
+        if (drain_deadline_.has_value() && !drain_expired_) {
+          cv_.wait_until(lock, absl::ToChronoTime(*drain_deadline_));
+        } else {
+          cv_.wait(lock);
+        }
+      }
+      if (stopping_ || drain_due()) {
+        drain_expired_ = drain_expired_ || !stopping_;
+        cancelled_waiting.swap(queue_);
+        cancel_all = true;
+        exit = stopping_;
+      } else {
+        for (auto it = queue_.begin(); it != queue_.end();) {
+          if (it->observer->Cancelled()) {
+            dropped.push_back(std::move(*it));
+            it = queue_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        // FIFO: the oldest waiting request takes the next free slot.
+        while (!queue_.empty() && !free_slots_.empty()) {
+          const int slot = free_slots_.back();
+          free_slots_.pop_back();
+          running.push_back(
+              std::make_unique<Sequence>(std::move(queue_.front()), slot, &caches_[slot], *tokenizer_));
+          queue_.pop_front();
+        }
+      }
+      waiting_count_.store(static_cast<int>(queue_.size()), std::memory_order_relaxed);
+    }
+    for (SchedulerRequest& request : dropped) {
+      request.observer->OnFailed(absl::CancelledError("cancelled by the client"));
+    }
+    for (SchedulerRequest& request : cancelled_waiting) CancelWaitingByServer(request);
+    if (cancel_all) {
+      for (std::unique_ptr<Sequence>& seq : running) {
+        CancelByServer(*seq);
+        Release(std::move(seq));
+      }
+      running.clear();
+    }
+    running_count_.store(static_cast<int>(running.size()), std::memory_order_relaxed);
+    UpdatePageGauge(running);
+    if (exit) return;
+    if (running.empty()) continue;
+
+    // One step: every admitted sequence advances by one unit, oldest first.
+    int prefill_budget = options_.prefill_tokens_per_step;
+    int batch = 0;
+    for (auto it = running.begin(); it != running.end();) {
+      Sequence& seq = **it;
+      Outcome outcome;
+      if (seq.request.observer->Cancelled()) {
+        seq.request.observer->OnFailed(absl::CancelledError("cancelled by the client"));
+        outcome = Outcome::kFinished;
+      } else {
+        outcome = Advance(seq, prefill_budget);
+      }
+      if (outcome != Outcome::kIdle) ++batch;
+      if (outcome == Outcome::kFinished) {
+        Release(std::move(*it));
+        it = running.erase(it);
+        running_count_.store(static_cast<int>(running.size()), std::memory_order_relaxed);
+      } else {
+        ++it;
+      }
+    }
+    if (batch > 0 && metrics_.batch_size != nullptr) metrics_.batch_size->Observe(batch);
+    UpdatePageGauge(running);
+  }
+}
+
+ModelScheduler::Outcome ModelScheduler::Advance(Sequence& seq, int& prefill_budget) {
+  return seq.request.kind == SchedulerRequest::Kind::kGenerate ? AdvanceGenerate(seq, prefill_budget)
+                                                               : AdvanceScore(seq, prefill_budget);
+}
+
+ModelScheduler::Outcome ModelScheduler::AdvanceGenerate(Sequence& seq, int& prefill_budget) {
+  const std::vector<int32_t>& prompt = seq.request.ids;
+  absl::StatusOr<std::vector<float>> logits;
+  if (seq.prefilled < prompt.size()) {
+    if (prefill_budget == 0) return Outcome::kIdle;
+    const size_t n = std::min({prompt.size() - seq.prefilled, static_cast<size_t>(options_.prefill_chunk_tokens),
+                               static_cast<size_t>(prefill_budget)});
+    prefill_budget -= static_cast<int>(n);
+    const bool last_chunk = seq.prefilled + n == prompt.size();
+    logits = model_->Forward(absl::MakeConstSpan(prompt).subspan(seq.prefilled, n), Positions(seq.prefilled, n),
+                             *seq.cache, last_chunk ? engine::DecoderModel::Logits::kLast
+                                                    : engine::DecoderModel::Logits::kNone);
+    if (logits.ok()) seq.prefilled += n;
+    if (logits.ok() && !last_chunk) return Outcome::kWorked;
+    if (logits.ok() && metrics_.prompt_tokens != nullptr) {
+      metrics_.prompt_tokens->Increment(static_cast<double>(prompt.size()));
+    }
+  } else {
+    // The newest token has not been run yet; its position follows the prompt and earlier outputs.
+    const int32_t position = static_cast<int32_t>(prompt.size() + seq.output.size() - 1);
+    logits = model_->Forward(absl::MakeConstSpan(&seq.output.back(), 1), absl::MakeConstSpan(&position, 1),
+                             *seq.cache, engine::DecoderModel::Logits::kLast);
+  }
+  if (!logits.ok()) {
+    BITLOOM_LOG(ERROR) << "forward pass failed: " << logits.status();
+    seq.request.observer->OnFailed(absl::InternalError(absl::StrCat("forward pass: ", logits.status().message())));
+    return Outcome::kFinished;
+  }
+  return EmitToken(seq, *logits) ? Outcome::kFinished : Outcome::kWorked;
+}
+
+bool ModelScheduler::EmitToken(Sequence& seq, const std::vector<float>& logits) {
+  const SchedulerRequest& request = seq.request;
+  const int32_t id = seq.sampler->Sample(logits, request.ids, seq.output);
+  const absl::Time now = absl::Now();
+  if (seq.output.empty()) {
+    seq.first_token_time = now;
+    if (metrics_.time_to_first_token != nullptr) {
+      metrics_.time_to_first_token->Observe(absl::ToDoubleSeconds(now - request.arrival));
+    }
+  } else if (metrics_.inter_token_latency != nullptr) {
+    metrics_.inter_token_latency->Observe(absl::ToDoubleSeconds(now - seq.last_token_time));
+  }
+  seq.last_token_time = now;
+  seq.output.push_back(id);
+  if (metrics_.generated_tokens != nullptr) metrics_.generated_tokens->Increment();
+
+  v1::GenerateResponse response;
+  v1::GeneratedToken* token = response.add_tokens();
+  token->set_token_id(static_cast<uint32_t>(id));
+  if (request.params.logprobs || request.params.top_logprobs > 0) {
+    FillLogprobs(logits, request.params, *tokenizer_, token);
+  }
+  // An id the model knows but the tokenizer does not (padded embedding rows) has no text.
+  absl::StatusOr<std::string> piece = seq.decoder.Push(id);
+  if (piece.ok()) seq.text += *piece;
+  const size_t final_bytes = std::max(seq.sent, seq.matcher.Update(seq.text));
+
+  v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
+  if (seq.matcher.stopped()) {
+    reason = v1::FINISH_REASON_STOP_STRING;
+  } else if (std::find(request.stop_ids.begin(), request.stop_ids.end(), id) != request.stop_ids.end()) {
+    reason = v1::FINISH_REASON_STOP;
+  } else if (seq.output.size() >= request.max_new_tokens) {
+    reason = v1::FINISH_REASON_LENGTH;
+  }
+  if (reason != v1::FINISH_REASON_UNSPECIFIED) {
+    FinishGeneration(seq, reason, std::move(response));
+    return true;
+  }
+  response.set_text_delta(seq.text.substr(seq.sent, final_bytes - seq.sent));
+  seq.sent = final_bytes;
+  request.observer->OnResponse(std::move(response), /*last=*/false);
+  return false;
+}
+
+void ModelScheduler::FinishGeneration(Sequence& seq, v1::FinishReason reason, v1::GenerateResponse response) {
+  size_t end = seq.text.size();
+  if (reason == v1::FINISH_REASON_STOP_STRING) {
+    end = seq.matcher.Update(seq.text);
+  } else {
+    // The stream is over: bytes held back for an incomplete character are flushed, and a held-back
+    // partial stop string turned out not to be one, so it is released, unless the flush completed one.
+    seq.text += seq.decoder.Flush();
+    end = seq.matcher.Update(seq.text);
+    if (seq.matcher.stopped()) {
+      reason = v1::FINISH_REASON_STOP_STRING;
+    } else {
+      end = seq.text.size();
+    }
+  }
+  end = std::max(end, seq.sent);
+  response.set_text_delta(seq.text.substr(seq.sent, end - seq.sent));
+  seq.sent = end;
+  response.set_finish_reason(reason);
+  v1::Usage* usage = response.mutable_usage();
+  usage->set_prompt_tokens(static_cast<uint32_t>(seq.request.ids.size()));
+  usage->set_completion_tokens(static_cast<uint32_t>(seq.output.size()));
+  if (!seq.output.empty()) {
+    usage->set_time_to_first_token_seconds(absl::ToDoubleSeconds(seq.first_token_time - seq.request.arrival));
+  }
+  if (seq.output.size() > 1) {
+    usage->set_seconds_per_output_token(absl::ToDoubleSeconds(seq.last_token_time - seq.first_token_time) /
+                                        static_cast<double>(seq.output.size() - 1));
+  }
+  seq.request.observer->OnResponse(std::move(response), /*last=*/true);
+}
+
+ModelScheduler::Outcome ModelScheduler::AdvanceScore(Sequence& seq, int& prefill_budget) {
+  const std::vector<int32_t>& ids = seq.request.ids;
+  const size_t to_run = ids.size() - 1;  // the last id predicts nothing
+  if (prefill_budget == 0) return Outcome::kIdle;
+  const size_t n = std::min({to_run - seq.prefilled, static_cast<size_t>(options_.prefill_chunk_tokens),
+                             static_cast<size_t>(prefill_budget)});
+  prefill_budget -= static_cast<int>(n);
+  absl::StatusOr<std::vector<float>> logits =
+      model_->Forward(absl::MakeConstSpan(ids).subspan(seq.prefilled, n), Positions(seq.prefilled, n), *seq.cache,
+                      engine::DecoderModel::Logits::kAll);
+  if (!logits.ok()) {
+    BITLOOM_LOG(ERROR) << "forward pass failed: " << logits.status();
+    seq.request.observer->OnFailed(absl::InternalError(absl::StrCat("forward pass: ", logits.status().message())));
+    return Outcome::kFinished;
+  }
+  // As engine::ScoreTokens: log-softmax in double over the fp32 logits, argmax with ties to the lower id.
+  const int64_t vocab = model_->vocab_size();
+  for (size_t r = 0; r < n; ++r) {
+    const size_t i = seq.prefilled + r;
+    const float* row = logits->data() + static_cast<int64_t>(r) * vocab;
+    const double lse = kernels::LogSumExpF32(row, vocab);
+    const int32_t target = ids[i + 1];
+    seq.scores.logprobs.push_back(static_cast<float>(static_cast<double>(row[target]) - lse));
+    seq.scores.greedy.push_back(engine::ArgMax(absl::MakeConstSpan(row, static_cast<size_t>(vocab))) == target);
+  }
+  seq.prefilled += n;
+  if (seq.prefilled < to_run) return Outcome::kWorked;
+  if (metrics_.prompt_tokens != nullptr) metrics_.prompt_tokens->Increment(static_cast<double>(ids.size()));
+  seq.request.observer->OnScores(std::move(seq.scores));
+  return Outcome::kFinished;
+}
+
+void ModelScheduler::CancelByServer(Sequence& seq) {
+  if (seq.request.kind == SchedulerRequest::Kind::kGenerate) {
+    FinishGeneration(seq, v1::FINISH_REASON_CANCELLED, v1::GenerateResponse());
+  } else {
+    seq.request.observer->OnFailed(absl::CancelledError("the model was unloaded or the server is shutting down"));
+  }
+}
+
+void ModelScheduler::Release(std::unique_ptr<Sequence> seq) {
+  seq->cache->Clear();
+  free_slots_.push_back(seq->slot);
+}
+
+void ModelScheduler::UpdatePageGauge(const std::vector<std::unique_ptr<Sequence>>& running) {
+  int64_t used = 0;
+  for (const std::unique_ptr<Sequence>& seq : running) {
+    used += CeilDiv(seq->cache->length(), options_.page_tokens);
+  }
+  used_pages_.store(used, std::memory_order_relaxed);
+}
+
+}  // namespace bitloom::inferd

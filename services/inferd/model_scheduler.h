@@ -1,0 +1,143 @@
+// ModelScheduler: one loaded model's request queue and the thread that runs it, batching continuously
+// at the API level.
+//
+// Requests wait in a bounded FIFO (full: RESOURCE_EXHAUSTED) and are admitted, in arrival order, as
+// soon as one of the model's KV slots is free. The thread then loops over *steps*. A step gives every
+// admitted sequence one unit of work, in admission order: a sequence still prefilling its prompt runs
+// its next chunk (at most `prefill_chunk_tokens`, and all prefills of one step share a budget of
+// `prefill_tokens_per_step`, so a long prompt never stalls the tokens of the others for long), a
+// decoding sequence runs one token. Sequences join and leave between steps; a finished, cancelled or
+// failed sequence frees its slot at once. The CPU engine runs one sequence per forward pass, so
+// "batch" here means sequences interleaved step by step; the CUDA runtime will run the same batch as
+// one forward pass behind this same interface.
+//
+// KV memory is reserved when the model is loaded, never per request: `slots` caches of
+// `context_length` tokens each, allocated by the constructor. For metrics and the future paged cache
+// the slots are accounted in pages of `page_tokens` tokens: a sequence uses ceil(length / page_tokens)
+// pages of its slot; every other page is free.
+//
+// Shutdown (unload) ends every request, waiting or running, with FINISH_REASON_CANCELLED and joins the
+// thread. Drain (SIGTERM) refuses new requests with UNAVAILABLE, lets admitted and queued ones run,
+// and cancels whatever is left at the deadline. Thread-safe; the model and tokenizer are not owned and
+// must outlive the scheduler.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "bitloom/engine/decoder_model.h"
+#include "bitloom/engine/generation_params.h"
+#include "bitloom/engine/kv_cache.h"
+#include "bitloom/formats/tokenizer.h"
+#include "request_observer.h"
+#include "serving_metrics.h"
+
+namespace bitloom::inferd {
+
+struct SchedulerOptions {
+  // KV slots, i.e. the most sequences admitted at once.
+  int slots = 1;
+  // Tokens per slot: prompt plus generated tokens of one sequence.
+  int context_length = 0;
+  // Requests that may wait for a slot; more are RESOURCE_EXHAUSTED.
+  int queue_capacity = 64;
+  // Most prompt tokens of one sequence in one forward pass. 64 matches engine::ScoreTokens' chunk, so
+  // scores through the service are bit-identical to the library's.
+  int prefill_chunk_tokens = 64;
+  // Most prompt tokens prefilled in one step, over all sequences.
+  int prefill_tokens_per_step = 128;
+  // Page size for accounting (LoadModelRequest.kv_cache.page_tokens).
+  int page_tokens = 16;
+};
+
+// A validated request; the service has checked every field against the model and the context.
+struct SchedulerRequest {
+  enum class Kind { kGenerate, kScore };
+  Kind kind = Kind::kGenerate;
+  // kGenerate: the prompt (BOS included). kScore: the ids to score.
+  std::vector<int32_t> ids;
+  engine::GenerationParams params;  // kGenerate; Validate() passed
+  uint32_t max_new_tokens = 0;      // kGenerate; >= 1, ids.size() + max_new_tokens <= context
+  std::vector<int32_t> stop_ids;    // kGenerate; EOS ids (unless ignore_eos) and stop_token_ids
+  absl::Time arrival = absl::Now();
+  std::shared_ptr<RequestObserver> observer;
+};
+
+class ModelScheduler {
+ public:
+  ModelScheduler(const engine::DecoderModel* model, const formats::Tokenizer* tokenizer,
+                 SchedulerOptions options, ModelMetrics metrics);
+  ~ModelScheduler();  // Shutdown()
+  ModelScheduler(const ModelScheduler&) = delete;
+  ModelScheduler& operator=(const ModelScheduler&) = delete;
+
+  // Queues the request. RESOURCE_EXHAUSTED when the queue is full; UNAVAILABLE while draining or
+  // after Shutdown(). On error the observer is not called.
+  absl::Status Submit(SchedulerRequest request);
+
+  // Stops admitting new requests; cancels the remaining ones at `deadline`. Returns at once.
+  void Drain(absl::Time deadline);
+  // Ends every request with FINISH_REASON_CANCELLED (scores: CANCELLED) and joins the thread.
+  void Shutdown();
+
+  const SchedulerOptions& options() const { return options_; }
+  int running() const { return running_count_.load(std::memory_order_relaxed); }
+  int waiting() const { return waiting_count_.load(std::memory_order_relaxed); }
+  int64_t used_pages() const { return used_pages_.load(std::memory_order_relaxed); }
+  int64_t total_pages() const { return total_pages_; }
+
+ private:
+  struct Sequence;
+  // What one step did for a sequence.
+  enum class Outcome { kIdle, kWorked, kFinished };
+
+  void Loop();
+  // One unit of work for `seq`: a prefill chunk (within `prefill_budget`, which it consumes) or one
+  // decoded token. kIdle when the budget left nothing for it; kFinished frees its slot.
+  Outcome Advance(Sequence& seq, int& prefill_budget);
+  Outcome AdvanceGenerate(Sequence& seq, int& prefill_budget);
+  Outcome AdvanceScore(Sequence& seq, int& prefill_budget);
+  // Samples from `logits`, streams the token; true when the sequence finished.
+  bool EmitToken(Sequence& seq, const std::vector<float>& logits);
+  // Sends the last message of a generation with `reason` (text held back for stop strings released
+  // unless reason is a stop string).
+  void FinishGeneration(Sequence& seq, v1::FinishReason reason, v1::GenerateResponse response);
+  // Ends `seq` on cancellation by the server (unload, drain deadline).
+  void CancelByServer(Sequence& seq);
+  void Release(std::unique_ptr<Sequence> seq);
+  void UpdatePageGauge(const std::vector<std::unique_ptr<Sequence>>& running);
+
+  const engine::DecoderModel* model_;
+  const formats::Tokenizer* tokenizer_;
+  const SchedulerOptions options_;
+  const ModelMetrics metrics_;
+  const int64_t pages_per_slot_;
+  const int64_t total_pages_;
+
+  // The reserved KV memory; only the scheduler thread touches caches_ and free_slots_.
+  std::vector<engine::KvCache> caches_;
+  std::vector<int> free_slots_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<SchedulerRequest> queue_;              // guarded by mu_
+  bool stopping_ = false;                           // guarded by mu_
+  std::optional<absl::Time> drain_deadline_;        // guarded by mu_
+  bool drain_expired_ = false;                      // guarded by mu_
+
+  std::atomic<int> running_count_{0};
+  std::atomic<int> waiting_count_{0};
+  std::atomic<int64_t> used_pages_{0};
+  std::thread thread_;
+};
+
+}  // namespace bitloom::inferd
