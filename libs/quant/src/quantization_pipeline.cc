@@ -1,0 +1,354 @@
+#include "bitloom/quant/quantization_pipeline.h"
+
+#include <filesystem>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "bitloom/kernels/hadamard.h"
+#include "bitloom/kernels/scalar_codec.h"
+#include "bitloom/quant/bit_allocation.h"
+#include "bitloom/quant/scalar_quantizer.h"
+#include "pipeline_checkpoint.h"
+
+namespace bitloom::quant {
+namespace {
+
+using internal::ByteReader;
+using internal::ByteWriter;
+
+// Share of the job's progress bar: measuring runs LDLQ once per candidate width, quantizing once.
+constexpr double kMeasureShare = 0.75;
+
+uint64_t Mix(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+bool Cancelled(const std::atomic<bool>* cancel) { return cancel != nullptr && cancel->load(std::memory_order_relaxed); }
+
+absl::Status CancelledError() { return absl::CancelledError("quantization cancelled"); }
+
+// What one site needs to quantize its tensors: the rotation and the Hessian in rotated space.
+struct SiteState {
+  kernels::HadamardRotation rotation;
+  std::vector<double> h;
+  HessianFactor factor;
+};
+
+struct CapturedSites {
+  std::vector<HessianAccumulator> acc;
+};
+
+}  // namespace
+
+uint64_t QuantizationPipeline::SiteSeed(uint64_t seed, int layer, int site_index) {
+  return Mix(Mix(Mix(seed) ^ static_cast<uint64_t>(layer)) ^ static_cast<uint64_t>(site_index));
+}
+
+QuantizationPipeline::QuantizationPipeline(const BlockRunner& runner, PipelineOptions options, ThreadPool* pool)
+    : runner_(runner), options_(std::move(options)), pool_(pool) {}
+
+absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_t> calibration, int64_t sequences,
+                                                         int64_t seq_len, const TensorSink& sink,
+                                                         const ProgressFn& progress,
+                                                         const std::atomic<bool>* cancel) {
+  const PipelineOptions& o = options_;
+  const int layers = runner_.num_layers();
+  const int64_t hidden_size = runner_.hidden_size();
+  if (sequences <= 0 || seq_len <= 0 || static_cast<int64_t>(calibration.size()) != sequences * seq_len) {
+    return absl::InvalidArgumentError(absl::StrCat("calibration: ", calibration.size(), " tokens for ", sequences,
+                                                   " sequences of ", seq_len));
+  }
+  if (o.candidate_bits.empty()) return absl::InvalidArgumentError("candidate_bits: empty");
+  for (int k : o.candidate_bits) {
+    if (k < kernels::kScalarMinBits || k > kernels::kScalarMaxBits) {
+      return absl::InvalidArgumentError(absl::StrCat("candidate_bits: ", k, " outside [1, 8]"));
+    }
+  }
+  if (!o.checkpoint_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.checkpoint_dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat("checkpoint_dir ", o.checkpoint_dir, ": ", ec.message()));
+  }
+
+  // Fingerprint of everything the output depends on, so checkpoints are never mixed across jobs.
+  ByteWriter fpw;
+  fpw.F64(o.target_bits_per_weight);
+  fpw.F64(o.tolerance);
+  for (int k : o.candidate_bits) fpw.U64(static_cast<uint64_t>(k));
+  fpw.U64(static_cast<uint64_t>(o.group_size));
+  fpw.U64(o.seed);
+  fpw.F64(o.damping.relative_damp);
+  fpw.F64(o.damping.growth);
+  fpw.U64(static_cast<uint64_t>(o.damping.max_attempts));
+  fpw.U64(static_cast<uint64_t>(layers));
+  fpw.U64(static_cast<uint64_t>(hidden_size));
+  fpw.U64(static_cast<uint64_t>(sequences));
+  fpw.Bytes(calibration.data(), calibration.size() * sizeof(int32_t));
+  const uint64_t fingerprint = internal::Fnv1a64(fpw.data().data(), fpw.data().size());
+
+  auto report = [&](PipelineProgress::Stage stage, int layer, const std::string& tensor, double fraction) {
+    if (progress) progress({stage, layer, layers, tensor, fraction});
+  };
+  auto ckpt_path = [&](const char* stage, int layer) {
+    return absl::StrCat(o.checkpoint_dir, "/", stage, "_", layer, ".ckpt");
+  };
+  // Reads a checkpoint when checkpointing is on and every earlier block was restored too.
+  auto try_restore = [&](const char* stage, int layer, bool* resuming) -> absl::StatusOr<std::string> {
+    if (o.checkpoint_dir.empty() || !*resuming) return absl::NotFoundError("");
+    auto data = internal::ReadCheckpointFile(ckpt_path(stage, layer), fingerprint);
+    if (absl::IsFailedPrecondition(data.status())) return data.status();
+    if (!data.ok()) *resuming = false;
+    return data;
+  };
+  const auto read_block_weights = [&](int layer, WeightMap* weights,
+                                      std::map<std::string, std::pair<int64_t, int64_t>>* shapes) -> absl::Status {
+    for (const LinearSite& site : runner_.Sites(layer)) {
+      for (const std::string& name : site.tensors) {
+        int64_t rows = 0, cols = 0;
+        auto w = runner_.ReadWeight(name, &rows, &cols);
+        if (!w.ok()) return w.status();
+        if (cols != site.dim || static_cast<int64_t>(w->size()) != rows * cols) {
+          return absl::FailedPreconditionError(absl::StrCat(name, ": shape [", rows, ", ", cols, "] but site ",
+                                                            site.name, " has width ", site.dim));
+        }
+        (*weights)[name] = std::move(*w);
+        (*shapes)[name] = {rows, cols};
+      }
+    }
+    return absl::OkStatus();
+  };
+  // Runs block `layer` with `weights`, accumulating one Hessian per site; returns the per-site state.
+  const auto site_states = [&](int layer, const std::vector<LinearSite>& sites, const WeightMap& weights,
+                               absl::Span<const float> hidden, std::vector<float>* out) -> absl::StatusOr<std::vector<SiteState>> {
+    std::vector<HessianAccumulator> acc;
+    std::map<std::string, size_t> index;
+    for (size_t s = 0; s < sites.size(); ++s) {
+      acc.emplace_back(sites[s].dim);
+      index[sites[s].name] = s;
+    }
+    CaptureFn capture = [&](const LinearSite& site, absl::Span<const float> x, int64_t rows) -> absl::Status {
+      auto it = index.find(site.name);
+      if (it == index.end()) return absl::InternalError(absl::StrCat("capture of unknown site ", site.name));
+      return acc[it->second].Add(x, rows, pool_);
+    };
+    auto o_hidden = runner_.RunBlock(layer, weights, hidden, sequences, seq_len, capture);
+    if (!o_hidden.ok()) return o_hidden.status();
+    if (out != nullptr) *out = std::move(*o_hidden);
+    std::vector<SiteState> states;
+    for (size_t s = 0; s < sites.size(); ++s) {
+      auto rot = kernels::HadamardRotation::Create(sites[s].dim, SiteSeed(o.seed, layer, static_cast<int>(s)));
+      if (!rot.ok()) return rot.status();
+      std::vector<double> h = acc[s].Mean();
+      if (absl::Status st = RotateHessian(*rot, &h, pool_); !st.ok()) return st;
+      auto factor = FactorHessian(h, sites[s].dim, o.damping, pool_);
+      if (!factor.ok()) return factor.status();
+      states.push_back({std::move(*rot), std::move(h), std::move(*factor)});
+    }
+    return states;
+  };
+
+  PipelineResult result;
+  auto embedded = runner_.Embed(calibration);
+  if (!embedded.ok()) return embedded.status();
+
+  // ---- Stage 1: measurement (full precision).
+  std::vector<AllocationItem> items;
+  {
+    std::vector<float> hidden = *embedded;
+    bool resuming = true;
+    for (int layer = 0; layer < layers; ++layer) {
+      if (Cancelled(cancel)) return CancelledError();
+      const double f0 = kMeasureShare * layer / layers;
+      report(PipelineProgress::Stage::kMeasure, layer, "", f0);
+      auto restored = try_restore("measure", layer, &resuming);
+      if (absl::IsFailedPrecondition(restored.status())) return restored.status();
+      if (restored.ok()) {
+        ByteReader r(*restored);
+        uint64_t count = 0;
+        r.U64(&count);
+        for (uint64_t t = 0; t < count && r.ok(); ++t) {
+          AllocationItem it;
+          uint64_t cands = 0;
+          r.Str(&it.name);
+          r.U64(&it.num_weights);
+          r.U64(&cands);
+          for (uint64_t c = 0; c < cands && r.ok(); ++c) {
+            AllocationCandidate cand;
+            uint64_t bits = 0, group = 0;
+            r.U64(&bits);
+            r.U64(&group);
+            r.F64(&cand.loss);
+            r.U64(&cand.stored_bits);
+            cand.bits = static_cast<int>(bits);
+            cand.group_size = static_cast<int>(group);
+            it.candidates.push_back(cand);
+          }
+          items.push_back(std::move(it));
+        }
+        r.Floats(&hidden);
+        if (!r.ok() || !r.at_end()) return absl::DataLossError(absl::StrCat("measure checkpoint ", layer, " is malformed"));
+        ++result.resumed_measure_blocks;
+        continue;
+      }
+      const std::vector<LinearSite> sites = runner_.Sites(layer);
+      WeightMap weights;
+      std::map<std::string, std::pair<int64_t, int64_t>> shapes;
+      if (absl::Status st = read_block_weights(layer, &weights, &shapes); !st.ok()) return st;
+      std::vector<float> next;
+      auto states = site_states(layer, sites, weights, hidden, &next);
+      if (!states.ok()) return states.status();
+      const size_t first_item = items.size();
+      for (size_t s = 0; s < sites.size(); ++s) {
+        const SiteState& st = (*states)[s];
+        for (const std::string& name : sites[s].tensors) {
+          if (Cancelled(cancel)) return CancelledError();
+          report(PipelineProgress::Stage::kMeasure, layer, name, f0);
+          const auto [rows, cols] = shapes[name];
+          std::vector<float> wr = weights[name];
+          st.rotation.Apply(wr.data(), rows, pool_);
+          const double energy = OutputEnergy(wr, rows, cols, st.h, pool_);
+          AllocationItem it;
+          it.name = name;
+          it.num_weights = static_cast<uint64_t>(rows * cols);
+          for (int k : o.candidate_bits) {
+            ScalarQuantizerOptions qo;
+            qo.bits = k;
+            qo.group_size = o.group_size;
+            auto q = QuantizeLdlq(wr, rows, cols, st.h, st.factor, qo, pool_);
+            if (!q.ok()) return q.status();
+            it.candidates.push_back({k, o.group_size, std::max(0.0, q->proxy_loss) * energy,
+                                     static_cast<uint64_t>(q->layout.total_bytes) * 8});
+          }
+          items.push_back(std::move(it));
+        }
+      }
+      hidden = std::move(next);
+      if (!o.checkpoint_dir.empty()) {
+        ByteWriter w;
+        w.U64(items.size() - first_item);
+        for (size_t t = first_item; t < items.size(); ++t) {
+          w.Str(items[t].name);
+          w.U64(items[t].num_weights);
+          w.U64(items[t].candidates.size());
+          for (const AllocationCandidate& c : items[t].candidates) {
+            w.U64(static_cast<uint64_t>(c.bits));
+            w.U64(static_cast<uint64_t>(c.group_size));
+            w.F64(c.loss);
+            w.U64(c.stored_bits);
+          }
+        }
+        w.Floats(hidden);
+        if (absl::Status st = internal::WriteCheckpointFile(ckpt_path("measure", layer), fingerprint, w.data()); !st.ok()) {
+          return st;
+        }
+      }
+    }
+  }
+
+  // ---- Stage 2: allocation.
+  if (Cancelled(cancel)) return CancelledError();
+  report(PipelineProgress::Stage::kAllocate, layers, "", kMeasureShare);
+  AllocationOptions ao;
+  ao.target_bits_per_weight = o.target_bits_per_weight;
+  ao.tolerance = o.tolerance;
+  auto alloc = AllocateBits(items, ao);
+  if (!alloc.ok()) return alloc.status();
+  std::map<std::string, int> chosen_bits;
+  for (size_t t = 0; t < items.size(); ++t) chosen_bits[items[t].name] = items[t].candidates[alloc->choice[t]].bits;
+  result.bits_per_weight = alloc->bits_per_weight;
+
+  // ---- Stage 3: quantization, each block fed by the quantized blocks before it.
+  std::vector<float> hidden = std::move(*embedded);
+  bool resuming = true;
+  for (int layer = 0; layer < layers; ++layer) {
+    if (Cancelled(cancel)) return CancelledError();
+    const double f0 = kMeasureShare + (1.0 - kMeasureShare) * layer / layers;
+    report(PipelineProgress::Stage::kQuantize, layer, "", f0);
+    std::vector<std::pair<v1::TensorEntry, std::vector<uint8_t>>> outputs;
+    auto restored = try_restore("quantize", layer, &resuming);
+    if (absl::IsFailedPrecondition(restored.status())) return restored.status();
+    if (restored.ok()) {
+      ByteReader r(*restored);
+      uint64_t count = 0;
+      r.U64(&count);
+      for (uint64_t t = 0; t < count && r.ok(); ++t) {
+        std::string entry_bytes, blob;
+        r.Str(&entry_bytes);
+        r.Str(&blob);
+        v1::TensorEntry entry;
+        if (!entry.ParseFromString(entry_bytes)) return absl::DataLossError("quantize checkpoint: bad tensor entry");
+        outputs.emplace_back(std::move(entry), std::vector<uint8_t>(blob.begin(), blob.end()));
+      }
+      r.Floats(&hidden);
+      if (!r.ok() || !r.at_end()) return absl::DataLossError(absl::StrCat("quantize checkpoint ", layer, " is malformed"));
+      ++result.resumed_quantize_blocks;
+    } else {
+      const std::vector<LinearSite> sites = runner_.Sites(layer);
+      WeightMap weights;
+      std::map<std::string, std::pair<int64_t, int64_t>> shapes;
+      if (absl::Status st = read_block_weights(layer, &weights, &shapes); !st.ok()) return st;
+      // Hessians from this block's inputs on the quantized path (the block's own weights still fp).
+      auto states = site_states(layer, sites, weights, hidden, nullptr);
+      if (!states.ok()) return states.status();
+      WeightMap dequantized;
+      for (size_t s = 0; s < sites.size(); ++s) {
+        const SiteState& st = (*states)[s];
+        for (const std::string& name : sites[s].tensors) {
+          if (Cancelled(cancel)) return CancelledError();
+          report(PipelineProgress::Stage::kQuantize, layer, name, f0);
+          const auto [rows, cols] = shapes[name];
+          std::vector<float> wr = weights[name];
+          st.rotation.Apply(wr.data(), rows, pool_);
+          ScalarQuantizerOptions qo;
+          qo.bits = chosen_bits.at(name);
+          qo.group_size = o.group_size;
+          auto q = QuantizeLdlq(wr, rows, cols, st.h, st.factor, qo, pool_);
+          if (!q.ok()) return q.status();
+          std::vector<float> back(rows * cols);
+          if (absl::Status ds = kernels::DequantizeScalarCodec(q->layout, q->blob, back.data(), pool_); !ds.ok()) return ds;
+          st.rotation.ApplyTranspose(back.data(), rows, pool_);
+          dequantized[name] = std::move(back);
+          v1::TensorEntry entry;
+          entry.set_name(name);
+          entry.set_codec(v1::CODEC_HADAMARD_SCALAR);
+          entry.add_shape(static_cast<uint64_t>(rows));
+          entry.add_shape(static_cast<uint64_t>(cols));
+          entry.set_bits_per_weight(static_cast<float>(qo.bits));
+          entry.set_group_size(static_cast<uint32_t>(o.group_size));
+          entry.set_measured_error(q->proxy_loss);
+          (*entry.mutable_params())[kernels::kScalarParamRotation] = st.rotation.Describe();
+          (*entry.mutable_params())[kernels::kScalarParamRotationSeed] = absl::StrCat(st.rotation.seed());
+          outputs.emplace_back(std::move(entry), std::move(q->blob));
+        }
+      }
+      auto next = runner_.RunBlock(layer, dequantized, hidden, sequences, seq_len, {});
+      if (!next.ok()) return next.status();
+      hidden = std::move(*next);
+      if (!o.checkpoint_dir.empty()) {
+        ByteWriter w;
+        w.U64(outputs.size());
+        for (const auto& [entry, blob] : outputs) {
+          w.Str(entry.SerializeAsString());
+          w.Bytes(blob.data(), blob.size());
+        }
+        w.Floats(hidden);
+        if (absl::Status st = internal::WriteCheckpointFile(ckpt_path("quantize", layer), fingerprint, w.data());
+            !st.ok()) {
+          return st;
+        }
+      }
+    }
+    for (const auto& [entry, blob] : outputs) {
+      result.stored_bytes += blob.size();
+      if (absl::Status st = sink(entry, blob); !st.ok()) return st;
+    }
+  }
+  report(PipelineProgress::Stage::kDone, layers, "", 1.0);
+  return result;
+}
+
+}  // namespace bitloom::quant

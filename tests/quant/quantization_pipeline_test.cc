@@ -1,0 +1,254 @@
+#include "bitloom/quant/quantization_pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "bitloom/kernels/scalar_codec.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "test_util.h"
+
+namespace bitloom::quant {
+namespace {
+
+// A toy decoder: blocks of h += C·(silu(A·n) ⊙ (B·n)), n = RMSNorm(h). Sites "mlp_in" (A, B: [96, 64])
+// and "down_in" (C: [64, 96]); embeddings [50, 64]. Tokens do not interact, which the pipeline does
+// not care about.
+class ToyRunner : public BlockRunner {
+ public:
+  static constexpr int64_t kHidden = 64, kInner = 96, kVocab = 50;
+  explicit ToyRunner(int layers) : layers_(layers) {
+    embed_ = testing::Gaussian(kVocab * kHidden, 1);
+    for (int l = 0; l < layers; ++l) {
+      weights_[Name(l, "a")] = testing::Gaussian(kInner * kHidden, 10 + l, 0.15f);
+      weights_[Name(l, "b")] = testing::Gaussian(kInner * kHidden, 20 + l, 0.15f);
+      weights_[Name(l, "c")] = testing::Gaussian(kHidden * kInner, 30 + l, 0.1f);
+    }
+  }
+  static std::string Name(int l, const char* t) { return "layers." + std::to_string(l) + "." + t + ".weight"; }
+
+  int num_layers() const override { return layers_; }
+  int64_t hidden_size() const override { return kHidden; }
+  std::vector<LinearSite> Sites(int l) const override {
+    return {{"mlp_in", kHidden, {Name(l, "a"), Name(l, "b")}}, {"down_in", kInner, {Name(l, "c")}}};
+  }
+  absl::StatusOr<std::vector<float>> ReadWeight(const std::string& name, int64_t* rows, int64_t* cols) const override {
+    auto it = weights_.find(name);
+    if (it == weights_.end()) return absl::NotFoundError(name);
+    const bool down = name.find(".c.") != std::string::npos;
+    *rows = down ? kHidden : kInner;
+    *cols = down ? kInner : kHidden;
+    return it->second;
+  }
+  absl::StatusOr<std::vector<float>> Embed(absl::Span<const int32_t> tokens) const override {
+    std::vector<float> h;
+    for (int32_t t : tokens) h.insert(h.end(), embed_.begin() + t * kHidden, embed_.begin() + (t + 1) * kHidden);
+    return h;
+  }
+  absl::StatusOr<std::vector<float>> RunBlock(int l, const WeightMap& w, absl::Span<const float> hidden, int64_t sequences,
+                                              int64_t seq_len, const CaptureFn& capture) const override {
+    const int64_t rows = sequences * seq_len;
+    const auto sites = Sites(l);
+    const auto& a = w.at(Name(l, "a"));
+    const auto& b = w.at(Name(l, "b"));
+    const auto& c = w.at(Name(l, "c"));
+    std::vector<float> n(rows * kHidden), m(rows * kInner), out(hidden.begin(), hidden.end());
+    for (int64_t r = 0; r < rows; ++r) {
+      double ms = 0;
+      for (int64_t i = 0; i < kHidden; ++i) ms += double(hidden[r * kHidden + i]) * hidden[r * kHidden + i];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ms / kHidden + 1e-6));
+      for (int64_t i = 0; i < kHidden; ++i) n[r * kHidden + i] = hidden[r * kHidden + i] * inv;
+    }
+    if (capture) {
+      if (absl::Status s = capture(sites[0], n, rows); !s.ok()) return s;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < kInner; ++j) {
+        float ga = 0, gb = 0;
+        for (int64_t i = 0; i < kHidden; ++i) {
+          ga += a[j * kHidden + i] * n[r * kHidden + i];
+          gb += b[j * kHidden + i] * n[r * kHidden + i];
+        }
+        m[r * kInner + j] = ga / (1.0f + std::exp(-ga)) * gb;
+      }
+    }
+    if (capture) {
+      if (absl::Status s = capture(sites[1], m, rows); !s.ok()) return s;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < kHidden; ++i) {
+        float s = 0;
+        for (int64_t j = 0; j < kInner; ++j) s += c[i * kInner + j] * m[r * kInner + j];
+        out[r * kHidden + i] += s;
+      }
+    }
+    return out;
+  }
+
+ private:
+  int layers_;
+  std::vector<float> embed_;
+  WeightMap weights_;
+};
+
+struct Emitted {
+  std::vector<v1::TensorEntry> entries;
+  std::vector<std::vector<uint8_t>> blobs;
+};
+
+std::vector<int32_t> Calibration(int64_t n) {
+  std::vector<int32_t> t(n);
+  for (int64_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((i * 7 + i / 3) % ToyRunner::kVocab);
+  return t;
+}
+
+PipelineOptions Options(double target, const std::string& dir = "") {
+  PipelineOptions o;
+  o.target_bits_per_weight = target;
+  // The toy has 3 tensors per block, so few combinations of widths exist: a wider window than the
+  // production 0.01 (which the allocator tests check on a real model's 210 tensors).
+  o.tolerance = 0.05;
+  o.group_size = 32;
+  o.seed = 42;
+  o.checkpoint_dir = dir;
+  return o;
+}
+
+absl::StatusOr<PipelineResult> RunToy(const ToyRunner& runner, const PipelineOptions& o, Emitted* out,
+                                      const ProgressFn& progress = {}, const std::atomic<bool>* cancel = nullptr) {
+  ThreadPool pool(2);
+  QuantizationPipeline p(runner, o, &pool);
+  const auto cal = Calibration(4 * 32);
+  return p.Run(cal, 4, 32,
+               [&](const v1::TensorEntry& e, absl::Span<const uint8_t> b) {
+                 out->entries.push_back(e);
+                 out->blobs.emplace_back(b.begin(), b.end());
+                 return absl::OkStatus();
+               },
+               progress, cancel);
+}
+
+std::string TempDir(const char* name) {
+  const auto dir = std::filesystem::temp_directory_path() / (std::string("bitloom_quant_") + name + "_" +
+                                                              std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  return dir.string();
+}
+
+TEST(QuantizationPipeline, HitsTargetAndEmitsEveryTensorInOrder) {
+  const ToyRunner runner(3);
+  for (double target : {2.5, 3.0, 4.5}) {
+    Emitted out;
+    std::vector<PipelineProgress> seen;
+    auto r = RunToy(runner, Options(target), &out, [&](const PipelineProgress& p) { seen.push_back(p); });
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_LE(std::abs(r->bits_per_weight - target), 0.05) << target;
+    ASSERT_EQ(out.entries.size(), 9u);
+    uint64_t bits = 0, weights = 0;
+    for (size_t i = 0; i < out.entries.size(); ++i) {
+      const auto& e = out.entries[i];
+      EXPECT_EQ(e.name(), ToyRunner::Name(static_cast<int>(i / 3), i % 3 == 0 ? "a" : i % 3 == 1 ? "b" : "c"));
+      EXPECT_EQ(e.codec(), v1::CODEC_HADAMARD_SCALAR);
+      auto l = kernels::MakeScalarCodecLayout(e.shape(0), e.shape(1), static_cast<int>(e.bits_per_weight()), 32);
+      ASSERT_TRUE(l.ok());
+      EXPECT_EQ(static_cast<int64_t>(out.blobs[i].size()), l->total_bytes);
+      EXPECT_GT(e.measured_error(), 0.0);
+      EXPECT_EQ(e.params().count("rotation_seed"), 1u);
+      bits += 8 * out.blobs[i].size();
+      weights += e.shape(0) * e.shape(1);
+    }
+    EXPECT_DOUBLE_EQ(r->bits_per_weight, double(bits) / double(weights));
+    // The two tensors of a site share a rotation; the sites differ.
+    EXPECT_EQ(out.entries[0].params().at("rotation_seed"), out.entries[1].params().at("rotation_seed"));
+    EXPECT_NE(out.entries[0].params().at("rotation_seed"), out.entries[2].params().at("rotation_seed"));
+    ASSERT_FALSE(seen.empty());
+    EXPECT_EQ(seen.back().stage, PipelineProgress::Stage::kDone);
+    for (size_t i = 1; i < seen.size(); ++i) EXPECT_GE(seen[i].fraction, seen[i - 1].fraction);
+  }
+}
+
+TEST(QuantizationPipeline, MoreBitsLessError) {
+  const ToyRunner runner(3);
+  Emitted lo, hi;
+  auto a = RunToy(runner, Options(2.5), &lo);
+  auto b = RunToy(runner, Options(4.5), &hi);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  double e_lo = 0, e_hi = 0;
+  for (const auto& e : lo.entries) e_lo += e.measured_error();
+  for (const auto& e : hi.entries) e_hi += e.measured_error();
+  EXPECT_LT(e_hi, e_lo);
+}
+
+TEST(QuantizationPipeline, DeterministicAndResumesBitIdentically) {
+  const ToyRunner runner(4);
+  Emitted reference, again;
+  ASSERT_TRUE(RunToy(runner, Options(3.0), &reference).ok());
+  ASSERT_TRUE(RunToy(runner, Options(3.0), &again).ok());
+  EXPECT_EQ(reference.blobs, again.blobs);
+
+  // Cancel once in each stage, resume each time from the checkpoints.
+  for (auto stop_stage : {PipelineProgress::Stage::kMeasure, PipelineProgress::Stage::kQuantize}) {
+    const std::string dir = TempDir(stop_stage == PipelineProgress::Stage::kMeasure ? "m" : "q");
+    std::atomic<bool> cancel{false};
+    Emitted partial;
+    auto first = RunToy(runner, Options(3.0, dir), &partial, [&](const PipelineProgress& p) {
+      if (p.stage == stop_stage && p.layer == 2) cancel = true;
+    }, &cancel);
+    ASSERT_EQ(first.status().code(), absl::StatusCode::kCancelled) << first.status();
+    Emitted resumed;
+    auto second = RunToy(runner, Options(3.0, dir), &resumed);
+    ASSERT_TRUE(second.ok()) << second.status();
+    if (stop_stage == PipelineProgress::Stage::kMeasure) {
+      EXPECT_EQ(second->resumed_measure_blocks, 2);
+    } else {
+      EXPECT_EQ(second->resumed_measure_blocks, 4);
+      EXPECT_EQ(second->resumed_quantize_blocks, 2);
+    }
+    ASSERT_EQ(resumed.entries.size(), reference.entries.size());
+    EXPECT_EQ(resumed.blobs, reference.blobs);
+    for (size_t i = 0; i < resumed.entries.size(); ++i) {
+      // Field-wise: proto map fields serialize in no fixed order.
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(resumed.entries[i], reference.entries[i]))
+          << resumed.entries[i].DebugString() << " vs " << reference.entries[i].DebugString();
+    }
+    // A different job must not pick these checkpoints up.
+    Emitted other;
+    auto mixed = RunToy(runner, Options(3.5, dir), &other);
+    EXPECT_EQ(mixed.status().code(), absl::StatusCode::kFailedPrecondition) << mixed.status();
+    std::filesystem::remove_all(dir);
+  }
+}
+
+TEST(QuantizationPipeline, DamagedCheckpointIsRecomputed) {
+  const ToyRunner runner(3);
+  const std::string dir = TempDir("damaged");
+  Emitted first, second;
+  auto initial = RunToy(runner, Options(3.0, dir), &first);
+  ASSERT_TRUE(initial.ok()) << initial.status();
+  {
+    std::FILE* f = std::fopen((dir + "/quantize_1.ckpt").c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, 40, SEEK_SET);
+    std::fputc(0x5a, f);
+    std::fclose(f);
+  }
+  auto r = RunToy(runner, Options(3.0, dir), &second);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->resumed_quantize_blocks, 1);  // block 0 restored; 1 damaged, so 1 and 2 recomputed
+  EXPECT_EQ(second.blobs, first.blobs);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(QuantizationPipeline, RejectsBadSettings) {
+  const ToyRunner runner(1);
+  Emitted out;
+  auto o = Options(3.0);
+  o.candidate_bits = {2, 9};
+  EXPECT_EQ(RunToy(runner, o, &out).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RunToy(runner, Options(0.5), &out).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace bitloom::quant
