@@ -202,6 +202,7 @@ void ModelScheduler::Loop() {
     }
     running_count_.store(static_cast<int>(running.size()), std::memory_order_relaxed);
     UpdatePageGauge(running);
+    RunDeferred();
     if (exit) return;
     if (running.empty()) continue;
 
@@ -212,7 +213,7 @@ void ModelScheduler::Loop() {
       Sequence& seq = **it;
       Outcome outcome;
       if (seq.request.observer->Cancelled()) {
-        seq.request.observer->OnFailed(absl::CancelledError("cancelled by the client"));
+        Defer(seq, [](RequestObserver& o) { o.OnFailed(absl::CancelledError("cancelled by the client")); });
         outcome = Outcome::kFinished;
       } else {
         outcome = Advance(seq, prefill_budget);
@@ -222,6 +223,8 @@ void ModelScheduler::Loop() {
         Release(std::move(*it));
         it = running.erase(it);
         running_count_.store(static_cast<int>(running.size()), std::memory_order_relaxed);
+        UpdatePageGauge(running);
+        RunDeferred();
       } else {
         ++it;
       }
@@ -261,7 +264,9 @@ ModelScheduler::Outcome ModelScheduler::AdvanceGenerate(Sequence& seq, int& pref
   }
   if (!logits.ok()) {
     BITLOOM_LOG(ERROR) << "forward pass failed: " << logits.status();
-    seq.request.observer->OnFailed(absl::InternalError(absl::StrCat("forward pass: ", logits.status().message())));
+    Defer(seq, [message = absl::StrCat("forward pass: ", logits.status().message())](RequestObserver& o) {
+      o.OnFailed(absl::InternalError(message));
+    });
     return Outcome::kFinished;
   }
   return EmitToken(seq, *logits) ? Outcome::kFinished : Outcome::kWorked;
@@ -341,7 +346,7 @@ void ModelScheduler::FinishGeneration(Sequence& seq, v1::FinishReason reason, v1
     usage->set_seconds_per_output_token(absl::ToDoubleSeconds(seq.last_token_time - seq.first_token_time) /
                                         static_cast<double>(seq.output.size() - 1));
   }
-  seq.request.observer->OnResponse(std::move(response), /*last=*/true);
+  Defer(seq, [last = std::move(response)](RequestObserver& o) mutable { o.OnResponse(std::move(last), true); });
 }
 
 ModelScheduler::Outcome ModelScheduler::AdvanceScore(Sequence& seq, int& prefill_budget) {
@@ -356,7 +361,9 @@ ModelScheduler::Outcome ModelScheduler::AdvanceScore(Sequence& seq, int& prefill
                       engine::DecoderModel::Logits::kAll);
   if (!logits.ok()) {
     BITLOOM_LOG(ERROR) << "forward pass failed: " << logits.status();
-    seq.request.observer->OnFailed(absl::InternalError(absl::StrCat("forward pass: ", logits.status().message())));
+    Defer(seq, [message = absl::StrCat("forward pass: ", logits.status().message())](RequestObserver& o) {
+      o.OnFailed(absl::InternalError(message));
+    });
     return Outcome::kFinished;
   }
   // As engine::ScoreTokens: log-softmax in double over the fp32 logits, argmax with ties to the lower id.
@@ -372,7 +379,7 @@ ModelScheduler::Outcome ModelScheduler::AdvanceScore(Sequence& seq, int& prefill
   seq.prefilled += n;
   if (seq.prefilled < to_run) return Outcome::kWorked;
   if (metrics_.prompt_tokens != nullptr) metrics_.prompt_tokens->Increment(static_cast<double>(ids.size()));
-  seq.request.observer->OnScores(std::move(seq.scores));
+  Defer(seq, [scores = std::move(seq.scores)](RequestObserver& o) mutable { o.OnScores(std::move(scores)); });
   return Outcome::kFinished;
 }
 
@@ -380,8 +387,20 @@ void ModelScheduler::CancelByServer(Sequence& seq) {
   if (seq.request.kind == SchedulerRequest::Kind::kGenerate) {
     FinishGeneration(seq, v1::FINISH_REASON_CANCELLED, v1::GenerateResponse());
   } else {
-    seq.request.observer->OnFailed(absl::CancelledError("the model was unloaded or the server is shutting down"));
+    Defer(seq, [](RequestObserver& o) {
+      o.OnFailed(absl::CancelledError("the model was unloaded or the server is shutting down"));
+    });
   }
+}
+
+void ModelScheduler::Defer(const Sequence& seq, std::function<void(RequestObserver&)> call) {
+  deferred_.push_back([observer = seq.request.observer, call = std::move(call)] { call(*observer); });
+}
+
+void ModelScheduler::RunDeferred() {
+  std::vector<std::function<void()>> calls;
+  calls.swap(deferred_);
+  for (std::function<void()>& call : calls) call();
 }
 
 void ModelScheduler::Release(std::unique_ptr<Sequence> seq) {

@@ -26,6 +26,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -113,6 +114,10 @@ class ModelScheduler {
   void FinishGeneration(Sequence& seq, v1::FinishReason reason, v1::GenerateResponse response);
   // Ends `seq` on cancellation by the server (unload, drain deadline).
   void CancelByServer(Sequence& seq);
+  // A request's terminal callback waits in deferred_ until its slot is released and the gauges
+  // updated, so a client that has seen the end of its request also sees the slot free.
+  void Defer(const Sequence& seq, std::function<void(RequestObserver&)> call);
+  void RunDeferred();
   void Release(std::unique_ptr<Sequence> seq);
   void UpdatePageGauge(const std::vector<std::unique_ptr<Sequence>>& running);
 
@@ -126,6 +131,7 @@ class ModelScheduler {
   // The reserved KV memory; only the scheduler thread touches caches_ and free_slots_.
   std::vector<engine::KvCache> caches_;
   std::vector<int> free_slots_;
+  std::vector<std::function<void()>> deferred_;  // scheduler thread only
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -64,6 +64,7 @@ absl::StatusOr<v1::ModelInfo> ServedModels::Load(const v1::LoadModelRequest& req
   BITLOOM_ASSIGN_OR_RETURN(LoadOptions options, ParseLoadRequest(request));
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (drain_deadline_.has_value()) return absl::UnavailableError("the server is shutting down");
     if (models_.contains(options.model_id) || loading_.contains(options.model_id)) {
       return absl::AlreadyExistsError(absl::StrCat("model_id: '", options.model_id, "' is already loaded"));
     }
@@ -126,6 +127,8 @@ absl::StatusOr<v1::ModelInfo> ServedModels::Load(const v1::LoadModelRequest& req
     usage_.kv_cache_bytes -= kv_bytes;
     return NotServable(options.artifact_name, built);
   }
+  // A load that was building when the drain began drains too.
+  if (drain_deadline_.has_value()) model->scheduler->Drain(*drain_deadline_);
   v1::ModelInfo& info = model->info;
   info.set_model_id(options.model_id);
   info.set_artifact_name(options.artifact_name);
@@ -237,6 +240,10 @@ PoolUsage ServedModels::Usage() const {
 }
 
 void ServedModels::Drain(absl::Time deadline) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    drain_deadline_ = deadline;
+  }
   for (const std::shared_ptr<const ServedModel>& model : All()) model->scheduler->Drain(deadline);
 }
 

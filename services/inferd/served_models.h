@@ -75,7 +75,8 @@ class ServedModels {
   std::vector<std::shared_ptr<const ServedModel>> All() const;
   PoolUsage Usage() const;
 
-  // SIGTERM: every scheduler stops admitting and cancels what is left at `deadline`.
+  // SIGTERM: every scheduler stops admitting and cancels what is left at `deadline`; later loads are
+  // UNAVAILABLE.
   void Drain(absl::Time deadline);
 
  private:
@@ -88,6 +89,7 @@ class ServedModels {
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const ServedModel>> models_;  // guarded by mu_
   std::set<std::string> loading_;                                     // guarded by mu_
+  std::optional<absl::Time> drain_deadline_;                          // guarded by mu_
   PoolUsage usage_;                                                   // guarded by mu_
 };
 
