@@ -64,7 +64,8 @@ TEST_P(HadamardSizes, IsOrthogonal) {
   EXPECT_LT(max_err, 1e-12) << r.Describe();
   if (r.base_is_hadamard()) {
     // A true Hadamard rotation spreads every basis vector evenly: all entries ±1/√n.
-    for (double v : cols) ASSERT_NEAR(std::abs(v), 1.0 / std::sqrt(double(n)), 1e-12) << r.Describe();
+    for (double v : cols)
+      ASSERT_NEAR(std::abs(v), 1.0 / std::sqrt(double(n)), 1e-12) << r.Describe();
   }
 }
 

@@ -72,7 +72,8 @@ TEST(ScalarCodecLayout, CodeAtMatchesBitStream) {
   EXPECT_EQ(ScalarCodeAt(words, 3, 10), 3u);
 }
 
-class ScalarCodecRoundTrip : public ::testing::TestWithParam<std::tuple<int, int64_t, int64_t, int>> {};
+class ScalarCodecRoundTrip
+    : public ::testing::TestWithParam<std::tuple<int, int64_t, int64_t, int>> {};
 
 TEST_P(ScalarCodecRoundTrip, PackUnpackDequantize) {
   const auto [bits, rows, cols, group] = GetParam();
@@ -90,7 +91,8 @@ TEST_P(ScalarCodecRoundTrip, PackUnpackDequantize) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
       const float s = F16ToF32(p.scales[r * p.layout.groups_per_row + c / group]);
-      ASSERT_EQ(w[r * cols + c], s * (static_cast<float>(p.codes[r * cols + c]) - center)) << r << "," << c;
+      ASSERT_EQ(w[r * cols + c], s * (static_cast<float>(p.codes[r * cols + c]) - center))
+          << r << "," << c;
     }
   }
   // Padding codes are zero, so a kernel that reads whole blocks sees nothing stale.
@@ -103,10 +105,11 @@ TEST_P(ScalarCodecRoundTrip, PackUnpackDequantize) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    EveryBitWidth, ScalarCodecRoundTrip,
-    ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 6, 7, 8), ::testing::Values<int64_t>(1, 7),
-                       ::testing::Values<int64_t>(1, 31, 32, 33, 130, 576), ::testing::Values(32, 128)));
+INSTANTIATE_TEST_SUITE_P(EveryBitWidth, ScalarCodecRoundTrip,
+                         ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 6, 7, 8),
+                                            ::testing::Values<int64_t>(1, 7),
+                                            ::testing::Values<int64_t>(1, 31, 32, 33, 130, 576),
+                                            ::testing::Values(32, 128)));
 
 TEST(ScalarCodec, RejectsBadInput) {
   const auto l = *MakeScalarCodecLayout(2, 40, 3, 32);
@@ -125,7 +128,8 @@ TEST(ScalarCodec, RejectsBadInput) {
   EXPECT_FALSE(UnpackScalarCodec(l, blob, &c2, &s2).ok());
 }
 
-class ScalarCodecGemvShapes : public ::testing::TestWithParam<std::tuple<int, int64_t, int64_t, int64_t>> {};
+class ScalarCodecGemvShapes
+    : public ::testing::TestWithParam<std::tuple<int, int64_t, int64_t, int64_t>> {};
 
 TEST_P(ScalarCodecGemvShapes, MatchesDequantizedMatmulOfRotatedX) {
   const auto [bits, rows, cols, batch] = GetParam();
@@ -143,7 +147,8 @@ TEST_P(ScalarCodecGemvShapes, MatchesDequantizedMatmulOfRotatedX) {
   std::vector<float> xr = x;
   rot.Apply(xr.data(), batch, nullptr);
   std::vector<float> want(batch * rows);
-  ASSERT_TRUE(MatmulF32({xr.data(), w.data(), nullptr, want.data(), batch, rows, cols}, nullptr).ok());
+  ASSERT_TRUE(
+      MatmulF32({xr.data(), w.data(), nullptr, want.data(), batch, rows, cols}, nullptr).ok());
   EXPECT_EQ(y, want);
 
   // And W'·(R·x) equals (W'·R)·x, the unrotated weight times the raw x, up to rounding.
@@ -152,17 +157,19 @@ TEST_P(ScalarCodecGemvShapes, MatchesDequantizedMatmulOfRotatedX) {
   std::vector<double> exact(batch * rows, 0.0);
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < cols; ++c) exact[b * rows + r] += double(x[b * cols + c]) * w_unrot[r * cols + c];
+      for (int64_t c = 0; c < cols; ++c)
+        exact[b * rows + r] += double(x[b * cols + c]) * w_unrot[r * cols + c];
     }
   }
   EXPECT_LT(testing::MaxNormalizedError(y, exact), 1e-5);
 }
 
-INSTANTIATE_TEST_SUITE_P(OddShapes, ScalarCodecGemvShapes,
-                         ::testing::Values(std::make_tuple(2, 1, 1, 1), std::make_tuple(3, 5, 33, 2),
-                                           std::make_tuple(4, 17, 576, 1), std::make_tuple(5, 9, 1536, 3),
-                                           std::make_tuple(8, 3, 640, 8), std::make_tuple(1, 4, 96, 1),
-                                           std::make_tuple(6, 31, 200, 4)));
+INSTANTIATE_TEST_SUITE_P(
+    OddShapes, ScalarCodecGemvShapes,
+    ::testing::Values(std::make_tuple(2, 1, 1, 1), std::make_tuple(3, 5, 33, 2),
+                      std::make_tuple(4, 17, 576, 1), std::make_tuple(5, 9, 1536, 3),
+                      std::make_tuple(8, 3, 640, 8), std::make_tuple(1, 4, 96, 1),
+                      std::make_tuple(6, 31, 200, 4)));
 
 TEST(ScalarCodecGemv, RejectsMismatchedRotation) {
   const Packed p = RandomPacked(2, 64, 4, 32, 1);

@@ -66,12 +66,16 @@ TEST(AllocateBits, MatchesBruteForceOnSmallInstances) {
   EXPECT_GT(feasible, 30);
 }
 
-// A SmolLM2-135M-shaped decoder: 30 layers of q, k, v, o, gate, up, down, with the codec's real stored
-// sizes at K = 1..8, group 128, and a loss ∝ importance · 4^-K.
+// A SmolLM2-135M-shaped decoder: 30 layers of q, k, v, o, gate, up, down, with the codec's real
+// stored sizes at K = 1..8, group 128, and a loss ∝ importance · 4^-K.
 std::vector<AllocationItem> SmolLm2Items() {
-  struct Shape { const char* name; int64_t rows, cols; };
-  const Shape shapes[] = {{"q", 576, 576}, {"k", 192, 576}, {"v", 192, 576}, {"o", 576, 576},
-                          {"gate", 1536, 576}, {"up", 1536, 576}, {"down", 576, 1536}};
+  struct Shape {
+    const char* name;
+    int64_t rows, cols;
+  };
+  const Shape shapes[] = {{"q", 576, 576},    {"k", 192, 576},     {"v", 192, 576},
+                          {"o", 576, 576},    {"gate", 1536, 576}, {"up", 1536, 576},
+                          {"down", 576, 1536}};
   std::mt19937_64 rng(3);
   std::vector<AllocationItem> items;
   for (int layer = 0; layer < 30; ++layer) {
@@ -82,7 +86,8 @@ std::vector<AllocationItem> SmolLm2Items() {
       const double importance = std::exp(std::normal_distribution<double>(0, 1)(rng));
       for (int k = 1; k <= 8; ++k) {
         const auto l = *kernels::MakeScalarCodecLayout(s.rows, s.cols, k, 128);
-        it.candidates.push_back({k, 128, importance * std::pow(4.0, -k), static_cast<uint64_t>(l.total_bytes) * 8});
+        it.candidates.push_back(
+            {k, 128, importance * std::pow(4.0, -k), static_cast<uint64_t>(l.total_bytes) * 8});
       }
       items.push_back(std::move(it));
     }
@@ -130,7 +135,8 @@ TEST(AllocateBits, PrefersImportantTensors) {
   for (int t = 0; t < 2; ++t) {
     items[t].name = t ? "important" : "unimportant";
     items[t].num_weights = 1000;
-    for (int k = 2; k <= 4; ++k) items[t].candidates.push_back({k, 128, (t ? 100.0 : 1.0) * std::pow(4.0, -k), 1000u * k});
+    for (int k = 2; k <= 4; ++k)
+      items[t].candidates.push_back({k, 128, (t ? 100.0 : 1.0) * std::pow(4.0, -k), 1000u * k});
   }
   auto r = AllocateBits(items, {3.0, 0.01});
   ASSERT_TRUE(r.ok());

@@ -31,7 +31,8 @@ TEST(HessianAccumulator, MatchesNaiveAndIsThreadCountIndependent) {
   EXPECT_EQ(serial.rows(), rows);
   const auto want = NaiveMean(x, rows, dim);
   const auto got = serial.Mean();
-  for (int64_t i = 0; i < dim * dim; ++i) ASSERT_NEAR(got[i], want[i], 1e-9 * (1 + std::abs(want[i]))) << i;
+  for (int64_t i = 0; i < dim * dim; ++i)
+    ASSERT_NEAR(got[i], want[i], 1e-9 * (1 + std::abs(want[i]))) << i;
 }
 
 TEST(HessianAccumulator, MergeAndRestore) {
@@ -44,7 +45,8 @@ TEST(HessianAccumulator, MergeAndRestore) {
   ASSERT_TRUE(a.Merge(b).ok());
   EXPECT_EQ(a.rows(), 100);
   const auto ma = a.Mean(), mall = all.Mean();
-  for (size_t i = 0; i < ma.size(); ++i) ASSERT_NEAR(ma[i], mall[i], 1e-12 * (1 + std::abs(mall[i])));
+  for (size_t i = 0; i < ma.size(); ++i)
+    ASSERT_NEAR(ma[i], mall[i], 1e-12 * (1 + std::abs(mall[i])));
   auto restored = HessianAccumulator::Restore(dim, a.rows(), a.sum());
   ASSERT_TRUE(restored.ok());
   EXPECT_EQ(restored->Mean(), a.Mean());
@@ -149,7 +151,8 @@ TEST(RotateHessian, EqualsHessianOfRotatedInputs) {
   auto h = plain.Mean();
   ASSERT_TRUE(RotateHessian(rot, &h, nullptr).ok());
   const auto want = rotated.Mean();
-  for (int64_t i = 0; i < dim * dim; ++i) ASSERT_NEAR(h[i], want[i], 1e-4 * (1 + std::abs(want[i]))) << i;
+  for (int64_t i = 0; i < dim * dim; ++i)
+    ASSERT_NEAR(h[i], want[i], 1e-4 * (1 + std::abs(want[i]))) << i;
   std::vector<double> wrong(dim);
   EXPECT_FALSE(RotateHessian(rot, &wrong, nullptr).ok());
 }

@@ -12,9 +12,9 @@
 namespace bitloom::quant {
 namespace {
 
-// A toy decoder: blocks of h += C·(silu(A·n) ⊙ (B·n)), n = RMSNorm(h). Sites "mlp_in" (A, B: [96, 64])
-// and "down_in" (C: [64, 96]); embeddings [50, 64]. Tokens do not interact, which the pipeline does
-// not care about.
+// A toy decoder: blocks of h += C·(silu(A·n) ⊙ (B·n)), n = RMSNorm(h). Sites "mlp_in" (A, B: [96,
+// 64]) and "down_in" (C: [64, 96]); embeddings [50, 64]. Tokens do not interact, which the pipeline
+// does not care about.
 class ToyRunner : public BlockRunner {
  public:
   static constexpr int64_t kHidden = 64, kInner = 96, kVocab = 50;
@@ -26,14 +26,17 @@ class ToyRunner : public BlockRunner {
       weights_[Name(l, "c")] = testing::Gaussian(kHidden * kInner, 30 + l, 0.1f);
     }
   }
-  static std::string Name(int l, const char* t) { return "layers." + std::to_string(l) + "." + t + ".weight"; }
+  static std::string Name(int l, const char* t) {
+    return "layers." + std::to_string(l) + "." + t + ".weight";
+  }
 
   int num_layers() const override { return layers_; }
   int64_t hidden_size() const override { return kHidden; }
   std::vector<LinearSite> Sites(int l) const override {
     return {{"mlp_in", kHidden, {Name(l, "a"), Name(l, "b")}}, {"down_in", kInner, {Name(l, "c")}}};
   }
-  absl::StatusOr<std::vector<float>> ReadWeight(const std::string& name, int64_t* rows, int64_t* cols) const override {
+  absl::StatusOr<std::vector<float>> ReadWeight(const std::string& name, int64_t* rows,
+                                                int64_t* cols) const override {
     auto it = weights_.find(name);
     if (it == weights_.end()) return absl::NotFoundError(name);
     const bool down = name.find(".c.") != std::string::npos;
@@ -43,11 +46,14 @@ class ToyRunner : public BlockRunner {
   }
   absl::StatusOr<std::vector<float>> Embed(absl::Span<const int32_t> tokens) const override {
     std::vector<float> h;
-    for (int32_t t : tokens) h.insert(h.end(), embed_.begin() + t * kHidden, embed_.begin() + (t + 1) * kHidden);
+    for (int32_t t : tokens)
+      h.insert(h.end(), embed_.begin() + t * kHidden, embed_.begin() + (t + 1) * kHidden);
     return h;
   }
-  absl::StatusOr<std::vector<float>> RunBlock(int l, const WeightMap& w, absl::Span<const float> hidden, int64_t sequences,
-                                              int64_t seq_len, const CaptureFn& capture) const override {
+  absl::StatusOr<std::vector<float>> RunBlock(int l, const WeightMap& w,
+                                              absl::Span<const float> hidden, int64_t sequences,
+                                              int64_t seq_len,
+                                              const CaptureFn& capture) const override {
     const int64_t rows = sequences * seq_len;
     const auto sites = Sites(l);
     const auto& a = w.at(Name(l, "a"));
@@ -56,7 +62,8 @@ class ToyRunner : public BlockRunner {
     std::vector<float> n(rows * kHidden), m(rows * kInner), out(hidden.begin(), hidden.end());
     for (int64_t r = 0; r < rows; ++r) {
       double ms = 0;
-      for (int64_t i = 0; i < kHidden; ++i) ms += double(hidden[r * kHidden + i]) * hidden[r * kHidden + i];
+      for (int64_t i = 0; i < kHidden; ++i)
+        ms += double(hidden[r * kHidden + i]) * hidden[r * kHidden + i];
       const float inv = static_cast<float>(1.0 / std::sqrt(ms / kHidden + 1e-6));
       for (int64_t i = 0; i < kHidden; ++i) n[r * kHidden + i] = hidden[r * kHidden + i] * inv;
     }
@@ -115,23 +122,25 @@ PipelineOptions Options(double target, const std::string& dir = "") {
   return o;
 }
 
-absl::StatusOr<PipelineResult> RunToy(const ToyRunner& runner, const PipelineOptions& o, Emitted* out,
-                                      const ProgressFn& progress = {}, const std::atomic<bool>* cancel = nullptr) {
+absl::StatusOr<PipelineResult> RunToy(const ToyRunner& runner, const PipelineOptions& o,
+                                      Emitted* out, const ProgressFn& progress = {},
+                                      const std::atomic<bool>* cancel = nullptr) {
   ThreadPool pool(2);
   QuantizationPipeline p(runner, o, &pool);
   const auto cal = Calibration(4 * 32);
-  return p.Run(cal, 4, 32,
-               [&](const v1::TensorEntry& e, absl::Span<const uint8_t> b) {
-                 out->entries.push_back(e);
-                 out->blobs.emplace_back(b.begin(), b.end());
-                 return absl::OkStatus();
-               },
-               progress, cancel);
+  return p.Run(
+      cal, 4, 32,
+      [&](const v1::TensorEntry& e, absl::Span<const uint8_t> b) {
+        out->entries.push_back(e);
+        out->blobs.emplace_back(b.begin(), b.end());
+        return absl::OkStatus();
+      },
+      progress, cancel);
 }
 
 std::string TempDir(const char* name) {
-  const auto dir = std::filesystem::temp_directory_path() / (std::string("bitloom_quant_") + name + "_" +
-                                                              std::to_string(::getpid()));
+  const auto dir = std::filesystem::temp_directory_path() /
+                   (std::string("bitloom_quant_") + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   return dir.string();
 }
@@ -141,16 +150,20 @@ TEST(QuantizationPipeline, HitsTargetAndEmitsEveryTensorInOrder) {
   for (double target : {2.5, 3.0, 4.5}) {
     Emitted out;
     std::vector<PipelineProgress> seen;
-    auto r = RunToy(runner, Options(target), &out, [&](const PipelineProgress& p) { seen.push_back(p); });
+    auto r = RunToy(runner, Options(target), &out,
+                    [&](const PipelineProgress& p) { seen.push_back(p); });
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_LE(std::abs(r->bits_per_weight - target), 0.05) << target;
     ASSERT_EQ(out.entries.size(), 9u);
     uint64_t bits = 0, weights = 0;
     for (size_t i = 0; i < out.entries.size(); ++i) {
       const auto& e = out.entries[i];
-      EXPECT_EQ(e.name(), ToyRunner::Name(static_cast<int>(i / 3), i % 3 == 0 ? "a" : i % 3 == 1 ? "b" : "c"));
+      EXPECT_EQ(e.name(), ToyRunner::Name(static_cast<int>(i / 3), i % 3 == 0   ? "a"
+                                                                   : i % 3 == 1 ? "b"
+                                                                                : "c"));
       EXPECT_EQ(e.codec(), v1::CODEC_HADAMARD_SCALAR);
-      auto l = kernels::MakeScalarCodecLayout(e.shape(0), e.shape(1), static_cast<int>(e.bits_per_weight()), 32);
+      auto l = kernels::MakeScalarCodecLayout(e.shape(0), e.shape(1),
+                                              static_cast<int>(e.bits_per_weight()), 32);
       ASSERT_TRUE(l.ok());
       EXPECT_EQ(static_cast<int64_t>(out.blobs[i].size()), l->total_bytes);
       EXPECT_GT(e.measured_error(), 0.0);
@@ -160,8 +173,10 @@ TEST(QuantizationPipeline, HitsTargetAndEmitsEveryTensorInOrder) {
     }
     EXPECT_DOUBLE_EQ(r->bits_per_weight, double(bits) / double(weights));
     // The two tensors of a site share a rotation; the sites differ.
-    EXPECT_EQ(out.entries[0].params().at("rotation_seed"), out.entries[1].params().at("rotation_seed"));
-    EXPECT_NE(out.entries[0].params().at("rotation_seed"), out.entries[2].params().at("rotation_seed"));
+    EXPECT_EQ(out.entries[0].params().at("rotation_seed"),
+              out.entries[1].params().at("rotation_seed"));
+    EXPECT_NE(out.entries[0].params().at("rotation_seed"),
+              out.entries[2].params().at("rotation_seed"));
     ASSERT_FALSE(seen.empty());
     EXPECT_EQ(seen.back().stage, PipelineProgress::Stage::kDone);
     for (size_t i = 1; i < seen.size(); ++i) EXPECT_GE(seen[i].fraction, seen[i - 1].fraction);
@@ -193,9 +208,12 @@ TEST(QuantizationPipeline, DeterministicAndResumesBitIdentically) {
     const std::string dir = TempDir(stop_stage == PipelineProgress::Stage::kMeasure ? "m" : "q");
     std::atomic<bool> cancel{false};
     Emitted partial;
-    auto first = RunToy(runner, Options(3.0, dir), &partial, [&](const PipelineProgress& p) {
-      if (p.stage == stop_stage && p.layer == 2) cancel = true;
-    }, &cancel);
+    auto first = RunToy(
+        runner, Options(3.0, dir), &partial,
+        [&](const PipelineProgress& p) {
+          if (p.stage == stop_stage && p.layer == 2) cancel = true;
+        },
+        &cancel);
     ASSERT_EQ(first.status().code(), absl::StatusCode::kCancelled) << first.status();
     Emitted resumed;
     auto second = RunToy(runner, Options(3.0, dir), &resumed);
@@ -210,7 +228,8 @@ TEST(QuantizationPipeline, DeterministicAndResumesBitIdentically) {
     EXPECT_EQ(resumed.blobs, reference.blobs);
     for (size_t i = 0; i < resumed.entries.size(); ++i) {
       // Field-wise: proto map fields serialize in no fixed order.
-      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(resumed.entries[i], reference.entries[i]))
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(resumed.entries[i],
+                                                                     reference.entries[i]))
           << resumed.entries[i].DebugString() << " vs " << reference.entries[i].DebugString();
     }
     // A different job must not pick these checkpoints up.

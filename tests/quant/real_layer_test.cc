@@ -1,7 +1,8 @@
 // RTN vs LDLQ, with and without the Hadamard rotation, on the first attention block of the real
-// SmolLM2-135M-Instruct (the GGUF fixture), with the real calibration inputs of q/k/v: the RMSNorm'd
-// embeddings of a calibration text. Prints the proxy losses (the numbers quoted in docs/QUANTIZATION.md)
-// and checks the orderings the algorithm promises. Skips when the fixture model is absent.
+// SmolLM2-135M-Instruct (the GGUF fixture), with the real calibration inputs of q/k/v: the
+// RMSNorm'd embeddings of a calibration text. Prints the proxy losses (the numbers quoted in
+// docs/QUANTIZATION.md) and checks the orderings the algorithm promises. Skips when the fixture
+// model is absent.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -24,14 +25,17 @@ namespace {
 std::string ModelPath() {
   const char* env = std::getenv("BITLOOM_MODEL_CACHE");
   const char* home = std::getenv("HOME");
-  const std::string dir = (env && *env) ? env : std::string(home ? home : "") + "/.cache/bitloom/models";
+  const std::string dir =
+      (env && *env) ? env : std::string(home ? home : "") + "/.cache/bitloom/models";
   return dir + "/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
 TEST(RealLayer, SmolLm2Layer0Attention) {
   const std::string path = ModelPath();
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is absent; run scripts/fetch-models.sh";
-  const std::string corpus = std::string(BITLOOM_SOURCE_DIR) + "/../shared/data/calibration/wiki.utf8";
+  if (!std::filesystem::exists(path))
+    GTEST_SKIP() << path << " is absent; run scripts/fetch-models.sh";
+  const std::string corpus =
+      std::string(BITLOOM_SOURCE_DIR) + "/../shared/data/calibration/wiki.utf8";
   if (!std::filesystem::exists(corpus)) GTEST_SKIP() << corpus << " is absent";
   auto ckpt = formats::OpenCheckpoint(path);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
@@ -71,7 +75,8 @@ TEST(RealLayer, SmolLm2Layer0Attention) {
 
   std::printf("SmolLM2-135M layer 0, %lld calibration tokens, group 128, rotation %s\n",
               static_cast<long long>(tokens), rot.Describe().c_str());
-  std::printf("%-18s %4s %12s %12s %12s %12s\n", "tensor", "bits", "rtn", "rtn+rot", "ldlq", "ldlq+rot");
+  std::printf("%-18s %4s %12s %12s %12s %12s\n", "tensor", "bits", "rtn", "rtn+rot", "ldlq",
+              "ldlq+rot");
   for (const char* name : {"attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight"}) {
     auto w = (*ckpt)->ReadF32(formats::LayerTensor(0, name));
     ASSERT_TRUE(w.ok());
@@ -85,7 +90,8 @@ TEST(RealLayer, SmolLm2Layer0Attention) {
       const double rtn_rot = QuantizeRtn(wr, rows, hidden, hr, o, &pool)->proxy_loss;
       const double ldlq = QuantizeLdlq(*w, rows, hidden, h, factor_plain, o, &pool)->proxy_loss;
       const double ldlq_rot = QuantizeLdlq(wr, rows, hidden, hr, factor_rot, o, &pool)->proxy_loss;
-      std::printf("%-18s %4d %12.3e %12.3e %12.3e %12.3e\n", name, bits, rtn, rtn_rot, ldlq, ldlq_rot);
+      std::printf("%-18s %4d %12.3e %12.3e %12.3e %12.3e\n", name, bits, rtn, rtn_rot, ldlq,
+                  ldlq_rot);
       EXPECT_LT(ldlq_rot, rtn_rot) << name << " " << bits;
       EXPECT_LT(ldlq_rot, rtn) << name << " " << bits;
     }

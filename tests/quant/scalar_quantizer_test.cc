@@ -59,8 +59,9 @@ TEST(ScalarQuantizer, LdlqBeatsRtnAndErrorFallsWithBits) {
     // The reported loss is the loss of what was packed: recompute from the decoded blob.
     EXPECT_NEAR(ProxyLoss(p.w, Decode(*ldlq), p.rows, p.cols, p.h, nullptr), ldlq->proxy_loss,
                 1e-9 * ldlq->proxy_loss);
-    ::testing::Test::RecordProperty(("loss_k" + std::to_string(bits)).c_str(),
-                                    std::to_string(rtn->proxy_loss) + " rtn / " + std::to_string(ldlq->proxy_loss) + " ldlq");
+    ::testing::Test::RecordProperty(
+        ("loss_k" + std::to_string(bits)).c_str(),
+        std::to_string(rtn->proxy_loss) + " rtn / " + std::to_string(ldlq->proxy_loss) + " ldlq");
   }
   // Roughly 4× less error per extra bit at high K (uniform quantizer, error ∝ 2^-2K).
   EXPECT_LT(prev_ldlq, 1e-3);
@@ -99,8 +100,9 @@ TEST(ScalarQuantizer, IdentityHessianMakesLdlqEqualRtn) {
 }
 
 TEST(ScalarQuantizer, RotationTamesOutlierColumns) {
-  // Weights with a few huge input channels (as after norms in real models): per-group scales waste their
-  // range on them unless the rotation spreads them out. Error measured in the original space, H = I.
+  // Weights with a few huge input channels (as after norms in real models): per-group scales waste
+  // their range on them unless the rotation spreads them out. Error measured in the original space,
+  // H = I.
   const int64_t rows = 16, cols = 512;
   auto w = testing::Gaussian(rows * cols, 40, 0.02f);
   for (int64_t r = 0; r < rows; ++r) {
@@ -125,12 +127,16 @@ TEST(ScalarQuantizer, RotationTamesOutlierColumns) {
     e_rot += std::pow(double(w[i]) - back[i], 2);
     energy += double(w[i]) * w[i];
   }
-  EXPECT_LT(e_rot, 0.5 * e_plain) << "relative error plain " << e_plain / energy << " rotated " << e_rot / energy;
+  EXPECT_LT(e_rot, 0.5 * e_plain) << "relative error plain " << e_plain / energy << " rotated "
+                                  << e_rot / energy;
 }
 
 TEST(ScalarQuantizer, OddShapesAndGroupSizes) {
-  for (auto [rows, cols, group] : {std::tuple<int64_t, int64_t, int>{1, 1, 32}, {3, 33, 32}, {5, 130, 64},
-                                   {17, 576, 128}, {2, 300, 256}}) {
+  for (auto [rows, cols, group] : {std::tuple<int64_t, int64_t, int>{1, 1, 32},
+                                   {3, 33, 32},
+                                   {5, 130, 64},
+                                   {17, 576, 128},
+                                   {2, 300, 256}}) {
     const Problem p = MakeProblem(rows, cols, 50 + cols, 256);
     ScalarQuantizerOptions o;
     o.bits = 4;

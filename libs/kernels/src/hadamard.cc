@@ -48,8 +48,8 @@ std::vector<int> ConferenceMatrix(int64_t q) {
   return s;
 }
 
-// In-place unnormalised fast Walsh–Hadamard transform of x[0, l), l a power of two (Sylvester order,
-// which is symmetric, so it is its own transpose).
+// In-place unnormalised fast Walsh–Hadamard transform of x[0, l), l a power of two (Sylvester
+// order, which is symmetric, so it is its own transpose).
 template <typename T>
 void Fwht(T* x, int64_t l) {
   for (int64_t h = 1; h < l; h *= 2) {
@@ -83,7 +83,8 @@ std::vector<int8_t> PaleyHadamard(int64_t order, std::string* name) {
     const std::vector<int> s = ConferenceMatrix(order - 1);
     h.resize(order * order);
     for (int64_t i = 0; i < order; ++i) {
-      for (int64_t j = 0; j < order; ++j) h[i * order + j] = static_cast<int8_t>(s[i * order + j] + (i == j));
+      for (int64_t j = 0; j < order; ++j)
+        h[i * order + j] = static_cast<int8_t>(s[i * order + j] + (i == j));
     }
     if (name != nullptr) *name = absl::StrCat("paley1(", order, ")");
     return h;
@@ -99,7 +100,8 @@ std::vector<int8_t> PaleyHadamard(int64_t order, std::string* name) {
         const int v = s[i * m + j];
         const int blk[4] = {v == 0 ? 1 : v, v == 0 ? -1 : v, v == 0 ? -1 : v, v == 0 ? -1 : -v};
         for (int a = 0; a < 2; ++a) {
-          for (int b = 0; b < 2; ++b) h[(2 * i + a) * order + (2 * j + b)] = static_cast<int8_t>(blk[2 * a + b]);
+          for (int b = 0; b < 2; ++b)
+            h[(2 * i + a) * order + (2 * j + b)] = static_cast<int8_t>(blk[2 * a + b]);
         }
       }
     }
@@ -110,7 +112,8 @@ std::vector<int8_t> PaleyHadamard(int64_t order, std::string* name) {
 }
 
 absl::StatusOr<HadamardRotation> HadamardRotation::Create(int64_t n, uint64_t seed) {
-  if (n < 1) return absl::InvalidArgumentError(absl::StrCat("HadamardRotation: size ", n, " must be >= 1"));
+  if (n < 1)
+    return absl::InvalidArgumentError(absl::StrCat("HadamardRotation: size ", n, " must be >= 1"));
   HadamardRotation r;
   r.n_ = n;
   r.seed_ = seed;
@@ -162,8 +165,9 @@ std::string HadamardRotation::Describe() const {
 
 template <typename T>
 void HadamardRotation::ApplyRow(T* x, bool transpose, std::vector<T>& scratch) const {
-  // R = c·(B ⊗ H_L)·D and Rᵀ = c·D·(Bᵀ ⊗ H_L); (B ⊗ I) and (I ⊗ H_L) commute, so H_L runs first either
-  // way. x viewed as [p][L]: H_L acts on each row, B mixes rows (out_i = Σ_i' B[i][i']·x_i').
+  // R = c·(B ⊗ H_L)·D and Rᵀ = c·D·(Bᵀ ⊗ H_L); (B ⊗ I) and (I ⊗ H_L) commute, so H_L runs first
+  // either way. x viewed as [p][L]: H_L acts on each row, B mixes rows (out_i = Σ_i'
+  // B[i][i']·x_i').
   if (!transpose) {
     for (int64_t i = 0; i < n_; ++i) x[i] *= static_cast<T>(signs_[i]);
   }
@@ -201,8 +205,12 @@ void HadamardRotation::ApplyRows(T* x, int64_t rows, bool transpose, ThreadPool*
   });
 }
 
-void HadamardRotation::Apply(float* x, int64_t rows, ThreadPool* pool) const { ApplyRows(x, rows, false, pool); }
-void HadamardRotation::Apply(double* x, int64_t rows, ThreadPool* pool) const { ApplyRows(x, rows, false, pool); }
+void HadamardRotation::Apply(float* x, int64_t rows, ThreadPool* pool) const {
+  ApplyRows(x, rows, false, pool);
+}
+void HadamardRotation::Apply(double* x, int64_t rows, ThreadPool* pool) const {
+  ApplyRows(x, rows, false, pool);
+}
 void HadamardRotation::ApplyTranspose(float* x, int64_t rows, ThreadPool* pool) const {
   ApplyRows(x, rows, true, pool);
 }

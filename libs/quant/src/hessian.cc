@@ -10,8 +10,8 @@
 namespace bitloom::quant {
 namespace {
 
-// Tokens per pass over H: the chunk (dim × kChunk doubles, 1.2 MB at dim 2304) stays in L2 while every
-// H entry takes its dot product over it.
+// Tokens per pass over H: the chunk (dim × kChunk doubles, 1.2 MB at dim 2304) stays in L2 while
+// every H entry takes its dot product over it.
 constexpr int64_t kChunkRows = 64;
 
 // Runs fn(i) for i in [0, n) on the pool, pairing i with n−1−i so triangular work balances.
@@ -41,8 +41,9 @@ void ParallelRows(ThreadPool* pool, int64_t n, const std::function<void(int64_t,
   });
 }
 
-// In-place lower Cholesky of a [n, n] row-major (lower triangle read and written). Column-oriented so
-// each column's entries below the diagonal are independent dot products of contiguous row prefixes.
+// In-place lower Cholesky of a [n, n] row-major (lower triangle read and written). Column-oriented
+// so each column's entries below the diagonal are independent dot products of contiguous row
+// prefixes.
 bool CholeskyLower(std::vector<double>& a, int64_t n, ThreadPool* pool) {
   for (int64_t j = 0; j < n; ++j) {
     double* aj = a.data() + j * n;
@@ -72,12 +73,13 @@ bool CholeskyLower(std::vector<double>& a, int64_t n, ThreadPool* pool) {
 
 }  // namespace
 
-HessianAccumulator::HessianAccumulator(int64_t dim) : dim_(std::max<int64_t>(dim, 0)), sum_(dim_ * dim_, 0.0) {}
+HessianAccumulator::HessianAccumulator(int64_t dim)
+    : dim_(std::max<int64_t>(dim, 0)), sum_(dim_ * dim_, 0.0) {}
 
 absl::Status HessianAccumulator::Add(absl::Span<const float> x, int64_t rows, ThreadPool* pool) {
   if (rows < 0 || static_cast<int64_t>(x.size()) != rows * dim_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("HessianAccumulator::Add: ", x.size(), " values for ", rows, " rows of dim ", dim_));
+    return absl::InvalidArgumentError(absl::StrCat("HessianAccumulator::Add: ", x.size(),
+                                                   " values for ", rows, " rows of dim ", dim_));
   }
   std::vector<double> cols(dim_ * kChunkRows);  // column-major chunk: cols[i*t + r] = x[r][i]
   for (int64_t r0 = 0; r0 < rows; r0 += kChunkRows) {
@@ -102,7 +104,8 @@ absl::Status HessianAccumulator::Add(absl::Span<const float> x, int64_t rows, Th
 
 absl::Status HessianAccumulator::Merge(const HessianAccumulator& other) {
   if (other.dim_ != dim_) {
-    return absl::InvalidArgumentError(absl::StrCat("HessianAccumulator::Merge: dim ", other.dim_, " != ", dim_));
+    return absl::InvalidArgumentError(
+        absl::StrCat("HessianAccumulator::Merge: dim ", other.dim_, " != ", dim_));
   }
   for (size_t i = 0; i < sum_.size(); ++i) sum_[i] += other.sum_[i];
   rows_ += other.rows_;
@@ -123,7 +126,8 @@ std::vector<double> HessianAccumulator::Mean() const {
   return h;
 }
 
-absl::StatusOr<HessianAccumulator> HessianAccumulator::Restore(int64_t dim, int64_t rows, std::vector<double> sum) {
+absl::StatusOr<HessianAccumulator> HessianAccumulator::Restore(int64_t dim, int64_t rows,
+                                                               std::vector<double> sum) {
   if (dim < 0 || rows < 0 || static_cast<int64_t>(sum.size()) != dim * dim) {
     return absl::InvalidArgumentError(absl::StrCat("HessianAccumulator::Restore: ", sum.size(),
                                                    " values for dim ", dim, " (rows ", rows, ")"));
@@ -134,12 +138,15 @@ absl::StatusOr<HessianAccumulator> HessianAccumulator::Restore(int64_t dim, int6
   return acc;
 }
 
-absl::Status RotateHessian(const kernels::HadamardRotation& rotation, std::vector<double>* h, ThreadPool* pool) {
+absl::Status RotateHessian(const kernels::HadamardRotation& rotation, std::vector<double>* h,
+                           ThreadPool* pool) {
   const int64_t n = rotation.size();
   if (static_cast<int64_t>(h->size()) != n * n) {
-    return absl::InvalidArgumentError(absl::StrCat("RotateHessian: ", h->size(), " values for rotation of size ", n));
+    return absl::InvalidArgumentError(
+        absl::StrCat("RotateHessian: ", h->size(), " values for rotation of size ", n));
   }
-  // Row-wise application gives H·Rᵀ; its transpose is R·H (H symmetric); row-wise again gives R·H·Rᵀ.
+  // Row-wise application gives H·Rᵀ; its transpose is R·H (H symmetric); row-wise again gives
+  // R·H·Rᵀ.
   rotation.Apply(h->data(), n, pool);
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = i + 1; j < n; ++j) std::swap((*h)[i * n + j], (*h)[j * n + i]);
@@ -156,13 +163,15 @@ absl::Status RotateHessian(const kernels::HadamardRotation& rotation, std::vecto
   return absl::OkStatus();
 }
 
-absl::StatusOr<HessianFactor> FactorHessian(absl::Span<const double> h, int64_t n, const DampingOptions& options,
-                                            ThreadPool* pool) {
+absl::StatusOr<HessianFactor> FactorHessian(absl::Span<const double> h, int64_t n,
+                                            const DampingOptions& options, ThreadPool* pool) {
   if (n <= 0 || static_cast<int64_t>(h.size()) != n * n) {
-    return absl::InvalidArgumentError(absl::StrCat("FactorHessian: ", h.size(), " values for dim ", n));
+    return absl::InvalidArgumentError(
+        absl::StrCat("FactorHessian: ", h.size(), " values for dim ", n));
   }
   for (double v : h) {
-    if (!std::isfinite(v)) return absl::InvalidArgumentError("FactorHessian: the Hessian has a non-finite entry");
+    if (!std::isfinite(v))
+      return absl::InvalidArgumentError("FactorHessian: the Hessian has a non-finite entry");
   }
   std::vector<double> diag(n);
   double mean_diag = 0.0;
@@ -176,9 +185,9 @@ absl::StatusOr<HessianFactor> FactorHessian(absl::Span<const double> h, int64_t 
     if (!(d > 0.0)) d = mean_diag;
   }
 
-  // We need U upper with (H+λI)⁻¹ = Uᵀ·U. With P the reversal permutation, Cholesky of P·H·P = L·Lᵀ gives
-  // H = V·Vᵀ with V = P·L·P upper triangular, so H⁻¹ = V⁻ᵀ·V⁻¹ and U = V⁻¹ = P·L⁻¹·P: one Cholesky and one
-  // triangular inverse, no explicit inverse of H.
+  // We need U upper with (H+λI)⁻¹ = Uᵀ·U. With P the reversal permutation, Cholesky of P·H·P = L·Lᵀ
+  // gives H = V·Vᵀ with V = P·L·P upper triangular, so H⁻¹ = V⁻ᵀ·V⁻¹ and U = V⁻¹ = P·L⁻¹·P: one
+  // Cholesky and one triangular inverse, no explicit inverse of H.
   HessianFactor out;
   out.dim = n;
   std::vector<double> a(n * n);
@@ -201,7 +210,8 @@ absl::StatusOr<HessianFactor> FactorHessian(absl::Span<const double> h, int64_t 
     out.diagonal_fallback = diagonal;
     if (!ok) lambda *= options.growth;
   }
-  if (!ok) return absl::InternalError("FactorHessian: diagonal fallback failed");  // unreachable: diag > 0
+  if (!ok)
+    return absl::InternalError("FactorHessian: diagonal fallback failed");  // unreachable: diag > 0
 
   // M = L⁻¹ (lower), stored transposed: mt[j][k] = M[k][j], so column j of M is a contiguous row.
   std::vector<double> mt(n * n, 0.0);

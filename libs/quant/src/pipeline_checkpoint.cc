@@ -54,7 +54,8 @@ bool ByteReader::Floats(std::vector<float>* v) {
   return true;
 }
 
-absl::Status WriteCheckpointFile(const std::string& path, uint64_t fingerprint, const std::string& payload) {
+absl::Status WriteCheckpointFile(const std::string& path, uint64_t fingerprint,
+                                 const std::string& payload) {
   std::string out(kMagic, sizeof(kMagic));
   const uint64_t size = payload.size();
   const uint64_t sum = Fnv1a64(payload.data(), payload.size());
@@ -100,7 +101,9 @@ absl::StatusOr<std::string> ReadCheckpointFile(const std::string& path, uint64_t
   if (sum != Fnv1a64(all.data() + 24, size)) return damaged();
   if (fp != fingerprint) {
     return absl::FailedPreconditionError(
-        absl::StrCat(path, " belongs to a different job (settings or calibration differ); use a fresh checkpoint directory"));
+        absl::StrCat(path,
+                     " belongs to a different job (settings or calibration differ); use a fresh "
+                     "checkpoint directory"));
   }
   return all.substr(24, size);
 }

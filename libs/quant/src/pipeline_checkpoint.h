@@ -3,8 +3,8 @@
 //   "BLQCKPT1" | u64 fingerprint | u64 payload_size | payload | u64 FNV-1a-64 of payload
 //
 // Written to a temporary name, fsync'ed and renamed, so a file either exists whole or not at all; a
-// file that fails any check reads as absent (the block is recomputed). Little-endian host assumed, like
-// the artifact format.
+// file that fails any check reads as absent (the block is recomputed). Little-endian host assumed,
+// like the artifact format.
 #pragma once
 
 #include <cstdint>
@@ -54,8 +54,10 @@ class ByteReader {
   bool ok_ = true;
 };
 
-absl::Status WriteCheckpointFile(const std::string& path, uint64_t fingerprint, const std::string& payload);
-// NOT_FOUND when absent or damaged; FAILED_PRECONDITION when intact but from another job (fingerprint).
+absl::Status WriteCheckpointFile(const std::string& path, uint64_t fingerprint,
+                                 const std::string& payload);
+// NOT_FOUND when absent or damaged; FAILED_PRECONDITION when intact but from another job
+// (fingerprint).
 absl::StatusOr<std::string> ReadCheckpointFile(const std::string& path, uint64_t fingerprint);
 
 }  // namespace bitloom::quant::internal

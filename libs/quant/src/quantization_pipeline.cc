@@ -27,7 +27,9 @@ uint64_t Mix(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-bool Cancelled(const std::atomic<bool>* cancel) { return cancel != nullptr && cancel->load(std::memory_order_relaxed); }
+bool Cancelled(const std::atomic<bool>* cancel) {
+  return cancel != nullptr && cancel->load(std::memory_order_relaxed);
+}
 
 absl::Status CancelledError() { return absl::CancelledError("quantization cancelled"); }
 
@@ -48,19 +50,22 @@ uint64_t QuantizationPipeline::SiteSeed(uint64_t seed, int layer, int site_index
   return Mix(Mix(Mix(seed) ^ static_cast<uint64_t>(layer)) ^ static_cast<uint64_t>(site_index));
 }
 
-QuantizationPipeline::QuantizationPipeline(const BlockRunner& runner, PipelineOptions options, ThreadPool* pool)
+QuantizationPipeline::QuantizationPipeline(const BlockRunner& runner, PipelineOptions options,
+                                           ThreadPool* pool)
     : runner_(runner), options_(std::move(options)), pool_(pool) {}
 
-absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_t> calibration, int64_t sequences,
-                                                         int64_t seq_len, const TensorSink& sink,
+absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_t> calibration,
+                                                         int64_t sequences, int64_t seq_len,
+                                                         const TensorSink& sink,
                                                          const ProgressFn& progress,
                                                          const std::atomic<bool>* cancel) {
   const PipelineOptions& o = options_;
   const int layers = runner_.num_layers();
   const int64_t hidden_size = runner_.hidden_size();
-  if (sequences <= 0 || seq_len <= 0 || static_cast<int64_t>(calibration.size()) != sequences * seq_len) {
-    return absl::InvalidArgumentError(absl::StrCat("calibration: ", calibration.size(), " tokens for ", sequences,
-                                                   " sequences of ", seq_len));
+  if (sequences <= 0 || seq_len <= 0 ||
+      static_cast<int64_t>(calibration.size()) != sequences * seq_len) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "calibration: ", calibration.size(), " tokens for ", sequences, " sequences of ", seq_len));
   }
   if (o.candidate_bits.empty()) return absl::InvalidArgumentError("candidate_bits: empty");
   for (int k : o.candidate_bits) {
@@ -71,7 +76,9 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
   if (!o.checkpoint_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(o.checkpoint_dir, ec);
-    if (ec) return absl::InternalError(absl::StrCat("checkpoint_dir ", o.checkpoint_dir, ": ", ec.message()));
+    if (ec)
+      return absl::InternalError(
+          absl::StrCat("checkpoint_dir ", o.checkpoint_dir, ": ", ec.message()));
   }
 
   // Fingerprint of everything the output depends on, so checkpoints are never mixed across jobs.
@@ -90,30 +97,34 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
   fpw.Bytes(calibration.data(), calibration.size() * sizeof(int32_t));
   const uint64_t fingerprint = internal::Fnv1a64(fpw.data().data(), fpw.data().size());
 
-  auto report = [&](PipelineProgress::Stage stage, int layer, const std::string& tensor, double fraction) {
+  auto report = [&](PipelineProgress::Stage stage, int layer, const std::string& tensor,
+                    double fraction) {
     if (progress) progress({stage, layer, layers, tensor, fraction});
   };
   auto ckpt_path = [&](const char* stage, int layer) {
     return absl::StrCat(o.checkpoint_dir, "/", stage, "_", layer, ".ckpt");
   };
   // Reads a checkpoint when checkpointing is on and every earlier block was restored too.
-  auto try_restore = [&](const char* stage, int layer, bool* resuming) -> absl::StatusOr<std::string> {
+  auto try_restore = [&](const char* stage, int layer,
+                         bool* resuming) -> absl::StatusOr<std::string> {
     if (o.checkpoint_dir.empty() || !*resuming) return absl::NotFoundError("");
     auto data = internal::ReadCheckpointFile(ckpt_path(stage, layer), fingerprint);
     if (absl::IsFailedPrecondition(data.status())) return data.status();
     if (!data.ok()) *resuming = false;
     return data;
   };
-  const auto read_block_weights = [&](int layer, WeightMap* weights,
-                                      std::map<std::string, std::pair<int64_t, int64_t>>* shapes) -> absl::Status {
+  const auto read_block_weights =
+      [&](int layer, WeightMap* weights,
+          std::map<std::string, std::pair<int64_t, int64_t>>* shapes) -> absl::Status {
     for (const LinearSite& site : runner_.Sites(layer)) {
       for (const std::string& name : site.tensors) {
         int64_t rows = 0, cols = 0;
         auto w = runner_.ReadWeight(name, &rows, &cols);
         if (!w.ok()) return w.status();
         if (cols != site.dim || static_cast<int64_t>(w->size()) != rows * cols) {
-          return absl::FailedPreconditionError(absl::StrCat(name, ": shape [", rows, ", ", cols, "] but site ",
-                                                            site.name, " has width ", site.dim));
+          return absl::FailedPreconditionError(absl::StrCat(name, ": shape [", rows, ", ", cols,
+                                                            "] but site ", site.name, " has width ",
+                                                            site.dim));
         }
         (*weights)[name] = std::move(*w);
         (*shapes)[name] = {rows, cols};
@@ -121,18 +132,22 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
     }
     return absl::OkStatus();
   };
-  // Runs block `layer` with `weights`, accumulating one Hessian per site; returns the per-site state.
-  const auto site_states = [&](int layer, const std::vector<LinearSite>& sites, const WeightMap& weights,
-                               absl::Span<const float> hidden, std::vector<float>* out) -> absl::StatusOr<std::vector<SiteState>> {
+  // Runs block `layer` with `weights`, accumulating one Hessian per site; returns the per-site
+  // state.
+  const auto site_states = [&](int layer, const std::vector<LinearSite>& sites,
+                               const WeightMap& weights, absl::Span<const float> hidden,
+                               std::vector<float>* out) -> absl::StatusOr<std::vector<SiteState>> {
     std::vector<HessianAccumulator> acc;
     std::map<std::string, size_t> index;
     for (size_t s = 0; s < sites.size(); ++s) {
       acc.emplace_back(sites[s].dim);
       index[sites[s].name] = s;
     }
-    CaptureFn capture = [&](const LinearSite& site, absl::Span<const float> x, int64_t rows) -> absl::Status {
+    CaptureFn capture = [&](const LinearSite& site, absl::Span<const float> x,
+                            int64_t rows) -> absl::Status {
       auto it = index.find(site.name);
-      if (it == index.end()) return absl::InternalError(absl::StrCat("capture of unknown site ", site.name));
+      if (it == index.end())
+        return absl::InternalError(absl::StrCat("capture of unknown site ", site.name));
       return acc[it->second].Add(x, rows, pool_);
     };
     auto o_hidden = runner_.RunBlock(layer, weights, hidden, sequences, seq_len, capture);
@@ -140,7 +155,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
     if (out != nullptr) *out = std::move(*o_hidden);
     std::vector<SiteState> states;
     for (size_t s = 0; s < sites.size(); ++s) {
-      auto rot = kernels::HadamardRotation::Create(sites[s].dim, SiteSeed(o.seed, layer, static_cast<int>(s)));
+      auto rot = kernels::HadamardRotation::Create(sites[s].dim,
+                                                   SiteSeed(o.seed, layer, static_cast<int>(s)));
       if (!rot.ok()) return rot.status();
       std::vector<double> h = acc[s].Mean();
       if (absl::Status st = RotateHessian(*rot, &h, pool_); !st.ok()) return st;
@@ -190,7 +206,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           items.push_back(std::move(it));
         }
         r.Floats(&hidden);
-        if (!r.ok() || !r.at_end()) return absl::DataLossError(absl::StrCat("measure checkpoint ", layer, " is malformed"));
+        if (!r.ok() || !r.at_end())
+          return absl::DataLossError(absl::StrCat("measure checkpoint ", layer, " is malformed"));
         ++result.resumed_measure_blocks;
         continue;
       }
@@ -242,7 +259,9 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           }
         }
         w.Floats(hidden);
-        if (absl::Status st = internal::WriteCheckpointFile(ckpt_path("measure", layer), fingerprint, w.data()); !st.ok()) {
+        if (absl::Status st =
+                internal::WriteCheckpointFile(ckpt_path("measure", layer), fingerprint, w.data());
+            !st.ok()) {
           return st;
         }
       }
@@ -258,7 +277,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
   auto alloc = AllocateBits(items, ao);
   if (!alloc.ok()) return alloc.status();
   std::map<std::string, int> chosen_bits;
-  for (size_t t = 0; t < items.size(); ++t) chosen_bits[items[t].name] = items[t].candidates[alloc->choice[t]].bits;
+  for (size_t t = 0; t < items.size(); ++t)
+    chosen_bits[items[t].name] = items[t].candidates[alloc->choice[t]].bits;
   result.bits_per_weight = alloc->bits_per_weight;
 
   // ---- Stage 3: quantization, each block fed by the quantized blocks before it.
@@ -280,11 +300,13 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
         r.Str(&entry_bytes);
         r.Str(&blob);
         v1::TensorEntry entry;
-        if (!entry.ParseFromString(entry_bytes)) return absl::DataLossError("quantize checkpoint: bad tensor entry");
+        if (!entry.ParseFromString(entry_bytes))
+          return absl::DataLossError("quantize checkpoint: bad tensor entry");
         outputs.emplace_back(std::move(entry), std::vector<uint8_t>(blob.begin(), blob.end()));
       }
       r.Floats(&hidden);
-      if (!r.ok() || !r.at_end()) return absl::DataLossError(absl::StrCat("quantize checkpoint ", layer, " is malformed"));
+      if (!r.ok() || !r.at_end())
+        return absl::DataLossError(absl::StrCat("quantize checkpoint ", layer, " is malformed"));
       ++result.resumed_quantize_blocks;
     } else {
       const std::vector<LinearSite> sites = runner_.Sites(layer);
@@ -309,7 +331,10 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           auto q = QuantizeLdlq(wr, rows, cols, st.h, st.factor, qo, pool_);
           if (!q.ok()) return q.status();
           std::vector<float> back(rows * cols);
-          if (absl::Status ds = kernels::DequantizeScalarCodec(q->layout, q->blob, back.data(), pool_); !ds.ok()) return ds;
+          if (absl::Status ds =
+                  kernels::DequantizeScalarCodec(q->layout, q->blob, back.data(), pool_);
+              !ds.ok())
+            return ds;
           st.rotation.ApplyTranspose(back.data(), rows, pool_);
           dequantized[name] = std::move(back);
           v1::TensorEntry entry;
@@ -321,7 +346,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           entry.set_group_size(static_cast<uint32_t>(o.group_size));
           entry.set_measured_error(q->proxy_loss);
           (*entry.mutable_params())[kernels::kScalarParamRotation] = st.rotation.Describe();
-          (*entry.mutable_params())[kernels::kScalarParamRotationSeed] = absl::StrCat(st.rotation.seed());
+          (*entry.mutable_params())[kernels::kScalarParamRotationSeed] =
+              absl::StrCat(st.rotation.seed());
           outputs.emplace_back(std::move(entry), std::move(q->blob));
         }
       }
@@ -336,7 +362,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           w.Bytes(blob.data(), blob.size());
         }
         w.Floats(hidden);
-        if (absl::Status st = internal::WriteCheckpointFile(ckpt_path("quantize", layer), fingerprint, w.data());
+        if (absl::Status st =
+                internal::WriteCheckpointFile(ckpt_path("quantize", layer), fingerprint, w.data());
             !st.ok()) {
           return st;
         }

@@ -13,15 +13,18 @@ namespace {
 
 using kernels::ScalarCodecLayout;
 
-// Columns per LDLQ block: the lazy update is a rank-kBlock product, big enough to amortise reading U.
+// Columns per LDLQ block: the lazy update is a rank-kBlock product, big enough to amortise reading
+// U.
 constexpr int64_t kLdlqBlock = 128;
 // Rows processed together by one thread: their W rows (kTileRows × cols floats) stay in cache while
 // U's rows stream past once per block.
 constexpr int64_t kTileRows = 16;
-// Column chunk of the lazy update, so kTileRows × kChunk of W and kLdlqBlock × kChunk of U fit in L2.
+// Column chunk of the lazy update, so kTileRows × kChunk of W and kLdlqBlock × kChunk of U fit in
+// L2.
 constexpr int64_t kLazyChunk = 512;
 
-void ParallelRows(ThreadPool* pool, int64_t n, int64_t cost_per_row, const std::function<void(int64_t, int64_t)>& fn) {
+void ParallelRows(ThreadPool* pool, int64_t n, int64_t cost_per_row,
+                  const std::function<void(int64_t, int64_t)>& fn) {
   if (pool == nullptr || pool->num_threads() == 0 || n <= 1 || n * cost_per_row < (1 << 16)) {
     fn(0, n);
     return;
@@ -45,8 +48,8 @@ struct Grid {
         qmax(static_cast<float>((1 << bits) - 1)) {}
 
   uint8_t Code(float v) const {
-    // floor(x + ½) rather than nearbyint: independent of the FP rounding mode. With scale 0 every code
-    // decodes to 0, so any code is right; centre-ish keeps it in range for every K.
+    // floor(x + ½) rather than nearbyint: independent of the FP rounding mode. With scale 0 every
+    // code decodes to 0, so any code is right; centre-ish keeps it in range for every K.
     const float x = std::floor(v * inv + center + 0.5f);
     return static_cast<uint8_t>(std::clamp(x, 0.0f, qmax));
   }
@@ -63,8 +66,8 @@ double GroupError(const float* v, int64_t n, const Grid& g) {
 }
 
 // The fp16 scale minimising the group's squared rounding error: a grid over clipping ratios, then
-// least-squares refinement s = Σv·l / Σl² for the chosen levels l (it converges to the Lloyd-optimal
-// scale for those levels; at K = 1 it gives the optimal ±mean|v| directly).
+// least-squares refinement s = Σv·l / Σl² for the chosen levels l (it converges to the
+// Lloyd-optimal scale for those levels; at K = 1 it gives the optimal ±mean|v| directly).
 uint16_t ChooseScale(const float* v, int64_t n, int bits, const ScalarQuantizerOptions& o) {
   float amax = 0.0f;
   for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::abs(v[i]));
@@ -100,21 +103,25 @@ uint16_t ChooseScale(const float* v, int64_t n, int bits, const ScalarQuantizerO
   return best;
 }
 
-absl::Status CheckShapes(absl::Span<const float> w, int64_t rows, int64_t cols, absl::Span<const double> h,
-                         bool need_h, const char* op) {
+absl::Status CheckShapes(absl::Span<const float> w, int64_t rows, int64_t cols,
+                         absl::Span<const double> h, bool need_h, const char* op) {
   if (rows <= 0 || cols <= 0 || static_cast<int64_t>(w.size()) != rows * cols) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", w.size(), " weights for shape [", rows, ", ", cols, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", w.size(), " weights for shape [", rows, ", ", cols, "]"));
   }
   if ((need_h || !h.empty()) && static_cast<int64_t>(h.size()) != cols * cols) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": Hessian has ", h.size(), " values, needs ", cols * cols));
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": Hessian has ", h.size(), " values, needs ", cols * cols));
   }
   for (float v : w) {
-    if (!std::isfinite(v)) return absl::InvalidArgumentError(absl::StrCat(op, ": the weight has a non-finite value"));
+    if (!std::isfinite(v))
+      return absl::InvalidArgumentError(absl::StrCat(op, ": the weight has a non-finite value"));
   }
   return absl::OkStatus();
 }
 
-// Dequantizes the codes/scales the encoder produced, for the proxy loss (same arithmetic as the kernel).
+// Dequantizes the codes/scales the encoder produced, for the proxy loss (same arithmetic as the
+// kernel).
 std::vector<float> Dequantize(const ScalarCodecLayout& l, const std::vector<uint8_t>& codes,
                               const std::vector<uint16_t>& scales) {
   std::vector<float> q(l.rows * l.cols);
@@ -128,7 +135,8 @@ std::vector<float> Dequantize(const ScalarCodecLayout& l, const std::vector<uint
 }
 
 absl::StatusOr<QuantizedWeight> Finish(const ScalarCodecLayout& layout, absl::Span<const float> w,
-                                       absl::Span<const double> h, const std::vector<uint8_t>& codes,
+                                       absl::Span<const double> h,
+                                       const std::vector<uint8_t>& codes,
                                        const std::vector<uint16_t>& scales, ThreadPool* pool) {
   QuantizedWeight out;
   out.layout = layout;
@@ -144,8 +152,8 @@ absl::StatusOr<QuantizedWeight> Finish(const ScalarCodecLayout& layout, absl::Sp
 
 }  // namespace
 
-double OutputEnergy(absl::Span<const float> w, int64_t rows, int64_t cols, absl::Span<const double> h,
-                    ThreadPool* pool) {
+double OutputEnergy(absl::Span<const float> w, int64_t rows, int64_t cols,
+                    absl::Span<const double> h, ThreadPool* pool) {
   std::vector<double> per_row(rows, 0.0);
   ParallelRows(pool, rows, cols * cols, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -176,8 +184,8 @@ double ProxyLoss(absl::Span<const float> w, absl::Span<const float> q, int64_t r
 }
 
 absl::StatusOr<QuantizedWeight> QuantizeRtn(absl::Span<const float> w, int64_t rows, int64_t cols,
-                                            absl::Span<const double> h, const ScalarQuantizerOptions& o,
-                                            ThreadPool* pool) {
+                                            absl::Span<const double> h,
+                                            const ScalarQuantizerOptions& o, ThreadPool* pool) {
   if (absl::Status s = CheckShapes(w, rows, cols, h, false, "QuantizeRtn"); !s.ok()) return s;
   auto layout = kernels::MakeScalarCodecLayout(rows, cols, o.bits, o.group_size);
   if (!layout.ok()) return layout.status();
@@ -201,18 +209,20 @@ absl::StatusOr<QuantizedWeight> QuantizeRtn(absl::Span<const float> w, int64_t r
 }
 
 absl::StatusOr<QuantizedWeight> QuantizeLdlq(absl::Span<const float> w, int64_t rows, int64_t cols,
-                                             absl::Span<const double> h, const HessianFactor& factor,
+                                             absl::Span<const double> h,
+                                             const HessianFactor& factor,
                                              const ScalarQuantizerOptions& o, ThreadPool* pool) {
   if (absl::Status s = CheckShapes(w, rows, cols, h, true, "QuantizeLdlq"); !s.ok()) return s;
   if (factor.dim != cols || static_cast<int64_t>(factor.u.size()) != cols * cols) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("QuantizeLdlq: Hessian factor of dim ", factor.dim, " for ", cols, " columns"));
+    return absl::InvalidArgumentError(absl::StrCat("QuantizeLdlq: Hessian factor of dim ",
+                                                   factor.dim, " for ", cols, " columns"));
   }
   auto layout = kernels::MakeScalarCodecLayout(rows, cols, o.bits, o.group_size);
   if (!layout.ok()) return layout.status();
   const ScalarCodecLayout& l = *layout;
   const int64_t gs = l.group_size;
-  // A group must lie inside one block so its scale sees fully updated weights: block = multiple of gs.
+  // A group must lie inside one block so its scale sees fully updated weights: block = multiple of
+  // gs.
   const int64_t block = std::max<int64_t>(1, kLdlqBlock / gs) * gs;
   const double* u = factor.u.data();
 

@@ -3,33 +3,36 @@
 //
 // A weight W [rows = out_features, cols = in_features] is stored *in rotated space*: the encoder
 // quantizes W' = W·Rᵀ where R is the HadamardRotation of the input dimension (hadamard.h), and
-// inference computes y = W'·(R·x). Each row is cut into groups of `group_size` columns (a multiple of
-// 32, default 128; the last group of a row may be partial) with one fp16 scale per group, and every
-// weight is a K-bit code q (K = 1..8) on a symmetric, zero-free grid:
+// inference computes y = W'·(R·x). Each row is cut into groups of `group_size` columns (a multiple
+// of 32, default 128; the last group of a row may be partial) with one fp16 scale per group, and
+// every weight is a K-bit code q (K = 1..8) on a symmetric, zero-free grid:
 //
 //     w = scale · (q − (2^K − 1)/2)          q ∈ [0, 2^K − 1]
 //
 // Symmetric, because after the randomized Hadamard rotation every row is close to iid zero-mean
 // Gaussian: an offset per group would cost another 16 bits per group (+0.125 bits per weight at
-// group 128, 6% of a 2-bit budget) and an extra operation per weight in the GEMV for almost no gain.
-// Midpoint levels (±½, ±1½, ...) use all 2^K codes symmetrically; a signed-integer grid would waste a
-// level or be lopsided, which matters most at K = 2.
+// group 128, 6% of a 2-bit budget) and an extra operation per weight in the GEMV for almost no
+// gain. Midpoint levels (±½, ±1½, ...) use all 2^K codes symmetrically; a signed-integer grid would
+// waste a level or be lopsided, which matters most at K = 2.
 //
 // Blob = codes section, then scales section:
-//   codes:  rows × row_stride_words uint32. Row r is ceil(cols/32) *code blocks*; block b holds the 32
-//           codes of columns [32b, 32b+32) in K consecutive little-endian uint32 words, as one LSB-first
-//           bit stream (code i occupies stream bits [iK, iK+K), so for K ∉ {1,2,4,8} a code may straddle
-//           two words). Columns ≥ cols in the last block are code 0 and must be multiplied by x = 0
-//           (the rotated-activation workspace is zero-padded). The row stride is rounded up to a
-//           multiple of 4 words so every row starts 16-byte aligned and a warp can read it with
-//           128-bit loads; for cols % 128 == 0 (most real shapes) the rounding adds nothing.
+//   codes:  rows × row_stride_words uint32. Row r is ceil(cols/32) *code blocks*; block b holds the
+//   32
+//           codes of columns [32b, 32b+32) in K consecutive little-endian uint32 words, as one
+//           LSB-first bit stream (code i occupies stream bits [iK, iK+K), so for K ∉ {1,2,4,8} a
+//           code may straddle two words). Columns ≥ cols in the last block are code 0 and must be
+//           multiplied by x = 0 (the rotated-activation workspace is zero-padded). The row stride
+//           is rounded up to a multiple of 4 words so every row starts 16-byte aligned and a warp
+//           can read it with 128-bit loads; for cols % 128 == 0 (most real shapes) the rounding
+//           adds nothing.
 //   scales: rows × groups_per_row fp16 (IEEE binary16 bits), row-major, starting at codes_bytes
 //           (a multiple of 16).
 //
-// Why this code packing: a GPU thread that owns a code block loads its K words (for group 128 a group
-// is exactly K uint4 loads) and, with K a compile-time constant and the 32 codes unrolled, every code's
-// word index and shift are constants: one funnel shift and one mask per code, no table, no divergence.
-// Bit-plane packing (word b = bit b of 32 codes) would cost K shift/mask pairs per code instead.
+// Why this code packing: a GPU thread that owns a code block loads its K words (for group 128 a
+// group is exactly K uint4 loads) and, with K a compile-time constant and the 32 codes unrolled,
+// every code's word index and shift are constants: one funnel shift and one mask per code, no
+// table, no divergence. Bit-plane packing (word b = bit b of 32 codes) would cost K shift/mask
+// pairs per code instead.
 //
 // Everything in this header is header-only arithmetic usable from CUDA (BITLOOM_HOST_DEVICE); the
 // functions that touch memory at the bottom are the CPU reference and are thread-safe.
@@ -54,16 +57,16 @@ namespace bitloom::kernels {
 
 class HadamardRotation;
 
-inline constexpr int kScalarCodesPerBlock = 32;       // codes per code block
+inline constexpr int kScalarCodesPerBlock = 32;  // codes per code block
 inline constexpr int kScalarMinBits = 1;
 inline constexpr int kScalarMaxBits = 8;
 inline constexpr int kScalarDefaultGroupSize = 128;
-inline constexpr int kScalarRowAlignWords = 4;        // 16-byte row alignment
+inline constexpr int kScalarRowAlignWords = 4;  // 16-byte row alignment
 inline constexpr int kScalarMaxGroupSize = 1 << 16;
 
 // TensorEntry.params keys written by the encoder and read by inferd.
-inline constexpr char kScalarParamRotation[] = "rotation";            // HadamardRotation::Describe()
-inline constexpr char kScalarParamRotationSeed[] = "rotation_seed";   // decimal uint64
+inline constexpr char kScalarParamRotation[] = "rotation";           // HadamardRotation::Describe()
+inline constexpr char kScalarParamRotationSeed[] = "rotation_seed";  // decimal uint64
 
 // One code block of K-bit codes: the unit a GPU thread decodes. Its size is part of the format.
 template <int K>
@@ -92,7 +95,8 @@ BITLOOM_HOST_DEVICE inline uint32_t ScalarCodeAt(const uint32_t* words, int bits
   return static_cast<uint32_t>(pair >> shift) & ((1u << bits) - 1u);
 }
 
-// Where everything lives in a blob, from (rows, cols, bits, group_size). All sizes in the named unit.
+// Where everything lives in a blob, from (rows, cols, bits, group_size). All sizes in the named
+// unit.
 struct ScalarCodecLayout {
   int64_t rows = 0;              // out_features
   int64_t cols = 0;              // in_features
@@ -108,7 +112,9 @@ struct ScalarCodecLayout {
 
   // Stored bits per logical weight, codes + scales + padding: what bit allocation counts.
   double BitsPerWeight() const {
-    return rows * cols == 0 ? 0.0 : 8.0 * static_cast<double>(total_bytes) / static_cast<double>(rows * cols);
+    return rows * cols == 0
+               ? 0.0
+               : 8.0 * static_cast<double>(total_bytes) / static_cast<double>(rows * cols);
   }
 };
 
@@ -133,16 +139,17 @@ absl::Status DequantizeScalarCodec(const ScalarCodecLayout& layout, absl::Span<c
 
 struct ScalarCodecGemvParams {
   const ScalarCodecLayout* layout = nullptr;
-  absl::Span<const uint8_t> blob;           // the packed weight
+  absl::Span<const uint8_t> blob;              // the packed weight
   const HadamardRotation* rotation = nullptr;  // of size layout->cols; null: x is already rotated
-  const float* x = nullptr;                 // [batch, cols] activations in the model's (unrotated) space
-  float* y = nullptr;                       // [batch, rows]; must not alias x
+  const float* x = nullptr;  // [batch, cols] activations in the model's (unrotated) space
+  float* y = nullptr;        // [batch, rows]; must not alias x
   int64_t batch = 0;
 };
 
 // The CPU reference of the quantized linear layer: y_b = W'·(R·x_b) for every b. Each output is a
 // fixed-order fp32 dot product (like MatmulF32) of the dequantized row and the rotated x, so it is
-// bit-identical to DequantizeScalarCodec + rotation + MatmulF32 and independent of batch and threads.
+// bit-identical to DequantizeScalarCodec + rotation + MatmulF32 and independent of batch and
+// threads.
 absl::Status ScalarCodecGemv(const ScalarCodecGemvParams& params, ThreadPool* pool);
 
 }  // namespace bitloom::kernels

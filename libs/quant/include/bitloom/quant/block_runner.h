@@ -1,14 +1,15 @@
 // BlockRunner: what QuantizationPipeline needs from a model implementation, and nothing more.
 //
 // A decoder is a chain of blocks over a residual stream of width hidden_size. The pipeline feeds
-// calibration hidden states through the blocks one at a time, substituting its own (dequantized) weights,
-// and needs to see the input of every linear layer to build Hessians. Linear layers are grouped into
-// *input sites*: the tensors of one site read the same activation (q/k/v the attention input, gate/up the
-// MLP input; o_proj and down_proj their own), so they share a Hessian and a rotation.
+// calibration hidden states through the blocks one at a time, substituting its own (dequantized)
+// weights, and needs to see the input of every linear layer to build Hessians. Linear layers are
+// grouped into *input sites*: the tensors of one site read the same activation (q/k/v the attention
+// input, gate/up the MLP input; o_proj and down_proj their own), so they share a Hessian and a
+// rotation.
 //
 // The engine implements this over its CPU block forward (see docs/QUANTIZATION.md, "What the engine
-// provides"); the tests implement a toy block. Implementations must be deterministic (same inputs, same
-// bits) and safe to call from one thread at a time.
+// provides"); the tests implement a toy block. Implementations must be deterministic (same inputs,
+// same bits) and safe to call from one thread at a time.
 #pragma once
 
 #include <cstdint>
@@ -24,8 +25,8 @@
 namespace bitloom::quant {
 
 struct LinearSite {
-  std::string name;                  // stable within a block, e.g. "attn_in", "mlp_in", "o_in", "down_in"
-  int64_t dim = 0;                   // width of the activation the site's tensors read (their in_features)
+  std::string name;  // stable within a block, e.g. "attn_in", "mlp_in", "o_in", "down_in"
+  int64_t dim = 0;   // width of the activation the site's tensors read (their in_features)
   std::vector<std::string> tensors;  // full tensor names, e.g. "layers.3.attn.q_proj.weight"
 };
 
@@ -33,7 +34,8 @@ struct LinearSite {
 using WeightMap = std::map<std::string, std::vector<float>>;
 
 // Called once per site per RunBlock with the site's inputs, x [rows, site.dim] (rows = tokens).
-using CaptureFn = std::function<absl::Status(const LinearSite& site, absl::Span<const float> x, int64_t rows)>;
+using CaptureFn =
+    std::function<absl::Status(const LinearSite& site, absl::Span<const float> x, int64_t rows)>;
 
 class BlockRunner {
  public:
@@ -46,15 +48,17 @@ class BlockRunner {
   // The stored fp32 weight and its shape [out, in].
   virtual absl::StatusOr<std::vector<float>> ReadWeight(const std::string& name, int64_t* rows,
                                                         int64_t* cols) const = 0;
-  // Token embeddings of `tokens` ([sequences · seq_len] ids, sequence-major) → hidden [tokens, hidden].
+  // Token embeddings of `tokens` ([sequences · seq_len] ids, sequence-major) → hidden [tokens,
+  // hidden].
   virtual absl::StatusOr<std::vector<float>> Embed(absl::Span<const int32_t> tokens) const = 0;
-  // Runs block `layer` on hidden [sequences · seq_len, hidden] (each sequence starting at position 0,
-  // causal within itself) with the linear weights in `weights` (every tensor of Sites(layer); other
-  // parameters such as norms come from the model) and returns the block's output hidden states.
-  // `capture` (may be empty) sees every site's input.
+  // Runs block `layer` on hidden [sequences · seq_len, hidden] (each sequence starting at position
+  // 0, causal within itself) with the linear weights in `weights` (every tensor of Sites(layer);
+  // other parameters such as norms come from the model) and returns the block's output hidden
+  // states. `capture` (may be empty) sees every site's input.
   virtual absl::StatusOr<std::vector<float>> RunBlock(int layer, const WeightMap& weights,
-                                                      absl::Span<const float> hidden, int64_t sequences,
-                                                      int64_t seq_len, const CaptureFn& capture) const = 0;
+                                                      absl::Span<const float> hidden,
+                                                      int64_t sequences, int64_t seq_len,
+                                                      const CaptureFn& capture) const = 0;
 };
 
 }  // namespace bitloom::quant

@@ -1,18 +1,20 @@
 // HessianAccumulator and FactorHessian: the second-order statistics LDLQ needs, and their damped,
 // never-failing factorisation.
 //
-// For a linear layer y = W·x the proxy loss of a quantized W is tr((W−Q)·H·(W−Q)ᵀ) with H = E[x·xᵀ], the
-// mean outer product of the layer's inputs over the calibration tokens. HessianAccumulator sums x·xᵀ in
-// fp64 (fp32 loses the small eigenvalues after a few hundred thousand tokens), one accumulator per
-// distinct input (q/k/v share one, gate/up share one). Add() splits the work over the caller's pool by
-// rows of H; every entry is summed in the same order whatever the thread count, so the result is
-// deterministic for a given sequence of Add() calls. Not thread-safe: one writer at a time.
+// For a linear layer y = W·x the proxy loss of a quantized W is tr((W−Q)·H·(W−Q)ᵀ) with H =
+// E[x·xᵀ], the mean outer product of the layer's inputs over the calibration tokens.
+// HessianAccumulator sums x·xᵀ in fp64 (fp32 loses the small eigenvalues after a few hundred
+// thousand tokens), one accumulator per distinct input (q/k/v share one, gate/up share one). Add()
+// splits the work over the caller's pool by rows of H; every entry is summed in the same order
+// whatever the thread count, so the result is deterministic for a given sequence of Add() calls.
+// Not thread-safe: one writer at a time.
 //
-// FactorHessian returns the upper Cholesky factor U of (H + λ·mean(diag H)·I)⁻¹ = Uᵀ·U, the only form
-// LDLQ uses. A factorisation that fails (H singular or indefinite in floating point: few calibration
-// tokens, dead inputs) is retried with λ multiplied by `growth`; after `max_attempts` it falls back to the
-// diagonal of H, which is always positive definite. A quantization job therefore never dies on a
-// non-positive-definite Hessian; only a non-finite H (NaN activations) is an error.
+// FactorHessian returns the upper Cholesky factor U of (H + λ·mean(diag H)·I)⁻¹ = Uᵀ·U, the only
+// form LDLQ uses. A factorisation that fails (H singular or indefinite in floating point: few
+// calibration tokens, dead inputs) is retried with λ multiplied by `growth`; after `max_attempts`
+// it falls back to the diagonal of H, which is always positive definite. A quantization job
+// therefore never dies on a non-positive-definite Hessian; only a non-finite H (NaN activations) is
+// an error.
 #pragma once
 
 #include <cstdint>
@@ -44,7 +46,8 @@ class HessianAccumulator {
   // The raw state (upper triangle stored in a full [dim, dim] array, plus the row count), so a
   // checkpoint can save it and Restore() can continue bit-identically.
   const std::vector<double>& sum() const { return sum_; }
-  static absl::StatusOr<HessianAccumulator> Restore(int64_t dim, int64_t rows, std::vector<double> sum);
+  static absl::StatusOr<HessianAccumulator> Restore(int64_t dim, int64_t rows,
+                                                    std::vector<double> sum);
 
  private:
   int64_t dim_;
@@ -52,9 +55,10 @@ class HessianAccumulator {
   std::vector<double> sum_;  // [dim, dim]; entries (i, j ≥ i) are maintained
 };
 
-// H ← R·H·Rᵀ in place (H [n, n] symmetric): the Hessian of the rotated input R·x, to match the rotated
-// weight W·Rᵀ.
-absl::Status RotateHessian(const kernels::HadamardRotation& rotation, std::vector<double>* h, ThreadPool* pool);
+// H ← R·H·Rᵀ in place (H [n, n] symmetric): the Hessian of the rotated input R·x, to match the
+// rotated weight W·Rᵀ.
+absl::Status RotateHessian(const kernels::HadamardRotation& rotation, std::vector<double>* h,
+                           ThreadPool* pool);
 
 struct DampingOptions {
   // λ of the first attempt, relative to mean(diag H). GPTQ's customary 1%.
@@ -67,15 +71,15 @@ struct DampingOptions {
 
 struct HessianFactor {
   int64_t dim = 0;
-  std::vector<double> u;          // [dim, dim] upper triangular: (H + damping)⁻¹ = Uᵀ·U
-  double relative_damp = 0.0;     // λ that succeeded
-  int attempts = 0;               // 1 when the first λ worked
-  bool diagonal_fallback = false; // every attempt failed; U is from diag(H) alone
+  std::vector<double> u;           // [dim, dim] upper triangular: (H + damping)⁻¹ = Uᵀ·U
+  double relative_damp = 0.0;      // λ that succeeded
+  int attempts = 0;                // 1 when the first λ worked
+  bool diagonal_fallback = false;  // every attempt failed; U is from diag(H) alone
 };
 
-// INVALID_ARGUMENT for a size mismatch or a non-finite entry. Zero diagonal entries (inputs that were
-// always 0) are set to mean(diag H) first; their weights' columns then quantize like RTN.
-absl::StatusOr<HessianFactor> FactorHessian(absl::Span<const double> h, int64_t dim, const DampingOptions& options,
-                                            ThreadPool* pool);
+// INVALID_ARGUMENT for a size mismatch or a non-finite entry. Zero diagonal entries (inputs that
+// were always 0) are set to mean(diag H) first; their weights' columns then quantize like RTN.
+absl::StatusOr<HessianFactor> FactorHessian(absl::Span<const double> h, int64_t dim,
+                                            const DampingOptions& options, ThreadPool* pool);
 
 }  // namespace bitloom::quant

@@ -1,24 +1,27 @@
-// QuantizationPipeline: a whole model, block by block, into CODEC_HADAMARD_SCALAR tensors at a target
-// average bit width. The job service (services/quantd) drives it; the model is reached only through a
-// BlockRunner, the artifact only through a TensorSink.
+// QuantizationPipeline: a whole model, block by block, into CODEC_HADAMARD_SCALAR tensors at a
+// target average bit width. The job service (services/quantd) drives it; the model is reached only
+// through a BlockRunner, the artifact only through a TensorSink.
 //
 // Stages (docs/QUANTIZATION.md, section 1):
-//   1. measure: blocks in order in full precision; per input site a fp64 Hessian of the block's inputs,
+//   1. measure: blocks in order in full precision; per input site a fp64 Hessian of the block's
+//   inputs,
 //      rotated; every tensor LDLQ-quantized at every candidate width to measure its proxy loss;
 //   2. allocate: AllocateBits over all tensors, loss = relative proxy loss × output energy;
-//   3. quantize: blocks in order, the inputs of block i being the outputs of the *quantized* blocks < i;
-//      Hessians re-accumulated from them; LDLQ at the allocated width; tensors go to the sink in a fixed
-//      order (block, site, tensor).
+//   3. quantize: blocks in order, the inputs of block i being the outputs of the *quantized* blocks
+//   < i;
+//      Hessians re-accumulated from them; LDLQ at the allocated width; tensors go to the sink in a
+//      fixed order (block, site, tensor).
 //
-// Checkpoints: with a checkpoint_dir, the state after every block of stages 1 and 3 is written there
-// (atomically: temporary file, fsync, rename). Run() on the same directory with the same inputs skips the
-// finished blocks, re-emits the finished tensors from the checkpoint in the original order, and continues;
-// the emitted bytes are identical to an uninterrupted run. Options and calibration are fingerprinted into
-// the checkpoint, so a directory from a different job is rejected (FAILED_PRECONDITION) rather than mixed.
+// Checkpoints: with a checkpoint_dir, the state after every block of stages 1 and 3 is written
+// there (atomically: temporary file, fsync, rename). Run() on the same directory with the same
+// inputs skips the finished blocks, re-emits the finished tensors from the checkpoint in the
+// original order, and continues; the emitted bytes are identical to an uninterrupted run. Options
+// and calibration are fingerprinted into the checkpoint, so a directory from a different job is
+// rejected (FAILED_PRECONDITION) rather than mixed.
 //
-// Cancellation: the flag is checked between tensors and between blocks; Run() then returns CANCELLED,
-// leaving the checkpoints of finished blocks. Progress is reported through the callback on the calling
-// thread. Not thread-safe: one Run() at a time per object.
+// Cancellation: the flag is checked between tensors and between blocks; Run() then returns
+// CANCELLED, leaving the checkpoints of finished blocks. Progress is reported through the callback
+// on the calling thread. Not thread-safe: one Run() at a time per object.
 #pragma once
 
 #include <atomic>
@@ -41,28 +44,30 @@ struct PipelineOptions {
   double tolerance = 0.01;
   std::vector<int> candidate_bits = {1, 2, 3, 4, 5, 6, 7, 8};
   int group_size = 128;
-  uint64_t seed = 0;                 // rotation seeds derive from (seed, layer, site)
+  uint64_t seed = 0;  // rotation seeds derive from (seed, layer, site)
   DampingOptions damping;
-  std::string checkpoint_dir;        // empty: no checkpoints
+  std::string checkpoint_dir;  // empty: no checkpoints
 };
 
 struct PipelineProgress {
   enum class Stage { kMeasure, kAllocate, kQuantize, kDone };
   Stage stage = Stage::kMeasure;
-  int layer = 0;                     // block being processed
+  int layer = 0;  // block being processed
   int num_layers = 0;
-  std::string tensor;                // tensor being processed, empty between tensors
-  double fraction = 0.0;             // of the whole job, 0..1
+  std::string tensor;     // tensor being processed, empty between tensors
+  double fraction = 0.0;  // of the whole job, 0..1
 };
 
-// Receives each finished tensor (entry without offset/size/xxh3, which the artifact writer fills in).
-using TensorSink = std::function<absl::Status(const v1::TensorEntry& entry, absl::Span<const uint8_t> bytes)>;
+// Receives each finished tensor (entry without offset/size/xxh3, which the artifact writer fills
+// in).
+using TensorSink =
+    std::function<absl::Status(const v1::TensorEntry& entry, absl::Span<const uint8_t> bytes)>;
 using ProgressFn = std::function<void(const PipelineProgress&)>;
 
 struct PipelineResult {
-  double bits_per_weight = 0.0;      // achieved average over the quantized tensors
-  uint64_t stored_bytes = 0;         // Σ blob bytes of the quantized tensors
-  int resumed_measure_blocks = 0;    // blocks restored from checkpoints
+  double bits_per_weight = 0.0;    // achieved average over the quantized tensors
+  uint64_t stored_bytes = 0;       // Σ blob bytes of the quantized tensors
+  int resumed_measure_blocks = 0;  // blocks restored from checkpoints
   int resumed_quantize_blocks = 0;
 };
 
@@ -71,9 +76,9 @@ class QuantizationPipeline {
   QuantizationPipeline(const BlockRunner& runner, PipelineOptions options, ThreadPool* pool);
 
   // calibration: [sequences · seq_len] token ids, sequence-major.
-  absl::StatusOr<PipelineResult> Run(absl::Span<const int32_t> calibration, int64_t sequences, int64_t seq_len,
-                                     const TensorSink& sink, const ProgressFn& progress,
-                                     const std::atomic<bool>* cancel);
+  absl::StatusOr<PipelineResult> Run(absl::Span<const int32_t> calibration, int64_t sequences,
+                                     int64_t seq_len, const TensorSink& sink,
+                                     const ProgressFn& progress, const std::atomic<bool>* cancel);
 
   // The rotation seed of an input site: a SplitMix64 mix of (seed, layer, site index).
   static uint64_t SiteSeed(uint64_t seed, int layer, int site_index);
