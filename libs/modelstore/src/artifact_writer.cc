@@ -10,6 +10,8 @@
 #include <random>
 #include <utility>
 
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "absl/strings/str_cat.h"
 #include "bitloom/core/status_macros.h"
 #include "bitloom/modelstore/codec_layout.h"
@@ -201,8 +203,17 @@ absl::Status ArtifactWriter::Finish(v1::ArtifactManifest manifest) {
   for (v1::TensorEntry& entry : tensors_) *manifest.add_tensors() = std::move(entry);
   tensors_.clear();
 
+  // Deterministic serialization (map fields in key order) so that the same inputs always give the
+  // same bytes: a resumed quantization job must produce a bit-identical artifact.
   std::string serialized;
-  if (!manifest.SerializeToString(&serialized) || serialized.size() > kMaxManifestSize) {
+  bool serialized_ok = manifest.ByteSizeLong() <= kMaxManifestSize;
+  if (serialized_ok) {
+    google::protobuf::io::StringOutputStream stream(&serialized);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    serialized_ok = manifest.SerializeToCodedStream(&coded) && !coded.HadError();
+  }
+  if (!serialized_ok || serialized.size() > kMaxManifestSize) {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("manifest does not serialize within ", kMaxManifestSize, " bytes")));
   }
