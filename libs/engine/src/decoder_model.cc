@@ -206,6 +206,196 @@ KvCache DecoderModel::NewKvCache(int capacity) const {
   return KvCache(cfg_.num_layers, cfg_.num_kv_heads, cfg_.head_dim, capacity);
 }
 
+// Activation buffers of one layer run, sized for n rows; reused across the layers of a Forward().
+struct DecoderModel::Scratch {
+  Scratch(const ResolvedConfig& c, int64_t n)
+      : h(n * c.hidden_size),
+        o(n * c.hidden_size),
+        q(n * c.num_heads * c.head_dim),
+        k(n * c.num_kv_heads * c.head_dim),
+        v(n * c.num_kv_heads * c.head_dim),
+        attn(n * c.num_heads * c.head_dim),
+        gate(n * c.intermediate_size),
+        up(n * c.intermediate_size) {}
+  std::vector<float> h, o, q, k, v, attn, gate, up;
+};
+
+LayerLinearWeights DecoderModel::linear_weights(int layer) const {
+  const Layer& L = layers_[layer];
+  return {L.q_proj, L.k_proj, L.v_proj, L.o_proj, L.gate_proj, L.up_proj, L.down_proj};
+}
+
+absl::Status DecoderModel::RunLayer(int li, const LayerLinearWeights& w, float* x, int64_t n,
+                                    const int32_t* positions, const AttentionScope& scope,
+                                    const LinearInputCapture& capture, Scratch& s) const {
+  const ResolvedConfig& c = cfg_;
+  const Layer& L = layers_[li];
+  const int64_t hidden = c.hidden_size, inter = c.intermediate_size, hd = c.head_dim;
+  const int64_t q_dim = int64_t{c.num_heads} * hd, kv_dim = int64_t{c.num_kv_heads} * hd;
+  ThreadPool* pool = pool_;
+  auto norm = [&](const std::vector<float>& nw, const float* in, float* out, int64_t rows, int64_t dim) {
+    return kernels::RmsNormF32({in, nw.data(), out, rows, dim, c.rms_norm_eps, c.norm_weight_offset}, pool);
+  };
+  auto linear = [&](const float* in, absl::Span<const float> wt, const std::vector<float>& b, float* out,
+                    int64_t out_dim, int64_t in_dim) {
+    return kernels::MatmulF32({in, wt.data(), b.empty() ? nullptr : b.data(), out, n, out_dim, in_dim}, pool);
+  };
+  auto see = [&](LinearInput input, const float* in, int64_t dim) -> absl::Status {
+    if (!capture) return absl::OkStatus();
+    return capture(input, absl::Span<const float>(in, static_cast<size_t>(n * dim)), n, dim);
+  };
+
+  // Attention block: h = norm(x); q, k, v; [q/k norm]; RoPE; store k, v; attend; o_proj; [post norm]; +x.
+  BITLOOM_RETURN_IF_ERROR(norm(L.attn_norm, x, s.h.data(), n, hidden));
+  BITLOOM_RETURN_IF_ERROR(see(LinearInput::kAttention, s.h.data(), hidden));
+  BITLOOM_RETURN_IF_ERROR(linear(s.h.data(), w.q_proj, L.q_bias, s.q.data(), q_dim, hidden));
+  BITLOOM_RETURN_IF_ERROR(linear(s.h.data(), w.k_proj, L.k_bias, s.k.data(), kv_dim, hidden));
+  BITLOOM_RETURN_IF_ERROR(linear(s.h.data(), w.v_proj, L.v_bias, s.v.data(), kv_dim, hidden));
+  if (c.qk_norm) {
+    BITLOOM_RETURN_IF_ERROR(norm(L.q_norm, s.q.data(), s.q.data(), n * c.num_heads, hd));
+    BITLOOM_RETURN_IF_ERROR(norm(L.k_norm, s.k.data(), s.k.data(), n * c.num_kv_heads, hd));
+  }
+  const kernels::RopeTable* rope = L.sliding ? &local_rope_ : &global_rope_;
+  BITLOOM_RETURN_IF_ERROR(kernels::RopeF32({s.q.data(), positions, rope, n, c.num_heads, hd}, pool));
+  BITLOOM_RETURN_IF_ERROR(kernels::RopeF32({s.k.data(), positions, rope, n, c.num_kv_heads, hd}, pool));
+  kernels::AttentionParams ap;
+  ap.num_heads = c.num_heads;
+  ap.num_kv_heads = c.num_kv_heads;
+  ap.head_dim = hd;
+  ap.scale = c.attention_scale;
+  ap.logit_softcap = c.attn_logit_softcap;
+  ap.sliding_window = L.sliding ? c.sliding_window : 0;
+  if (scope.cache != nullptr) {
+    // The cache slot layout [slot, kv_head, head_dim] is exactly k's row layout, so a block copy.
+    KvCache& cache = *scope.cache;
+    float* k_cache = cache.keys(li);
+    float* v_cache = cache.values(li);
+    std::copy(s.k.begin(), s.k.end(), k_cache + scope.start * kv_dim);
+    std::copy(s.v.begin(), s.v.end(), v_cache + scope.start * kv_dim);
+    ap.q = s.q.data();
+    ap.k = k_cache;
+    ap.v = v_cache;
+    ap.q_positions = positions;
+    ap.kv_positions = cache.positions();
+    ap.out = s.attn.data();
+    ap.num_tokens = n;
+    ap.num_kv = scope.start + n;
+    BITLOOM_RETURN_IF_ERROR(kernels::AttentionF32(ap, pool));
+  } else {
+    // Each segment attends over its own keys only: the same call Forward() makes for that sequence
+    // on an empty cache, so each query gets the same bits.
+    const int64_t len = n / scope.sequences;
+    for (int64_t seq = 0; seq < scope.sequences; ++seq) {
+      const int64_t r0 = seq * len;
+      ap.q = s.q.data() + r0 * q_dim;
+      ap.k = s.k.data() + r0 * kv_dim;
+      ap.v = s.v.data() + r0 * kv_dim;
+      ap.q_positions = positions + r0;
+      ap.kv_positions = positions + r0;
+      ap.out = s.attn.data() + r0 * q_dim;
+      ap.num_tokens = len;
+      ap.num_kv = len;
+      BITLOOM_RETURN_IF_ERROR(kernels::AttentionF32(ap, pool));
+    }
+  }
+  BITLOOM_RETURN_IF_ERROR(see(LinearInput::kAttentionOutput, s.attn.data(), q_dim));
+  BITLOOM_RETURN_IF_ERROR(linear(s.attn.data(), w.o_proj, L.o_bias, s.o.data(), hidden, q_dim));
+  if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(L.post_attn_norm, s.o.data(), s.o.data(), n, hidden));
+  for (int64_t i = 0; i < n * hidden; ++i) x[i] += s.o[i];
+
+  // MLP block: h = norm(x); down(act(gate(h)) · up(h)); [post norm]; +x.
+  BITLOOM_RETURN_IF_ERROR(norm(L.mlp_norm, x, s.h.data(), n, hidden));
+  BITLOOM_RETURN_IF_ERROR(see(LinearInput::kMlp, s.h.data(), hidden));
+  BITLOOM_RETURN_IF_ERROR(linear(s.h.data(), w.gate_proj, {}, s.gate.data(), inter, hidden));
+  BITLOOM_RETURN_IF_ERROR(linear(s.h.data(), w.up_proj, {}, s.up.data(), inter, hidden));
+  BITLOOM_RETURN_IF_ERROR(
+      kernels::GatedActivationF32({s.gate.data(), s.up.data(), s.gate.data(), n, inter, c.activation}, pool));
+  BITLOOM_RETURN_IF_ERROR(see(LinearInput::kMlpOutput, s.gate.data(), inter));
+  BITLOOM_RETURN_IF_ERROR(linear(s.gate.data(), w.down_proj, {}, s.o.data(), hidden, inter));
+  if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(L.post_mlp_norm, s.o.data(), s.o.data(), n, hidden));
+  for (int64_t i = 0; i < n * hidden; ++i) x[i] += s.o[i];
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<float>> DecoderModel::EmbedTokens(absl::Span<const int32_t> tokens) const {
+  const ResolvedConfig& c = cfg_;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  std::vector<float> x(n * c.hidden_size);
+  if (n == 0) return x;
+  BITLOOM_RETURN_IF_ERROR(kernels::EmbeddingF32(
+      {embed_.data(), tokens.data(), x.data(), c.vocab_size, c.hidden_size, n, c.embedding_scale}));
+  return x;
+}
+
+absl::StatusOr<std::vector<float>> DecoderModel::HeadLogits(absl::Span<const float> hidden) const {
+  const ResolvedConfig& c = cfg_;
+  const int64_t size = c.hidden_size;
+  if (hidden.size() % size != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HeadLogits: ", hidden.size(), " values are not rows of hidden_size ", size));
+  }
+  const int64_t rows = static_cast<int64_t>(hidden.size()) / size;
+  std::vector<float> h(hidden.size());
+  BITLOOM_RETURN_IF_ERROR(kernels::RmsNormF32(
+      {hidden.data(), final_norm_.data(), h.data(), rows, size, c.rms_norm_eps, c.norm_weight_offset}, pool_));
+  std::vector<float> logits(rows * c.vocab_size);
+  const std::vector<float>& head = lm_head_.empty() ? embed_ : lm_head_;
+  BITLOOM_RETURN_IF_ERROR(
+      kernels::MatmulF32({h.data(), head.data(), nullptr, logits.data(), rows, c.vocab_size, size}, pool_));
+  if (c.final_logit_softcap > 0.0f) {
+    kernels::SoftcapF32(logits.data(), static_cast<int64_t>(logits.size()), c.final_logit_softcap);
+  }
+  return logits;
+}
+
+absl::Status DecoderModel::ForwardLayer(int layer, absl::Span<float> hidden, absl::Span<const int32_t> positions,
+                                        int64_t sequences, const LayerLinearWeights& weights,
+                                        const LinearInputCapture& capture) const {
+  const ResolvedConfig& c = cfg_;
+  if (layer < 0 || layer >= c.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("ForwardLayer: layer ", layer, " outside [0, ", c.num_layers, ")"));
+  }
+  const int64_t n = static_cast<int64_t>(positions.size());
+  if (static_cast<int64_t>(hidden.size()) != n * c.hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat("ForwardLayer: hidden has ", hidden.size(), " values, ",
+                                                   n, " positions × hidden_size ", c.hidden_size, " expected"));
+  }
+  if (sequences <= 0 || n % sequences != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ForwardLayer: ", n, " rows do not split into ", sequences, " equal sequences"));
+  }
+  for (int32_t p : positions) {
+    if (p < 0) return absl::InvalidArgumentError(absl::StrCat("position ", p, " < 0"));
+  }
+  if (n == 0) return absl::OkStatus();
+  // Resolve substitutions, checking each against the shape the config implies.
+  const LayerLinearWeights own = linear_weights(layer);
+  LayerLinearWeights w;
+  auto pick = [&](const char* name, absl::Span<const float> given, absl::Span<const float> mine,
+                  absl::Span<const float>* out) -> absl::Status {
+    if (given.empty()) {
+      *out = mine;
+    } else if (given.size() != mine.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(LayerTensor(layer, name), ": ", given.size(),
+                                                     " values, the config implies ", mine.size()));
+    } else {
+      *out = given;
+    }
+    return absl::OkStatus();
+  };
+  BITLOOM_RETURN_IF_ERROR(pick("attn.q_proj.weight", weights.q_proj, own.q_proj, &w.q_proj));
+  BITLOOM_RETURN_IF_ERROR(pick("attn.k_proj.weight", weights.k_proj, own.k_proj, &w.k_proj));
+  BITLOOM_RETURN_IF_ERROR(pick("attn.v_proj.weight", weights.v_proj, own.v_proj, &w.v_proj));
+  BITLOOM_RETURN_IF_ERROR(pick("attn.o_proj.weight", weights.o_proj, own.o_proj, &w.o_proj));
+  BITLOOM_RETURN_IF_ERROR(pick("mlp.gate_proj.weight", weights.gate_proj, own.gate_proj, &w.gate_proj));
+  BITLOOM_RETURN_IF_ERROR(pick("mlp.up_proj.weight", weights.up_proj, own.up_proj, &w.up_proj));
+  BITLOOM_RETURN_IF_ERROR(pick("mlp.down_proj.weight", weights.down_proj, own.down_proj, &w.down_proj));
+  Scratch scratch(c, n);
+  AttentionScope scope;
+  scope.sequences = sequences;
+  return RunLayer(layer, w, hidden.data(), n, positions.data(), scope, capture, scratch);
+}
+
 absl::StatusOr<std::vector<float>> DecoderModel::Forward(absl::Span<const int32_t> tokens,
                                                          absl::Span<const int32_t> positions, KvCache& cache,
                                                          Logits which) const {
@@ -226,91 +416,21 @@ absl::StatusOr<std::vector<float>> DecoderModel::Forward(absl::Span<const int32_
     return absl::ResourceExhaustedError(absl::StrCat("KV cache: ", cache.length(), " + ", n,
                                                      " tokens exceed its capacity of ", cache.capacity()));
   }
-  const int64_t hidden = c.hidden_size, inter = c.intermediate_size, hd = c.head_dim;
-  const int64_t q_dim = int64_t{c.num_heads} * hd, kv_dim = int64_t{c.num_kv_heads} * hd;
+  const int64_t hidden = c.hidden_size;
   const int64_t start = cache.length();
-  const int64_t num_kv = start + n;
-  ThreadPool* pool = pool_;
-
-  std::vector<float> x(n * hidden), h(n * hidden), o(n * hidden);
-  std::vector<float> q(n * q_dim), k(n * kv_dim), v(n * kv_dim), attn(n * q_dim);
-  std::vector<float> gate(n * inter), up(n * inter);
-
-  BITLOOM_RETURN_IF_ERROR(kernels::EmbeddingF32(
-      {embed_.data(), tokens.data(), x.data(), c.vocab_size, hidden, n, c.embedding_scale}));
+  BITLOOM_ASSIGN_OR_RETURN(std::vector<float> x, EmbedTokens(tokens));
   std::copy(positions.begin(), positions.end(), cache.positions() + start);
-
-  auto norm = [&](const std::vector<float>& w, const float* in, float* out, int64_t rows, int64_t dim) {
-    return kernels::RmsNormF32({in, w.data(), out, rows, dim, c.rms_norm_eps, c.norm_weight_offset}, pool);
-  };
-  auto linear = [&](const float* in, const std::vector<float>& w, const std::vector<float>& b, float* out,
-                    int64_t out_dim, int64_t in_dim) {
-    return kernels::MatmulF32({in, w.data(), b.empty() ? nullptr : b.data(), out, n, out_dim, in_dim}, pool);
-  };
-
+  Scratch scratch(c, n);
+  AttentionScope scope;
+  scope.cache = &cache;
+  scope.start = start;
   for (int li = 0; li < c.num_layers; ++li) {
-    const Layer& L = layers_[li];
-    // Attention block: h = norm(x); q, k, v; [q/k norm]; RoPE; cache; attend; o_proj; [post norm]; +x.
-    BITLOOM_RETURN_IF_ERROR(norm(L.attn_norm, x.data(), h.data(), n, hidden));
-    BITLOOM_RETURN_IF_ERROR(linear(h.data(), L.q_proj, L.q_bias, q.data(), q_dim, hidden));
-    BITLOOM_RETURN_IF_ERROR(linear(h.data(), L.k_proj, L.k_bias, k.data(), kv_dim, hidden));
-    BITLOOM_RETURN_IF_ERROR(linear(h.data(), L.v_proj, L.v_bias, v.data(), kv_dim, hidden));
-    if (c.qk_norm) {
-      BITLOOM_RETURN_IF_ERROR(norm(L.q_norm, q.data(), q.data(), n * c.num_heads, hd));
-      BITLOOM_RETURN_IF_ERROR(norm(L.k_norm, k.data(), k.data(), n * c.num_kv_heads, hd));
-    }
-    const kernels::RopeTable* rope = L.sliding ? &local_rope_ : &global_rope_;
-    BITLOOM_RETURN_IF_ERROR(kernels::RopeF32({q.data(), positions.data(), rope, n, c.num_heads, hd}, pool));
-    BITLOOM_RETURN_IF_ERROR(kernels::RopeF32({k.data(), positions.data(), rope, n, c.num_kv_heads, hd}, pool));
-    // The cache slot layout [slot, kv_head, head_dim] is exactly k's row layout, so a block copy.
-    float* k_cache = cache.keys(li);
-    float* v_cache = cache.values(li);
-    std::copy(k.begin(), k.end(), k_cache + start * kv_dim);
-    std::copy(v.begin(), v.end(), v_cache + start * kv_dim);
-    kernels::AttentionParams ap;
-    ap.q = q.data();
-    ap.k = k_cache;
-    ap.v = v_cache;
-    ap.q_positions = positions.data();
-    ap.kv_positions = cache.positions();
-    ap.out = attn.data();
-    ap.num_tokens = n;
-    ap.num_kv = num_kv;
-    ap.num_heads = c.num_heads;
-    ap.num_kv_heads = c.num_kv_heads;
-    ap.head_dim = hd;
-    ap.scale = c.attention_scale;
-    ap.logit_softcap = c.attn_logit_softcap;
-    ap.sliding_window = L.sliding ? c.sliding_window : 0;
-    BITLOOM_RETURN_IF_ERROR(kernels::AttentionF32(ap, pool));
-    BITLOOM_RETURN_IF_ERROR(linear(attn.data(), L.o_proj, L.o_bias, o.data(), hidden, q_dim));
-    if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(L.post_attn_norm, o.data(), o.data(), n, hidden));
-    for (int64_t i = 0; i < n * hidden; ++i) x[i] += o[i];
-
-    // MLP block: h = norm(x); down(act(gate(h)) · up(h)); [post norm]; +x.
-    BITLOOM_RETURN_IF_ERROR(norm(L.mlp_norm, x.data(), h.data(), n, hidden));
-    BITLOOM_RETURN_IF_ERROR(linear(h.data(), L.gate_proj, {}, gate.data(), inter, hidden));
-    BITLOOM_RETURN_IF_ERROR(linear(h.data(), L.up_proj, {}, up.data(), inter, hidden));
-    BITLOOM_RETURN_IF_ERROR(
-        kernels::GatedActivationF32({gate.data(), up.data(), gate.data(), n, inter, c.activation}, pool));
-    BITLOOM_RETURN_IF_ERROR(linear(gate.data(), L.down_proj, {}, o.data(), hidden, inter));
-    if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(L.post_mlp_norm, o.data(), o.data(), n, hidden));
-    for (int64_t i = 0; i < n * hidden; ++i) x[i] += o[i];
+    BITLOOM_RETURN_IF_ERROR(RunLayer(li, linear_weights(li), x.data(), n, positions.data(), scope, {}, scratch));
   }
   cache.Commit(static_cast<int>(n));
   if (which == Logits::kNone) return std::vector<float>();
-
   const int64_t first = which == Logits::kLast ? n - 1 : 0;
-  const int64_t rows = n - first;
-  BITLOOM_RETURN_IF_ERROR(norm(final_norm_, x.data() + first * hidden, h.data(), rows, hidden));
-  std::vector<float> logits(rows * c.vocab_size);
-  const std::vector<float>& head = lm_head_.empty() ? embed_ : lm_head_;
-  BITLOOM_RETURN_IF_ERROR(
-      kernels::MatmulF32({h.data(), head.data(), nullptr, logits.data(), rows, c.vocab_size, hidden}, pool));
-  if (c.final_logit_softcap > 0.0f) {
-    kernels::SoftcapF32(logits.data(), static_cast<int64_t>(logits.size()), c.final_logit_softcap);
-  }
-  return logits;
+  return HeadLogits(absl::Span<const float>(x.data() + first * hidden, static_cast<size_t>((n - first) * hidden)));
 }
 
 }  // namespace bitloom::engine

@@ -11,13 +11,21 @@
 // accumulation is fp32 (norms and softmax normalisers in double). The model is immutable after Load():
 // Forward() may run concurrently on different KvCaches. The ThreadPool (may be null: one thread) is the
 // caller's and must outlive the model.
+//
+// Besides the whole-model Forward(), the model exposes its pieces for the quantizer (libs/quant's
+// EngineBlockRunner): EmbedTokens(), ForwardLayer() (one decoder layer over a batch of independent
+// sequences, without a KV cache, with substitutable linear weights and a callback that sees each
+// linear layer's input) and HeadLogits(). Forward() is built from the same code, so chaining
+// EmbedTokens → ForwardLayer for every layer → HeadLogits reproduces Forward()'s logits bit for bit.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "bitloom/core/thread_pool.h"
@@ -58,6 +66,33 @@ struct ResolvedConfig {
 // INVALID_ARGUMENT naming the field for an unsupported architecture or an inconsistent config.
 absl::StatusOr<ResolvedConfig> ResolveConfig(const v1::ModelConfig& config);
 
+// The seven linear weights of one decoder layer, fp32, row-major [out_features, in_features]
+// (Hugging Face orientation). In ForwardLayer() an empty span stands for the model's own weight.
+struct LayerLinearWeights {
+  absl::Span<const float> q_proj;     // [heads · head_dim, hidden]
+  absl::Span<const float> k_proj;     // [kv_heads · head_dim, hidden]
+  absl::Span<const float> v_proj;     // [kv_heads · head_dim, hidden]
+  absl::Span<const float> o_proj;     // [hidden, heads · head_dim]
+  absl::Span<const float> gate_proj;  // [intermediate, hidden]
+  absl::Span<const float> up_proj;    // [intermediate, hidden]
+  absl::Span<const float> down_proj;  // [hidden, intermediate]
+};
+
+// The distinct activations the linear layers of a block read (the quantizer's "input sites"):
+// q/k/v share the normed attention input, gate/up the normed MLP input; o_proj reads the attention
+// output and down_proj the gated activation. Declared in the order a layer computes them.
+enum class LinearInput {
+  kAttention = 0,        // q_proj, k_proj, v_proj; width hidden
+  kAttentionOutput = 1,  // o_proj; width heads · head_dim
+  kMlp = 2,              // gate_proj, up_proj; width hidden
+  kMlpOutput = 3,        // down_proj; width intermediate
+};
+
+// Sees `x` [rows, dim], the input of the linear layers reading `input`, before they run. A non-OK
+// status aborts the layer and is returned by ForwardLayer(). The span is valid during the call only.
+using LinearInputCapture =
+    std::function<absl::Status(LinearInput input, absl::Span<const float> x, int64_t rows, int64_t dim)>;
+
 class DecoderModel {
  public:
   static absl::StatusOr<std::unique_ptr<DecoderModel>> Load(const v1::ModelConfig& config,
@@ -83,10 +118,47 @@ class DecoderModel {
                                              absl::Span<const int32_t> positions, KvCache& cache,
                                              Logits which) const;
 
+  // ---- Per-layer API (the quantizer's block forward). Same math and same bits as Forward().
+
+  // The residual stream entering layer 0: [tokens, hidden] (embedding rows times embedding_scale).
+  // INVALID_ARGUMENT for a token id out of range.
+  absl::StatusOr<std::vector<float>> EmbedTokens(absl::Span<const int32_t> tokens) const;
+
+  // Runs decoder layer `layer` in place on `hidden` [rows, hidden_size], rows = positions.size(),
+  // split into `sequences` equal contiguous segments that are independent sequences: a row attends
+  // to the rows of its own segment whose positions do not exceed its own (and lie in the layer's
+  // sliding window), exactly as Forward() attends over a cache holding that segment. Nothing is kept
+  // between calls. `weights` substitutes the layer's linear weights (empty spans: the model's own);
+  // norms, biases and RoPE are the model's. `capture` (may be empty) is called once per LinearInput,
+  // in enum order, with the activation the linear layers read.
+  // INVALID_ARGUMENT for a layer out of range, rows not divisible by sequences, a negative position
+  // or a substituted weight of the wrong size (naming it).
+  absl::Status ForwardLayer(int layer, absl::Span<float> hidden, absl::Span<const int32_t> positions,
+                            int64_t sequences, const LayerLinearWeights& weights,
+                            const LinearInputCapture& capture) const;
+
+  // Logits [rows, vocab] of residual-stream rows [rows, hidden] leaving the last layer: final norm,
+  // output head, final soft-capping.
+  absl::StatusOr<std::vector<float>> HeadLogits(absl::Span<const float> hidden) const;
+
+  // The model's own linear weights of `layer` (views into the model, valid while it lives).
+  LayerLinearWeights linear_weights(int layer) const;
+
  private:
   struct Layer;
+  struct Scratch;
+  // Where a layer's keys and values go and what its queries attend over: the cache (Forward) or,
+  // without one, each of `sequences` equal segments of the batch on its own (ForwardLayer).
+  struct AttentionScope {
+    KvCache* cache = nullptr;  // keys/values appended at slots [start, start + rows)
+    int64_t start = 0;
+    int64_t sequences = 1;     // used when cache is null
+  };
   DecoderModel() = default;
   absl::Status LoadWeights(const WeightSource& weights);
+  // The body of a layer, shared by Forward() and ForwardLayer(): x [n, hidden] in place.
+  absl::Status RunLayer(int li, const LayerLinearWeights& w, float* x, int64_t n, const int32_t* positions,
+                        const AttentionScope& scope, const LinearInputCapture& capture, Scratch& s) const;
 
   v1::ModelConfig config_;
   ResolvedConfig cfg_;
