@@ -1,0 +1,66 @@
+// The randomized Hadamard rotation x' = R·x of CODEC_HADAMARD_SCALAR on the GPU, for a small batch
+// of activation rows (decode: 1-8). It is the same R as the CPU's HadamardRotation
+// (kernels/hadamard.h): signs from SplitMix64(seed) regenerated on the device (nothing of size n is
+// uploaded), the Walsh–Hadamard transform of each length-L segment in the CPU's butterfly order,
+// then the p×p Paley (or identity) base matrix mixing the segments, then the 1/√(p·L) scale. In fp32
+// the arithmetic is the CPU's operation for operation, so an fp32 output matches Apply() to the bit.
+//
+// The output is written with a row stride of its own and zero-filled from n to that stride, which
+// is what the scalar-codec GEMV needs (its code blocks are 32 columns and the columns past
+// in_features must meet x' = 0). The usual output is fp16 into the GEMV's activation workspace.
+//
+// Ownership: the caller owns every device buffer, including the base matrix, which it uploads once
+// per width from HadamardRotation::base_matrix() (p·p int8, only when p > 1). The launcher is
+// asynchronous on `stream`, allocates nothing, never synchronises and never logs; it is thread-safe.
+// Plain C++ (no CUDA compiler needed to include this header).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "bitloom/kernels/hadamard.h"
+
+namespace bitloom::kernels::cuda {
+
+enum class ActivationType : uint8_t { kF32 = 0, kF16 = 1 };  // fp16 = IEEE binary16 bits
+
+// R described by value for the device. Built from the host rotation by DescribeRotation().
+struct RotationDesc {
+  int64_t n = 0;                  // width (in_features)
+  uint64_t seed = 0;              // SplitMix64 seed of the signs
+  int64_t base_order = 1;         // p
+  int64_t pow2_order = 1;         // L (n = p·L)
+  bool base_is_hadamard = false;  // false: B = I (block-diagonal fallback)
+  float norm = 1.0f;              // 1/√(p·L), or 1/√L when B = I; the CPU's value rounded to fp32
+  const int8_t* base = nullptr;   // device [p, p] row-major ±1; may be null when p == 1
+};
+
+// `device_base` is the caller's device copy of rotation.base_matrix() (null allowed when p == 1).
+RotationDesc DescribeRotation(const HadamardRotation& rotation, const int8_t* device_base);
+
+struct HadamardRotateParams {
+  RotationDesc rotation;
+  const void* x = nullptr;  // device [batch, x_stride] of x_type, model (unrotated) space
+  ActivationType x_type = ActivationType::kF32;
+  int64_t x_stride = 0;  // elements, >= n
+  void* out = nullptr;   // device [batch, out_stride] of out_type; must not alias x
+  ActivationType out_type = ActivationType::kF16;
+  int64_t out_stride = 0;  // elements, >= n; columns [n, out_stride) are written with zeros
+  int batch = 0;           // rows, 1..kMaxRotateBatch
+};
+
+inline constexpr int kMaxRotateBatch = 64;
+
+// Whether the kernel can run these params on a device of compute capability `sm` (e.g. 90): the
+// whole row is rotated in shared memory, so n·4 + p·p bytes must fit the device's per-block limit
+// (227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86/89: n up to 57344 on H100).
+bool IsSupported(int sm, const HadamardRotateParams& params);
+
+// out[b] = R·x[b] for b < batch, zero-padded to out_stride. INVALID_ARGUMENT for null pointers,
+// strides < n, batch outside 1..kMaxRotateBatch, p·L != n, or a missing base matrix; INTERNAL for a
+// CUDA launch error. Rows too wide for shared memory fail at launch (check IsSupported first).
+absl::Status LaunchHadamardRotate(const HadamardRotateParams& params, cudaStream_t stream);
+
+}  // namespace bitloom::kernels::cuda

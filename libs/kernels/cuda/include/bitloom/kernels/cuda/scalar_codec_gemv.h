@@ -1,0 +1,58 @@
+// The decode GEMV of CODEC_HADAMARD_SCALAR on the GPU: y[b] = W'·x'[b] for a small batch (1-8),
+// where W' is the packed weight exactly as the artifact stores it (kernels/scalar_codec.h,
+// docs/QUANTIZATION.md §2) and x' the *already rotated* activations (LaunchHadamardRotate with an
+// fp16 output, or a producer kernel that fuses the rotation).
+//
+// Types: activations in fp16 (the rotated workspace, zero-padded to blocks_per_row·32 columns,
+// 16-byte aligned rows), output fp32, accumulation fp32 on the tensor cores (mma.m16n8k16). Weights
+// are decoded to fp16 (q·s − c·s, one rounding), so the result matches the fp32 CPU reference
+// (ScalarCodecGemv) to about 1e-3 relative; docs/KERNELS.md has the design and measured speed.
+//
+// Ownership: the caller owns every device buffer. The launcher is asynchronous on `stream`,
+// allocates nothing, never synchronises and never logs; it is thread-safe. Plain C++ header.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "bitloom/kernels/scalar_codec.h"
+
+namespace bitloom::kernels::cuda {
+
+inline constexpr int kGemvMaxBatch = 8;  // the mma's n = 8 columns carry the batch
+
+struct ScalarCodecGemvParams {
+  // The weight, from its ScalarCodecLayout (MakeGemvParams fills these).
+  int64_t rows = 0;              // out_features
+  int64_t cols = 0;              // in_features
+  int bits = 0;                  // K, 1..8
+  int group_size = 0;            // columns per fp16 scale, multiple of 32
+  int64_t blocks_per_row = 0;    // ceil(cols / 32)
+  int64_t groups_per_row = 0;    // ceil(cols / group_size)
+  int64_t row_stride_words = 0;  // uint32 words per packed row (multiple of 4)
+  const uint32_t* codes = nullptr;   // device, the blob's codes section; 16-byte aligned
+  const uint16_t* scales = nullptr;  // device, the blob's scales section, fp16 [rows, groups]
+  // Activations and output.
+  const uint16_t* x = nullptr;  // device fp16 [batch, x_stride], rotated, zero in [cols, 32·B)
+  int64_t x_stride = 0;         // elements, >= blocks_per_row·32, multiple of 8 (16-byte rows)
+  float* y = nullptr;           // device fp32 [batch, y_stride]
+  int64_t y_stride = 0;         // elements, >= rows
+  int batch = 0;                // 1..kGemvMaxBatch
+};
+
+// Fills the weight fields from `layout` and a device copy of the whole blob (codes then scales).
+ScalarCodecGemvParams MakeGemvParams(const ScalarCodecLayout& layout, const void* device_blob);
+
+// Whether the kernel runs these params on compute capability `sm`: sm_80 or newer (mma.sync with
+// fp32 accumulation), K 1..8, batch 1..8, 16-byte aligned codes, x and x_stride, and 2-byte
+// aligned scales.
+bool IsSupported(int sm, const ScalarCodecGemvParams& params);
+
+// y[b][r] = Σ_c W'[r][c]·x[b][c] for b < batch, r < rows. INVALID_ARGUMENT when the params are
+// inconsistent or misaligned (it checks everything IsSupported does except `sm`); INTERNAL for a
+// CUDA launch error.
+absl::Status LaunchScalarCodecGemv(const ScalarCodecGemvParams& params, cudaStream_t stream);
+
+}  // namespace bitloom::kernels::cuda

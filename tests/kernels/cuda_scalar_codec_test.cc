@@ -1,0 +1,330 @@
+// GPU vs CPU for the CODEC_HADAMARD_SCALAR decode path: the Hadamard rotation (bit-exact in fp32)
+// and the tensor-core GEMV (against ScalarCodecGemv, fp32 reference) for every K, batch 1..8 and
+// shapes that are not multiples of the tiles. Skips when no GPU is present (CI).
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "bitloom/core/dtype.h"
+#include "bitloom/kernels/cuda/hadamard_rotation.h"
+#include "bitloom/kernels/cuda/scalar_codec_gemv.h"
+#include "bitloom/kernels/hadamard.h"
+#include "bitloom/kernels/scalar_codec.h"
+#include "test_util.h"
+
+namespace bitloom::kernels::cuda {
+namespace {
+
+bool HaveGpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+#define SKIP_WITHOUT_GPU() \
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount failed or returned 0)"
+
+int DeviceSm() {
+  int major = 0, minor = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
+  return major * 10 + minor;
+}
+
+// Owns one device allocation; filled with 0xFF bytes (NaN in fp32 and fp16) so unwritten outputs
+// show.
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    EXPECT_EQ(cudaMalloc(&ptr_, bytes_ == 0 ? 1 : bytes_), cudaSuccess);
+    EXPECT_EQ(cudaMemset(ptr_, 0xFF, bytes_), cudaSuccess);
+  }
+  ~DeviceBuffer() { cudaFree(ptr_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  template <typename T>
+  void Upload(const std::vector<T>& v) {
+    ASSERT_LE(v.size() * sizeof(T), bytes_);
+    ASSERT_EQ(cudaMemcpy(ptr_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice),
+              cudaSuccess);
+  }
+  template <typename T>
+  std::vector<T> Download(size_t n) const {
+    std::vector<T> v(n);
+    EXPECT_EQ(cudaMemcpy(v.data(), ptr_, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    return v;
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// ---------------------------------------------------------------------------------------------
+// Rotation
+
+struct RotationCase {
+  int64_t n;
+  int batch;
+};
+
+void CheckRotation(const RotationCase& c, ActivationType in_type, ActivationType out_type) {
+  SCOPED_TRACE(::testing::Message() << "n=" << c.n << " batch=" << c.batch << " in16="
+                                    << (in_type == ActivationType::kF16)
+                                    << " out16=" << (out_type == ActivationType::kF16));
+  const uint64_t seed = 0x5eed0000u + static_cast<uint64_t>(c.n);
+  absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(c.n, seed);
+  ASSERT_TRUE(rot.ok()) << rot.status();
+  std::vector<float> x = testing::RandomVector(c.n * c.batch, c.n * 31 + c.batch);
+  std::vector<uint16_t> x16(x.size());
+  if (in_type == ActivationType::kF16) {
+    for (size_t i = 0; i < x.size(); ++i) {
+      x16[i] = F32ToF16(x[i]);
+      x[i] = F16ToF32(x16[i]);  // the CPU rotates exactly what the GPU reads
+    }
+  }
+  std::vector<float> want = x;
+  rot->Apply(want.data(), c.batch, nullptr);
+
+  const int64_t out_stride = RoundUp(c.n, 32) + 32;  // some padding to zero-fill
+  const size_t out_elem = out_type == ActivationType::kF16 ? 2 : 4;
+  DeviceBuffer d_x(x.size() * 4), d_out(out_stride * c.batch * out_elem),
+      d_base(rot->base_matrix().size() + 1);
+  if (in_type == ActivationType::kF16) {
+    d_x.Upload(x16);
+  } else {
+    d_x.Upload(x);
+  }
+  if (!rot->base_matrix().empty()) d_base.Upload(rot->base_matrix());
+
+  HadamardRotateParams p;
+  p.rotation = DescribeRotation(*rot, d_base.as<int8_t>());
+  p.x = d_x.as<void>();
+  p.x_type = in_type;
+  p.x_stride = c.n;
+  p.out = d_out.as<void>();
+  p.out_type = out_type;
+  p.out_stride = out_stride;
+  p.batch = c.batch;
+  ASSERT_TRUE(IsSupported(DeviceSm(), p));
+  ASSERT_TRUE(LaunchHadamardRotate(p, nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+  std::vector<float> got(out_stride * c.batch);
+  if (out_type == ActivationType::kF16) {
+    std::vector<uint16_t> h = d_out.Download<uint16_t>(got.size());
+    for (size_t i = 0; i < h.size(); ++i) got[i] = F16ToF32(h[i]);
+  } else {
+    got = d_out.Download<float>(got.size());
+  }
+  double max_err = 0.0;
+  for (int b = 0; b < c.batch; ++b) {
+    for (int64_t i = 0; i < out_stride; ++i) {
+      const float g = got[b * out_stride + i];
+      ASSERT_FALSE(std::isnan(g)) << "unwritten output at [" << b << ", " << i << "]";
+      if (i >= c.n) {
+        ASSERT_EQ(g, 0.0f) << "padding not zeroed at [" << b << ", " << i << "]";
+        continue;
+      }
+      const float w = want[b * c.n + i];
+      const float expect = out_type == ActivationType::kF16 ? F16ToF32(F32ToF16(w)) : w;
+      max_err = std::max(max_err, static_cast<double>(std::abs(g - expect)));
+    }
+  }
+  // The fp32 path is the CPU's arithmetic in the CPU's order: it must agree to the bit; the fp16
+  // output is that value rounded once (same round-to-nearest-even as F32ToF16).
+  EXPECT_EQ(max_err, 0.0);
+}
+
+TEST(CudaHadamardRotation, MatchesCpuBitForBit) {
+  SKIP_WITHOUT_GPU();
+  // Powers of two, Paley I (1536 = 12·128) and II (576 = 36·16, 14336 = 28·512), the identity
+  // fallback (7, 96 = 3·32), and n = 1.
+  for (int64_t n : {1, 7, 16, 96, 576, 1536, 4096, 14336, 28672}) {
+    for (int batch : {1, 3, 8}) {
+      CheckRotation({n, batch}, ActivationType::kF32, ActivationType::kF32);
+      CheckRotation({n, batch}, ActivationType::kF16, ActivationType::kF32);
+      CheckRotation({n, batch}, ActivationType::kF32, ActivationType::kF16);
+      CheckRotation({n, batch}, ActivationType::kF16, ActivationType::kF16);
+    }
+  }
+}
+
+TEST(CudaHadamardRotation, RejectsBadParams) {
+  SKIP_WITHOUT_GPU();
+  absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(576, 1);
+  ASSERT_TRUE(rot.ok());
+  DeviceBuffer buf(1 << 16);
+  HadamardRotateParams p;
+  p.rotation = DescribeRotation(*rot, nullptr);  // p = 36 needs the base matrix
+  p.x = buf.as<void>();
+  p.out = buf.as<char>() + 8192;
+  p.x_stride = p.out_stride = 576;
+  p.batch = 1;
+  EXPECT_EQ(LaunchHadamardRotate(p, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  p.rotation.base = buf.as<int8_t>();
+  p.batch = 0;
+  EXPECT_EQ(LaunchHadamardRotate(p, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  p.batch = 1;
+  p.out_stride = 100;
+  EXPECT_EQ(LaunchHadamardRotate(p, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(IsSupported(DeviceSm(), p));
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMV
+
+struct GemvShape {
+  int64_t rows;
+  int64_t cols;
+  int group_size;
+};
+
+// fp16 activations and fp16 weights (q·s − c·s rounded once), fp32 accumulation: the relative
+// L2 error against the fp32 reference is ~5e-4; 3e-3 leaves room without hiding a wrong element
+// (one wrong code or missing block is > 1e-2 on these sizes).
+constexpr double kGemvRelL2Tolerance = 3e-3;
+
+void CheckGemv(const GemvShape& s, int bits) {
+  SCOPED_TRACE(::testing::Message() << "shape=[" << s.rows << ", " << s.cols << "] group="
+                                    << s.group_size << " K=" << bits);
+  absl::StatusOr<ScalarCodecLayout> layout =
+      MakeScalarCodecLayout(s.rows, s.cols, bits, s.group_size);
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  std::mt19937_64 rng(s.rows * 1000003 + s.cols * 101 + bits);
+  std::vector<uint8_t> codes(s.rows * s.cols);
+  std::uniform_int_distribution<int> code_dist(0, (1 << bits) - 1);
+  for (uint8_t& q : codes) q = static_cast<uint8_t>(code_dist(rng));
+  std::vector<uint16_t> scales(s.rows * layout->groups_per_row);
+  std::uniform_real_distribution<float> scale_dist(0.5f, 2.0f);
+  for (uint16_t& h : scales) h = F32ToF16(scale_dist(rng) * 0.02f);
+  absl::StatusOr<std::vector<uint8_t>> blob = PackScalarCodec(*layout, codes, scales);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+
+  const int kBatch = kGemvMaxBatch;
+  absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(s.cols, 77 + s.cols);
+  ASSERT_TRUE(rot.ok());
+  const std::vector<float> x = testing::RandomVector(s.cols * kBatch, s.rows + 7 * s.cols);
+  std::vector<float> want(s.rows * kBatch);
+  kernels::ScalarCodecGemvParams cpu;  // the CPU reference's params (not the CUDA ones)
+  cpu.layout = &*layout;
+  cpu.blob = *blob;
+  cpu.rotation = &*rot;
+  cpu.x = x.data();
+  cpu.y = want.data();
+  cpu.batch = kBatch;
+  ASSERT_TRUE(ScalarCodecGemv(cpu, nullptr).ok());
+
+  const int64_t x_stride = layout->blocks_per_row * 32;
+  const int64_t y_stride = s.rows + 3;  // a tail the kernel must not touch
+  DeviceBuffer d_blob(blob->size()), d_x(x.size() * 4), d_xr(x_stride * kBatch * 2),
+      d_y(y_stride * kBatch * 4), d_base(rot->base_matrix().size() + 1);
+  d_blob.Upload(*blob);
+  d_x.Upload(x);
+  if (!rot->base_matrix().empty()) d_base.Upload(rot->base_matrix());
+
+  for (int batch = 1; batch <= kBatch; ++batch) {
+    SCOPED_TRACE(::testing::Message() << "batch=" << batch);
+    ASSERT_EQ(cudaMemset(d_y.as<void>(), 0xFF, y_stride * kBatch * 4), cudaSuccess);
+    HadamardRotateParams rp;
+    rp.rotation = DescribeRotation(*rot, d_base.as<int8_t>());
+    rp.x = d_x.as<void>();
+    rp.x_type = ActivationType::kF32;
+    rp.x_stride = s.cols;
+    rp.out = d_xr.as<void>();
+    rp.out_type = ActivationType::kF16;
+    rp.out_stride = x_stride;
+    rp.batch = batch;
+    ASSERT_TRUE(LaunchHadamardRotate(rp, nullptr).ok());
+
+    ScalarCodecGemvParams gp = MakeGemvParams(*layout, d_blob.as<void>());
+    gp.x = d_xr.as<uint16_t>();
+    gp.x_stride = x_stride;
+    gp.y = d_y.as<float>();
+    gp.y_stride = y_stride;
+    gp.batch = batch;
+    ASSERT_TRUE(IsSupported(DeviceSm(), gp));
+    const absl::Status st = LaunchScalarCodecGemv(gp, nullptr);
+    ASSERT_TRUE(st.ok()) << st;
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+    const std::vector<uint32_t> bits_out = d_y.Download<uint32_t>(y_stride * kBatch);
+    double err2 = 0.0, ref2 = 0.0;
+    for (int b = 0; b < kBatch; ++b) {
+      for (int64_t r = 0; r < y_stride; ++r) {
+        const uint32_t u = bits_out[b * y_stride + r];
+        if (b >= batch || r >= s.rows) {
+          ASSERT_EQ(u, 0xFFFFFFFFu) << "wrote outside y at [" << b << ", " << r << "]";
+          continue;
+        }
+        float g;
+        std::memcpy(&g, &u, 4);
+        ASSERT_TRUE(std::isfinite(g)) << "y[" << b << ", " << r << "] = " << g;
+        const double w = want[b * s.rows + r];
+        err2 += (g - w) * (g - w);
+        ref2 += w * w;
+      }
+    }
+    const double rel = std::sqrt(err2 / std::max(ref2, 1e-30));
+    EXPECT_LE(rel, kGemvRelL2Tolerance);
+  }
+}
+
+TEST(CudaScalarCodecGemv, MatchesCpuEveryBitWidthAndBatch) {
+  SKIP_WITHOUT_GPU();
+  const GemvShape shapes[] = {
+      {1, 32, 32},      // a single code block
+      {16, 128, 128},   // exactly one tile and one chunk
+      {37, 576, 128},   // rows not a multiple of 16; 576 = 36·16 (Paley II), partial chunk
+      {100, 1536, 128}, // Paley I width
+      {53, 200, 64},    // cols not a multiple of 32; per-block scales (group 64)
+      {24, 1000, 256},  // group larger than a chunk
+      {70, 96, 32},     // group of one block; identity-fallback rotation (96 = 3·32)
+      {33, 4096, 128},  // a full super-chunk per warp, several warps
+      {300, 14336, 128},// a wide row: many super-chunks per warp (Paley II 28·512)
+  };
+  for (int bits = kScalarMinBits; bits <= kScalarMaxBits; ++bits) {
+    for (const GemvShape& s : shapes) CheckGemv(s, bits);
+  }
+}
+
+TEST(CudaScalarCodecGemv, RejectsBadParams) {
+  SKIP_WITHOUT_GPU();
+  absl::StatusOr<ScalarCodecLayout> layout = MakeScalarCodecLayout(64, 256, 4);
+  ASSERT_TRUE(layout.ok());
+  DeviceBuffer blob(layout->total_bytes), x(256 * 8 * 2 + 16), y(64 * 8 * 4);
+  ScalarCodecGemvParams p = MakeGemvParams(*layout, blob.as<void>());
+  p.x = x.as<uint16_t>();
+  p.y = y.as<float>();
+  p.batch = 1;
+  EXPECT_TRUE(LaunchScalarCodecGemv(p, nullptr).ok());
+  EXPECT_FALSE(IsSupported(75, p));  // no mma.m16n8k16 with fp32 accumulation before sm_80
+
+  ScalarCodecGemvParams bad = p;
+  bad.batch = kGemvMaxBatch + 1;
+  EXPECT_EQ(LaunchScalarCodecGemv(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  bad = p;
+  bad.x = x.as<uint16_t>() + 1;  // not 16-byte aligned
+  EXPECT_EQ(LaunchScalarCodecGemv(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  bad = p;
+  bad.row_stride_words = 3;
+  EXPECT_EQ(LaunchScalarCodecGemv(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  bad = p;
+  bad.bits = 9;
+  EXPECT_EQ(LaunchScalarCodecGemv(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(IsSupported(DeviceSm(), bad));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+}  // namespace
+}  // namespace bitloom::kernels::cuda
