@@ -1,0 +1,397 @@
+// gpu_gemv_bench: the decode GEMV of CODEC_HADAMARD_SCALAR against the memory-bandwidth limit of the
+// GPU it runs on, and cuBLAS fp16 on the same shapes as a reference. JSON on stdout, a short table
+// on stderr.
+//
+//   gpu_gemv_bench [--iters N] > gemv.json
+//
+// Shapes: the linear layers of Llama-3-8B and Llama-3-70B ([out, in]), K = 2, 3, 4, 5 bits,
+// group 128, batch 1, 4, 8. For each: the kernel's median time, the bytes it must read (packed
+// codes + fp16 scales + fp16 activations; the fp32 output writes, rows·batch·4, are not counted),
+// achieved GB/s = bytes / time, and that over the device-to-device copy bandwidth measured in the
+// same run. Copy convention: cudaMemcpyAsync D2D of a 1 GiB buffer, GB/s = 2·bytes / time (bytes
+// read + bytes written), median of 10 copies; 1 GB = 1e9 bytes.
+//
+// Timing: random weights (never zeros), several copies of each weight cycled so the working set is
+// >= 256 MB (an L2-resident weight would measure the cache, not HBM); each measurement is a CUDA
+// graph of kLaunchesPerGraph launches (as the engine will replay a decode step), replayed 3 times
+// to warm up and then `iters` times, each replay timed with cudaEvents; time = median replay /
+// kLaunchesPerGraph.
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "bitloom/kernels/cuda/cuda_status.h"
+#include "bitloom/kernels/cuda/hadamard_rotation.h"
+#include "bitloom/kernels/cuda/scalar_codec_gemv.h"
+#include "bitloom/kernels/hadamard.h"
+#include "bitloom/kernels/scalar_codec.h"
+
+namespace bitloom::kernels::cuda {
+namespace {
+
+constexpr int kLaunchesPerGraph = 32;
+constexpr int64_t kWorkingSetBytes = 256ll << 20;
+constexpr int64_t kCopyBytes = 1ll << 30;
+
+struct Shape {
+  const char* model;
+  const char* layer;
+  int64_t rows;  // out_features
+  int64_t cols;  // in_features
+};
+
+const Shape kShapes[] = {
+    {"llama3-8b", "q_proj/o_proj", 4096, 4096},    {"llama3-8b", "k_proj/v_proj", 1024, 4096},
+    {"llama3-8b", "gate_proj/up_proj", 14336, 4096}, {"llama3-8b", "down_proj", 4096, 14336},
+    {"llama3-70b", "q_proj/o_proj", 8192, 8192},   {"llama3-70b", "k_proj/v_proj", 1024, 8192},
+    {"llama3-70b", "gate_proj/up_proj", 28672, 8192}, {"llama3-70b", "down_proj", 8192, 28672},
+};
+const int kBits[] = {2, 3, 4, 5};
+const int kBatches[] = {1, 4, 8};
+
+// Deterministic pseudo-random fill: uint32 words, or fp16 values in [lo, hi).
+__device__ uint32_t Hash(uint64_t i, uint32_t seed) {
+  uint64_t z = i * 0x9e3779b97f4a7c15ull + seed;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return static_cast<uint32_t>(z ^ (z >> 31));
+}
+__global__ void FillWords(uint32_t* p, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    p[i] = Hash(i, seed);
+}
+__global__ void FillHalf(__half* p, int64_t n, uint32_t seed, float lo, float hi) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    p[i] = __float2half_rn(lo + (hi - lo) * (Hash(i, seed) >> 8) * (1.0f / 16777216.0f));
+}
+
+absl::Status Fill(void* p, int64_t bytes, uint32_t seed) {
+  FillWords<<<1024, 256>>>(static_cast<uint32_t*>(p), bytes / 4, seed);
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+absl::Status FillH(void* p, int64_t n, uint32_t seed, float lo, float hi) {
+  FillHalf<<<1024, 256>>>(static_cast<__half*>(p), n, seed, lo, hi);
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+// RAII device allocation (the bench allocates; the kernels never do).
+class DeviceMemory {
+ public:
+  DeviceMemory() = default;
+  ~DeviceMemory() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  DeviceMemory(const DeviceMemory&) = delete;
+  DeviceMemory& operator=(const DeviceMemory&) = delete;
+  absl::Status Allocate(int64_t bytes) {
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr_, static_cast<size_t>(bytes)));
+    return absl::OkStatus();
+  }
+  template <typename T = void>
+  T* get() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// Median seconds per call of `launch(i)` (i = launch index), timed as described atop the file.
+// Falls back to plain stream launches if graph capture fails (reported in `how`).
+absl::Status TimeLaunches(cudaStream_t stream, int iters,
+                          const std::function<absl::Status(int)>& launch, double* seconds,
+                          std::string* how) {
+  cudaEvent_t start, stop;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  bool use_graph = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+  if (use_graph) {
+    bool launched = true;
+    for (int i = 0; i < kLaunchesPerGraph && launched; ++i) launched = launch(i).ok();
+    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+    use_graph = launched && end == cudaSuccess &&
+                cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    cudaGetLastError();  // a failed capture leaves an error behind; the fallback starts clean
+  }
+  auto run_once = [&]() -> absl::Status {
+    if (use_graph) {
+      BITLOOM_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream));
+      return absl::OkStatus();
+    }
+    for (int i = 0; i < kLaunchesPerGraph; ++i) {
+      if (absl::Status s = launch(i); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  };
+  for (int w = 0; w < 3; ++w) {
+    if (absl::Status s = run_once(); !s.ok()) return s;
+  }
+  std::vector<double> times;
+  for (int it = 0; it < iters; ++it) {
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
+    if (absl::Status s = run_once(); !s.ok()) return s;
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms * 1e-3 / kLaunchesPerGraph);
+  }
+  *seconds = Median(times);
+  *how = use_graph ? "graph" : "stream";
+  if (exec != nullptr) cudaGraphExecDestroy(exec);
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return absl::OkStatus();
+}
+
+absl::Status MeasureCopyBandwidth(cudaStream_t stream, double* gbps) {
+  DeviceMemory src, dst;
+  if (absl::Status s = src.Allocate(kCopyBytes); !s.ok()) return s;
+  if (absl::Status s = dst.Allocate(kCopyBytes); !s.ok()) return s;
+  if (absl::Status s = Fill(src.get(), kCopyBytes, 1); !s.ok()) return s;
+  cudaEvent_t start, stop;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+  std::vector<double> times;
+  for (int it = 0; it < 12; ++it) {
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
+    BITLOOM_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(dst.get(), src.get(), kCopyBytes, cudaMemcpyDeviceToDevice, stream));
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
+    if (it >= 2) times.push_back(ms * 1e-3);  // two warm-up copies
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  *gbps = 2.0 * static_cast<double>(kCopyBytes) / Median(times) / 1e9;
+  return absl::OkStatus();
+}
+
+struct Row {
+  std::string json;
+};
+
+absl::Status Run(int iters) {
+  cudaStream_t stream;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaDeviceProp prop;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, 0));
+  const int sm = prop.major * 10 + prop.minor;
+
+  double copy_gbps = 0.0;
+  if (absl::Status s = MeasureCopyBandwidth(stream, &copy_gbps); !s.ok()) return s;
+  std::fprintf(stderr, "device %s (sm_%d, %d SMs), D2D copy %.0f GB/s (2*bytes/time)\n", prop.name,
+               sm, prop.multiProcessorCount, copy_gbps);
+
+  cublasHandle_t cublas;
+  if (cublasCreate(&cublas) != CUBLAS_STATUS_SUCCESS)
+    return absl::InternalError("cublasCreate failed");
+  cublasSetStream(cublas, stream);
+  DeviceMemory cublas_ws;
+  if (absl::Status s = cublas_ws.Allocate(64 << 20); !s.ok()) return s;
+  cublasSetWorkspace(cublas, cublas_ws.get(), 64 << 20);  // lets cuBLAS run inside graph capture
+
+  std::vector<std::string> rows_json;
+  std::fprintf(stderr, "%-11s %-17s %6s %6s %4s %5s %9s %8s %6s %6s\n", "model", "layer", "out",
+               "in", "K", "batch", "time_us", "GB/s", "frac", "cublas");
+  for (const Shape& shape : kShapes) {
+    // cuBLAS fp16 reference for this shape, at each batch.
+    const int64_t w16_bytes = shape.rows * shape.cols * 2;
+    const int w16_copies =
+        static_cast<int>(std::max<int64_t>(2, (kWorkingSetBytes + w16_bytes - 1) / w16_bytes));
+    DeviceMemory w16, x16, y32;
+    if (absl::Status s = w16.Allocate(w16_bytes * w16_copies); !s.ok()) return s;
+    if (absl::Status s = FillH(w16.get(), shape.rows * shape.cols * w16_copies, 7, -0.05f, 0.05f);
+        !s.ok())
+      return s;
+    const int64_t x_stride = (shape.cols + 31) / 32 * 32;
+    if (absl::Status s = x16.Allocate(x_stride * kGemvMaxBatch * 2); !s.ok()) return s;
+    if (absl::Status s = FillH(x16.get(), x_stride * kGemvMaxBatch, 11, -1.0f, 1.0f); !s.ok())
+      return s;
+    if (absl::Status s = y32.Allocate(shape.rows * kGemvMaxBatch * 4); !s.ok()) return s;
+    double cublas_s[kGemvMaxBatch + 1] = {};
+    for (int batch : kBatches) {
+      const float alpha = 1.0f, beta = 0.0f;
+      auto launch = [&](int i) -> absl::Status {
+        // y (rows×batch, col-major) = Wᵀ' · X: W row-major [rows, cols] is col-major [cols, rows].
+        const __half* w = w16.get<__half>() + (i % w16_copies) * shape.rows * shape.cols;
+        const cublasStatus_t st = cublasGemmEx(
+            cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(shape.rows), batch,
+            static_cast<int>(shape.cols), &alpha, w, CUDA_R_16F, static_cast<int>(shape.cols),
+            x16.get(), CUDA_R_16F, static_cast<int>(x_stride), &beta, y32.get(), CUDA_R_32F,
+            static_cast<int>(shape.rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (st != CUBLAS_STATUS_SUCCESS)
+          return absl::InternalError(absl::StrCat("cublasGemmEx: status ", static_cast<int>(st)));
+        return absl::OkStatus();
+      };
+      std::string how;
+      if (absl::Status s = TimeLaunches(stream, iters, launch, &cublas_s[batch], &how); !s.ok())
+        return s;
+      const double bytes = static_cast<double>(w16_bytes + batch * shape.cols * 2);
+      const double gbps = bytes / cublas_s[batch] / 1e9;
+      rows_json.push_back(absl::StrCat(
+          "{\"kernel\":\"cublas_gemm_f16\",\"model\":\"", shape.model, "\",\"layer\":\"",
+          shape.layer, "\",\"rows\":", shape.rows, ",\"cols\":", shape.cols,
+          ",\"bits\":16,\"batch\":", batch, ",\"time_us\":", cublas_s[batch] * 1e6,
+          ",\"bytes_read\":", static_cast<int64_t>(bytes), ",\"gbps\":", gbps,
+          ",\"fraction_of_copy_bw\":", gbps / copy_gbps, ",\"timing\":\"", how, "\"}"));
+      std::fprintf(stderr, "%-11s %-17s %6ld %6ld %4s %5d %9.2f %8.0f %6.3f\n", shape.model,
+                   shape.layer, static_cast<long>(shape.rows), static_cast<long>(shape.cols),
+                   "f16", batch, cublas_s[batch] * 1e6, gbps, gbps / copy_gbps);
+    }
+
+    for (int bits : kBits) {
+      absl::StatusOr<ScalarCodecLayout> layout =
+          MakeScalarCodecLayout(shape.rows, shape.cols, bits, kScalarDefaultGroupSize);
+      if (!layout.ok()) return layout.status();
+      const int64_t stride = (layout->total_bytes + 255) / 256 * 256;
+      const int copies =
+          static_cast<int>(std::clamp<int64_t>((kWorkingSetBytes + stride - 1) / stride, 2, 256));
+      DeviceMemory blobs;
+      if (absl::Status s = blobs.Allocate(stride * copies); !s.ok()) return s;
+      if (absl::Status s = Fill(blobs.get(), stride * copies, 3 + bits); !s.ok()) return s;
+      for (int c = 0; c < copies; ++c) {  // finite scales, like an encoder's
+        if (absl::Status s = FillH(blobs.get<uint8_t>() + c * stride + layout->scales_offset,
+                                   layout->scales_bytes / 2, 5 + c, 0.005f, 0.02f);
+            !s.ok())
+          return s;
+      }
+      for (int batch : kBatches) {
+        auto launch = [&](int i) -> absl::Status {
+          ScalarCodecGemvParams p =
+              MakeGemvParams(*layout, blobs.get<uint8_t>() + (i % copies) * stride);
+          p.x = x16.get<uint16_t>();
+          p.x_stride = x_stride;
+          p.y = y32.get<float>();
+          p.batch = batch;
+          return LaunchScalarCodecGemv(p, stream);
+        };
+        ScalarCodecGemvParams check = MakeGemvParams(*layout, blobs.get());
+        check.x = x16.get<uint16_t>();
+        check.x_stride = x_stride;
+        check.y = y32.get<float>();
+        check.batch = batch;
+        if (!IsSupported(sm, check)) return absl::FailedPreconditionError("GEMV not supported");
+        double secs = 0.0;
+        std::string how;
+        if (absl::Status s = TimeLaunches(stream, iters, launch, &secs, &how); !s.ok()) return s;
+        const double bytes =
+            static_cast<double>(layout->codes_bytes + layout->scales_bytes + batch * x_stride * 2);
+        const double gbps = bytes / secs / 1e9;
+        rows_json.push_back(absl::StrCat(
+            "{\"kernel\":\"scalar_codec_gemv\",\"model\":\"", shape.model, "\",\"layer\":\"",
+            shape.layer, "\",\"rows\":", shape.rows, ",\"cols\":", shape.cols, ",\"bits\":", bits,
+            ",\"group_size\":", layout->group_size, ",\"batch\":", batch,
+            ",\"time_us\":", secs * 1e6, ",\"bytes_read\":", static_cast<int64_t>(bytes),
+            ",\"gbps\":", gbps, ",\"fraction_of_copy_bw\":", gbps / copy_gbps,
+            ",\"speedup_vs_cublas_f16\":", cublas_s[batch] / secs, ",\"timing\":\"", how, "\"}"));
+        std::fprintf(stderr, "%-11s %-17s %6ld %6ld %4d %5d %9.2f %8.0f %6.3f %6.2fx\n",
+                     shape.model, shape.layer, static_cast<long>(shape.rows),
+                     static_cast<long>(shape.cols), bits, batch, secs * 1e6, gbps, gbps / copy_gbps,
+                     cublas_s[batch] / secs);
+      }
+    }
+  }
+
+  // The rotation of the activations (fp16 in, fp16 out), per distinct input width.
+  std::vector<std::string> rot_json;
+  for (int64_t n : {4096, 14336, 8192, 28672}) {
+    absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(n, 42);
+    if (!rot.ok()) return rot.status();
+    DeviceMemory base, xin, xout;
+    if (absl::Status s = base.Allocate(rot->base_matrix().size() + 16); !s.ok()) return s;
+    if (!rot->base_matrix().empty()) {
+      BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpy(base.get(), rot->base_matrix().data(),
+                                              rot->base_matrix().size(), cudaMemcpyHostToDevice));
+    }
+    if (absl::Status s = xin.Allocate(n * kGemvMaxBatch * 2); !s.ok()) return s;
+    if (absl::Status s = xout.Allocate(n * kGemvMaxBatch * 2); !s.ok()) return s;
+    if (absl::Status s = FillH(xin.get(), n * kGemvMaxBatch, 13, -1.0f, 1.0f); !s.ok()) return s;
+    for (int batch : {1, 8}) {
+      HadamardRotateParams p;
+      p.rotation = DescribeRotation(*rot, base.get<int8_t>());
+      p.x = xin.get();
+      p.x_type = ActivationType::kF16;
+      p.x_stride = n;
+      p.out = xout.get();
+      p.out_type = ActivationType::kF16;
+      p.out_stride = n;
+      p.batch = batch;
+      if (!IsSupported(sm, p)) continue;
+      auto launch = [&](int) { return LaunchHadamardRotate(p, stream); };
+      double secs = 0.0;
+      std::string how;
+      if (absl::Status s = TimeLaunches(stream, iters, launch, &secs, &how); !s.ok()) return s;
+      rot_json.push_back(absl::StrCat("{\"n\":", n, ",\"rotation\":\"", rot->Describe(),
+                                      "\",\"batch\":", batch, ",\"time_us\":", secs * 1e6,
+                                      ",\"timing\":\"", how, "\"}"));
+      std::fprintf(stderr, "rotation %-22s batch %d: %.2f us\n", rot->Describe().c_str(), batch,
+                   secs * 1e6);
+    }
+  }
+  cublasDestroy(cublas);
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamDestroy(stream));
+
+  std::printf("{\n  \"device\": \"%s\",\n  \"sm\": %d,\n  \"multiprocessors\": %d,\n", prop.name,
+              sm, prop.multiProcessorCount);
+  std::printf("  \"copy_bandwidth_gbps\": %.1f,\n", copy_gbps);
+  std::printf(
+      "  \"copy_convention\": \"cudaMemcpyAsync D2D of %lld bytes, GB/s = 2*bytes/time (read + "
+      "write), median of 10 after 2 warm-up, 1 GB = 1e9 B\",\n",
+      static_cast<long long>(kCopyBytes));
+  std::printf(
+      "  \"timing\": \"median over %d replays of a CUDA graph of %d launches (3 warm-up replays), "
+      "weights cycled over >= %lld MB\",\n",
+      iters, kLaunchesPerGraph, static_cast<long long>(kWorkingSetBytes >> 20));
+  std::printf(
+      "  \"bytes_read\": \"codes + fp16 scales + fp16 activations (cuBLAS: fp16 weight + "
+      "activations); fp32 output writes not counted\",\n");
+  std::printf("  \"gemv\": [\n");
+  for (size_t i = 0; i < rows_json.size(); ++i)
+    std::printf("    %s%s\n", rows_json[i].c_str(), i + 1 < rows_json.size() ? "," : "");
+  std::printf("  ],\n  \"rotation\": [\n");
+  for (size_t i = 0; i < rot_json.size(); ++i)
+    std::printf("    %s%s\n", rot_json[i].c_str(), i + 1 < rot_json.size() ? "," : "");
+  std::printf("  ]\n}\n");
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace bitloom::kernels::cuda
+
+int main(int argc, char** argv) {
+  int iters = 20;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) iters = std::atoi(argv[++i]);
+  }
+  const absl::Status s = bitloom::kernels::cuda::Run(std::max(iters, 1));
+  if (!s.ok()) {
+    std::fprintf(stderr, "gpu_gemv_bench: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
