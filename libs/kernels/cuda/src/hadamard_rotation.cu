@@ -48,6 +48,7 @@ __device__ __forceinline__ void StoreFromFloat<__half>(__half* p, float v) {
 
 struct RotateArgs {
   int64_t n, p, l;
+  int log_l;  // log2(L)
   uint64_t seed;
   bool mix;  // p > 1 and B is a Hadamard matrix
   float norm;
@@ -77,12 +78,15 @@ __global__ void HadamardRotateKernel(RotateArgs a) {
   __syncthreads();
 
   // Butterfly k of a stage: segment k / (L/2), then within it pair (j, j+h) with j = blk·2h + off.
-  const int64_t half_l = a.l / 2;
-  for (int64_t h = 1; h < a.l; h *= 2) {
-    for (int64_t k = tid; k < a.n / 2; k += nthreads) {
-      const int64_t seg = k / half_l;
-      const int64_t kk = k - seg * half_l;
-      const int64_t j = seg * a.l + (kk / h) * 2 * h + (kk % h);
+  // 32-bit indices and shifts (L and h are powers of two): 64-bit division is a long subroutine.
+  const int n = static_cast<int>(a.n);
+  const int log_half_l = a.log_l - 1;
+  for (int log_h = 0; log_h < a.log_l; ++log_h) {
+    const int h = 1 << log_h;
+    for (int k = tid; k < n / 2; k += nthreads) {
+      const int seg = k >> log_half_l;
+      const int kk = k & ((1 << log_half_l) - 1);
+      const int j = (seg << a.log_l) + ((kk >> log_h) << (log_h + 1)) + (kk & (h - 1));
       const float u = row[j];
       const float v = row[j + h];
       row[j] = u + v;
@@ -91,15 +95,16 @@ __global__ void HadamardRotateKernel(RotateArgs a) {
     __syncthreads();
   }
 
-  for (int64_t e = tid; e < a.n; e += nthreads) {
+  const int p = static_cast<int>(a.p);
+  for (int e = tid; e < n; e += nthreads) {
     float v;
     if (a.mix) {
-      const int64_t i = e / a.l;
-      const int64_t j = e - i * a.l;
-      const int8_t* b = base + i * a.p;
+      const int i = e >> a.log_l;
+      const int j = e & ((1 << a.log_l) - 1);
+      const int8_t* b = base + i * p;
       float acc = 0.0f;
-      for (int64_t k = 0; k < a.p; ++k) {
-        const float y = row[k * a.l + j];
+      for (int k = 0; k < p; ++k) {
+        const float y = row[(k << a.log_l) + j];
         acc = b[k] > 0 ? acc + y : acc - y;
       }
       v = acc;
@@ -141,6 +146,9 @@ absl::Status Validate(const HadamardRotateParams& p) {
                                                    " and out_stride ", p.out_stride,
                                                    " must be >= n = ", r.n));
   }
+  if (r.n > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: n ", r.n, " too large"));
+  }
   if (p.batch < 1 || p.batch > kMaxRotateBatch) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: batch ", p.batch,
                                                    " outside [1, ", kMaxRotateBatch, "]"));
@@ -151,9 +159,12 @@ absl::Status Validate(const HadamardRotateParams& p) {
 template <typename Tin, typename Tout>
 absl::Status Launch(const HadamardRotateParams& p, cudaStream_t stream) {
   const RotationDesc& r = p.rotation;
+  int log_l = 0;
+  while ((int64_t{1} << log_l) < r.pow2_order) ++log_l;
   RotateArgs a{r.n,
                r.base_order,
                r.pow2_order,
+               log_l,
                r.seed,
                r.base_order > 1 && r.base_is_hadamard,
                r.norm,
