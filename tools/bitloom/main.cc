@@ -10,6 +10,8 @@
 //   info                                inferd's server info
 //   import SOURCE NAME [--store_path=DIR] [--overwrite]
 //                                       writes a HF directory or GGUF file into the store as fp16
+//   eval ARTIFACT [--reference=ARTIFACT] [--text=FILE] [--context=N] [--stride=N] [--max_tokens=N]
+//                                       perplexity, KL divergence, top-1 (eval_command.h)
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
@@ -29,6 +31,7 @@
 #include "bitloom/modelstore/model_store.h"
 #include "health_client.h"
 #include "import_checkpoint.h"
+#include "eval_command.h"
 
 ABSL_FLAG(std::string, quantd, "localhost:50052", "quantd address, host:port");
 ABSL_FLAG(std::string, inferd, "localhost:50051", "inferd address, host:port");
@@ -39,6 +42,15 @@ ABSL_FLAG(uint32_t, context_length, 0, "models load: context length (default: th
 ABSL_FLAG(uint32_t, max_batch_size, 0, "models load: most sequences decoded together");
 ABSL_FLAG(std::string, store_path, "./bitloom-store", "import: the model store directory");
 ABSL_FLAG(bool, overwrite, false, "import: replace an existing artifact of the same name");
+ABSL_FLAG(std::string, reference, "", "eval: reference artifact (or inferd model id) for KL and top-1 agreement");
+ABSL_FLAG(std::string, text, "../shared/data/wikitext-2-raw-test.txt", "eval: UTF-8 text to evaluate on");
+ABSL_FLAG(int, context, 2048, "eval: tokens per window (capped at the model's context)");
+ABSL_FLAG(int, stride, 0, "eval: tokens between window starts; 0: the context (disjoint windows)");
+ABSL_FLAG(int64_t, max_tokens, 0, "eval: evaluate only the first N tokens of the text; 0: all");
+ABSL_FLAG(int, threads, 0, "eval: CPU engine threads; 0: all cores");
+ABSL_FLAG(std::string, json_out, "", "eval: also write the JSON report to this file");
+ABSL_FLAG(std::string, markdown_out, "", "eval: also write the markdown table to this file");
+ABSL_FLAG(std::string, ids_out, "", "eval: also write the text's token ids (int32 LE) to this file");
 
 namespace {
 
@@ -52,7 +64,9 @@ constexpr char kUsage[] =
     "  jobs list | get ID | cancel ID | watch ID\n"
     "  models list | load ARTIFACT [--model_id=ID] [--context_length=N] | unload ID\n"
     "  info\n"
-    "  import SOURCE NAME [--store_path=DIR] [--overwrite]";
+    "  import SOURCE NAME [--store_path=DIR] [--overwrite]\n"
+    "  eval ARTIFACT [--reference=ARTIFACT] [--text=FILE] [--context=N] [--stride=N] [--max_tokens=N]\n"
+    "       [--store_path=DIR] [--json_out=F] [--markdown_out=F]; with --inferd=ADDR: model ids in inferd";
 
 int UsageError(const std::string& message) {
   std::cerr << "bitloom: " << message << "\nusage: " << kUsage << "\n";
@@ -222,6 +236,41 @@ int Import(const std::vector<std::string>& args) {
   return 0;
 }
 
+// Whether --NAME was written on the command line (abseil 20220623 keeps IsSpecifiedOnCommandLine
+// private); eval runs in-process unless --inferd is given, since its default serves the other commands.
+bool FlagWritten(int argc, char** argv, const std::string& name) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--") break;
+    for (const std::string& prefix : {"--" + name, "-" + name}) {
+      if (a == prefix || a.rfind(prefix + "=", 0) == 0) return true;
+    }
+  }
+  return false;
+}
+
+int Eval(const std::vector<std::string>& args, bool inferd_given) {
+  if (args.size() != 3) return UsageError("eval: expected ARTIFACT");
+  bitloom::tools::EvalOptions options;
+  options.model = args[2];
+  options.reference = absl::GetFlag(FLAGS_reference);
+  options.store_path = absl::GetFlag(FLAGS_store_path);
+  options.text_path = absl::GetFlag(FLAGS_text);
+  options.context_length = absl::GetFlag(FLAGS_context);
+  options.stride = absl::GetFlag(FLAGS_stride);
+  options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.json_out = absl::GetFlag(FLAGS_json_out);
+  options.markdown_out = absl::GetFlag(FLAGS_markdown_out);
+  options.ids_out = absl::GetFlag(FLAGS_ids_out);
+  if (inferd_given) options.inferd_address = absl::GetFlag(FLAGS_inferd);
+  if (absl::Status s = bitloom::tools::RunEval(options); !s.ok()) {
+    std::cerr << "bitloom: " << s << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -236,5 +285,6 @@ int main(int argc, char** argv) {
   if (command == "models") return Models(args);
   if (command == "info") return Info();
   if (command == "import") return Import(args);
+  if (command == "eval") return Eval(args, FlagWritten(argc, argv, "inferd"));
   return UsageError("unknown command '" + command + "'");
 }
