@@ -93,58 +93,47 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   const int64_t super_chunks = (chunks + 3) / 4;
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 
-  // Codes of super-chunk `sc` into w0/w1 (rows g, g+8): 2·K independent 16-byte loads.
-  auto load_codes = [&](int64_t sc, uint32_t(&w0)[4 * K], uint32_t(&w1)[4 * K]) {
+  for (int64_t sc = warp; sc < super_chunks; sc += warps) {
     const int64_t chunk = sc * 4 + t;
+    const bool chunk_ok = chunk < chunks;
+    // All of this lane's code loads first: 2·K independent 16-byte loads in flight.
+    uint32_t w0[4 * K], w1[4 * K];
     StaticFor<K>([&](auto u_c) {
       constexpr int u = decltype(u_c)::value;
       const int64_t vec = chunk * K + u;
-      const bool ok = sc < super_chunks && chunk < chunks && vec < a.row_stride_vec;
+      const bool ok = chunk_ok && vec < a.row_stride_vec;
       const uint4 v0 = ok ? __ldg(codes0 + vec) : make_uint4(0, 0, 0, 0);
       const uint4 v1 = ok ? __ldg(codes1 + vec) : make_uint4(0, 0, 0, 0);
       w0[4 * u] = v0.x, w0[4 * u + 1] = v0.y, w0[4 * u + 2] = v0.z, w0[4 * u + 3] = v0.w;
       w1[4 * u] = v1.x, w1[4 * u + 1] = v1.y, w1[4 * u + 2] = v1.z, w1[4 * u + 3] = v1.w;
     });
-  };
-  // Software pipeline: the next super-chunk's codes are in flight while this one is computed, and
-  // all four blocks' activations are requested before the first mma, so a warp waits for DRAM and
-  // L2 once per iteration, overlapped, instead of once per block.
-  uint32_t w0[4 * K], w1[4 * K];
-  load_codes(warp, w0, w1);
-  for (int64_t sc = warp; sc < super_chunks; sc += warps) {
-    const int64_t chunk = sc * 4 + t;
-    const bool chunk_ok = chunk < chunks;
-    uint32_t xw[4][16];
-    StaticFor<4>([&](auto bb_c) {
-      constexpr int bb = decltype(bb_c)::value;
+    const int64_t last_group = a.groups_per_row - 1;
+    __half2 s0 = __float2half2_rn(0.0f), s1 = s0;  // set per chunk or per block below
+    if (chunk_scale) {
+      const int64_t gi = Min64(chunk * kChunkCols / a.group_size, last_group);
+      s0 = __half2half2(__ushort_as_half(__ldg(scales0 + gi)));
+      s1 = __half2half2(__ushort_as_half(__ldg(scales1 + gi)));
+    }
+    // Activations of block 0; block bb+1's are loaded while bb is computed.
+    uint32_t xa[16], xb[16];
+    auto load_x = [&](uint32_t(&xw)[16], int bb) {
       const int64_t blk = chunk * 4 + bb;
       const bool ok = has_x && chunk_ok && blk < a.blocks_per_row;
       StaticFor<4>([&](auto v_c) {
         constexpr int v = decltype(v_c)::value;
         const uint4 q = ok ? __ldg(xrow + blk * 4 + v) : make_uint4(0, 0, 0, 0);
-        xw[bb][4 * v] = q.x, xw[bb][4 * v + 1] = q.y, xw[bb][4 * v + 2] = q.z,
-        xw[bb][4 * v + 3] = q.w;
+        xw[4 * v] = q.x, xw[4 * v + 1] = q.y, xw[4 * v + 2] = q.z, xw[4 * v + 3] = q.w;
       });
-    });
-    const int64_t last_group = a.groups_per_row - 1;
-    uint16_t sraw0[4], sraw1[4];
-    StaticFor<4>([&](auto bb_c) {
-      constexpr int bb = decltype(bb_c)::value;
-      if (bb == 0 || !chunk_scale) {
-        const int64_t gi = Min64((chunk * 4 + bb) * 32 / a.group_size, last_group);
-        sraw0[bb] = __ldg(scales0 + gi);
-        sraw1[bb] = __ldg(scales1 + gi);
-      } else {
-        sraw0[bb] = sraw0[0];
-        sraw1[bb] = sraw1[0];
-      }
-    });
-    uint32_t n0[4 * K], n1[4 * K];
-    load_codes(sc + warps, n0, n1);
-    StaticFor<4>([&](auto bb_c) {
+    };
+    load_x(xa, 0);
+    auto block = [&](auto bb_c, uint32_t(&xw)[16], uint32_t(&x_next)[16]) {
       constexpr int kBlock = decltype(bb_c)::value;
-      const __half2 s0 = __half2half2(__ushort_as_half(sraw0[kBlock]));
-      const __half2 s1 = __half2half2(__ushort_as_half(sraw1[kBlock]));
+      if constexpr (kBlock + 1 < 4) load_x(x_next, kBlock + 1);
+      if (!chunk_scale) {
+        const int64_t gi = Min64((chunk * 4 + kBlock) * 32 / a.group_size, last_group);
+        s0 = __half2half2(__ushort_as_half(__ldg(scales0 + gi)));
+        s1 = __half2half2(__ushort_as_half(__ldg(scales1 + gi)));
+      }
       const __half2 ncs0 = __hmul2(s0, neg_center);
       const __half2 ncs1 = __hmul2(s1, neg_center);
       StaticFor<8>([&](auto m_c) {
@@ -154,15 +143,17 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
         const uint32_t a1 = detail::DecodePair<K, 2 * kM, kBase>(w1, s1, ncs1);
         const uint32_t a2 = detail::DecodePair<K, 2 * kM + 1, kBase>(w0, s0, ncs0);
         const uint32_t a3 = detail::DecodePair<K, 2 * kM + 1, kBase>(w1, s1, ncs1);
-        const uint32_t b0 = detail::ActivationPair<K, 2 * kM>(xw[kBlock]);
-        const uint32_t b1 = detail::ActivationPair<K, 2 * kM + 1>(xw[kBlock]);
+        const uint32_t b0 = detail::ActivationPair<K, 2 * kM>(xw);
+        const uint32_t b1 = detail::ActivationPair<K, 2 * kM + 1>(xw);
         detail::MmaM16N8K16(acc, a0, a1, a2, a3, b0, b1);
       });
-    });
-    StaticFor<4 * K>([&](auto i_c) {
-      constexpr int i = decltype(i_c)::value;
-      w0[i] = n0[i];
-      w1[i] = n1[i];
+    };
+    StaticFor<4>([&](auto bb_c) {
+      if constexpr (decltype(bb_c)::value % 2 == 0) {
+        block(bb_c, xa, xb);
+      } else {
+        block(bb_c, xb, xa);
+      }
     });
   }
 
