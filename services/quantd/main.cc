@@ -15,6 +15,8 @@
 #include "bitloom/service/env_flags.h"
 #include "bitloom/service/server_runner.h"
 #include "bitloom/service/version.h"
+#include "checkpoint_block_runner.h"
+#include "job_manager.h"
 #include "quantization_service.h"
 
 ABSL_FLAG(std::string, listen_address, "0.0.0.0:50052", "gRPC listen address, host:port");
@@ -25,6 +27,10 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(20),
           "How long in-flight RPCs may finish after SIGTERM");
 ABSL_FLAG(std::string, ready_file, "", "Write {grpc_port, metrics_port} here once serving");
+ABSL_FLAG(int, max_queued_jobs, 64, "Jobs that may wait to run; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint64_t, disk_reserve_bytes, 0,
+          "Free bytes a new job must leave on the store's filesystem beyond its estimated need");
+ABSL_FLAG(uint32_t, threads, 0, "Threads of the quantization pipeline; 0: one per core");
 
 namespace {
 
@@ -43,7 +49,8 @@ int main(int argc, char** argv) {
       "Every flag can also be set as BITLOOM_QUANTD_<FLAG> in the environment.");
   if (absl::Status env = bitloom::service::ApplyEnvironmentToFlags(
           "BITLOOM_QUANTD", {"listen_address", "metrics_address", "store_path", "log_level",
-                             "shutdown_grace", "ready_file"});
+                             "shutdown_grace", "ready_file", "max_queued_jobs",
+                             "disk_reserve_bytes", "threads"});
       !env.ok()) {
     return Fail(env);
   }
@@ -65,7 +72,16 @@ int main(int argc, char** argv) {
   auto request_metrics = bitloom::metrics::RequestMetrics::Create(registry, "bitloom_quantd");
   if (!request_metrics.ok()) return Fail(request_metrics.status());
 
-  bitloom::quantd::QuantizationServiceImpl service(store->get(), &registry);
+  bitloom::quantd::JobManagerOptions job_options;
+  job_options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
+  job_options.disk_reserve_bytes = absl::GetFlag(FLAGS_disk_reserve_bytes);
+  job_options.threads = absl::GetFlag(FLAGS_threads);
+  // The seam to the model code: the engine's own block runner replaces this once it exists.
+  auto jobs = bitloom::quantd::JobManager::Create(
+      store->get(), bitloom::quantd::CheckpointBlockRunnerFactory(), &registry, job_options);
+  if (!jobs.ok()) return Fail(jobs.status());
+
+  bitloom::quantd::QuantizationServiceImpl service(store->get(), jobs->get(), &registry);
   bitloom::service::ServerOptions options;
   options.listen_address = absl::GetFlag(FLAGS_listen_address);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
@@ -76,6 +92,8 @@ int main(int argc, char** argv) {
   if (absl::Status s = runner.Start({&service}); !s.ok()) return Fail(s);
   BITLOOM_LOG(INFO) << "quantd " << bitloom::service::kVersion << " store at "
                     << absl::GetFlag(FLAGS_store_path);
-  runner.WaitForTermination([] {});
+  // Drain: the running job stops at its next tensor and keeps its checkpoints (it resumes after a
+  // restart); open WatchJob streams end with UNAVAILABLE so the server can finish draining.
+  runner.WaitForTermination([&jobs] { (*jobs)->Drain(); });
   return EXIT_SUCCESS;
 }

@@ -3,13 +3,13 @@
 #include <algorithm>
 #include <string>
 
-#include "absl/strings/ascii.h"
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
 #include "bitloom/core/logging.h"
 #include "bitloom/service/field_names.h"
 #include "bitloom/service/grpc_status.h"
 #include "bitloom/service/reactors.h"
-#include "job_validation.h"
 
 namespace bitloom::quantd {
 namespace {
@@ -29,28 +29,11 @@ absl::StatusOr<uint32_t> PageSize(uint32_t requested) {
   return requested;
 }
 
-// Job ids are 32 lowercase hex characters; anything else cannot name a job.
-absl::Status ValidateJobId(const std::string& id) {
-  const bool well_formed =
-      id.size() == 32 && std::all_of(id.begin(), id.end(), [](char c) {
-        return absl::ascii_isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f');
-      });
-  if (!well_formed) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("id: '", id.substr(0, 64), "' is not a job id (32 hex characters)"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status JobNotFound(const std::string& id) {
-  return absl::NotFoundError(absl::StrCat("id: no job '", id, "'"));
-}
-
 }  // namespace
 
-QuantizationServiceImpl::QuantizationServiceImpl(modelstore::ModelStore* store,
+QuantizationServiceImpl::QuantizationServiceImpl(modelstore::ModelStore* store, JobManager* jobs,
                                                  metrics::MetricsRegistry* registry)
-    : store_(store) {
+    : store_(store), jobs_(jobs) {
   auto operations = registry->AddCounter(
       "bitloom_quantd_store_operations_total",
       "Model store operations by kind and result.", {"op", "result"});
@@ -78,55 +61,137 @@ void QuantizationServiceImpl::CountStoreOperation(const char* op, bool ok) {
 
 grpc::ServerUnaryReactor* QuantizationServiceImpl::CreateJob(grpc::CallbackServerContext* context,
                                                              const v1::CreateJobRequest* request,
-                                                             v1::Job* /*response*/) {
-  absl::Status status = ValidateCreateJobRequest(*request);
-  if (status.ok()) status = ValidateJobSources(*request);
-  if (status.ok()) {
-    auto existing = store_->Describe(request->artifact_name(), /*verify_checksums=*/false);
-    if (existing.ok() && !request->overwrite()) {
-      status = absl::AlreadyExistsError(absl::StrCat(
-          "artifact_name: '", request->artifact_name(),
-          "' already exists in the store (set overwrite to replace it)"));
-    }
-  }
-  if (status.ok()) {
-    status = absl::UnimplementedError(
-        "CreateJob: this build of quantd has no quantization engine yet; the request is valid");
-  }
-  return FinishUnary(context, ToGrpcStatus(status));
+                                                             v1::Job* response) {
+  auto job = jobs_->CreateJob(*request);
+  if (job.ok()) *response = *std::move(job);
+  return FinishUnary(context, ToGrpcStatus(job.status()));
 }
 
 grpc::ServerUnaryReactor* QuantizationServiceImpl::GetJob(grpc::CallbackServerContext* context,
                                                           const v1::GetJobRequest* request,
-                                                          v1::Job* /*response*/) {
-  absl::Status status = ValidateJobId(request->id());
-  if (status.ok()) status = JobNotFound(request->id());
-  return FinishUnary(context, ToGrpcStatus(status));
+                                                          v1::Job* response) {
+  auto job = jobs_->GetJob(request->id());
+  if (job.ok()) *response = *std::move(job);
+  return FinishUnary(context, ToGrpcStatus(job.status()));
 }
 
 grpc::ServerUnaryReactor* QuantizationServiceImpl::ListJobs(grpc::CallbackServerContext* context,
                                                             const v1::ListJobsRequest* request,
-                                                            v1::ListJobsResponse* /*response*/) {
-  absl::Status status = PageSize(request->page_size()).status();
-  if (status.ok() && !request->page_token().empty()) {
-    status = absl::InvalidArgumentError("page_token: not a token this server issued");
-  }
-  return FinishUnary(context, ToGrpcStatus(status));
+                                                            v1::ListJobsResponse* response) {
+  auto page = jobs_->ListJobs(request->page_size(), request->page_token());
+  if (page.ok()) *response = *std::move(page);
+  return FinishUnary(context, ToGrpcStatus(page.status()));
 }
 
 grpc::ServerUnaryReactor* QuantizationServiceImpl::CancelJob(grpc::CallbackServerContext* context,
                                                              const v1::CancelJobRequest* request,
-                                                             v1::Job* /*response*/) {
-  absl::Status status = ValidateJobId(request->id());
-  if (status.ok()) status = JobNotFound(request->id());
-  return FinishUnary(context, ToGrpcStatus(status));
+                                                             v1::Job* response) {
+  // Answered once the job has actually stopped (a running job stops at its next tensor), so the
+  // returned job is CANCELLED and its files are gone. The reactor outlives the call until Finish.
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  jobs_->CancelJob(request->id(), [reactor, response](absl::StatusOr<v1::Job> job) {
+    if (job.ok()) *response = *std::move(job);
+    reactor->Finish(ToGrpcStatus(job.status()));
+  });
+  return reactor;
 }
+
+namespace {
+
+// WatchJob's stream: the job's state on subscription, then every change, one write in flight at a
+// time. Changes that arrive during a write are coalesced: only the newest is written next, so a
+// slow client sees fewer events, never stale ones, and the server buffers at most one. The stream
+// ends after the write of the final event: OK when the job ended, UNAVAILABLE when quantd is
+// shutting down. Deletes itself in OnDone.
+class JobWatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
+ public:
+  JobWatchReactor(JobManager* jobs, const std::string& id)
+      : jobs_(jobs), token_(jobs->NewWatchToken()) {
+    absl::Status status = jobs_->Watch(
+        token_, id, [this](const v1::Job& job, bool final) { OnJob(job, final); });
+    if (!status.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      FinishLocked(ToGrpcStatus(status));
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok || cancelled_) {
+      FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+    } else if (has_pending_) {
+      WriteLocked();
+    } else if (final_written_) {
+      FinishLocked(final_status_);
+    }
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    // With a write in flight, Finish waits for OnWriteDone.
+    if (!writing_) FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+  }
+
+  void OnDone() override {
+    jobs_->Unwatch(token_);  // after this no OnJob runs, so deleting is safe
+    delete this;
+  }
+
+ private:
+  // From the job manager, with its lock held.
+  void OnJob(const v1::Job& job, bool final) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_) return;
+    *pending_.mutable_job() = job;
+    has_pending_ = true;
+    pending_final_ = final;
+    if (final) {
+      const bool ended = job.state() == v1::JOB_STATE_SUCCEEDED ||
+                         job.state() == v1::JOB_STATE_FAILED ||
+                         job.state() == v1::JOB_STATE_CANCELLED;
+      final_status_ = ended ? grpc::Status::OK
+                            : grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                           "quantd is shutting down; the job continues when it "
+                                           "restarts");
+    }
+    if (!writing_) WriteLocked();
+  }
+
+  void WriteLocked() {
+    current_.Swap(&pending_);
+    has_pending_ = false;
+    final_written_ = pending_final_;
+    writing_ = true;
+    StartWrite(&current_);
+  }
+
+  void FinishLocked(const grpc::Status& status) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  JobManager* const jobs_;
+  const uint64_t token_;
+  std::mutex mu_;
+  v1::JobEvent current_;  // being written
+  v1::JobEvent pending_;  // newest not yet written
+  bool has_pending_ = false;
+  bool pending_final_ = false;
+  bool final_written_ = false;
+  bool writing_ = false;
+  bool cancelled_ = false;
+  bool finished_ = false;
+  grpc::Status final_status_;
+};
+
+}  // namespace
 
 grpc::ServerWriteReactor<v1::JobEvent>* QuantizationServiceImpl::WatchJob(
     grpc::CallbackServerContext* /*context*/, const v1::WatchJobRequest* request) {
-  absl::Status status = ValidateJobId(request->id());
-  if (status.ok()) status = JobNotFound(request->id());
-  return new service::RejectedWriteReactor<v1::JobEvent>(ToGrpcStatus(status));
+  return new JobWatchReactor(jobs_, request->id());
 }
 
 grpc::ServerUnaryReactor* QuantizationServiceImpl::ListArtifacts(

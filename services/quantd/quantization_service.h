@@ -1,5 +1,5 @@
-// QuantizationService: the gRPC transport of quantd over the model store (and, from the quantization
-// issue on, the job manager). Thin by design: requests are validated and handed to the libraries;
+// QuantizationService: the gRPC transport of quantd over the model store and the job manager.
+// Thin by design: requests are validated and handed to the libraries;
 // their absl::Status results are mapped to gRPC codes in one place (ToGrpcStatus).
 // Thread-safe: gRPC calls the methods concurrently.
 #pragma once
@@ -9,13 +9,15 @@
 #include "bitloom/metrics/metrics_registry.h"
 #include "bitloom/modelstore/model_store.h"
 #include "bitloom/v1/quantization.grpc.pb.h"
+#include "job_manager.h"
 
 namespace bitloom::quantd {
 
 class QuantizationServiceImpl final : public v1::QuantizationService::CallbackService {
  public:
-  // `store` and `registry` are not owned and must outlive the service.
-  QuantizationServiceImpl(modelstore::ModelStore* store, metrics::MetricsRegistry* registry);
+  // `store`, `jobs` and `registry` are not owned and must outlive the service.
+  QuantizationServiceImpl(modelstore::ModelStore* store, JobManager* jobs,
+                          metrics::MetricsRegistry* registry);
 
   grpc::ServerUnaryReactor* CreateJob(grpc::CallbackServerContext* context,
                                       const v1::CreateJobRequest* request,
@@ -45,6 +47,7 @@ class QuantizationServiceImpl final : public v1::QuantizationService::CallbackSe
   void CountStoreOperation(const char* op, bool ok);
 
   modelstore::ModelStore* store_;
+  JobManager* jobs_;
   metrics::CounterFamily* store_operations_;
 };
 
