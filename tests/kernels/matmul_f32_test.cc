@@ -65,6 +65,45 @@ TEST(MatmulF32, RowResultIndependentOfBatchAndThreads) {
   }
 }
 
+// The documented summation order of one output (src/dot.h): 8 lanes, lane l sums the products with
+// index ≡ l (mod 8) in increasing index, the k % 8 tail goes to lanes 0.., then a pairwise reduction.
+float LaneOrderDot(const float* a, const float* b, int64_t k) {
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
+  }
+  for (int l = 0; i < k; ++i, ++l) acc[l] += a[i] * b[i];
+  for (int width = 4; width > 0; width /= 2) {
+    for (int l = 0; l < width; ++l) acc[l] += acc[l + width];
+  }
+  return acc[0];
+}
+
+// Shapes that cross every tiling boundary of the blocked kernel (register tiles, row panels, weight
+// panels, k blocks, the k % 8 tail): each output is exactly the lane-order dot product, plus bias,
+// for any thread count and any batch size.
+TEST(MatmulF32, BlockedKernelKeepsTheLaneOrderExactly) {
+  for (const auto& [m, n, k] : {std::make_tuple(70, 53, 389), std::make_tuple(33, 17, 1536),
+                                std::make_tuple(5, 66, 8), std::make_tuple(2, 3, 7), std::make_tuple(1, 200, 576)}) {
+    const auto x = RandomVector(m * k, 6);
+    const auto w = RandomVector(n * k, 7, 0.1f);
+    const auto bias = RandomVector(n, 8);
+    for (int threads : {0, 1, 3}) {
+      ThreadPool pool(threads);
+      std::vector<float> y(m * n);
+      ASSERT_TRUE(MatmulF32({x.data(), w.data(), bias.data(), y.data(), m, n, k}, &pool).ok());
+      for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < n; ++j) {
+          const float want = LaneOrderDot(x.data() + i * k, w.data() + j * k, k) + bias[j];
+          ASSERT_EQ(y[i * n + j], want) << m << "x" << n << "x" << k << " threads " << threads << " at " << i
+                                        << "," << j;
+        }
+      }
+    }
+  }
+}
+
 TEST(MatmulF32, RejectsBadArguments) {
   float v = 0;
   EXPECT_EQ(MatmulF32({&v, &v, nullptr, &v, -1, 1, 1}, nullptr).code(), absl::StatusCode::kInvalidArgument);

@@ -1,8 +1,9 @@
 // Fixed-order fp32 dot products shared by the CPU kernels.
 //
-// Every dot product in the CPU engine goes through DotF32 or DotF32x4, which accumulate into kLanes
-// independent partial sums (lane l sums the elements i with i % kLanes == l, in increasing i) and
-// reduce the lanes pairwise at the end. Two properties follow:
+// Every dot product in the CPU engine is DotF32 or performs exactly its arithmetic (DotF32x4, the
+// blocked MatmulF32, which keeps per-output lanes across its tiles and k-blocks): kLanes independent
+// partial sums (lane l sums the elements i with i % kLanes == l, in increasing i), then a pairwise
+// reduction of the lanes. Two properties follow:
 //  - GCC vectorises the lane loop at -O2/-O3 without -ffast-math, because no addition is reassociated;
 //  - the result depends only on the two vectors, never on how the caller tiled or threaded the work.
 //    A row computes the same bits in a 512-token prefill and a 1-token decode, which is what lets the

@@ -1,9 +1,11 @@
 // MatmulF32: y = x · wᵀ (+ bias), the linear layer of the CPU reference engine.
 //
 // Weights are in Hugging Face orientation, [out_features, in_features] row-major, so every output is
-// a dot product of two contiguous rows (src/dot.h). Accumulation is fp32 in a fixed order that does not
-// depend on m, the tiling or the thread count: row i of y is bit-identical whether x has 1 row or 500.
-// Threads split the output features; the caller's pool may be null (single-threaded).
+// a dot product of two contiguous rows, computed in exactly the order of src/dot.h's DotF32 (8 fp32
+// lanes, pairwise reduction) whatever m, the tiling or the thread count: row i of y is bit-identical
+// whether x has 1 row or 500. The kernel is register-tiled (4 activation rows × 4 weight rows) and
+// cache-blocked over k around that order (docs/ENGINE.md, "The matmul"). Threads split the output
+// features; the caller's pool may be null (single-threaded).
 #pragma once
 
 #include <cstdint>
