@@ -13,6 +13,12 @@ if(NOT BITLOOM_CUDA STREQUAL "OFF")
     set(CMAKE_CUDA_ARCHITECTURES ${BITLOOM_CUDA_ARCHITECTURES})
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
+    # CMake 3.25 knows no compile flag for the CUDA20 dialect and fails at generate time; nvcc 12+
+    # takes -std=c++20, so name it.
+    if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    endif()
     set(CMAKE_CUDA_STANDARD 20)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     set(BITLOOM_HAVE_CUDA ON)
