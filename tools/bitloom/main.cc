@@ -8,6 +8,9 @@
 //   jobs list | get ID | cancel ID | watch ID
 //   models list | load ARTIFACT [--model_id=ID] [--context_length=N] | unload ID
 //   info                                inferd's server info
+//   quantize SOURCE NAME --bits=B [--head_bits=B] [--calibration=FILE,...] [--rows=N]
+//            [--tokens_per_row=N] [--seed=N] [--overwrite]
+//                                       a quantization job through quantd (quantize_command.h)
 //   import SOURCE NAME [--store_path=DIR] [--overwrite]
 //                                       writes a HF directory or GGUF file into the store as fp16
 //   eval ARTIFACT [--reference=ARTIFACT] [--text=FILE] [--context=N] [--stride=N] [--max_tokens=N]
@@ -31,6 +34,7 @@
 #include "bitloom/modelstore/model_store.h"
 #include "health_client.h"
 #include "import_checkpoint.h"
+#include "quantize_command.h"
 #include "eval_command.h"
 
 ABSL_FLAG(std::string, quantd, "localhost:50052", "quantd address, host:port");
@@ -64,6 +68,8 @@ constexpr char kUsage[] =
     "  jobs list | get ID | cancel ID | watch ID\n"
     "  models list | load ARTIFACT [--model_id=ID] [--context_length=N] | unload ID\n"
     "  info\n"
+    "  quantize SOURCE NAME --bits=B [--head_bits=B] [--calibration=FILE,...] [--rows=N]\n"
+    "           [--tokens_per_row=N] [--seed=N] [--overwrite]\n"
     "  import SOURCE NAME [--store_path=DIR] [--overwrite]\n"
     "  eval ARTIFACT [--reference=ARTIFACT] [--text=FILE] [--context=N] [--stride=N] [--max_tokens=N]\n"
     "       [--store_path=DIR] [--json_out=F] [--markdown_out=F]; with --inferd=ADDR: model ids in inferd";
@@ -285,6 +291,10 @@ int main(int argc, char** argv) {
   if (command == "models") return Models(args);
   if (command == "info") return Info();
   if (command == "import") return Import(args);
+  if (command == "quantize") {
+    if (args.size() != 4) return UsageError("quantize: expected SOURCE NAME");
+    return bitloom::tools::RunQuantize(args[2], args[3], absl::GetFlag(FLAGS_quantd));
+  }
   if (command == "eval") return Eval(args, FlagWritten(argc, argv, "inferd"));
   return UsageError("unknown command '" + command + "'");
 }
