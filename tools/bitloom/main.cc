@@ -32,6 +32,7 @@
 #include "bitloom/v1/quantization.grpc.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "bitloom/modelstore/model_store.h"
+#include "generate_command.h"
 #include "health_client.h"
 #include "import_checkpoint.h"
 #include "quantize_command.h"
@@ -45,6 +46,10 @@ ABSL_FLAG(std::string, model_id, "", "models load: serve under this id (default:
 ABSL_FLAG(uint32_t, context_length, 0, "models load: context length (default: the model's)");
 ABSL_FLAG(uint32_t, max_batch_size, 0, "models load: most sequences decoded together");
 ABSL_FLAG(std::string, store_path, "./bitloom-store", "import: the model store directory");
+ABSL_FLAG(uint32_t, max_new_tokens, 128, "generate/chat: most tokens to generate");
+ABSL_FLAG(float, temperature, 0, "generate/chat: sampling temperature; 0 is greedy");
+ABSL_FLAG(uint64_t, sampling_seed, 0, "generate/chat: sampling seed; 0 is random");
+ABSL_FLAG(std::string, system, "", "chat: a system message");
 ABSL_FLAG(bool, overwrite, false, "import: replace an existing artifact of the same name");
 ABSL_FLAG(std::string, reference, "", "eval: reference artifact (or inferd model id) for KL and top-1 agreement");
 ABSL_FLAG(std::string, text, "../shared/data/wikitext-2-raw-test.txt", "eval: UTF-8 text to evaluate on");
@@ -70,6 +75,7 @@ constexpr char kUsage[] =
     "  info\n"
     "  quantize SOURCE NAME --bits=B [--head_bits=B] [--calibration=FILE,...] [--rows=N]\n"
     "           [--tokens_per_row=N] [--seed=N] [--overwrite]\n"
+    "  generate MODEL PROMPT | chat MODEL MESSAGE [--max_new_tokens=N --temperature=T --system=S]\n"
     "  import SOURCE NAME [--store_path=DIR] [--overwrite]\n"
     "  eval ARTIFACT [--reference=ARTIFACT] [--text=FILE] [--context=N] [--stride=N] [--max_tokens=N]\n"
     "       [--store_path=DIR] [--json_out=F] [--markdown_out=F]; with --inferd=ADDR: model ids in inferd";
@@ -219,6 +225,19 @@ int Health() {
   return failures == 0 ? 0 : 1;
 }
 
+int Generate(const std::vector<std::string>& args) {
+  if (args.size() != 4) return UsageError(args[1] + ": expected MODEL TEXT");
+  bitloom::tools::GenerateCommandOptions options;
+  options.chat = args[1] == "chat";
+  options.model_id = args[2];
+  options.text = args[3];
+  options.system_prompt = absl::GetFlag(FLAGS_system);
+  options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  options.temperature = absl::GetFlag(FLAGS_temperature);
+  options.seed = absl::GetFlag(FLAGS_sampling_seed);
+  return bitloom::tools::RunGenerateCommand(Channel(absl::GetFlag(FLAGS_inferd)), options);
+}
+
 int Import(const std::vector<std::string>& args) {
   if (args.size() != 4) return UsageError("import: expected SOURCE NAME");
   auto store = bitloom::modelstore::ModelStore::Open(absl::GetFlag(FLAGS_store_path));
@@ -291,6 +310,7 @@ int main(int argc, char** argv) {
   if (command == "models") return Models(args);
   if (command == "info") return Info();
   if (command == "import") return Import(args);
+  if (command == "generate" || command == "chat") return Generate(args);
   if (command == "quantize") {
     if (args.size() != 4) return UsageError("quantize: expected SOURCE NAME");
     return bitloom::tools::RunQuantize(args[2], args[3], absl::GetFlag(FLAGS_quantd));
