@@ -1,8 +1,8 @@
 // BlockRunnerFactory: the one seam between the job service and the model code. A quantization job
 // opens its source as a formats::Checkpoint and asks the factory for the quant::BlockRunner that
 // runs that model's decoder blocks; everything else (calibration, the pipeline, the artifact) is
-// the job's. quantd's main() picks the implementation: the engine's block forward once it provides
-// one (libs/quant's EngineBlockRunner), CheckpointBlockRunner until then. Tests may inject their own.
+// the job's. quantd's main() picks the implementation: EngineRunnerFactory (libs/quant's
+// EngineBlockRunner over the CPU engine); a GPU engine would be another factory.
 #pragma once
 
 #include <functional>

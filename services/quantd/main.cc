@@ -15,7 +15,7 @@
 #include "bitloom/service/env_flags.h"
 #include "bitloom/service/server_runner.h"
 #include "bitloom/service/version.h"
-#include "checkpoint_block_runner.h"
+#include "engine_runner_factory.h"
 #include "job_manager.h"
 #include "quantization_service.h"
 
@@ -76,9 +76,9 @@ int main(int argc, char** argv) {
   job_options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   job_options.disk_reserve_bytes = absl::GetFlag(FLAGS_disk_reserve_bytes);
   job_options.threads = absl::GetFlag(FLAGS_threads);
-  // The seam to the model code: the engine's own block runner replaces this once it exists.
+  // The seam to the model code: the CPU engine runs the blocks the pipeline quantizes.
   auto jobs = bitloom::quantd::JobManager::Create(
-      store->get(), bitloom::quantd::CheckpointBlockRunnerFactory(), &registry, job_options);
+      store->get(), bitloom::quantd::EngineRunnerFactory(), &registry, job_options);
   if (!jobs.ok()) return Fail(jobs.status());
 
   bitloom::quantd::QuantizationServiceImpl service(store->get(), jobs->get(), &registry);
