@@ -55,10 +55,8 @@ step "bitloom models load $artifact --context_length=2048"
 step "bitloom info"
 "$bitloom" info
 
-if "$bitloom" help 2>&1 | grep -q generate; then
-  step "bitloom generate \"$prompt\""
-  "$bitloom" chat "$artifact" "$prompt" --max_new_tokens=48 || true
-fi
+step "bitloom chat $artifact \"$prompt\""
+"$bitloom" chat "$artifact" "$prompt" --max_new_tokens=48
 
 step "metrics (inferd pool)"
 curl -s localhost:9091/metrics | grep -E '^bitloom_inferd_(pool|models)' || true
