@@ -8,17 +8,12 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bitloom/core/logging.h"
 #include "bitloom/core/thread_pool.h"
 #include "bitloom/metrics/metrics_registry.h"
-#include "bitloom/metrics/process_collector.h"
-#include "bitloom/metrics/request_metrics.h"
-#include "bitloom/modelstore/model_store.h"
-#include "bitloom/service/env_flags.h"
+#include "bitloom/service/daemon_setup.h"
 #include "bitloom/service/server_runner.h"
 #include "bitloom/service/version.h"
 #include "inference_service.h"
@@ -26,17 +21,9 @@
 #include "served_models.h"
 #include "serving_metrics.h"
 
-ABSL_FLAG(std::string, listen_address, "0.0.0.0:50051", "gRPC listen address, host:port");
-ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091",
-          "Prometheus /metrics address, host:port; empty disables it");
-ABSL_FLAG(std::string, store_path, "./bitloom-store", "Model store directory");
-ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(std::string, vram_budget, "0.9",
           "Memory pool size: a fraction of free device memory (0.9) or a size (24GiB). Without a "
           "GPU it is taken from host memory.");
-ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(20),
-          "How long in-flight requests may finish after SIGTERM");
-ABSL_FLAG(std::string, ready_file, "", "Write {grpc_port, metrics_port} here once serving");
 ABSL_FLAG(int, threads, 0,
           "CPU threads for the CPU engine's forward passes (shared by every model); 0 means one per "
           "core");
@@ -62,41 +49,27 @@ bitloom::v1::DeviceInfo HostDevice(uint64_t* free_bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  using bitloom::service::ServerRunner;
-  ServerRunner::BlockTerminationSignals();
-  absl::SetProgramUsageMessage(
-      "inferd: serves Bitloom artifacts over gRPC.\n"
-      "Every flag can also be set as BITLOOM_INFERD_<FLAG> in the environment.");
-  if (absl::Status env = bitloom::service::ApplyEnvironmentToFlags(
-          "BITLOOM_INFERD", {"listen_address", "metrics_address", "store_path", "log_level",
-                             "vram_budget", "shutdown_grace", "ready_file", "threads"});
-      !env.ok()) {
-    return Fail(env);
-  }
-  absl::ParseCommandLine(argc, argv);
-
-  auto level = bitloom::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
-  if (!level.ok()) return Fail(level.status());
-  bitloom::SetLogLevel(*level);
+  const bitloom::service::DaemonIdentity identity{
+      .name = "inferd",
+      .default_listen_address = "0.0.0.0:50051",
+      .default_metrics_address = "0.0.0.0:9091",
+      .health_service_names = {"bitloom.v1.InferenceService"},
+      .extra_flags = {"vram_budget", "threads"},
+      .usage = "inferd: serves Bitloom artifacts over gRPC."};
+  if (absl::Status s = bitloom::service::InitDaemon(identity, argc, argv); !s.ok()) return Fail(s);
   auto budget = bitloom::inferd::ParseMemoryBudget(absl::GetFlag(FLAGS_vram_budget));
   if (!budget.ok()) return Fail(budget.status());
 
-  auto store = bitloom::modelstore::ModelStore::Open(absl::GetFlag(FLAGS_store_path));
+  auto store = bitloom::service::OpenStoreFromFlags();
   if (!store.ok()) return Fail(store.status());
 
   uint64_t free_bytes = 0;
   bitloom::v1::DeviceInfo device = HostDevice(&free_bytes);
   const uint64_t pool_bytes = budget->Resolve(free_bytes);
 
-  bitloom::metrics::MetricsRegistry registry;
-  if (absl::Status s = bitloom::metrics::ProcessCollector::Register(registry, "bitloom_inferd",
-                                                                    bitloom::service::kVersion);
-      !s.ok()) {
-    return Fail(s);
-  }
-  auto request_metrics = bitloom::metrics::RequestMetrics::Create(registry, "bitloom_inferd");
-  if (!request_metrics.ok()) return Fail(request_metrics.status());
-
+  auto telemetry = bitloom::service::DaemonTelemetry::Create(identity.name);
+  if (!telemetry.ok()) return Fail(telemetry.status());
+  bitloom::metrics::MetricsRegistry& registry = (*telemetry)->registry();
   auto serving_metrics = bitloom::inferd::ServingMetrics::Register(registry);
   if (!serving_metrics.ok()) return Fail(serving_metrics.status());
 
@@ -115,21 +88,16 @@ int main(int argc, char** argv) {
   bitloom::inferd::ServedModels models(store->get(), pool_bytes, engine_threads.get(),
                                        serving_metrics->get());
   bitloom::inferd::InferenceServiceImpl service(&models, &registry, device);
-  bitloom::service::ServerOptions options;
-  options.listen_address = absl::GetFlag(FLAGS_listen_address);
-  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
-  options.ready_file = absl::GetFlag(FLAGS_ready_file);
-  options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
-  options.health_service_names = {"bitloom.v1.InferenceService"};
-  ServerRunner runner(options, &registry, &*request_metrics);
+  bitloom::service::ServerRunner runner(bitloom::service::ServerOptionsFromFlags(identity), &registry,
+                                       &(*telemetry)->request_metrics());
   if (absl::Status s = runner.Start({&service}); !s.ok()) return Fail(s);
   BITLOOM_LOG(INFO) << "inferd " << bitloom::service::kVersion << " store at "
-                    << absl::GetFlag(FLAGS_store_path) << ", pool " << pool_bytes << " bytes on "
+                    << bitloom::service::StorePathFromFlags() << ", pool " << pool_bytes << " bytes on "
                     << device.name();
   // Drain: new requests are refused at once; admitted and queued ones keep running until shortly
   // before the runner's grace deadline, when the schedulers end them with FINISH_REASON_CANCELLED, so
   // clients get a clean last message rather than a transport-level cancel.
-  const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
+  const absl::Duration grace = bitloom::service::ShutdownGraceFromFlags();
   runner.WaitForTermination([&models, grace] {
     models.Drain(absl::Now() + grace - std::min(grace / 10, absl::Seconds(1)));
   });

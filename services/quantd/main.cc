@@ -4,29 +4,15 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/time/time.h"
 #include "bitloom/core/logging.h"
 #include "bitloom/metrics/metrics_registry.h"
-#include "bitloom/metrics/process_collector.h"
-#include "bitloom/metrics/request_metrics.h"
-#include "bitloom/modelstore/model_store.h"
-#include "bitloom/service/env_flags.h"
+#include "bitloom/service/daemon_setup.h"
 #include "bitloom/service/server_runner.h"
 #include "bitloom/service/version.h"
 #include "engine_runner_factory.h"
 #include "job_manager.h"
 #include "quantization_service.h"
 
-ABSL_FLAG(std::string, listen_address, "0.0.0.0:50052", "gRPC listen address, host:port");
-ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9092",
-          "Prometheus /metrics address, host:port; empty disables it");
-ABSL_FLAG(std::string, store_path, "./bitloom-store", "Model store directory");
-ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
-ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(20),
-          "How long in-flight RPCs may finish after SIGTERM");
-ABSL_FLAG(std::string, ready_file, "", "Write {grpc_port, metrics_port} here once serving");
 ABSL_FLAG(int, max_queued_jobs, 64, "Jobs that may wait to run; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint64_t, disk_reserve_bytes, 0,
           "Free bytes a new job must leave on the store's filesystem beyond its estimated need");
@@ -42,35 +28,19 @@ int Fail(const absl::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  using bitloom::service::ServerRunner;
-  ServerRunner::BlockTerminationSignals();
-  absl::SetProgramUsageMessage(
-      "quantd: quantizes models into the Bitloom model store, over gRPC.\n"
-      "Every flag can also be set as BITLOOM_QUANTD_<FLAG> in the environment.");
-  if (absl::Status env = bitloom::service::ApplyEnvironmentToFlags(
-          "BITLOOM_QUANTD", {"listen_address", "metrics_address", "store_path", "log_level",
-                             "shutdown_grace", "ready_file", "max_queued_jobs",
-                             "disk_reserve_bytes", "threads"});
-      !env.ok()) {
-    return Fail(env);
-  }
-  absl::ParseCommandLine(argc, argv);
-
-  auto level = bitloom::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
-  if (!level.ok()) return Fail(level.status());
-  bitloom::SetLogLevel(*level);
-
-  auto store = bitloom::modelstore::ModelStore::Open(absl::GetFlag(FLAGS_store_path));
+  const bitloom::service::DaemonIdentity identity{
+      .name = "quantd",
+      .default_listen_address = "0.0.0.0:50052",
+      .default_metrics_address = "0.0.0.0:9092",
+      .health_service_names = {"bitloom.v1.QuantizationService"},
+      .extra_flags = {"max_queued_jobs", "disk_reserve_bytes", "threads"},
+      .usage = "quantd: quantizes models into the Bitloom model store, over gRPC."};
+  if (absl::Status s = bitloom::service::InitDaemon(identity, argc, argv); !s.ok()) return Fail(s);
+  auto store = bitloom::service::OpenStoreFromFlags();
   if (!store.ok()) return Fail(store.status());
-
-  bitloom::metrics::MetricsRegistry registry;
-  if (absl::Status s = bitloom::metrics::ProcessCollector::Register(registry, "bitloom_quantd",
-                                                                    bitloom::service::kVersion);
-      !s.ok()) {
-    return Fail(s);
-  }
-  auto request_metrics = bitloom::metrics::RequestMetrics::Create(registry, "bitloom_quantd");
-  if (!request_metrics.ok()) return Fail(request_metrics.status());
+  auto telemetry = bitloom::service::DaemonTelemetry::Create(identity.name);
+  if (!telemetry.ok()) return Fail(telemetry.status());
+  bitloom::metrics::MetricsRegistry& registry = (*telemetry)->registry();
 
   bitloom::quantd::JobManagerOptions job_options;
   job_options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
@@ -82,16 +52,11 @@ int main(int argc, char** argv) {
   if (!jobs.ok()) return Fail(jobs.status());
 
   bitloom::quantd::QuantizationServiceImpl service(store->get(), jobs->get(), &registry);
-  bitloom::service::ServerOptions options;
-  options.listen_address = absl::GetFlag(FLAGS_listen_address);
-  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
-  options.ready_file = absl::GetFlag(FLAGS_ready_file);
-  options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
-  options.health_service_names = {"bitloom.v1.QuantizationService"};
-  ServerRunner runner(options, &registry, &*request_metrics);
+  bitloom::service::ServerRunner runner(bitloom::service::ServerOptionsFromFlags(identity), &registry,
+                                       &(*telemetry)->request_metrics());
   if (absl::Status s = runner.Start({&service}); !s.ok()) return Fail(s);
   BITLOOM_LOG(INFO) << "quantd " << bitloom::service::kVersion << " store at "
-                    << absl::GetFlag(FLAGS_store_path);
+                    << bitloom::service::StorePathFromFlags();
   // Drain: the running job stops at its next tensor and keeps its checkpoints (it resumes after a
   // restart); open WatchJob streams end with UNAVAILABLE so the server can finish draining.
   runner.WaitForTermination([&jobs] { (*jobs)->Drain(); });

@@ -48,8 +48,13 @@ def duration_seconds(text):
 
 
 def daemon_flags(root, daemon):
-    with open(os.path.join(root, "services", daemon, "main.cc")) as f:
-        return set(re.findall(r"ABSL_FLAG\(\s*[\w:<>]+\s*,\s*(\w+)\s*,", f.read()))
+    """The daemon's own flags (its main.cc) and the common ones (services/common/src/daemon_setup.cc)."""
+    flags = set()
+    for path in (os.path.join(root, "services", daemon, "main.cc"),
+                 os.path.join(root, "services", "common", "src", "daemon_setup.cc")):
+        with open(path) as f:
+            flags |= set(re.findall(r"ABSL_FLAG\(\s*[\w:<>]+\s*,\s*(\w+)\s*,", f.read()))
+    return flags
 
 
 def check_validator_rejects(validate_mod):
