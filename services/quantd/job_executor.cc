@@ -3,16 +3,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "bitloom/core/dtype.h"
 #include "bitloom/core/logging.h"
 #include "bitloom/core/status_macros.h"
 #include "bitloom/formats/tensor_names.h"
 #include "bitloom/kernels/hadamard.h"
 #include "bitloom/kernels/scalar_codec.h"
+#include "bitloom/modelstore/reference_tensor.h"
 #include "bitloom/quant/quantization_pipeline.h"
 #include "bitloom/quant/scalar_quantizer.h"
 #include "bitloom/service/version.h"
@@ -232,21 +231,7 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
                                            &bytes));
       head_bits = 8.0 * static_cast<double>(bytes.size()) / static_cast<double>(rows * cols);
     } else {
-      entry.set_name(tensor.name);
-      for (uint64_t d : tensor.shape) entry.add_shape(d);
-      // As the fp16 import stores them: vectors (norms, biases) fp32, matrices fp16.
-      if (tensor.shape.size() == 1) {
-        entry.set_codec(v1::CODEC_F32);
-        entry.set_bits_per_weight(32);
-        bytes.resize(values.size() * sizeof(float));
-        std::memcpy(bytes.data(), values.data(), bytes.size());
-      } else {
-        entry.set_codec(v1::CODEC_F16);
-        entry.set_bits_per_weight(16);
-        bytes.resize(values.size() * sizeof(uint16_t));
-        auto* out = reinterpret_cast<uint16_t*>(bytes.data());
-        for (size_t j = 0; j < values.size(); ++j) out[j] = F32ToF16(values[j]);
-      }
+      modelstore::EncodeReferenceTensor(tensor.name, tensor.shape, values, &entry, &bytes);
     }
     BITLOOM_RETURN_IF_ERROR(writer->AddTensor(std::move(entry), bytes));
   }

@@ -1,13 +1,12 @@
 #include "import_checkpoint.h"
 
-#include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "bitloom/core/dtype.h"
 #include "bitloom/core/status_macros.h"
 #include "bitloom/formats/checkpoint.h"
+#include "bitloom/modelstore/reference_tensor.h"
 #include "bitloom/service/version.h"
 
 namespace bitloom::tools {
@@ -38,22 +37,7 @@ absl::StatusOr<v1::ArtifactSummary> ImportCheckpoint(const std::string& source_p
     values.resize(ElementCount(tensor.shape));
     BITLOOM_RETURN_IF_ERROR(checkpoint->ReadF32Into(tensor.name, absl::MakeSpan(values)));
     v1::TensorEntry entry;
-    entry.set_name(tensor.name);
-    for (uint64_t d : tensor.shape) entry.add_shape(d);
-    // Vectors are tiny and numerically delicate (Gemma's norm weights are small offsets from 1), so
-    // they stay fp32; matrices are fp16, the reference precision of the quantizer.
-    if (tensor.shape.size() == 1) {
-      entry.set_codec(v1::CODEC_F32);
-      entry.set_bits_per_weight(32);
-      bytes.resize(values.size() * sizeof(float));
-      std::memcpy(bytes.data(), values.data(), bytes.size());
-    } else {
-      entry.set_codec(v1::CODEC_F16);
-      entry.set_bits_per_weight(16);
-      bytes.resize(values.size() * sizeof(uint16_t));
-      auto* out = reinterpret_cast<uint16_t*>(bytes.data());
-      for (size_t j = 0; j < values.size(); ++j) out[j] = F32ToF16(values[j]);
-    }
+    modelstore::EncodeReferenceTensor(tensor.name, tensor.shape, values, &entry, &bytes);
     BITLOOM_RETURN_IF_ERROR(writer->AddTensor(std::move(entry), bytes));
     if (options.on_progress) options.on_progress(i + 1, tensors.size());
   }
