@@ -156,7 +156,11 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
   const CalibrationShape shape =
       ResolveCalibrationShape(request.calibration(), checkpoint->config());
   BITLOOM_ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
-                           BuildCalibrationTokens(request, *checkpoint, shape));
+                           BuildCalibrationTokens(request, *checkpoint, shape,
+                                                  {env.pool, stop, [&](double f) {
+                                                     report(v1::JOB_STAGE_CALIBRATING,
+                                                            0.01 + (kPipelineStart - 0.01) * f);
+                                                   }}));
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<quant::BlockRunner> runner,
                            env.runners->create(*checkpoint, env.pool));
   progress.set_num_layers(static_cast<uint32_t>(runner->num_layers()));
@@ -248,6 +252,7 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
   calibration->set_rows(static_cast<uint32_t>(shape.rows));
   calibration->set_tokens_per_row(static_cast<uint32_t>(shape.tokens_per_row));
   calibration->set_seed(request.seed());
+  calibration->set_random_rows_fraction(request.calibration().random_rows_fraction());
   manifest.set_quantizer_version(absl::StrCat("bitloom ", service::kVersion, " quantd"));
   manifest.set_bits_per_weight(result->bits_per_weight);
   manifest.set_head_bits_per_weight(head_bits);

@@ -82,8 +82,11 @@ absl::Status ValidateCreateJobRequest(const v1::CreateJobRequest& request) {
   }
   if (calibration.self_generated() && calibration.corpus_files_size() > 0) {
     return absl::InvalidArgumentError(
-        "calibration: corpus_files and self_generated are mutually exclusive");
+        "calibration.self_generated: cannot be combined with calibration.corpus_files (the rows "
+        "come from one source; give one of them, or neither for the built-in calibration)");
   }
+  BITLOOM_RETURN_IF_ERROR(CheckRange("calibration.random_rows_fraction",
+                                     calibration.random_rows_fraction(), 0.0, 1.0));
   for (int i = 0; i < calibration.corpus_files_size(); ++i) {
     BITLOOM_RETURN_IF_ERROR(
         CheckPath(absl::StrCat("calibration.corpus_files[", i, "]"), calibration.corpus_files(i)));

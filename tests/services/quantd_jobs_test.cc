@@ -337,6 +337,14 @@ TEST_F(QuantdJobsTest, BadInputsNameTheField) {
   r = Request("x");
   r.mutable_calibration()->set_rows(5000);
   expect(r, grpc::StatusCode::INVALID_ARGUMENT, "calibration.rows");
+  r = Request("x");
+  r.mutable_calibration()->set_random_rows_fraction(1.5);
+  expect(r, grpc::StatusCode::INVALID_ARGUMENT, "calibration.random_rows_fraction");
+  std::ofstream(root_ + "/corpus.txt") << "abc";
+  r = Request("x");
+  r.mutable_calibration()->set_self_generated(true);
+  r.mutable_calibration()->add_corpus_files(root_ + "/corpus.txt");
+  expect(r, grpc::StatusCode::INVALID_ARGUMENT, "calibration.corpus_files");
 
   // Name taken: by a published artifact (unless overwrite), and by a job that is not finished.
   const v1::Job first = Create(Request("taken"));
@@ -358,6 +366,36 @@ TEST_F(QuantdJobsTest, BadInputsNameTheField) {
   v1::ListJobsResponse jobs;
   EXPECT_EQ(stub_->ListJobs(Ctx().get(), list, &jobs).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// Calibration the model samples itself, a quarter of the rows replaced by random ids: the job
+// publishes, and records the settings in the manifest.
+TEST_F(QuantdJobsTest, CalibratesOnSelfGeneratedRowsMixedWithRandomRows) {
+  StartQuantd(store_);
+  v1::CreateJobRequest r = Request("self-generated");
+  r.mutable_calibration()->set_self_generated(true);
+  r.mutable_calibration()->set_random_rows_fraction(0.25);
+  const v1::Job created = Create(r);
+  grpc::Status status;
+  const std::vector<v1::Job> events = Watch(created.id(), &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_FALSE(events.empty());
+  ASSERT_EQ(events.back().state(), v1::JOB_STATE_SUCCEEDED)
+      << events.back().error() << quantd_->Log();
+  for (size_t i = 1; i < events.size(); ++i) {
+    EXPECT_GE(events[i].progress().fraction_done(), events[i - 1].progress().fraction_done());
+  }
+  v1::DescribeArtifactRequest describe;
+  describe.set_name("self-generated");
+  v1::DescribeArtifactResponse description;
+  ASSERT_TRUE(stub_->DescribeArtifact(Ctx().get(), describe, &description).ok());
+  const v1::CalibrationSettings& calibration = description.manifest().calibration();
+  EXPECT_TRUE(calibration.self_generated());
+  EXPECT_DOUBLE_EQ(calibration.random_rows_fraction(), 0.25);
+  EXPECT_EQ(calibration.rows(), 8u);
+  EXPECT_EQ(calibration.tokens_per_row(), 64u);
+  EXPECT_EQ(calibration.seed(), 7u);
+  EXPECT_NEAR(description.manifest().bits_per_weight(), 2.5, 0.01);
 }
 
 TEST_F(QuantdJobsTest, RefusesAJobTheDiskCannotHold) {
