@@ -8,16 +8,18 @@
 // of LaunchPagedDecodeAttention (split kernel + combine), the bytes it must read (K and V of every
 // cached token + fp16 q + block tables; output, workspace and the combine pass are not counted),
 // achieved GB/s = bytes / time, and that over the device-to-device copy bandwidth measured in the
-// same run (cudaMemcpyAsync D2D of 1 GiB, GB/s = 2·bytes / time, median of 10 copies; 1 GB = 1e9 B).
+// same run (cudaMemcpyAsync D2D of 1 GiB, GB/s = 2·bytes / time, median of 10 copies;
+// 1 GB = 1e9 B).
 //
 // Prefill (for reference, same shapes, batch 1): a whole prompt of 512 or 4096 tokens, and 129 new
-// tokens after a 4096-token prefix; time and achieved TFLOP/s, counting 4·head_dim flops per visible
-// (query head, key) pair.
+// tokens after a 4096-token prefix; time and achieved TFLOP/s, counting 4·head_dim flops per
+// visible (query head, key) pair.
 //
 // Timing: pages are a random permutation of a pool; each launch of a CUDA graph reads its own copy
 // of the cache (own pages, own block tables), and a graph holds one launch per copy (32..256), so
 // the working set is >= 256 MB or the whole cache and L2 does not hold it. The graph is replayed 3
-// times to warm up and then `iters` times, each timed with cudaEvents; time = median replay / launches.
+// times to warm up and then `iters` times, each timed with cudaEvents; time = median replay /
+// launches.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -80,7 +82,8 @@ class DeviceMemory {
   DeviceMemory(const DeviceMemory&) = delete;
   DeviceMemory& operator=(const DeviceMemory&) = delete;
   absl::Status Allocate(int64_t bytes) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr_, static_cast<size_t>(std::max<int64_t>(bytes, 16))));
+    BITLOOM_CUDA_RETURN_IF_ERROR(
+        cudaMalloc(&ptr_, static_cast<size_t>(std::max<int64_t>(bytes, 16))));
     return absl::OkStatus();
   }
   template <typename T = void>
@@ -112,8 +115,8 @@ absl::Status TimeLaunches(cudaStream_t stream, int iters, int launches,
     bool launched = true;
     for (int i = 0; i < launches && launched; ++i) launched = launch(i).ok();
     const cudaError_t end = cudaStreamEndCapture(stream, &graph);
-    use_graph = launched && end == cudaSuccess &&
-                cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    use_graph =
+        launched && end == cudaSuccess && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
     cudaGetLastError();  // a failed capture leaves an error behind; the fallback starts clean
   }
   auto run_once = [&]() -> absl::Status {
@@ -260,7 +263,8 @@ absl::Status Run(int iters) {
       p.workspace_bytes = DecodeAttentionWorkspaceBytes(p);
       if (absl::Status s = ws.Allocate(static_cast<int64_t>(p.workspace_bytes)); !s.ok()) return s;
       p.workspace = ws.get();
-      if (!IsSupported(sm, p)) return absl::FailedPreconditionError("decode attention not supported");
+      if (!IsSupported(sm, p))
+        return absl::FailedPreconditionError("decode attention not supported");
       auto launch = [&](int i) {
         PagedDecodeAttentionParams pi = p;
         pi.cache = pool.Describe(i % pool.copies);
@@ -268,17 +272,19 @@ absl::Status Run(int iters) {
       };
       double secs = 0.0;
       std::string how;
-      if (absl::Status s = TimeLaunches(stream, iters, launches, launch, &secs, &how); !s.ok()) return s;
-      const double bytes = static_cast<double>(kv_bytes + qn * 2 + int64_t{batch} * pool.pages_per_seq * 4);
+      if (absl::Status s = TimeLaunches(stream, iters, launches, launch, &secs, &how); !s.ok())
+        return s;
+      const double bytes =
+          static_cast<double>(kv_bytes + qn * 2 + int64_t{batch} * pool.pages_per_seq * 4);
       const double gbps = bytes / secs / 1e9;
       decode_json.push_back(absl::StrCat(
           "{\"model\":\"llama3-8b\",\"heads\":", kHeads, ",\"kv_heads\":", kKvHeads,
           ",\"head_dim\":", kHeadDim, ",\"page_size\":", kPageSize, ",\"context\":", ctx,
-          ",\"batch\":", batch, ",\"num_splits\":", plan.num_splits, ",\"split_len\":",
-          plan.split_len, ",\"time_us\":", secs * 1e6, ",\"bytes_read\":", static_cast<int64_t>(bytes),
-          ",\"gbps\":", gbps, ",\"fraction_of_copy_bw\":", gbps / copy_gbps,
-          ",\"working_set_mb\":", std::min(launches, pool.copies) * kv_bytes / 1e6,
-          ",\"timing\":\"", how, "\"}"));
+          ",\"batch\":", batch, ",\"num_splits\":", plan.num_splits,
+          ",\"split_len\":", plan.split_len, ",\"time_us\":", secs * 1e6,
+          ",\"bytes_read\":", static_cast<int64_t>(bytes), ",\"gbps\":", gbps,
+          ",\"fraction_of_copy_bw\":", gbps / copy_gbps, ",\"working_set_mb\":",
+          std::min(launches, pool.copies) * kv_bytes / 1e6, ",\"timing\":\"", how, "\"}"));
       std::fprintf(stderr, "%-7d %5d %6d %7d %9.2f %8.0f %6.3f\n", ctx, batch, plan.num_splits,
                    launches, secs * 1e6, gbps, gbps / copy_gbps);
     }
@@ -314,7 +320,8 @@ absl::Status Run(int iters) {
     p.num_tokens = fresh;
     p.num_heads = kHeads;
     p.scale = scale;
-    if (!IsSupported(sm, p)) return absl::FailedPreconditionError("prefill attention not supported");
+    if (!IsSupported(sm, p))
+      return absl::FailedPreconditionError("prefill attention not supported");
     auto launch = [&](int) { return LaunchPagedPrefillAttention(p, stream); };
     double secs = 0.0;
     std::string how;

@@ -1,9 +1,9 @@
 // GPU vs CPU for attention over the paged fp16 KV cache: decode (split-K + combine) and prefill,
-// against AttentionF32 run on the same fp16 values gathered into contiguous K/V. Pages are scattered
-// (a random permutation of page ids), unused pages and slots hold NaN so a read past a sequence's
-// length or through a wrong page shows, and the output buffers carry a NaN tail that must stay
-// untouched. The split plan and the launchers' argument checks are host logic and run without a GPU;
-// the rest skips when no GPU is present (CI).
+// against AttentionF32 run on the same fp16 values gathered into contiguous K/V. Pages are
+// scattered (a random permutation of page ids), unused pages and slots hold NaN so a read past a
+// sequence's length or through a wrong page shows, and the output buffers carry a NaN tail that
+// must stay untouched. The split plan and the launchers' argument checks are host logic and run
+// without a GPU; the rest skips when no GPU is present (CI).
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -64,7 +64,8 @@ class DeviceBuffer {
   template <typename T>
   void Upload(const std::vector<T>& v) {
     ASSERT_LE(v.size() * sizeof(T), bytes_);
-    ASSERT_EQ(cudaMemcpy(ptr_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(ptr_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice),
+              cudaSuccess);
   }
   std::vector<uint8_t> DownloadBytes() const {
     std::vector<uint8_t> v(bytes_);
@@ -241,14 +242,15 @@ PagedDecodeAttentionParams DecodeShape(const Shape& s, int batch, int max_seq_le
 }
 
 TEST(PagedDecodeAttentionPlan, SplitsCoverTheVisibleRange) {
-  const Shape shapes[] = {kSmolLm2, kGemma3, kLlama3, {"mha", 8, 8, 128}, {"g8", 16, 2, 64},
-                          {"g12", 24, 2, 128}, {"g64", 64, 1, 256}};
+  const Shape shapes[] = {kSmolLm2,           kGemma3,           kLlama3,
+                          {"mha", 8, 8, 128}, {"g8", 16, 2, 64}, {"g12", 24, 2, 128},
+                          {"g64", 64, 1, 256}};
   for (const Shape& s : shapes) {
     for (int batch : {1, 2, 3, 16, 64, 256, 65535}) {
       for (int max_len : {1, 15, 16, 17, 63, 64, 65, 300, 4097, 16384, 131072, 1 << 30}) {
         for (int window : {0, 1, 512, 4096}) {
-          SCOPED_TRACE(::testing::Message() << s.name << " batch=" << batch << " max_len=" << max_len
-                                            << " window=" << window);
+          SCOPED_TRACE(::testing::Message() << s.name << " batch=" << batch
+                                            << " max_len=" << max_len << " window=" << window);
           const PagedDecodeAttentionParams p = DecodeShape(s, batch, max_len, window);
           const DecodeAttentionPlan plan = PlanDecodeAttention(p);
           const int group = s.num_heads / s.num_kv_heads;
@@ -260,12 +262,11 @@ TEST(PagedDecodeAttentionPlan, SplitsCoverTheVisibleRange) {
           ASSERT_GE(plan.num_splits, 1);
           EXPECT_LE(plan.num_splits, kDecodeMaxSplits);
           EXPECT_EQ(plan.split_len % 16, 0);
-          EXPECT_GE(int64_t{plan.num_splits} * plan.split_len, range);       // covers
-          EXPECT_LT(int64_t{plan.num_splits - 1} * plan.split_len, range);   // no empty tail split
-          const size_t want_ws = plan.num_splits == 1
-                                     ? 0
-                                     : size_t{4} * batch * s.num_heads * plan.num_splits *
-                                           (s.head_dim + 2);
+          EXPECT_GE(int64_t{plan.num_splits} * plan.split_len, range);      // covers
+          EXPECT_LT(int64_t{plan.num_splits - 1} * plan.split_len, range);  // no empty tail split
+          const size_t want_ws = plan.num_splits == 1 ? 0
+                                                      : size_t{4} * batch * s.num_heads *
+                                                            plan.num_splits * (s.head_dim + 2);
           EXPECT_EQ(DecodeAttentionWorkspaceBytes(p), want_ws);
           // Pointers and lengths do not change the plan (graph capture relies on it).
           PagedDecodeAttentionParams q = p;
@@ -487,7 +488,12 @@ TEST(CudaPagedDecodeAttention, MatchesCpuOnModelShapes) {
       for (int window : {0, 512}) {
         for (float softcap : {0.0f, 50.0f}) {
           const int batch = std::array<int, 3>{1, 3, 16}[i % 3];
-          DecodeCase c{shape, page_size, window, softcap, {}, 0,
+          DecodeCase c{shape,
+                       page_size,
+                       window,
+                       softcap,
+                       {},
+                       0,
                        i % 2 ? ActivationType::kF32 : ActivationType::kF16,
                        (i / 2) % 2 ? ActivationType::kF16 : ActivationType::kF32};
           for (int b = 0; b < batch; ++b) c.lens.push_back(kLens[(i / 3 + b) % 6]);
@@ -504,11 +510,18 @@ TEST(CudaPagedDecodeAttention, MatchesCpuOnOtherGroupSizes) {
   SKIP_WITHOUT_GPU();
   // MHA (group 1), group 2, group 8 (one block of 8 heads) and group 12 (8 + 4 heads), a strong
   // soft-cap, a small window.
-  const Shape shapes[] = {{"mha", 4, 4, 128}, {"g2", 8, 4, 64}, {"g8", 16, 2, 64}, {"g12", 24, 2, 256}};
+  const Shape shapes[] = {
+      {"mha", 4, 4, 128}, {"g2", 8, 4, 64}, {"g8", 16, 2, 64}, {"g12", 24, 2, 256}};
   int i = 0;
   for (const Shape& shape : shapes) {
-    DecodeCase c{shape, 16, i % 2 ? 0 : 40, i % 2 ? 3.0f : 0.0f, {300, 17, 1, 4097}, 4097,
-                 ActivationType::kF16, ActivationType::kF32};
+    DecodeCase c{shape,
+                 16,
+                 i % 2 ? 0 : 40,
+                 i % 2 ? 3.0f : 0.0f,
+                 {300, 17, 1, 4097},
+                 4097,
+                 ActivationType::kF16,
+                 ActivationType::kF32};
     CheckDecode(c, 2000 + i);
     ++i;
   }
@@ -526,7 +539,8 @@ TEST(CudaPagedDecodeAttention, GraphReplayReadsNewLengths) {
   SKIP_WITHOUT_GPU();
   // One capture for a max_seq_len bound; replays after the lengths change on the device must
   // attend over the new lengths (nothing about them is baked into the graph).
-  DecodeCase c{kLlama3, 16, 0, 0.0f, {4097, 300, 17}, 4097, ActivationType::kF16, ActivationType::kF32};
+  DecodeCase c{
+      kLlama3, 16, 0, 0.0f, {4097, 300, 17}, 4097, ActivationType::kF16, ActivationType::kF32};
   PagedCacheFixture cache(c.shape, c.page_size, c.lens, 4000);
   const size_t n = c.lens.size() * c.shape.num_heads * c.shape.head_dim;
   const Queries q = MakeQueries(n, 4001, c.q_type);
@@ -546,7 +560,8 @@ TEST(CudaPagedDecodeAttention, GraphReplayReadsNewLengths) {
   ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
   ASSERT_TRUE(launched.ok()) << launched;
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  for (const std::vector<int>& lens : {std::vector<int>{4097, 300, 17}, std::vector<int>{5, 4000, 64}}) {
+  for (const std::vector<int>& lens :
+       {std::vector<int>{4097, 300, 17}, std::vector<int>{5, 4000, 64}}) {
     DecodeCase now = c;
     now.lens = lens;
     d_lens.Upload(lens);
@@ -580,9 +595,9 @@ struct PrefillCase {
 
 void CheckPrefill(const PrefillCase& c, uint64_t seed) {
   SCOPED_TRACE(::testing::Message()
-               << c.shape.name << " page=" << c.page_size << " window=" << c.window
-               << " softcap=" << c.softcap << " seqs=" << c.seqs.size() << " prefix[0]="
-               << c.seqs[0].prefix << " new[0]=" << c.seqs[0].fresh << " shuffle=" << c.shuffle);
+               << c.shape.name << " page=" << c.page_size << " window=" << c.window << " softcap="
+               << c.softcap << " seqs=" << c.seqs.size() << " prefix[0]=" << c.seqs[0].prefix
+               << " new[0]=" << c.seqs[0].fresh << " shuffle=" << c.shuffle);
   std::vector<int> lens;
   std::vector<int32_t> token_seq, token_pos;
   for (size_t s = 0; s < c.seqs.size(); ++s) {
@@ -680,18 +695,19 @@ TEST(CudaPagedPrefillAttention, MatchesCpuOnModelShapes) {
   // New tokens appended to existing prefixes: one sequence, several (some adjacent, some
   // interleaved), a long prefix past the window, and a whole prompt longer than the window.
   const std::vector<std::vector<PrefillSeq>> layouts = {
-      {{300, 129}},
-      {{17, 1}, {300, 7}, {16, 129}},
-      {{4097, 7}},
-      {{15, 7}, {1, 1}},
-      {{0, 700}},
+      {{300, 129}}, {{17, 1}, {300, 7}, {16, 129}}, {{4097, 7}}, {{15, 7}, {1, 1}}, {{0, 700}},
   };
   int i = 0;
   for (const Shape& shape : {kSmolLm2, kGemma3, kLlama3}) {
     for (int page_size : {16, 32}) {
       for (int window : {0, 512}) {
         for (float softcap : {0.0f, 50.0f}) {
-          PrefillCase c{shape, page_size, window, softcap, layouts[i % layouts.size()], i % 3 == 1,
+          PrefillCase c{shape,
+                        page_size,
+                        window,
+                        softcap,
+                        layouts[i % layouts.size()],
+                        i % 3 == 1,
                         i % 2 ? ActivationType::kF32 : ActivationType::kF16,
                         (i / 2) % 2 ? ActivationType::kF16 : ActivationType::kF32};
           CheckPrefill(c, 5000 + i);
@@ -707,8 +723,14 @@ TEST(CudaPagedPrefillAttention, MatchesCpuOnOtherGroupSizes) {
   const Shape shapes[] = {{"mha", 4, 4, 128}, {"g8", 16, 2, 64}, {"g12", 24, 2, 256}};
   int i = 0;
   for (const Shape& shape : shapes) {
-    PrefillCase c{shape, 16, i == 1 ? 40 : 0, i == 2 ? 3.0f : 0.0f, {{33, 45}, {0, 3}}, i == 0,
-                  ActivationType::kF16, ActivationType::kF32};
+    PrefillCase c{shape,
+                  16,
+                  i == 1 ? 40 : 0,
+                  i == 2 ? 3.0f : 0.0f,
+                  {{33, 45}, {0, 3}},
+                  i == 0,
+                  ActivationType::kF16,
+                  ActivationType::kF32};
     CheckPrefill(c, 6000 + i);
     ++i;
   }

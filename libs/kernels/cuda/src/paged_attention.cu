@@ -19,18 +19,20 @@
 //     is written directly. Several: the block writes its (max, sum) and unnormalised accumulator to
 //     the workspace and the combine kernel (grid (num_heads, batch), D threads) merges the splits.
 // The split count (PlanDecodeAttention) aims at ~kTargetBlocks blocks in flight with at least
-// kMinSplitLen tokens per split; it depends on shapes only, so the launch can be captured in a graph.
+// kMinSplitLen tokens per split; it depends on shapes only, so the launch can be captured in a
+// graph.
 //
 // Prefill (PagedPrefillKernel). Grid (ceil(num_tokens·group / 32), num_kv_heads), 128 threads. The
-// block's 32 query rows are consecutive (token, head-of-the-group) pairs of one kv head, so GQA heads
-// share K/V tiles and no row is padding. Warp w owns rows 8w..8w+7.
-//   - Shared memory (dynamic): Q rows fp32 [32][D]; a K tile fp16 [32 keys][D/2 + 1 words] (odd word
-//     stride: lane j reads key j's row without bank conflicts); a V tile fp16 [32][D/2 words]; each
-//     warp's probabilities [32 keys][8 rows] fp32 (one key's 8 rows are two float4 broadcasts); the
-//     rows' sequence and position. D = 256: 68.5 KB, within every sm_80+ part's opt-in limit.
+// block's 32 query rows are consecutive (token, head-of-the-group) pairs of one kv head, so GQA
+// heads share K/V tiles and no row is padding. Warp w owns rows 8w..8w+7.
+//   - Shared memory (dynamic): Q rows fp32 [32][D]; a K tile fp16 [32 keys][D/2 + 1 words]
+//     (odd word stride: lane j reads key j's row without bank conflicts); a V tile fp16
+//     [32][D/2 words]; each warp's probabilities [32 keys][8 rows] fp32 (one key's 8 rows are two
+//     float4 broadcasts); the rows' sequence and position. D = 256: 68.5 KB, within every sm_80+
+//     part's opt-in limit.
 //   - Sequences: the block loops over the distinct sequences of its rows (one pass in the usual
-//     case, adjacent tokens of one sequence); a pass loads that sequence's key tiles of 32 keys from
-//     min(window start) to max(position) of its rows, and rows of other sequences are masked.
+//     case, adjacent tokens of one sequence); a pass loads that sequence's key tiles of 32 keys
+//     from min(window start) to max(position) of its rows, and rows of other sequences are masked.
 //   - Scores: lane j computes key j against the warp's 8 rows (fp32 FMAs, Q broadcast from shared
 //     memory), masks by position and window, and the warp updates each row's online softmax (max
 //     by butterfly; the sum is kept per lane and reduced at the end). P·V: lane owns dim pairs
@@ -282,11 +284,11 @@ struct PrefillArgs {
 
 template <int D>
 constexpr size_t PrefillSharedBytes() {
-  return sizeof(float) * kPrefillRows * D                          // Q
-         + sizeof(uint32_t) * kPrefillKeys * (D / 2 + 1)           // K tile (padded)
-         + sizeof(uint32_t) * kPrefillKeys * (D / 2)               // V tile
+  return sizeof(float) * kPrefillRows * D                               // Q
+         + sizeof(uint32_t) * kPrefillKeys * (D / 2 + 1)                // K tile (padded)
+         + sizeof(uint32_t) * kPrefillKeys * (D / 2)                    // V tile
          + sizeof(float) * kPrefillWarps * kPrefillKeys * kRowsPerWarp  // P
-         + sizeof(int) * kPrefillRows * 2;                         // row sequence, position
+         + sizeof(int) * kPrefillRows * 2;                              // row sequence, position
 }
 
 template <int D>
@@ -368,7 +370,8 @@ __global__ void __launch_bounds__(kPrefillThreads) PagedPrefillKernel(const Pref
         const int j = i / (D / 8);
         const int c = (i % (D / 8)) * 8;
         const int t = k0 + j;
-        uint4 kq = make_uint4(0, 0, 0, 0), vq = kq;  // zeros past the range: p = 0 must meet finite V
+        // Zeros past the range: a masked key's p = 0 must meet a finite V.
+        uint4 kq = make_uint4(0, 0, 0, 0), vq = kq;
         if (t < key_hi) {
           const int64_t off =
               detail::KvOffset<D>(table, t, a.page_shift, a.num_kv_heads, kv_head) + c;
@@ -406,8 +409,8 @@ __global__ void __launch_bounds__(kPrefillThreads) PagedPrefillKernel(const Pref
       for (int r = 0; r < kRowsPerWarp; ++r) {
         const int row = warp * kRowsPerWarp + r;
         const int pos = row_pos[row];
-        const bool visible = ((active >> row) & 1u) != 0 && t <= pos &&
-                             (a.window == 0 || pos - t < a.window);
+        const bool visible =
+            ((active >> row) & 1u) != 0 && t <= pos && (a.window == 0 || pos - t < a.window);
         const float sc = visible ? detail::TransformScore(s[r], a.scale, a.softcap) : -INFINITY;
         const float mt = fmaxf(m[r], detail::WarpMax(sc));
         const float corr = ExpDiff(m[r], mt);
@@ -465,13 +468,16 @@ int Log2(int v) {
 }
 
 absl::Status ValidateCache(const PagedKvCache& c, const char* who) {
-  auto bad = [who](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(who, ": ", parts...)); };
+  auto bad = [who](auto... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": ", parts...));
+  };
   if (c.head_dim != 64 && c.head_dim != 128 && c.head_dim != 256)
     return bad("head_dim ", c.head_dim, " not 64, 128 or 256");
   if (!IsPowerOfTwo(c.page_size) || c.page_size > (1 << 20))
     return bad("page_size ", c.page_size, " must be a power of two");
   if (c.num_kv_heads < 1) return bad("num_kv_heads ", c.num_kv_heads, " must be positive");
-  if (c.max_pages_per_seq < 1) return bad("max_pages_per_seq ", c.max_pages_per_seq, " must be positive");
+  if (c.max_pages_per_seq < 1)
+    return bad("max_pages_per_seq ", c.max_pages_per_seq, " must be positive");
   if (c.k == nullptr || c.v == nullptr || c.block_tables == nullptr)
     return bad("cache k, v and block_tables must be non-null");
   if (!Aligned16(c.k) || !Aligned16(c.v)) return bad("cache k and v must be 16-byte aligned");
@@ -480,10 +486,13 @@ absl::Status ValidateCache(const PagedKvCache& c, const char* who) {
 
 absl::Status ValidateCommon(const PagedKvCache& c, int num_heads, const void* q, const void* out,
                             float scale, float softcap, int window, const char* who) {
-  auto bad = [who](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(who, ": ", parts...)); };
+  auto bad = [who](auto... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": ", parts...));
+  };
   if (absl::Status s = ValidateCache(c, who); !s.ok()) return s;
   if (num_heads < 1 || num_heads % c.num_kv_heads != 0)
-    return bad("num_heads ", num_heads, " must be a positive multiple of num_kv_heads ", c.num_kv_heads);
+    return bad("num_heads ", num_heads, " must be a positive multiple of num_kv_heads ",
+               c.num_kv_heads);
   if (q == nullptr || out == nullptr) return bad("q and out must be non-null");
   if (!Aligned16(q) || !Aligned16(out)) return bad("q and out must be 16-byte aligned");
   if (!std::isfinite(scale)) return bad("scale must be finite");
@@ -494,7 +503,9 @@ absl::Status ValidateCommon(const PagedKvCache& c, int num_heads, const void* q,
 
 absl::Status ValidateDecode(const PagedDecodeAttentionParams& p) {
   constexpr const char* kWho = "LaunchPagedDecodeAttention";
-  auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(kWho, ": ", parts...)); };
+  auto bad = [](auto... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(kWho, ": ", parts...));
+  };
   if (absl::Status s = ValidateCommon(p.cache, p.num_heads, p.q, p.out, p.scale, p.logit_softcap,
                                       p.sliding_window, kWho);
       !s.ok())
@@ -504,7 +515,8 @@ absl::Status ValidateDecode(const PagedDecodeAttentionParams& p) {
   if (p.seq_lens == nullptr) return bad("seq_lens must be non-null");
   const int64_t capacity = int64_t{p.cache.max_pages_per_seq} * p.cache.page_size;
   if (p.max_seq_len < 1 || p.max_seq_len > capacity)
-    return bad("max_seq_len ", p.max_seq_len, " outside [1, max_pages_per_seq·page_size = ", capacity, "]");
+    return bad("max_seq_len ", p.max_seq_len,
+               " outside [1, max_pages_per_seq·page_size = ", capacity, "]");
   const DecodeAttentionPlan plan = PlanDecodeAttention(p);
   if (int64_t{p.cache.num_kv_heads} * plan.head_chunks > 65535)
     return bad("num_kv_heads·head_chunks exceeds the grid limit 65535");
@@ -516,14 +528,19 @@ absl::Status ValidateDecode(const PagedDecodeAttentionParams& p) {
 
 absl::Status ValidatePrefill(const PagedPrefillAttentionParams& p) {
   constexpr const char* kWho = "LaunchPagedPrefillAttention";
-  auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(kWho, ": ", parts...)); };
+  auto bad = [](auto... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(kWho, ": ", parts...));
+  };
   if (absl::Status s = ValidateCommon(p.cache, p.num_heads, p.q, p.out, p.scale, p.logit_softcap,
                                       p.sliding_window, kWho);
       !s.ok())
     return s;
   if (p.num_tokens < 0) return bad("num_tokens ", p.num_tokens, " must be >= 0");
-  if (p.token_seq == nullptr || p.token_pos == nullptr) return bad("token_seq and token_pos must be non-null");
-  const int64_t blocks = (int64_t{p.num_tokens} * (p.num_heads / p.cache.num_kv_heads) + kPrefillRows - 1) / kPrefillRows;
+  if (p.token_seq == nullptr || p.token_pos == nullptr)
+    return bad("token_seq and token_pos must be non-null");
+  const int64_t blocks =
+      (int64_t{p.num_tokens} * (p.num_heads / p.cache.num_kv_heads) + kPrefillRows - 1) /
+      kPrefillRows;
   if (blocks > INT_MAX) return bad("num_tokens·group too large for one launch");
   if (p.cache.num_kv_heads > 65535) return bad("num_kv_heads exceeds the grid limit 65535");
   return absl::OkStatus();
@@ -566,10 +583,18 @@ absl::Status LaunchDecodeDim(const PagedDecodeAttentionParams& p, const DecodeAt
                   static_cast<unsigned>(p.cache.num_kv_heads * plan.head_chunks),
                   static_cast<unsigned>(p.batch));
   switch (plan.heads_per_block) {
-    case 1: PagedDecodeKernel<D, 1><<<grid, kDecodeThreads, 0, stream>>>(a); break;
-    case 2: PagedDecodeKernel<D, 2><<<grid, kDecodeThreads, 0, stream>>>(a); break;
-    case 4: PagedDecodeKernel<D, 4><<<grid, kDecodeThreads, 0, stream>>>(a); break;
-    default: PagedDecodeKernel<D, 8><<<grid, kDecodeThreads, 0, stream>>>(a); break;
+    case 1:
+      PagedDecodeKernel<D, 1><<<grid, kDecodeThreads, 0, stream>>>(a);
+      break;
+    case 2:
+      PagedDecodeKernel<D, 2><<<grid, kDecodeThreads, 0, stream>>>(a);
+      break;
+    case 4:
+      PagedDecodeKernel<D, 4><<<grid, kDecodeThreads, 0, stream>>>(a);
+      break;
+    default:
+      PagedDecodeKernel<D, 8><<<grid, kDecodeThreads, 0, stream>>>(a);
+      break;
   }
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   if (plan.num_splits > 1) {
@@ -603,8 +628,11 @@ absl::Status LaunchPrefillDim(const PagedPrefillAttentionParams& p, cudaStream_t
   a.window = p.sliding_window;
   constexpr size_t kSmem = PrefillSharedBytes<D>();
   // Above the 48 KB default the kernel must opt in (not a stream operation: capture-safe).
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-      PagedPrefillKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
+  if constexpr (kSmem > 48 * 1024) {
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(PagedPrefillKernel<D>,
+                                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                      static_cast<int>(kSmem)));
+  }
   const int64_t rows = int64_t{p.num_tokens} * a.group;
   const dim3 grid(static_cast<unsigned>((rows + kPrefillRows - 1) / kPrefillRows),
                   static_cast<unsigned>(p.cache.num_kv_heads));
@@ -651,9 +679,12 @@ absl::Status LaunchPagedDecodeAttention(const PagedDecodeAttentionParams& params
   if (absl::Status s = ValidateDecode(params); !s.ok()) return s;
   const DecodeAttentionPlan plan = PlanDecodeAttention(params);
   switch (params.cache.head_dim) {
-    case 64: return LaunchDecodeDim<64>(params, plan, stream);
-    case 128: return LaunchDecodeDim<128>(params, plan, stream);
-    default: return LaunchDecodeDim<256>(params, plan, stream);
+    case 64:
+      return LaunchDecodeDim<64>(params, plan, stream);
+    case 128:
+      return LaunchDecodeDim<128>(params, plan, stream);
+    default:
+      return LaunchDecodeDim<256>(params, plan, stream);
   }
 }
 
@@ -666,9 +697,12 @@ absl::Status LaunchPagedPrefillAttention(const PagedPrefillAttentionParams& para
   if (absl::Status s = ValidatePrefill(params); !s.ok()) return s;
   if (params.num_tokens == 0) return absl::OkStatus();
   switch (params.cache.head_dim) {
-    case 64: return LaunchPrefillDim<64>(params, stream);
-    case 128: return LaunchPrefillDim<128>(params, stream);
-    default: return LaunchPrefillDim<256>(params, stream);
+    case 64:
+      return LaunchPrefillDim<64>(params, stream);
+    case 128:
+      return LaunchPrefillDim<128>(params, stream);
+    default:
+      return LaunchPrefillDim<256>(params, stream);
   }
 }
 

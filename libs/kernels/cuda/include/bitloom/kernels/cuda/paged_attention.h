@@ -1,16 +1,17 @@
 // Attention over the paged fp16 KV cache on the GPU: decode (one new query token per sequence,
-// flash-decoding: the KV range is split across thread blocks and the partial softmaxes are combined)
-// and prefill (new query tokens of one or several sequences, causal against everything cached up to
-// each token's own position, flash-attention tiles with an online softmax).
+// flash-decoding: the KV range is split across thread blocks and the partial softmaxes are
+// combined) and prefill (new query tokens of one or several sequences, causal against everything
+// cached up to each token's own position, flash-attention tiles with an online softmax).
 //
-// Semantics are AttentionF32's (kernels/attention.h) with the keys read from the cache: query head h
-// uses kv head h / (num_heads / num_kv_heads); a key at position p is visible to a query at position
-// P when p <= P and, with sliding_window > 0, P − p < sliding_window; scores are scale·q·k, soft-capped
-// to cap·tanh(s/cap) when logit_softcap > 0. Scores, softmax and accumulation are fp32. A query that
-// sees no key gets zeros. The cache layout is the runtime contract (docs/KERNELS.md "Paged
-// attention"): K and V each [num_pages][page_size][num_kv_heads][head_dim] fp16, position t of a
-// sequence in page block_table[t / page_size], slot t % page_size. The caller writes the new tokens'
-// K/V into the cache before it launches attention over them.
+// Semantics are AttentionF32's (kernels/attention.h) with the keys read from the cache: query head
+// h uses kv head h / (num_heads / num_kv_heads); a key at position p is visible to a query at
+// position P when p <= P and, with sliding_window > 0, P − p < sliding_window; scores are
+// scale·q·k, soft-capped to cap·tanh(s/cap) when logit_softcap > 0. Scores, softmax and
+// accumulation are fp32. A query that sees no key gets zeros. The cache layout is the runtime
+// contract (docs/KERNELS.md "Paged attention"): K and V each
+// [num_pages][page_size][num_kv_heads][head_dim] fp16, position t of a sequence in page
+// block_table[t / page_size], slot t % page_size. The caller writes the new tokens' K/V into the
+// cache before it launches attention over them.
 //
 // Graph capture: the launch configuration of each kernel is a pure function of the shape fields
 // (decode: batch, heads, head_dim, max_seq_len bound, window); sequence lengths and positions are
@@ -33,30 +34,35 @@ namespace bitloom::kernels::cuda {
 
 // One layer's paged KV cache plus the block tables of the sequences being attended.
 struct PagedKvCache {
-  const uint16_t* k = nullptr;  // device fp16 [num_pages][page_size][num_kv_heads][head_dim]; 16-B aligned
-  const uint16_t* v = nullptr;  // device fp16, same layout as k
-  int page_size = 16;           // tokens per page, a power of two
+  // Device fp16 [num_pages][page_size][num_kv_heads][head_dim] each, 16-byte aligned.
+  const uint16_t* k = nullptr;
+  const uint16_t* v = nullptr;
+  int page_size = 16;  // tokens per page, a power of two
   int num_kv_heads = 0;
-  int head_dim = 0;             // 64, 128 or 256
+  int head_dim = 0;                       // 64, 128 or 256
   const int32_t* block_tables = nullptr;  // device int32 [num_seqs, max_pages_per_seq], page ids
   int max_pages_per_seq = 0;
 };
 
 // Decode: query b is the last cached token of sequence b (position seq_lens[b] − 1).
 struct PagedDecodeAttentionParams {
-  PagedKvCache cache;  // block table row b belongs to query b
+  PagedKvCache cache;       // block table row b belongs to query b
   const void* q = nullptr;  // device [batch, num_heads, head_dim] of q_type; 16-B aligned
   ActivationType q_type = ActivationType::kF16;
-  void* out = nullptr;  // device [batch, num_heads, head_dim] of out_type; 16-B aligned, no aliasing
+  // Device [batch, num_heads, head_dim] of out_type; 16-byte aligned, aliasing nothing.
+  void* out = nullptr;
   ActivationType out_type = ActivationType::kF32;
-  const int32_t* seq_lens = nullptr;  // device [batch]: cached tokens incl. this step's, 0..max_seq_len
-  int batch = 0;                      // 1..kDecodeMaxBatch
-  int num_heads = 0;                  // a multiple of cache.num_kv_heads
-  int max_seq_len = 0;  // bound on every seq_lens[b], <= max_pages_per_seq·page_size; fixes the split
-  float scale = 0.0f;   // score multiplier, usually 1/√head_dim
+  // Device [batch]: cached tokens of sequence b including this step's, 0..max_seq_len.
+  const int32_t* seq_lens = nullptr;
+  int batch = 0;      // 1..kDecodeMaxBatch
+  int num_heads = 0;  // a multiple of cache.num_kv_heads
+  // Bound on every seq_lens[b] (<= max_pages_per_seq·page_size); it alone fixes the split, so
+  // tokens past it are not attended.
+  int max_seq_len = 0;
+  float scale = 0.0f;          // score multiplier, usually 1/√head_dim
   float logit_softcap = 0.0f;  // 0: off
   int sliding_window = 0;      // 0: global attention
-  void* workspace = nullptr;   // device, >= DecodeAttentionWorkspaceBytes(*this) bytes, 16-B aligned
+  void* workspace = nullptr;  // device, >= DecodeAttentionWorkspaceBytes(*this) bytes, 16-B aligned
   size_t workspace_bytes = 0;
 };
 
@@ -84,8 +90,8 @@ size_t DecodeAttentionWorkspaceBytes(const PagedDecodeAttentionParams& params);
 bool IsSupported(int sm, const PagedDecodeAttentionParams& params);
 
 // out[b, h] = attention of q[b, h] over positions [0, seq_lens[b]) of sequence b. INVALID_ARGUMENT
-// for inconsistent, null or misaligned params or a short workspace; INTERNAL for a CUDA launch error.
-// Two launches (split kernel, combine kernel) when the plan has more than one split.
+// for inconsistent, null or misaligned params or a short workspace; INTERNAL for a CUDA launch
+// error. Two launches (split kernel, combine kernel) when the plan has more than one split.
 absl::Status LaunchPagedDecodeAttention(const PagedDecodeAttentionParams& params,
                                         cudaStream_t stream);
 
