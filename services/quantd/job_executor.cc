@@ -92,6 +92,17 @@ absl::Status QuantizeHead(const std::string& name, std::vector<float> w, int64_t
   return absl::OkStatus();
 }
 
+quant::PipelineOptions::Method PipelineMethod(v1::QuantizationMethod method) {
+  switch (method) {
+    case v1::QUANTIZATION_METHOD_UNIFORM_LDLQ:
+      return quant::PipelineOptions::Method::kUniformLdlq;
+    case v1::QUANTIZATION_METHOD_UNIFORM_RTN:
+      return quant::PipelineOptions::Method::kUniformRtn;
+    default:  // validated before queueing: UNSPECIFIED or VARIABLE_LDLQ
+      return quant::PipelineOptions::Method::kVariableLdlq;
+  }
+}
+
 // The head's code width: the requested bits rounded to the codec's integer K, or 16 (fp16) when
 // the request asks for more than the codec's 8.
 int HeadCodeBits(double head_bits) {
@@ -173,6 +184,8 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
   BITLOOM_RETURN_IF_ERROR(env.jobs->RecordTempArtifact(job.id(), writer->temp_path()));
 
   quant::PipelineOptions options;
+  options.method = PipelineMethod(request.method());
+  options.uniform_bits = static_cast<int>(std::lround(request.target_bits_per_weight()));
   options.target_bits_per_weight = request.target_bits_per_weight();
   options.seed = request.seed();
   options.checkpoint_dir = env.jobs->CheckpointDir(job.id());
@@ -253,6 +266,10 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
   calibration->set_tokens_per_row(static_cast<uint32_t>(shape.tokens_per_row));
   calibration->set_seed(request.seed());
   calibration->set_random_rows_fraction(request.calibration().random_rows_fraction());
+  calibration->set_method(v1::QuantizationMethod_Name(
+      request.method() == v1::QUANTIZATION_METHOD_UNSPECIFIED
+          ? v1::QUANTIZATION_METHOD_VARIABLE_LDLQ
+          : request.method()));
   manifest.set_quantizer_version(absl::StrCat("bitloom ", service::kVersion, " quantd"));
   manifest.set_bits_per_weight(result->bits_per_weight);
   manifest.set_head_bits_per_weight(head_bits);

@@ -70,6 +70,19 @@ absl::Status ValidateCreateJobRequest(const v1::CreateJobRequest& request) {
       "artifact_name", modelstore::ModelStore::ValidateArtifactName(request.artifact_name())));
   BITLOOM_RETURN_IF_ERROR(CheckRange("target_bits_per_weight", request.target_bits_per_weight(),
                                      kMinTargetBits, kMaxTargetBits));
+  if (!v1::QuantizationMethod_IsValid(request.method())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("method: ", request.method(), " is not a QuantizationMethod"));
+  }
+  if (request.method() == v1::QUANTIZATION_METHOD_UNIFORM_LDLQ ||
+      request.method() == v1::QUANTIZATION_METHOD_UNIFORM_RTN) {
+    const double k = request.target_bits_per_weight();
+    if (k != std::floor(k) || k < 2.0 || k > 8.0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "target_bits_per_weight: ", k, " must be a whole code width in [2, 8] for method ",
+          v1::QuantizationMethod_Name(request.method())));
+    }
+  }
   if (request.head_bits_per_weight() != 0) {
     BITLOOM_RETURN_IF_ERROR(CheckRange("head_bits_per_weight", request.head_bits_per_weight(),
                                        kMinHeadBits, kMaxHeadBits));

@@ -32,7 +32,8 @@ TEST(HessianAccumulator, MatchesNaiveAndIsThreadCountIndependent) {
   const auto want = NaiveMean(x, rows, dim);
   const auto got = serial.Mean();
   for (int64_t i = 0; i < dim * dim; ++i)
-    ASSERT_NEAR(got[i], want[i], 1e-9 * (1 + std::abs(want[i]))) << i;
+    // fp32 Gram products per 256-token chunk, fp64 across chunks (hessian.h).
+    ASSERT_NEAR(got[i], want[i], 1e-6 * (1 + std::abs(want[i]))) << i;
 }
 
 TEST(HessianAccumulator, MergeAndRestore) {
@@ -46,7 +47,7 @@ TEST(HessianAccumulator, MergeAndRestore) {
   EXPECT_EQ(a.rows(), 100);
   const auto ma = a.Mean(), mall = all.Mean();
   for (size_t i = 0; i < ma.size(); ++i)
-    ASSERT_NEAR(ma[i], mall[i], 1e-12 * (1 + std::abs(mall[i])));
+    ASSERT_NEAR(ma[i], mall[i], 1e-6 * (1 + std::abs(mall[i])));
   auto restored = HessianAccumulator::Restore(dim, a.rows(), a.sum());
   ASSERT_TRUE(restored.ok());
   EXPECT_EQ(restored->Mean(), a.Mean());

@@ -30,6 +30,9 @@ ABSL_FLAG(std::vector<std::string>, calibration, {},
 ABSL_FLAG(uint32_t, rows, 0, "quantize: calibration rows (default 128)");
 ABSL_FLAG(uint32_t, tokens_per_row, 0, "quantize: tokens per calibration row (default 2048)");
 ABSL_FLAG(uint64_t, seed, 0, "quantize: seed of calibration sampling and rotations");
+ABSL_FLAG(std::string, method, "variable",
+          "quantize: variable (measured bit allocation, LDLQ), uniform-ldlq or rtn (every tensor "
+          "at --bits, a whole code width 2..8)");
 ABSL_DECLARE_FLAG(bool, overwrite);
 
 namespace bitloom::tools {
@@ -141,8 +144,20 @@ int RunQuantize(const std::string& source, const std::string& artifact_name,
     std::cerr << "bitloom: quantize: --bits is required (for example --bits=2.5)\n";
     return 2;
   }
-  InterruptWatcher interrupts;  // before the channel creates its threads
   v1::CreateJobRequest request;
+  const std::string method = absl::GetFlag(FLAGS_method);
+  if (method == "variable") {
+    request.set_method(v1::QUANTIZATION_METHOD_VARIABLE_LDLQ);
+  } else if (method == "uniform-ldlq") {
+    request.set_method(v1::QUANTIZATION_METHOD_UNIFORM_LDLQ);
+  } else if (method == "rtn") {
+    request.set_method(v1::QUANTIZATION_METHOD_UNIFORM_RTN);
+  } else {
+    std::cerr << "bitloom: quantize: --method=" << method
+              << " is not one of variable, uniform-ldlq, rtn\n";
+    return 2;
+  }
+  InterruptWatcher interrupts;  // before the channel creates its threads
   const std::string path = Absolute(source);
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {

@@ -6,13 +6,14 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "bitloom/kernels/matmul_f32.h"
 
 namespace bitloom::quant {
 namespace {
 
-// Tokens per pass over H: the chunk (dim × kChunk doubles, 1.2 MB at dim 2304) stays in L2 while
-// every H entry takes its dot product over it.
-constexpr int64_t kChunkRows = 64;
+// Tokens per fp32 Gram product: long enough for the matmul to run at speed, short enough that
+// fp32 sums over it lose nothing the fp64 accumulation across chunks would keep.
+constexpr int64_t kChunkRows = 256;
 
 // Runs fn(i) for i in [0, n) on the pool, pairing i with n−1−i so triangular work balances.
 void ParallelTriangle(ThreadPool* pool, int64_t n, const std::function<void(int64_t)>& fn) {
@@ -81,20 +82,28 @@ absl::Status HessianAccumulator::Add(absl::Span<const float> x, int64_t rows, Th
     return absl::InvalidArgumentError(absl::StrCat("HessianAccumulator::Add: ", x.size(),
                                                    " values for ", rows, " rows of dim ", dim_));
   }
-  std::vector<double> cols(dim_ * kChunkRows);  // column-major chunk: cols[i*t + r] = x[r][i]
+  // Per chunk of kChunkRows tokens, X_cᵀ·X_c with the blocked fp32 matmul (fp32 products summed
+  // over at most kChunkRows terms, in the matmul's fixed order), then added into the fp64 sum.
+  std::vector<float> xt(dim_ * kChunkRows);  // chunk transposed: xt[i*t + r] = x[r][i]
+  std::vector<float> gram(dim_ * dim_);
   for (int64_t r0 = 0; r0 < rows; r0 += kChunkRows) {
     const int64_t t = std::min(kChunkRows, rows - r0);
     for (int64_t r = 0; r < t; ++r) {
-      for (int64_t i = 0; i < dim_; ++i) cols[i * t + r] = x[(r0 + r) * dim_ + i];
+      for (int64_t i = 0; i < dim_; ++i) xt[i * t + r] = x[(r0 + r) * dim_ + i];
     }
-    ParallelTriangle(pool, dim_, [&](int64_t i) {
-      const double* ci = cols.data() + i * t;
-      double* hi = sum_.data() + i * dim_;
-      for (int64_t j = i; j < dim_; ++j) {
-        const double* cj = cols.data() + j * t;
-        double s = 0.0;
-        for (int64_t r = 0; r < t; ++r) s += ci[r] * cj[r];
-        hi[j] += s;
+    kernels::MatmulF32Params mp;
+    mp.x = xt.data();
+    mp.w = xt.data();
+    mp.y = gram.data();
+    mp.m = dim_;
+    mp.n = dim_;
+    mp.k = t;
+    if (absl::Status st = kernels::MatmulF32(mp, pool); !st.ok()) return st;
+    ParallelRows(pool, dim_, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        double* hrow = sum_.data() + i * dim_;
+        const float* grow = gram.data() + i * dim_;
+        for (int64_t j = i; j < dim_; ++j) hrow[j] += grow[j];
       }
     });
   }

@@ -1,5 +1,6 @@
 #include "bitloom/quant/quantization_pipeline.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <utility>
@@ -19,6 +20,27 @@ using internal::ByteWriter;
 
 // Share of the job's progress bar: measuring runs LDLQ once per candidate width, quantizing once.
 constexpr double kMeasureShare = 0.75;
+// Sensitivity probe (docs/QUANTIZATION.md, section 5): the code width whose dequantized tensor is
+// substituted into the block, and about how many calibration tokens the probe forward runs on.
+constexpr int kProbeBits = 3;
+constexpr int64_t kProbeTokens = 1024;
+// Bumped whenever what a measure checkpoint holds changes meaning, so old checkpoints are refused.
+constexpr uint64_t kMeasureFormat = 2;
+
+double SquaredDistance(absl::Span<const float> a, absl::Span<const float> b) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    s += d * d;
+  }
+  return s;
+}
+
+double SquaredNorm(absl::Span<const float> a) {
+  double s = 0.0;
+  for (float v : a) s += static_cast<double>(v) * v;
+  return s;
+}
 
 uint64_t Mix(uint64_t z) {
   z += 0x9e3779b97f4a7c15ull;
@@ -68,6 +90,12 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
         "calibration: ", calibration.size(), " tokens for ", sequences, " sequences of ", seq_len));
   }
   if (o.candidate_bits.empty()) return absl::InvalidArgumentError("candidate_bits: empty");
+  const bool uniform = o.method != PipelineOptions::Method::kVariableLdlq;
+  if (uniform &&
+      (o.uniform_bits < kernels::kScalarMinBits || o.uniform_bits > kernels::kScalarMaxBits)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("uniform_bits: ", o.uniform_bits, " outside [1, 8]"));
+  }
   for (int k : o.candidate_bits) {
     if (k < kernels::kScalarMinBits || k > kernels::kScalarMaxBits) {
       return absl::InvalidArgumentError(absl::StrCat("candidate_bits: ", k, " outside [1, 8]"));
@@ -83,6 +111,9 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
 
   // Fingerprint of everything the output depends on, so checkpoints are never mixed across jobs.
   ByteWriter fpw;
+  fpw.U64(kMeasureFormat);
+  fpw.U64(static_cast<uint64_t>(o.method));
+  fpw.U64(static_cast<uint64_t>(o.uniform_bits));
   fpw.F64(o.target_bits_per_weight);
   fpw.F64(o.tolerance);
   for (int k : o.candidate_bits) fpw.U64(static_cast<uint64_t>(k));
@@ -171,9 +202,9 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
   auto embedded = runner_.Embed(calibration);
   if (!embedded.ok()) return embedded.status();
 
-  // ---- Stage 1: measurement (full precision).
+  // ---- Stage 1: measurement (full precision), variable method only.
   std::vector<AllocationItem> items;
-  {
+  if (!uniform) {
     std::vector<float> hidden = *embedded;
     bool resuming = true;
     for (int layer = 0; layer < layers; ++layer) {
@@ -219,6 +250,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       auto states = site_states(layer, sites, weights, hidden, &next);
       if (!states.ok()) return states.status();
       const size_t first_item = items.size();
+      WeightMap probe_weights;  // each tensor dequantized at kProbeBits, in original space
+      std::vector<double> relative_at_probe;
       for (size_t s = 0; s < sites.size(); ++s) {
         const SiteState& st = (*states)[s];
         for (const std::string& name : sites[s].tensors) {
@@ -227,20 +260,75 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           const auto [rows, cols] = shapes[name];
           std::vector<float> wr = weights[name];
           st.rotation.Apply(wr.data(), rows, pool_);
-          const double energy = OutputEnergy(wr, rows, cols, st.h, pool_);
           AllocationItem it;
           it.name = name;
           it.num_weights = static_cast<uint64_t>(rows * cols);
+          ScalarQuantizerOptions qo;
+          qo.group_size = o.group_size;
+          qo.output_energy = OutputEnergy(wr, rows, cols, st.h, pool_);
+          double probe_loss = -1.0;
           for (int k : o.candidate_bits) {
-            ScalarQuantizerOptions qo;
             qo.bits = k;
-            qo.group_size = o.group_size;
             auto q = QuantizeLdlq(wr, rows, cols, st.h, st.factor, qo, pool_);
             if (!q.ok()) return q.status();
-            it.candidates.push_back({k, o.group_size, std::max(0.0, q->proxy_loss) * energy,
+            // Relative proxy loss for now; scaled by the tensor's measured sensitivity below.
+            it.candidates.push_back({k, o.group_size, std::max(0.0, q->proxy_loss),
                                      static_cast<uint64_t>(q->layout.total_bytes) * 8});
+            if (k == kProbeBits) {
+              probe_loss = std::max(0.0, q->proxy_loss);
+              std::vector<float> back(rows * cols);
+              if (absl::Status ds =
+                      kernels::DequantizeScalarCodec(q->layout, q->blob, back.data(), pool_);
+                  !ds.ok())
+                return ds;
+              st.rotation.ApplyTranspose(back.data(), rows, pool_);
+              probe_weights[name] = std::move(back);
+            }
           }
+          if (probe_loss < 0.0) {  // the probe width is not a candidate: quantize it anyway
+            qo.bits = kProbeBits;
+            auto q = QuantizeLdlq(wr, rows, cols, st.h, st.factor, qo, pool_);
+            if (!q.ok()) return q.status();
+            probe_loss = std::max(0.0, q->proxy_loss);
+            std::vector<float> back(rows * cols);
+            if (absl::Status ds =
+                    kernels::DequantizeScalarCodec(q->layout, q->blob, back.data(), pool_);
+                !ds.ok())
+              return ds;
+            st.rotation.ApplyTranspose(back.data(), rows, pool_);
+            probe_weights[name] = std::move(back);
+          }
+          relative_at_probe.push_back(probe_loss);
           items.push_back(std::move(it));
+        }
+      }
+      // Sensitivity: how much of the residual stream leaving this block one tensor's error moves.
+      // Each tensor in turn is replaced by its kProbeBits version and the block rerun on a prefix
+      // of the calibration rows; the block output's squared change over its squared norm, divided
+      // by the tensor's relative proxy loss at kProbeBits, converts every candidate's relative
+      // proxy loss into an estimated relative perturbation of the residual stream. That is the
+      // common currency the allocator sums: it sees nonlinearities inside the block (softmax,
+      // gating, norms) and how large the block's update is against the stream it adds to.
+      {
+        const int64_t probe_seqs = std::clamp<int64_t>(kProbeTokens / seq_len, 1, sequences);
+        const size_t probe_len = static_cast<size_t>(probe_seqs * seq_len * hidden_size);
+        const absl::Span<const float> probe_in(hidden.data(), probe_len);
+        const absl::Span<const float> probe_ref(next.data(), probe_len);
+        const double stream = SquaredNorm(probe_ref);
+        size_t t = first_item;
+        for (const LinearSite& site : sites) {
+          for (const std::string& name : site.tensors) {
+            if (Cancelled(cancel)) return CancelledError();
+            std::swap(weights[name], probe_weights[name]);
+            auto out = runner_.RunBlock(layer, weights, probe_in, probe_seqs, seq_len, {});
+            std::swap(weights[name], probe_weights[name]);
+            if (!out.ok()) return out.status();
+            const double moved = stream > 0.0 ? SquaredDistance(*out, probe_ref) / stream : 0.0;
+            const double at_probe = relative_at_probe[t - first_item];
+            const double gain = at_probe > 0.0 ? moved / at_probe : 0.0;
+            for (AllocationCandidate& c : items[t].candidates) c.loss *= gain;
+            ++t;
+          }
         }
       }
       hidden = std::move(next);
@@ -268,25 +356,33 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
     }
   }
 
-  // ---- Stage 2: allocation.
-  if (Cancelled(cancel)) return CancelledError();
-  report(PipelineProgress::Stage::kAllocate, layers, "", kMeasureShare);
-  AllocationOptions ao;
-  ao.target_bits_per_weight = o.target_bits_per_weight;
-  ao.tolerance = o.tolerance;
-  auto alloc = AllocateBits(items, ao);
-  if (!alloc.ok()) return alloc.status();
+  // ---- Stage 2: allocation (variable method only; uniform methods use uniform_bits throughout).
   std::map<std::string, int> chosen_bits;
-  for (size_t t = 0; t < items.size(); ++t)
-    chosen_bits[items[t].name] = items[t].candidates[alloc->choice[t]].bits;
-  result.bits_per_weight = alloc->bits_per_weight;
+  if (!uniform) {
+    if (Cancelled(cancel)) return CancelledError();
+    report(PipelineProgress::Stage::kAllocate, layers, "", kMeasureShare);
+    AllocationOptions ao;
+    ao.target_bits_per_weight = o.target_bits_per_weight;
+    ao.tolerance = o.tolerance;
+    auto alloc = AllocateBits(items, ao);
+    if (!alloc.ok()) return alloc.status();
+    for (size_t t = 0; t < items.size(); ++t)
+      chosen_bits[items[t].name] = items[t].candidates[alloc->choice[t]].bits;
+  }
+  const auto bits_of = [&](const std::string& name) {
+    return uniform ? o.uniform_bits : chosen_bits.at(name);
+  };
+  // Shares of the progress bar: uniform jobs have no measurement stage.
+  const double quantize_from = uniform ? 0.0 : kMeasureShare;
+  uint64_t quantized_weights = 0;
 
   // ---- Stage 3: quantization, each block fed by the quantized blocks before it.
+  const bool rtn = o.method == PipelineOptions::Method::kUniformRtn;
   std::vector<float> hidden = std::move(*embedded);
   bool resuming = true;
   for (int layer = 0; layer < layers; ++layer) {
     if (Cancelled(cancel)) return CancelledError();
-    const double f0 = kMeasureShare + (1.0 - kMeasureShare) * layer / layers;
+    const double f0 = quantize_from + (1.0 - quantize_from) * layer / layers;
     report(PipelineProgress::Stage::kQuantize, layer, "", f0);
     std::vector<std::pair<v1::TensorEntry, std::vector<uint8_t>>> outputs;
     auto restored = try_restore("quantize", layer, &resuming);
@@ -313,8 +409,20 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       WeightMap weights;
       std::map<std::string, std::pair<int64_t, int64_t>> shapes;
       if (absl::Status st = read_block_weights(layer, &weights, &shapes); !st.ok()) return st;
-      // Hessians from this block's inputs on the quantized path (the block's own weights still fp).
-      auto states = site_states(layer, sites, weights, hidden, nullptr);
+      // LDLQ: Hessians from this block's inputs on the quantized path (the block's own weights
+      // still fp). RTN needs neither Hessians nor the forward: only the rotations.
+      absl::StatusOr<std::vector<SiteState>> states;
+      if (rtn) {
+        states.emplace();
+        for (size_t s = 0; s < sites.size(); ++s) {
+          auto rot = kernels::HadamardRotation::Create(
+              sites[s].dim, SiteSeed(o.seed, layer, static_cast<int>(s)));
+          if (!rot.ok()) return rot.status();
+          states->push_back({std::move(*rot), {}, {}});
+        }
+      } else {
+        states = site_states(layer, sites, weights, hidden, nullptr);
+      }
       if (!states.ok()) return states.status();
       WeightMap dequantized;
       for (size_t s = 0; s < sites.size(); ++s) {
@@ -326,17 +434,20 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           std::vector<float> wr = weights[name];
           st.rotation.Apply(wr.data(), rows, pool_);
           ScalarQuantizerOptions qo;
-          qo.bits = chosen_bits.at(name);
+          qo.bits = bits_of(name);
           qo.group_size = o.group_size;
-          auto q = QuantizeLdlq(wr, rows, cols, st.h, st.factor, qo, pool_);
+          auto q = rtn ? QuantizeRtn(wr, rows, cols, {}, qo, pool_)
+                       : QuantizeLdlq(wr, rows, cols, st.h, st.factor, qo, pool_);
           if (!q.ok()) return q.status();
-          std::vector<float> back(rows * cols);
-          if (absl::Status ds =
-                  kernels::DequantizeScalarCodec(q->layout, q->blob, back.data(), pool_);
-              !ds.ok())
-            return ds;
-          st.rotation.ApplyTranspose(back.data(), rows, pool_);
-          dequantized[name] = std::move(back);
+          if (!rtn) {
+            std::vector<float> back(rows * cols);
+            if (absl::Status ds =
+                    kernels::DequantizeScalarCodec(q->layout, q->blob, back.data(), pool_);
+                !ds.ok())
+              return ds;
+            st.rotation.ApplyTranspose(back.data(), rows, pool_);
+            dequantized[name] = std::move(back);
+          }
           v1::TensorEntry entry;
           entry.set_name(name);
           entry.set_codec(v1::CODEC_HADAMARD_SCALAR);
@@ -344,16 +455,18 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           entry.add_shape(static_cast<uint64_t>(cols));
           entry.set_bits_per_weight(static_cast<float>(qo.bits));
           entry.set_group_size(static_cast<uint32_t>(o.group_size));
-          entry.set_measured_error(q->proxy_loss);
+          if (!rtn) entry.set_measured_error(q->proxy_loss);
           (*entry.mutable_params())[kernels::kScalarParamRotation] = st.rotation.Describe();
           (*entry.mutable_params())[kernels::kScalarParamRotationSeed] =
               absl::StrCat(st.rotation.seed());
           outputs.emplace_back(std::move(entry), std::move(q->blob));
         }
       }
-      auto next = runner_.RunBlock(layer, dequantized, hidden, sequences, seq_len, {});
-      if (!next.ok()) return next.status();
-      hidden = std::move(*next);
+      if (!rtn) {
+        auto next = runner_.RunBlock(layer, dequantized, hidden, sequences, seq_len, {});
+        if (!next.ok()) return next.status();
+        hidden = std::move(*next);
+      }
       if (!o.checkpoint_dir.empty()) {
         ByteWriter w;
         w.U64(outputs.size());
@@ -371,8 +484,13 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
     }
     for (const auto& [entry, blob] : outputs) {
       result.stored_bytes += blob.size();
+      if (entry.shape_size() == 2) quantized_weights += entry.shape(0) * entry.shape(1);
       if (absl::Status st = sink(entry, blob); !st.ok()) return st;
     }
+  }
+  if (quantized_weights > 0) {
+    result.bits_per_weight = 8.0 * static_cast<double>(result.stored_bytes) /
+                             static_cast<double>(quantized_weights);
   }
   report(PipelineProgress::Stage::kDone, layers, "", 1.0);
   return result;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/core/dtype.h"
+#include "bitloom/kernels/matmul_f32.h"
 
 namespace bitloom::quant {
 namespace {
@@ -48,20 +49,33 @@ struct Grid {
         qmax(static_cast<float>((1 << bits) - 1)) {}
 
   uint8_t Code(float v) const {
-    // floor(x + ½) rather than nearbyint: independent of the FP rounding mode. With scale 0 every
-    // code decodes to 0, so any code is right; centre-ish keeps it in range for every K.
-    const float x = std::floor(v * inv + center + 0.5f);
-    return static_cast<uint8_t>(std::clamp(x, 0.0f, qmax));
+    // clamp(floor(x + ½), 0, qmax), independent of the FP rounding mode: clamping first to
+    // [0, qmax + ½] makes truncation equal floor, and truncation vectorises (floor does not on
+    // baseline x86-64). With scale 0 every code decodes to 0, so any code is right.
+    const float x = std::clamp(v * inv + center + 0.5f, 0.0f, qmax + 0.5f);
+    return static_cast<uint8_t>(static_cast<int>(x));
   }
   float Value(uint8_t q) const { return scale * (static_cast<float>(q) - center); }
 };
 
+// Σ (v − decode(code(v)))² over a group, in 8 fp32 lanes (vectorisable, fixed order) summed in
+// fp64.
 double GroupError(const float* v, int64_t n, const Grid& g) {
+  constexpr int kLanes = 8;
+  float lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float d = v[i + l] - g.Value(g.Code(v[i + l]));
+      lane[l] += d * d;
+    }
+  }
   double err = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
+  for (; i < n; ++i) {
     const double d = static_cast<double>(v[i]) - g.Value(g.Code(v[i]));
     err += d * d;
   }
+  for (float x : lane) err += x;
   return err;
 }
 
@@ -137,7 +151,8 @@ std::vector<float> Dequantize(const ScalarCodecLayout& l, const std::vector<uint
 absl::StatusOr<QuantizedWeight> Finish(const ScalarCodecLayout& layout, absl::Span<const float> w,
                                        absl::Span<const double> h,
                                        const std::vector<uint8_t>& codes,
-                                       const std::vector<uint16_t>& scales, ThreadPool* pool) {
+                                       const std::vector<uint16_t>& scales, double w_energy,
+                                       ThreadPool* pool) {
   QuantizedWeight out;
   out.layout = layout;
   auto blob = kernels::PackScalarCodec(layout, codes, scales);
@@ -145,7 +160,7 @@ absl::StatusOr<QuantizedWeight> Finish(const ScalarCodecLayout& layout, absl::Sp
   out.blob = std::move(*blob);
   if (!h.empty()) {
     const std::vector<float> q = Dequantize(layout, codes, scales);
-    out.proxy_loss = ProxyLoss(w, q, layout.rows, layout.cols, h, pool);
+    out.proxy_loss = ProxyLoss(w, q, layout.rows, layout.cols, h, pool, w_energy);
   }
   return out;
 }
@@ -154,17 +169,26 @@ absl::StatusOr<QuantizedWeight> Finish(const ScalarCodecLayout& layout, absl::Sp
 
 double OutputEnergy(absl::Span<const float> w, int64_t rows, int64_t cols,
                     absl::Span<const double> h, ThreadPool* pool) {
+  // Y = W·H with the blocked fp32 matmul (H is symmetric, so its rows are its columns), then
+  // Σ W∘Y in fp64. The matmul's order is fixed whatever the pool, so the result is deterministic;
+  // fp32 products over `cols` terms keep ~1e-6 relative precision, ample for a loss estimate.
+  const std::vector<float> h32(h.begin(), h.end());
+  std::vector<float> y(rows * cols);
+  kernels::MatmulF32Params mp;
+  mp.x = w.data();
+  mp.w = h32.data();
+  mp.y = y.data();
+  mp.m = rows;
+  mp.n = cols;
+  mp.k = cols;
+  if (!kernels::MatmulF32(mp, pool).ok()) return std::numeric_limits<double>::quiet_NaN();
   std::vector<double> per_row(rows, 0.0);
-  ParallelRows(pool, rows, cols * cols, [&](int64_t r0, int64_t r1) {
+  ParallelRows(pool, rows, cols, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* wr = w.data() + r * cols;
+      const float* yr = y.data() + r * cols;
       double s = 0.0;
-      for (int64_t i = 0; i < cols; ++i) {
-        const double* hi = h.data() + i * cols;
-        double t = 0.0;
-        for (int64_t j = 0; j < cols; ++j) t += hi[j] * wr[j];
-        s += wr[i] * t;
-      }
+      for (int64_t i = 0; i < cols; ++i) s += static_cast<double>(wr[i]) * yr[i];
       per_row[r] = s;
     }
   });
@@ -174,11 +198,11 @@ double OutputEnergy(absl::Span<const float> w, int64_t rows, int64_t cols,
 }
 
 double ProxyLoss(absl::Span<const float> w, absl::Span<const float> q, int64_t rows, int64_t cols,
-                 absl::Span<const double> h, ThreadPool* pool) {
+                 absl::Span<const double> h, ThreadPool* pool, double w_energy) {
   std::vector<float> d(rows * cols);
   for (int64_t i = 0; i < rows * cols; ++i) d[i] = w[i] - q[i];
   const double num = OutputEnergy(d, rows, cols, h, pool);
-  const double den = OutputEnergy(w, rows, cols, h, pool);
+  const double den = w_energy >= 0.0 ? w_energy : OutputEnergy(w, rows, cols, h, pool);
   if (den > 0.0) return num / den;
   return num > 0.0 ? std::numeric_limits<double>::infinity() : 0.0;
 }
@@ -205,7 +229,7 @@ absl::StatusOr<QuantizedWeight> QuantizeRtn(absl::Span<const float> w, int64_t r
       }
     }
   });
-  return Finish(l, w, h, codes, scales, pool);
+  return Finish(l, w, h, codes, scales, o.output_energy, pool);
 }
 
 absl::StatusOr<QuantizedWeight> QuantizeLdlq(absl::Span<const float> w, int64_t rows, int64_t cols,
@@ -224,7 +248,9 @@ absl::StatusOr<QuantizedWeight> QuantizeLdlq(absl::Span<const float> w, int64_t 
   // A group must lie inside one block so its scale sees fully updated weights: block = multiple of
   // gs.
   const int64_t block = std::max<int64_t>(1, kLdlqBlock / gs) * gs;
-  const double* u = factor.u.data();
+  // U in fp32: the updates below are fp32 anyway, and converting once halves the bytes streamed.
+  const std::vector<float> u32(factor.u.begin(), factor.u.end());
+  const float* u = u32.data();
 
   std::vector<uint8_t> codes(rows * cols);
   std::vector<uint16_t> scales(rows * l.groups_per_row);
@@ -250,28 +276,28 @@ absl::StatusOr<QuantizedWeight> QuantizeLdlq(absl::Span<const float> w, int64_t 
             const Grid grid(scale, o.bits);
             const uint8_t q = grid.Code(wr[i]);
             codes[(r0 + t) * cols + i] = q;
-            const float e = (wr[i] - grid.Value(q)) / static_cast<float>(u[i * cols + i]);
+            const float e = (wr[i] - grid.Value(q)) / u[i * cols + i];
             er[i - b0] = e;
-            const double* ui = u + i * cols;
-            for (int64_t j = i + 1; j < b1; ++j) wr[j] -= e * static_cast<float>(ui[j]);
+            const float* ui = u + i * cols;
+            for (int64_t j = i + 1; j < b1; ++j) wr[j] -= e * ui[j];
           }
         }
         // Lazy update of everything right of the block: W[:, b1:] -= E · U[b0:b1, b1:].
         for (int64_t c0 = b1; c0 < cols; c0 += kLazyChunk) {
           const int64_t c1 = std::min(cols, c0 + kLazyChunk);
           for (int64_t i = b0; i < b1; ++i) {
-            const double* ui = u + i * cols;
+            const float* ui = u + i * cols;
             for (int64_t t = 0; t < nr; ++t) {
               const float e = err[t * block + (i - b0)];
               float* wr = wt.data() + t * cols;
-              for (int64_t j = c0; j < c1; ++j) wr[j] -= e * static_cast<float>(ui[j]);
+              for (int64_t j = c0; j < c1; ++j) wr[j] -= e * ui[j];
             }
           }
         }
       }
     }
   });
-  return Finish(l, w, h, codes, scales, pool);
+  return Finish(l, w, h, codes, scales, o.output_energy, pool);
 }
 
 }  // namespace bitloom::quant

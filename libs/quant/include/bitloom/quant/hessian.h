@@ -3,10 +3,11 @@
 //
 // For a linear layer y = W·x the proxy loss of a quantized W is tr((W−Q)·H·(W−Q)ᵀ) with H =
 // E[x·xᵀ], the mean outer product of the layer's inputs over the calibration tokens.
-// HessianAccumulator sums x·xᵀ in fp64 (fp32 loses the small eigenvalues after a few hundred
-// thousand tokens), one accumulator per distinct input (q/k/v share one, gate/up share one). Add()
-// splits the work over the caller's pool by rows of H; every entry is summed in the same order
-// whatever the thread count, so the result is deterministic for a given sequence of Add() calls.
+// HessianAccumulator forms x·xᵀ per chunk of 256 tokens with the blocked fp32 matmul and adds the
+// chunk sums into fp64 (a pure fp32 running sum would lose the small eigenvalues after a few hundred
+// thousand tokens; fp32 over one chunk loses ~1e-7 relative), one accumulator per distinct input
+// (q/k/v share one, gate/up share one). The matmul's order is fixed whatever the thread count, so
+// the result is deterministic for a given sequence of Add() calls.
 // Not thread-safe: one writer at a time.
 //
 // FactorHessian returns the upper Cholesky factor U of (H + λ·mean(diag H)·I)⁻¹ = Uᵀ·U, the only

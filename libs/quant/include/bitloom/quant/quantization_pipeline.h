@@ -6,7 +6,8 @@
 //   1. measure: blocks in order in full precision; per input site a fp64 Hessian of the block's
 //   inputs,
 //      rotated; every tensor LDLQ-quantized at every candidate width to measure its proxy loss;
-//   2. allocate: AllocateBits over all tensors, loss = relative proxy loss × output energy;
+//   2. allocate: AllocateBits over all tensors, loss = relative proxy loss × the tensor's measured
+//      sensitivity (the block output's relative change per unit of relative proxy loss);
 //   3. quantize: blocks in order, the inputs of block i being the outputs of the *quantized* blocks
 //   < i;
 //      Hessians re-accumulated from them; LDLQ at the allocated width; tensors go to the sink in a
@@ -40,7 +41,13 @@
 namespace bitloom::quant {
 
 struct PipelineOptions {
-  double target_bits_per_weight = 4.0;
+  // kVariableLdlq runs all three stages. The uniform methods skip measuring and allocating and
+  // quantize every tensor at uniform_bits: kUniformLdlq still runs the blocks for Hessians,
+  // kUniformRtn runs no forward at all (the baselines of docs/RESULTS.md).
+  enum class Method { kVariableLdlq, kUniformLdlq, kUniformRtn };
+  Method method = Method::kVariableLdlq;
+  int uniform_bits = 4;  // K for the uniform methods, 1..8
+  double target_bits_per_weight = 4.0;  // kVariableLdlq
   double tolerance = 0.01;
   std::vector<int> candidate_bits = {1, 2, 3, 4, 5, 6, 7, 8};
   int group_size = 128;
@@ -65,7 +72,7 @@ using TensorSink =
 using ProgressFn = std::function<void(const PipelineProgress&)>;
 
 struct PipelineResult {
-  double bits_per_weight = 0.0;    // achieved average over the quantized tensors
+  double bits_per_weight = 0.0;    // achieved average over the quantized tensors (stored bits)
   uint64_t stored_bytes = 0;       // Σ blob bytes of the quantized tensors
   int resumed_measure_blocks = 0;  // blocks restored from checkpoints
   int resumed_quantize_blocks = 0;

@@ -36,6 +36,9 @@ struct ScalarQuantizerOptions {
   // Clipping candidates α·max|w| per group, α from 1 down to min_clip in `clip_steps` steps.
   int clip_steps = 16;
   double min_clip = 0.4;
+  // tr(W·H·Wᵀ) of the weight being quantized when the caller already has it (measuring several
+  // widths of one tensor); negative: computed. Only the proxy loss's denominator.
+  double output_energy = -1.0;
 };
 
 struct QuantizedWeight {
@@ -60,9 +63,10 @@ absl::StatusOr<QuantizedWeight> QuantizeRtn(absl::Span<const float> w, int64_t r
                                             const ScalarQuantizerOptions& options,
                                             ThreadPool* pool);
 
-// tr(Δ·H·Δᵀ) / tr(W·H·Wᵀ), Δ = w − q, in fp64. 0 when W·H·Wᵀ has zero trace and Δ = 0.
+// tr(Δ·H·Δᵀ) / tr(W·H·Wᵀ), Δ = w − q (fp32 products, fp64 sums). 0 when W·H·Wᵀ has zero trace and
+// Δ = 0. w_energy: tr(W·H·Wᵀ) when known, else negative.
 double ProxyLoss(absl::Span<const float> w, absl::Span<const float> q, int64_t rows, int64_t cols,
-                 absl::Span<const double> h, ThreadPool* pool);
+                 absl::Span<const double> h, ThreadPool* pool, double w_energy = -1.0);
 
 // tr(W·H·Wᵀ): the output energy of the layer on the calibration set (the allocation's importance).
 double OutputEnergy(absl::Span<const float> w, int64_t rows, int64_t cols,
