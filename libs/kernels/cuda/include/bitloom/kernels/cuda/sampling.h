@@ -20,7 +20,7 @@
 // Per-row parameters live on the device (SamplingRowParams, one per row) so one captured CUDA graph
 // serves any mix of requests; counts for the penalties are dense per-row arrays. The work needs a
 // caller-owned device workspace of SamplingWorkspaceBytes(batch, vocab) bytes (scratch logits, sort
-// keys, the sorted probabilities and per-chunk partial sums; about 24·batch·vocab bytes plus the
+// keys, the sorted probabilities and per-chunk partial sums; about 36·batch·vocab bytes plus the
 // radix sort's temporary storage). greedy_only (host-side, known when the batch is built) skips
 // everything after the argmax.
 //
