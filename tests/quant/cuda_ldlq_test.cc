@@ -192,6 +192,7 @@ TEST(CudaLdlq, FactorMatchesCpu) {
     EXPECT_EQ(got.dim, n);
     EXPECT_EQ(got.attempts, want->attempts);
     EXPECT_EQ(got.relative_damp, want->relative_damp);
+    EXPECT_EQ(got.added_diagonal, want->added_diagonal);
     double umax = 0.0, diff = 0.0;
     for (int64_t i = 0; i < n * n; ++i) {
       umax = std::max(umax, std::abs(want->u[i]));

@@ -46,6 +46,9 @@ absl::StatusOr<std::unique_ptr<GpuHessianAccumulator>> GpuHessianAccumulator::Cr
   if (absl::Status s = state->sum.Reserve(dim * dim); !s.ok()) return s;
   BITLOOM_CUDA_RETURN_IF_ERROR(
       cudaMemset(state->sum.get(), 0, static_cast<size_t>(dim * dim) * sizeof(double)));
+  // cudaMemset runs on the legacy default stream, which a non-blocking caller stream does not
+  // wait for.
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
   return std::unique_ptr<GpuHessianAccumulator>(
       new GpuHessianAccumulator(dim, options, std::move(state)));
 }

@@ -26,6 +26,9 @@ using internal::DeviceArray;
 constexpr int64_t kLdlqBlock = 128;
 // fp64 elements per chunk of the quadratic forms (two such buffers: 256 MB).
 constexpr int64_t kQuadChunkElems = int64_t{1} << 24;
+// As scalar_quantizer.cc: above this damping ‖E‖² and the correction Σc·‖Δ_j‖² are close and
+// their difference loses digits, so the loss is computed directly (fp64 GEMM).
+constexpr double kMaxDampForIdentity = 0.1;
 
 int64_t LdlqBlockFor(int group_size) {
   return std::max<int64_t>(1, kLdlqBlock / group_size) * group_size;
@@ -151,10 +154,9 @@ absl::StatusOr<GpuHessianFactor> GpuLdlq::Factor(absl::Span<const double> h, int
   double lambda = options.relative_damp;
   const int attempts = std::max(1, options.max_attempts);
   bool ok = false;
-  double shift = 0.0;
   for (int attempt = 1; attempt <= attempts + 1 && !ok; ++attempt) {
     const bool diagonal = attempt > attempts;
-    shift = lambda * mean_diag;
+    const double shift = lambda * mean_diag;
     if (absl::Status s = internal::LaunchBuildReversedDamped(fb.h.get(), d_diag.get(), shift,
                                                              diagonal, ws.a.get(), n, stream_);
         !s.ok())
@@ -186,8 +188,9 @@ absl::StatusOr<GpuHessianFactor> GpuLdlq::Factor(absl::Span<const double> h, int
       !s.ok())
     return s;
 
+  // c = diag(Hd − H), FactorHessian's added_diagonal (same expression, same rounding).
   std::vector<double> damp(n, 0.0);
-  for (int64_t i = 0; i < n; ++i) damp[i] = (diag[i] + shift) - h[i * n + i];
+  for (int64_t i = 0; i < n; ++i) damp[i] = diag[i] - h[i * n + i] + lambda * mean_diag;
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(fb.damp_diag.get(), damp.data(),
                                                n * sizeof(double), cudaMemcpyHostToDevice,
                                                stream_));
@@ -197,6 +200,8 @@ absl::StatusOr<GpuHessianFactor> GpuLdlq::Factor(absl::Span<const double> h, int
     host_copy->relative_damp = out.relative_damp_;
     host_copy->attempts = out.attempts_;
     host_copy->diagonal_fallback = out.diagonal_fallback_;
+    host_copy->added_diagonal.clear();
+    if (!out.diagonal_fallback_) host_copy->added_diagonal = damp;
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_copy->u.data(), ws.a.get(),
                                                  n2 * sizeof(double), cudaMemcpyDeviceToHost,
                                                  stream_));
@@ -294,10 +299,13 @@ absl::StatusOr<std::vector<QuantizedWeight>> GpuLdlq::Run(const float* w, int64_
     return absl::InvalidArgumentError(absl::StrCat("GpuLdlq: ", rows, " rows is too many"));
   }
 
-  double energy = 0.0;
-  if (absl::Status s = QuadraticRows(w, nullptr, nullptr, 1, 32, 0, rows, cols, factor, &energy);
-      !s.ok())
-    return s;
+  double energy = o.output_energy;
+  if (energy < 0.0) {
+    if (absl::Status s =
+            QuadraticRows(w, nullptr, nullptr, 1, 32, 0, rows, cols, factor, &energy);
+        !s.ok())
+      return s;
+  }
 
   Workspace& ws = *ws_;
   const int64_t cap = slabs_max * rows;
@@ -306,7 +314,8 @@ absl::StatusOr<std::vector<QuantizedWeight>> GpuLdlq::Run(const float* w, int64_
                          ws.err_sq.Reserve(cap), ws.damp_sq.Reserve(cap)}) {
     if (!s.ok()) return s;
   }
-  const bool exact = options_.exact_proxy_loss || factor.diagonal_fallback();
+  const bool exact = options_.exact_proxy_loss || factor.diagonal_fallback() ||
+                     factor.relative_damp() > kMaxDampForIdentity;
   const float minus_one = -1.0f, one = 1.0f;
   const int ci = static_cast<int>(cols);
   std::vector<QuantizedWeight> results(bits.size());

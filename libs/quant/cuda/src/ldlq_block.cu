@@ -193,7 +193,7 @@ __global__ void __launch_bounds__(kThreads, 2) LdlqBlockKernel(LdlqBlockParams p
       er[li] = e;
       e2 = __dadd_rn(e2, __dmul_rn(static_cast<double>(e), static_cast<double>(e)));
       if (p.damp_diag != nullptr) {
-        const double d = static_cast<double>(__fsub_rn(w0[li], val));
+        const double d = __dsub_rn(static_cast<double>(w0[li]), static_cast<double>(val));
         dsq = __dadd_rn(dsq, __dmul_rn(p.damp_diag[i], __dmul_rn(d, d)));
       }
     }

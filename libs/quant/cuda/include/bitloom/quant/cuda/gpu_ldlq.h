@@ -21,9 +21,11 @@
 //
 // Proxy loss: tr(Δ·H·Δᵀ)/tr(W·H·Wᵀ) with H undamped, as ProxyLoss. By default the numerator comes
 // from LDLQ's own scaled errors: with Hd = H + diag(c) the damped Hessian, Δ = E·U exactly, so
-// tr(Δ·Hd·Δᵀ) = Σe² and tr(Δ·H·Δᵀ) = Σe² − Σ c_i·Δ_i², for free; the denominator is one fp64 GEMM
-// per tensor. Under the diagonal fallback (Hd − H not diagonal), or with exact_proxy_loss, the
-// numerator is an fp64 GEMM too. Both agree with the CPU's to well within 1% (tested).
+// tr(Δ·Hd·Δᵀ) = Σe² and tr(Δ·H·Δᵀ) = Σe² − Σ c_i·Δ_i², for free (the CPU does the same, with
+// c = HessianFactor::added_diagonal); the denominator is one fp64 GEMM per call, or
+// options.output_energy when the caller has it. Under the diagonal fallback (Hd − H not
+// diagonal), a damping above 0.1 (the difference would lose digits, as on the CPU), or with
+// exact_proxy_loss, the numerator is an fp64 GEMM too. Agreement with the CPU: within 1% (tested).
 //
 // Ownership and threading: a GpuLdlq owns cuBLAS/cuSOLVER handles bound to its stream and a
 // workspace that grows to the largest tensor seen (for Llama-3-8B's down_proj at 8 widths, about
@@ -91,7 +93,8 @@ class GpuLdlq {
 
   // FactorHessian on the GPU. h: [dim, dim] mean Hessian (rotated, undamped) on the host.
   // INVALID_ARGUMENT for a size mismatch or a non-finite entry, like FactorHessian. `host_copy`,
-  // when non-null, receives the factor in FactorHessian's form (U in fp64), e.g. for a checkpoint.
+  // when non-null, receives the factor in FactorHessian's form (U in fp64, added_diagonal), e.g.
+  // for a checkpoint or the CPU encoder.
   absl::StatusOr<GpuHessianFactor> Factor(absl::Span<const double> h, int64_t dim,
                                           const DampingOptions& options,
                                           HessianFactor* host_copy = nullptr);
