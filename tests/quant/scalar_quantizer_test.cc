@@ -56,9 +56,11 @@ TEST(ScalarQuantizer, LdlqBeatsRtnAndErrorFallsWithBits) {
     EXPECT_LT(rtn->proxy_loss, prev_rtn) << bits << " bits";
     prev_ldlq = ldlq->proxy_loss;
     prev_rtn = rtn->proxy_loss;
-    // The reported loss is the loss of what was packed: recompute from the decoded blob.
+    // The reported loss is the loss of what was packed: recompute from the decoded blob. LDLQ
+    // derives it from its scaled errors (‖E‖² minus the damping's share), exact up to fp32
+    // rounding of the error feedback.
     EXPECT_NEAR(ProxyLoss(p.w, Decode(*ldlq), p.rows, p.cols, p.h, nullptr), ldlq->proxy_loss,
-                1e-9 * ldlq->proxy_loss);
+                1e-5 * ldlq->proxy_loss);
     ::testing::Test::RecordProperty(
         ("loss_k" + std::to_string(bits)).c_str(),
         std::to_string(rtn->proxy_loss) + " rtn / " + std::to_string(ldlq->proxy_loss) + " ldlq");

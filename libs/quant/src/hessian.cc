@@ -221,6 +221,10 @@ absl::StatusOr<HessianFactor> FactorHessian(absl::Span<const double> h, int64_t 
   }
   if (!ok)
     return absl::InternalError("FactorHessian: diagonal fallback failed");  // unreachable: diag > 0
+  if (!out.diagonal_fallback) {
+    out.added_diagonal.resize(n);
+    for (int64_t i = 0; i < n; ++i) out.added_diagonal[i] = diag[i] - h[i * n + i] + lambda * mean_diag;
+  }
 
   // M = L⁻¹ (lower), stored transposed: mt[j][k] = M[k][j], so column j of M is a contiguous row.
   std::vector<double> mt(n * n, 0.0);

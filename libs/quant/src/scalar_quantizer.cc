@@ -148,20 +148,48 @@ std::vector<float> Dequantize(const ScalarCodecLayout& l, const std::vector<uint
   return q;
 }
 
+// What LDLQ knows about its own error: with D = W − Q and E the scaled errors it pushed forward,
+// D = E·U, and U·(H + diag(c))·Uᵀ = I for the factored matrix, so
+//   tr(D·H·Dᵀ) = ‖E‖² − Σ_j c_j·‖D[:, j]‖²,
+// an O(rows·cols) proxy loss instead of a rows·cols² product.
+struct LdlqErrors {
+  const std::vector<double>* added_diagonal = nullptr;  // c
+  double scaled_error_energy = 0.0;                     // ‖E‖²
+};
+
+// The largest damping for which the identity above is used: beyond it ‖E‖² and the correction
+// are close and their difference would lose digits, so the loss is computed directly.
+constexpr double kMaxDampForIdentity = 0.1;
+
 absl::StatusOr<QuantizedWeight> Finish(const ScalarCodecLayout& layout, absl::Span<const float> w,
                                        absl::Span<const double> h,
                                        const std::vector<uint8_t>& codes,
                                        const std::vector<uint16_t>& scales, double w_energy,
-                                       ThreadPool* pool) {
+                                       const LdlqErrors* ldlq, ThreadPool* pool) {
   QuantizedWeight out;
   out.layout = layout;
   auto blob = kernels::PackScalarCodec(layout, codes, scales);
   if (!blob.ok()) return blob.status();
   out.blob = std::move(*blob);
-  if (!h.empty()) {
-    const std::vector<float> q = Dequantize(layout, codes, scales);
+  if (h.empty()) return out;
+  const std::vector<float> q = Dequantize(layout, codes, scales);
+  if (ldlq == nullptr) {
     out.proxy_loss = ProxyLoss(w, q, layout.rows, layout.cols, h, pool, w_energy);
+    return out;
   }
+  const int64_t cols = layout.cols;
+  std::vector<double> column_energy(cols, 0.0);
+  for (int64_t r = 0; r < layout.rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const double d = static_cast<double>(w[r * cols + c]) - q[r * cols + c];
+      column_energy[c] += d * d;
+    }
+  }
+  double num = ldlq->scaled_error_energy;
+  for (int64_t c = 0; c < cols; ++c) num -= (*ldlq->added_diagonal)[c] * column_energy[c];
+  const double den = w_energy >= 0.0 ? w_energy : OutputEnergy(w, layout.rows, cols, h, pool);
+  num = std::max(0.0, num);
+  out.proxy_loss = den > 0.0 ? num / den : (num > 0.0 ? std::numeric_limits<double>::infinity() : 0.0);
   return out;
 }
 
@@ -229,7 +257,7 @@ absl::StatusOr<QuantizedWeight> QuantizeRtn(absl::Span<const float> w, int64_t r
       }
     }
   });
-  return Finish(l, w, h, codes, scales, o.output_energy, pool);
+  return Finish(l, w, h, codes, scales, o.output_energy, nullptr, pool);
 }
 
 absl::StatusOr<QuantizedWeight> QuantizeLdlq(absl::Span<const float> w, int64_t rows, int64_t cols,
@@ -254,6 +282,7 @@ absl::StatusOr<QuantizedWeight> QuantizeLdlq(absl::Span<const float> w, int64_t 
 
   std::vector<uint8_t> codes(rows * cols);
   std::vector<uint16_t> scales(rows * l.groups_per_row);
+  std::vector<double> row_error_energy(rows, 0.0);  // Σ e² per row, for the proxy loss
   const int64_t tiles = (rows + kTileRows - 1) / kTileRows;
   ParallelRows(pool, tiles, kTileRows * cols * cols / 2, [&](int64_t t0, int64_t t1) {
     std::vector<float> wt(kTileRows * cols);
@@ -278,6 +307,7 @@ absl::StatusOr<QuantizedWeight> QuantizeLdlq(absl::Span<const float> w, int64_t 
             codes[(r0 + t) * cols + i] = q;
             const float e = (wr[i] - grid.Value(q)) / u[i * cols + i];
             er[i - b0] = e;
+            row_error_energy[r0 + t] += static_cast<double>(e) * e;
             const float* ui = u + i * cols;
             for (int64_t j = i + 1; j < b1; ++j) wr[j] -= e * ui[j];
           }
@@ -297,7 +327,12 @@ absl::StatusOr<QuantizedWeight> QuantizeLdlq(absl::Span<const float> w, int64_t 
       }
     }
   });
-  return Finish(l, w, h, codes, scales, o.output_energy, pool);
+    double scaled_error_energy = 0.0;
+  for (double v : row_error_energy) scaled_error_energy += v;  // fixed order
+  const bool identity = static_cast<int64_t>(factor.added_diagonal.size()) == cols &&
+                        factor.relative_damp <= kMaxDampForIdentity;
+  const LdlqErrors errors{&factor.added_diagonal, scaled_error_energy};
+  return Finish(l, w, h, codes, scales, o.output_energy, identity ? &errors : nullptr, pool);
 }
 
 }  // namespace bitloom::quant

@@ -76,6 +76,10 @@ struct HessianFactor {
   double relative_damp = 0.0;      // λ that succeeded
   int attempts = 0;                // 1 when the first λ worked
   bool diagonal_fallback = false;  // every attempt failed; U is from diag(H) alone
+  // Without the fallback, the matrix factored is H + diag(added_diagonal): the damping λ·mean(diag H)
+  // plus mean(diag H) on inputs that were always zero. LDLQ uses it to get the proxy loss from its
+  // own scaled errors (scalar_quantizer.h). Empty with the fallback.
+  std::vector<double> added_diagonal;
 };
 
 // INVALID_ARGUMENT for a size mismatch or a non-finite entry. Zero diagonal entries (inputs that
