@@ -1,0 +1,140 @@
+// GpuDecoderModel: the decoder forward pass on one GPU, over a model's regions of the VRAM pool —
+// the serving twin of the CPU DecoderModel (same families, same math, fp16 activations where the
+// kernels take them; docs/ENGINE.md, "The GPU forward").
+//
+// Load() resolves the artifact's config exactly as the CPU engine does (ResolveConfig), refuses
+// families it does not run with UNIMPLEMENTED naming the architecture, and takes three regions of
+// the pool under options.model_id: `weights` (the artifact's blobs copied verbatim by UploadWeights,
+// plus fp16 copies of the dense tensors the kernels read as fp16), `kv_cache` (the paged fp16 cache
+// of the shared layout) and `workspace` (every activation buffer of a decode step of max_batch
+// sequences and of a prefill chunk, the logits, the sampler's scratch and the per-step inputs).
+// Nothing is allocated on the device after Load(): the pool's memory is the only cudaMalloc.
+// Linear layers run as CODEC_HADAMARD_SCALAR GEMVs on the rotated fp16 activation, or, for an
+// unquantized (F16/BF16/F32) tensor, as a cuBLAS fp16 GEMM, so an fp16 import artifact runs too.
+//
+// Sequences: AddSequence() opens one in the paged KV cache, Prefill() appends a prompt (in chunks)
+// and returns the logits of its last token, DecodeStep() advances a batch of sequences by one token
+// each. DecodeStep() is captured as a CUDA graph per batch-size bucket (1, 2, 4, 8, 16, 32, 64: a
+// batch runs in the smallest bucket that holds it, padding rows are computed and dropped) and
+// replayed; everything that varies per step (tokens, positions, block tables, lengths) is copied
+// into fixed device buffers before the replay. options.use_cuda_graphs = false launches the same
+// kernels directly (the results are bit-identical).
+//
+// Ownership and threading: the model owns its CUDA stream, cuBLAS handle, graphs and pool regions
+// (freed at destruction); `pool` must outlive it. Not thread-safe: one scheduler thread drives it.
+// Every call returns when its results are on the host (it synchronises its own stream).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "bitloom/engine/decoder_model.h"
+#include "bitloom/engine/paged_kv_cache.h"
+#include "bitloom/engine/vram_pool.h"
+#include "bitloom/kernels/cuda/sampling.h"
+#include "bitloom/modelstore/artifact_reader.h"
+
+namespace bitloom::engine {
+
+inline constexpr int kGpuMaxBatch = 64;
+
+struct GpuModelOptions {
+  // Owner name of the model's pool regions (VramPool::FreeOwner frees them all).
+  std::string model_id = "model";
+  // Sequences per DecodeStep(), 1..kGpuMaxBatch; the workspace is sized for it.
+  int max_batch = 8;
+  // Longest sequence in tokens; 0: the model's max_position_embeddings.
+  int max_seq_len = 0;
+  // KV cache size: exactly kv_pages pages when > 0, else the most pages kv_bytes hold. One of the two
+  // must be set.
+  int kv_pages = 0;
+  uint64_t kv_bytes = 0;
+  // Tokens per KV page, a power of two.
+  int page_size = 16;
+  // Tokens per prefill chunk (a multiple of 8; the workspace holds one chunk's activations).
+  int prefill_chunk = 256;
+  // Capture DecodeStep() once per batch bucket and replay it; false launches the kernels directly.
+  bool use_cuda_graphs = true;
+  // Reserve the on-GPU sampler's workspace for max_batch rows (DecodeAndSample()).
+  bool enable_sampling = true;
+};
+
+class GpuDecoderModel {
+ public:
+  // Uploads `reader`'s artifact into `pool` (which must be on the device; its device is made
+  // current). INVALID_ARGUMENT for bad options (naming the field), UNIMPLEMENTED for an architecture
+  // or a tensor codec the GPU engine does not run, RESOURCE_EXHAUSTED when a region does not fit
+  // the pool (nothing stays allocated then), FAILED_PRECONDITION without a device pool, INTERNAL for
+  // CUDA/cuBLAS failures. The reader is needed only during Load().
+  static absl::StatusOr<std::unique_ptr<GpuDecoderModel>> Load(
+      const modelstore::ArtifactReader& reader, VramPool* pool, const GpuModelOptions& options);
+  ~GpuDecoderModel();
+
+  GpuDecoderModel(const GpuDecoderModel&) = delete;
+  GpuDecoderModel& operator=(const GpuDecoderModel&) = delete;
+
+  const ResolvedConfig& resolved() const;
+  const GpuModelOptions& options() const;
+  int vocab_size() const;
+  cudaStream_t stream() const;
+  // The KV cache manager (pages used/free, sequence lengths) for metrics and admission checks.
+  const PagedKvCache& kv_cache() const;
+
+  // ---- Sequences.
+
+  // A new empty sequence. RESOURCE_EXHAUSTED when no page is free for its first token.
+  absl::StatusOr<SequenceId> AddSequence();
+  // Frees the sequence's pages. NOT_FOUND for an unknown id.
+  absl::Status Release(SequenceId seq);
+  // Tokens cached for `seq` (0 for an unknown id).
+  int Length(SequenceId seq) const;
+
+  // ---- Forward.
+
+  // Appends `tokens` (>= 1) to `seq` at positions Length(seq).. and returns the logits [vocab] of
+  // the last one. Runs in chunks of options.prefill_chunk tokens (quantized linears loop the
+  // batch-8 GEMV over 8-token slices of the chunk). INVALID_ARGUMENT for an empty prompt or a token
+  // out of range, NOT_FOUND for an unknown sequence, RESOURCE_EXHAUSTED (sequence unchanged) when
+  // its pages cannot be reserved or max_seq_len would be exceeded.
+  absl::StatusOr<std::vector<float>> Prefill(SequenceId seq, absl::Span<const int32_t> tokens);
+
+  // Runs tokens[i] as the next token of seqs[i] (distinct sequences, 1..max_batch of them) and
+  // returns logits [batch, vocab] (row i for seqs[i]). Errors as Prefill(); on error no sequence
+  // has grown.
+  absl::StatusOr<std::vector<float>> DecodeStep(absl::Span<const SequenceId> seqs,
+                                                absl::Span<const int32_t> tokens);
+  // DecodeStep() without the host copy: the logits stay in device_logits() (valid until the next
+  // forward call).
+  absl::Status DecodeStepOnDevice(absl::Span<const SequenceId> seqs, absl::Span<const int32_t> tokens);
+  // Device fp32 [max_batch, vocab] (row stride vocab): the last DecodeStep's logits.
+  const float* device_logits() const;
+
+  // DecodeStepOnDevice() then the on-GPU sampler (kernels/cuda/sampling.h) on its logits: one
+  // token per sequence. rows[i] are seqs[i]'s sampling parameters and uniforms[i] its variate in
+  // [0, 1) (drawn on the host as Sampler does; ignored for temperature 0). Penalties need the
+  // prompt/output counts, which this path does not keep: a row with a repetition, presence or
+  // frequency penalty is UNIMPLEMENTED (use DecodeStep() and the host Sampler). FAILED_PRECONDITION
+  // when options.enable_sampling was false.
+  absl::StatusOr<std::vector<int32_t>> DecodeAndSample(
+      absl::Span<const SequenceId> seqs, absl::Span<const int32_t> tokens,
+      absl::Span<const kernels::cuda::SamplingRowParams> rows, absl::Span<const double> uniforms);
+
+  // Bytes of the three pool regions (weights, kv_cache, workspace).
+  uint64_t weights_bytes() const;
+  uint64_t kv_bytes() const;
+  uint64_t workspace_bytes() const;
+
+ private:
+  struct Impl;
+  explicit GpuDecoderModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bitloom::engine
