@@ -25,21 +25,25 @@ constexpr double kMeasureShare = 0.75;
 constexpr int kProbeBits = 3;
 constexpr int64_t kProbeTokens = 1024;
 // Bumped whenever what a measure checkpoint holds changes meaning, so old checkpoints are refused.
-constexpr uint64_t kMeasureFormat = 2;
+constexpr uint64_t kMeasureFormat = 3;
 
-double SquaredDistance(absl::Span<const float> a, absl::Span<const float> b) {
-  double s = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - b[i];
-    s += d * d;
+// Mean over tokens of ‖out_t − ref_t‖² / ‖ref_t‖²: each token's relative change, so that a few
+// tokens with very large residual norms (the "massive activations" of attention-sink tokens) do not
+// swamp the rest, as they would in a ratio of sums. Every token's stream is normalised before the
+// head anyway, which is what makes the per-token ratio the relevant one.
+double MeanRelativeChange(absl::Span<const float> out, absl::Span<const float> ref, int64_t width) {
+  const int64_t tokens = static_cast<int64_t>(ref.size()) / width;
+  double total = 0.0;
+  for (int64_t t = 0; t < tokens; ++t) {
+    double moved = 0.0, norm = 0.0;
+    for (int64_t i = t * width; i < (t + 1) * width; ++i) {
+      const double d = static_cast<double>(out[i]) - ref[i];
+      moved += d * d;
+      norm += static_cast<double>(ref[i]) * ref[i];
+    }
+    if (norm > 0.0) total += moved / norm;
   }
-  return s;
-}
-
-double SquaredNorm(absl::Span<const float> a) {
-  double s = 0.0;
-  for (float v : a) s += static_cast<double>(v) * v;
-  return s;
+  return tokens > 0 ? total / static_cast<double>(tokens) : 0.0;
 }
 
 uint64_t Mix(uint64_t z) {
@@ -304,8 +308,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       }
       // Sensitivity: how much of the residual stream leaving this block one tensor's error moves.
       // Each tensor in turn is replaced by its kProbeBits version and the block rerun on a prefix
-      // of the calibration rows; the block output's squared change over its squared norm, divided
-      // by the tensor's relative proxy loss at kProbeBits, converts every candidate's relative
+      // of the calibration rows; the block output's mean per-token relative squared change,
+      // divided by the tensor's relative proxy loss at kProbeBits, converts every candidate's relative
       // proxy loss into an estimated relative perturbation of the residual stream. That is the
       // common currency the allocator sums: it sees nonlinearities inside the block (softmax,
       // gating, norms) and how large the block's update is against the stream it adds to.
@@ -314,7 +318,6 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
         const size_t probe_len = static_cast<size_t>(probe_seqs * seq_len * hidden_size);
         const absl::Span<const float> probe_in(hidden.data(), probe_len);
         const absl::Span<const float> probe_ref(next.data(), probe_len);
-        const double stream = SquaredNorm(probe_ref);
         size_t t = first_item;
         for (const LinearSite& site : sites) {
           for (const std::string& name : site.tensors) {
@@ -323,7 +326,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
             auto out = runner_.RunBlock(layer, weights, probe_in, probe_seqs, seq_len, {});
             std::swap(weights[name], probe_weights[name]);
             if (!out.ok()) return out.status();
-            const double moved = stream > 0.0 ? SquaredDistance(*out, probe_ref) / stream : 0.0;
+            const double moved = MeanRelativeChange(*out, probe_ref, hidden_size);
             const double at_probe = relative_at_probe[t - first_item];
             const double gain = at_probe > 0.0 ? moved / at_probe : 0.0;
             for (AllocationCandidate& c : items[t].candidates) c.loss *= gain;
