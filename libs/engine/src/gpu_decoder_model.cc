@@ -1,0 +1,679 @@
+#include "bitloom/engine/gpu_decoder_model.h"
+
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <array>
+#include <optional>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "bitloom/core/status_macros.h"
+#include "bitloom/kernels/cuda/cuda_status.h"
+#include "bitloom/kernels/cuda/embedding_gather.h"
+#include "bitloom/kernels/cuda/gated_activation.h"
+#include "bitloom/kernels/cuda/paged_attention.h"
+#include "bitloom/kernels/cuda/qkv_rope.h"
+#include "bitloom/kernels/cuda/residual_rms_norm.h"
+#include "gpu_decoder_ops.h"
+#include "gpu_linear.h"
+#include "gpu_model_weights.h"
+
+namespace bitloom::engine {
+
+namespace kc = kernels::cuda;
+using gpu::GpuLinear;
+using gpu::LinearOutput;
+
+namespace {
+
+constexpr std::array<int, 7> kBuckets = {1, 2, 4, 8, 16, 32, 64};
+constexpr uint64_t kCublasWorkspaceBytes = uint64_t{8} << 20;
+
+int BucketIndex(int batch) {
+  for (int i = 0; i < static_cast<int>(kBuckets.size()); ++i) {
+    if (kBuckets[i] >= batch) return i;
+  }
+  return static_cast<int>(kBuckets.size()) - 1;
+}
+
+uint64_t AlignUp(uint64_t v) { return (v + kPoolAlignment - 1) / kPoolAlignment * kPoolAlignment; }
+
+bool GpuArchitecture(const std::string& a) {
+  return a == "llama" || a == "mistral" || a == "qwen2" || a == "qwen3" || a == "gemma3" || a == "gemma3_text";
+}
+
+}  // namespace
+
+// Device buffers of the forward pass, all inside the workspace region. rows = max(largest bucket,
+// prefill_chunk): a decode step of the largest bucket or one prefill chunk.
+struct Workspace {
+  int32_t* ids = nullptr;        // [rows]
+  int32_t* positions = nullptr;  // [rows]; -1 for a padding row (its K/V is not stored)
+  int32_t* token_seq = nullptr;  // [rows]: block-table row of each token
+  int32_t* seq_lens = nullptr;   // [bucket_max]: decode only; 0 for a padding row
+  int32_t* block_tables = nullptr;  // [bucket_max, max_pages_per_seq]
+  float* x = nullptr;            // residual stream [rows, hidden]
+  float* h = nullptr;            // normed [rows, hidden]
+  float* q = nullptr;            // [rows, q_dim]
+  float* k = nullptr;            // [rows, kv_dim]
+  float* v = nullptr;            // [rows, kv_dim]
+  float* q_rope = nullptr;       // [rows, q_dim]
+  float* attn = nullptr;         // [rows, q_dim]
+  float* o = nullptr;            // [rows, hidden]
+  float* gate = nullptr;         // [rows, intermediate]
+  float* up = nullptr;           // [rows, intermediate]
+  float* act = nullptr;          // [rows, intermediate]
+  float* logits = nullptr;       // [bucket_max, vocab]
+  uint16_t* rotated = nullptr;   // [rows, max rotated stride]
+  uint16_t* dense_in = nullptr;  // [rows, max dense cols] or null
+  void* attention_ws = nullptr;
+  size_t attention_ws_bytes = 0;
+  void* cublas_ws = nullptr;
+  void* sampling_ws = nullptr;
+  size_t sampling_ws_bytes = 0;
+  kc::SamplingRowParams* sampling_rows = nullptr;  // [bucket_max]
+  double* uniforms = nullptr;                       // [bucket_max]
+  int32_t* sampled = nullptr;                       // [bucket_max]
+};
+
+struct GpuDecoderModel::Impl {
+  GpuModelOptions options;
+  v1::ModelConfig config;
+  ResolvedConfig cfg;
+  VramPool* pool = nullptr;
+  std::vector<uint64_t> regions;  // pool region ids, freed at destruction
+  uint64_t weights_bytes = 0, kv_bytes = 0, workspace_bytes = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  gpu::GpuModelWeights weights;
+  std::optional<PagedKvCache> kv;
+  Workspace ws;
+  int rows = 0;        // workspace rows
+  int bucket_max = 0;  // largest bucket used
+  int max_pages = 0;   // block-table row width
+  std::array<cudaGraphExec_t, kBuckets.size()> graphs{};
+  SequenceId next_seq = 1;
+  // Host staging of the per-step inputs (pageable: cudaMemcpyAsync has consumed them on return).
+  std::vector<int32_t> h_ids, h_positions, h_token_seq, h_seq_lens, h_tables;
+
+  ~Impl() {
+    for (cudaGraphExec_t& g : graphs) {
+      if (g != nullptr) cudaGraphExecDestroy(g);
+    }
+    if (stream != nullptr) cudaStreamSynchronize(stream);
+    if (cublas != nullptr) cublasDestroy(cublas);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+    for (uint64_t id : regions) pool->Free(id).IgnoreError();
+  }
+
+  absl::StatusOr<uint8_t*> Allocate(RegionKind kind, uint64_t bytes) {
+    BITLOOM_ASSIGN_OR_RETURN(const PoolRegion region, pool->Allocate(kind, options.model_id, bytes));
+    regions.push_back(region.id);
+    return pool->Data(region);
+  }
+
+  absl::Status LayoutWorkspace(uint8_t* base, uint64_t* bytes, const gpu::GpuWeightPlan& plan);
+  absl::Status EnqueueForward(int n, bool decode, int head_row, bool head);
+  absl::Status RunDecode(absl::Span<const SequenceId> seqs, absl::Span<const int32_t> tokens);
+  absl::Status CheckTokens(absl::Span<const int32_t> tokens) const;
+};
+
+absl::Status GpuDecoderModel::Impl::LayoutWorkspace(uint8_t* base, uint64_t* bytes, const gpu::GpuWeightPlan& plan) {
+  const ResolvedConfig& c = cfg;
+  const uint64_t R = static_cast<uint64_t>(rows);
+  const uint64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const uint64_t q_dim = uint64_t{static_cast<uint64_t>(c.num_heads)} * c.head_dim;
+  const uint64_t kv_dim = uint64_t{static_cast<uint64_t>(c.num_kv_heads)} * c.head_dim;
+  const uint64_t B = static_cast<uint64_t>(bucket_max);
+  uint64_t end = 0;
+  // With base == null only sizes are computed (the first pass).
+  auto take = [&](uint64_t size) -> uint8_t* {
+    const uint64_t at = end;
+    end = AlignUp(end + std::max<uint64_t>(size, 1));
+    return base == nullptr ? nullptr : base + at;
+  };
+  ws.ids = reinterpret_cast<int32_t*>(take(R * 4));
+  ws.positions = reinterpret_cast<int32_t*>(take(R * 4));
+  ws.token_seq = reinterpret_cast<int32_t*>(take(R * 4));
+  ws.seq_lens = reinterpret_cast<int32_t*>(take(B * 4));
+  ws.block_tables = reinterpret_cast<int32_t*>(take(B * static_cast<uint64_t>(max_pages) * 4));
+  ws.x = reinterpret_cast<float*>(take(R * H * 4));
+  ws.h = reinterpret_cast<float*>(take(R * H * 4));
+  ws.q = reinterpret_cast<float*>(take(R * q_dim * 4));
+  ws.k = reinterpret_cast<float*>(take(R * kv_dim * 4));
+  ws.v = reinterpret_cast<float*>(take(R * kv_dim * 4));
+  ws.q_rope = reinterpret_cast<float*>(take(R * q_dim * 4));
+  ws.attn = reinterpret_cast<float*>(take(R * q_dim * 4));
+  ws.o = reinterpret_cast<float*>(take(R * H * 4));
+  ws.gate = reinterpret_cast<float*>(take(R * I * 4));
+  ws.up = reinterpret_cast<float*>(take(R * I * 4));
+  ws.act = reinterpret_cast<float*>(take(R * I * 4));
+  ws.logits = reinterpret_cast<float*>(take(B * V * 4));
+  ws.rotated = reinterpret_cast<uint16_t*>(take(R * static_cast<uint64_t>(plan.max_rotated_stride()) * 2));
+  ws.dense_in = plan.has_dense_linear()
+                    ? reinterpret_cast<uint16_t*>(take(R * static_cast<uint64_t>(plan.max_dense_cols()) * 2))
+                    : nullptr;
+  // Decode attention's split partials: the largest over the buckets and the two window kinds.
+  size_t attention = 0;
+  for (int b : kBuckets) {
+    if (b > bucket_max) break;
+    for (int window : {0, c.sliding_window}) {
+      kc::PagedDecodeAttentionParams p;
+      p.cache.num_kv_heads = c.num_kv_heads;
+      p.cache.head_dim = c.head_dim;
+      p.cache.page_size = options.page_size;
+      p.cache.max_pages_per_seq = max_pages;
+      p.batch = b;
+      p.num_heads = c.num_heads;
+      p.max_seq_len = options.max_seq_len;
+      p.sliding_window = window;
+      attention = std::max(attention, kc::DecodeAttentionWorkspaceBytes(p));
+    }
+  }
+  ws.attention_ws_bytes = attention;
+  ws.attention_ws = take(attention);
+  ws.cublas_ws = plan.has_dense_linear() ? take(kCublasWorkspaceBytes) : nullptr;
+  if (options.enable_sampling) {
+    size_t sampling = 0;
+    for (int b = 1; b <= bucket_max; ++b) {
+      BITLOOM_ASSIGN_OR_RETURN(const size_t need, kc::SamplingWorkspaceBytes(b, c.vocab_size));
+      sampling = std::max(sampling, need);
+    }
+    ws.sampling_ws_bytes = sampling;
+    ws.sampling_ws = take(sampling);
+    ws.sampling_rows = reinterpret_cast<kc::SamplingRowParams*>(take(B * sizeof(kc::SamplingRowParams)));
+    ws.uniforms = reinterpret_cast<double*>(take(B * sizeof(double)));
+    ws.sampled = reinterpret_cast<int32_t*>(take(B * 4));
+  }
+  *bytes = end;
+  return absl::OkStatus();
+}
+
+// One forward pass over the n tokens whose ids, positions, token_seq (and, for decode, seq_lens)
+// and block tables are already in the workspace. decode: each token is the next of its own
+// sequence (block-table row = token index); else a prefill chunk of one sequence (row 0). With
+// `head`, logits of token head_row (prefill) or of all n tokens (decode) go to ws.logits.
+absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_row, bool head) {
+  const ResolvedConfig& c = cfg;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t q_dim = int64_t{c.num_heads} * hd, kv_dim = int64_t{c.num_kv_heads} * hd;
+  const gpu::LinearScratch scratch{ws.rotated, ws.dense_in, cublas};
+  auto norm = [&](float* residual, const float* delta, const float* weight, float* out) {
+    kc::ResidualRmsNormParams p;
+    p.residual = residual;
+    p.delta = delta;
+    p.delta_stride = H;
+    p.weight = weight;
+    p.weight_offset = c.norm_weight_offset;
+    p.eps = c.rms_norm_eps;
+    p.out_f32 = out;
+    p.tokens = n;
+    p.hidden = H;
+    return kc::LaunchResidualRmsNorm(p, stream);
+  };
+
+  BITLOOM_RETURN_IF_ERROR(kc::LaunchEmbeddingGather(
+      {weights.embed, ws.ids, ws.x, c.vocab_size, H, n, c.embedding_scale, nullptr}, stream));
+  BITLOOM_RETURN_IF_ERROR(norm(ws.x, nullptr, weights.layers[0].attn_norm, ws.h));
+  for (int li = 0; li < c.num_layers; ++li) {
+    const gpu::GpuLayerWeights& L = weights.layers[li];
+    const bool sliding = c.layer_is_sliding[li];
+    const LinearOutput qkv[] = {{&L.q_proj, ws.q, q_dim}, {&L.k_proj, ws.k, kv_dim}, {&L.v_proj, ws.v, kv_dim}};
+    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(qkv, ws.h, H, n, scratch, stream));
+
+    uint16_t* k_cache = reinterpret_cast<uint16_t*>(kv->Keys(li));
+    uint16_t* v_cache = reinterpret_cast<uint16_t*>(kv->Values(li));
+    kc::QkvRopeParams rp;
+    rp.q = ws.q;
+    rp.q_stride = q_dim;
+    rp.k = ws.k;
+    rp.k_stride = kv_dim;
+    rp.v = ws.v;
+    rp.v_stride = kv_dim;
+    rp.tokens = n;
+    rp.num_heads = c.num_heads;
+    rp.num_kv_heads = c.num_kv_heads;
+    rp.head_dim = c.head_dim;
+    rp.positions = ws.positions;
+    rp.inv_freq = sliding ? weights.local_inv_freq : weights.global_inv_freq;
+    rp.attention_scaling = sliding ? weights.local_attention_scaling : weights.global_attention_scaling;
+    rp.q_norm = L.q_norm;
+    rp.k_norm = L.k_norm;
+    rp.norm_eps = c.rms_norm_eps;
+    rp.norm_weight_offset = c.norm_weight_offset;
+    rp.q_out_f32 = ws.q_rope;
+    rp.k_cache = k_cache;
+    rp.v_cache = v_cache;
+    rp.num_pages = kv->num_pages();
+    rp.page_size = options.page_size;
+    rp.block_tables = ws.block_tables;
+    rp.max_pages_per_seq = max_pages;
+    rp.token_seq = ws.token_seq;
+    BITLOOM_RETURN_IF_ERROR(kc::LaunchQkvRope(rp, stream));
+
+    kc::PagedKvCache cache;
+    cache.k = k_cache;
+    cache.v = v_cache;
+    cache.page_size = options.page_size;
+    cache.num_kv_heads = c.num_kv_heads;
+    cache.head_dim = c.head_dim;
+    cache.block_tables = ws.block_tables;
+    cache.max_pages_per_seq = max_pages;
+    const int window = sliding ? c.sliding_window : 0;
+    if (decode) {
+      kc::PagedDecodeAttentionParams ap;
+      ap.cache = cache;
+      ap.q = ws.q_rope;
+      ap.q_type = kc::ActivationType::kF32;
+      ap.out = ws.attn;
+      ap.out_type = kc::ActivationType::kF32;
+      ap.seq_lens = ws.seq_lens;
+      ap.batch = n;
+      ap.num_heads = c.num_heads;
+      ap.max_seq_len = options.max_seq_len;
+      ap.scale = c.attention_scale;
+      ap.logit_softcap = c.attn_logit_softcap;
+      ap.sliding_window = window;
+      ap.workspace = ws.attention_ws;
+      ap.workspace_bytes = ws.attention_ws_bytes;
+      BITLOOM_RETURN_IF_ERROR(kc::LaunchPagedDecodeAttention(ap, stream));
+    } else {
+      kc::PagedPrefillAttentionParams ap;
+      ap.cache = cache;
+      ap.q = ws.q_rope;
+      ap.q_type = kc::ActivationType::kF32;
+      ap.out = ws.attn;
+      ap.out_type = kc::ActivationType::kF32;
+      ap.token_seq = ws.token_seq;
+      ap.token_pos = ws.positions;
+      ap.num_tokens = n;
+      ap.num_heads = c.num_heads;
+      ap.scale = c.attention_scale;
+      ap.logit_softcap = c.attn_logit_softcap;
+      ap.sliding_window = window;
+      BITLOOM_RETURN_IF_ERROR(kc::LaunchPagedPrefillAttention(ap, stream));
+    }
+    const LinearOutput o_out[] = {{&L.o_proj, ws.o, H}};
+    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(o_out, ws.attn, q_dim, n, scratch, stream));
+    if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(ws.o, nullptr, L.post_attn_norm, ws.o));
+    BITLOOM_RETURN_IF_ERROR(norm(ws.x, ws.o, L.mlp_norm, ws.h));
+
+    const LinearOutput gate_up[] = {{&L.gate_proj, ws.gate, I}, {&L.up_proj, ws.up, I}};
+    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(gate_up, ws.h, H, n, scratch, stream));
+    kc::GatedActivationParams gp;
+    gp.gate = ws.gate;
+    gp.gate_stride = I;
+    gp.up = ws.up;
+    gp.up_stride = I;
+    gp.out_f32 = ws.act;
+    gp.rows = n;
+    gp.dim = I;
+    gp.activation = c.activation;
+    BITLOOM_RETURN_IF_ERROR(kc::LaunchGatedActivation(gp, stream));
+    const LinearOutput down[] = {{&L.down_proj, ws.o, H}};
+    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(down, ws.act, I, n, scratch, stream));
+    if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(ws.o, nullptr, L.post_mlp_norm, ws.o));
+    // The residual add, fused with the next norm: the next layer's attention norm, or the final norm.
+    const float* next = li + 1 < c.num_layers ? weights.layers[li + 1].attn_norm : weights.final_norm;
+    BITLOOM_RETURN_IF_ERROR(norm(ws.x, ws.o, next, ws.h));
+  }
+  if (!head) return absl::OkStatus();
+  const int first = decode ? 0 : head_row;
+  const int head_rows = decode ? n : 1;
+  const LinearOutput logits[] = {{&weights.head, ws.logits, c.vocab_size}};
+  BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(logits, ws.h + int64_t{first} * H, H, head_rows, scratch, stream));
+  if (c.final_logit_softcap > 0.0f) {
+    BITLOOM_RETURN_IF_ERROR(
+        gpu::LaunchSoftcap({ws.logits, c.vocab_size, head_rows, c.vocab_size, c.final_logit_softcap}, stream));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<GpuDecoderModel>> GpuDecoderModel::Load(const modelstore::ArtifactReader& reader,
+                                                                       VramPool* pool,
+                                                                       const GpuModelOptions& options) {
+  if (pool == nullptr || !pool->on_device()) {
+    return absl::FailedPreconditionError("GpuDecoderModel::Load needs a VRAM pool in device memory");
+  }
+  const v1::ModelConfig& config = reader.manifest().config();
+  if (!GpuArchitecture(config.architecture())) {
+    return absl::UnimplementedError(absl::StrCat("architecture \"", config.architecture(),
+                                                 "\" is not run by the GPU engine (llama, mistral, qwen2, "
+                                                 "qwen3, gemma3)"));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->pool = pool;
+  impl->options = options;
+  impl->config = config;
+  BITLOOM_ASSIGN_OR_RETURN(impl->cfg, ResolveConfig(config));
+  const ResolvedConfig& c = impl->cfg;
+  GpuModelOptions& o = impl->options;
+  if (c.head_dim != 64 && c.head_dim != 128 && c.head_dim != 256) {
+    return absl::UnimplementedError(absl::StrCat("head_dim ", c.head_dim,
+                                                 " is not run by the GPU attention (64, 128 or 256)"));
+  }
+  if (o.max_batch < 1 || o.max_batch > kGpuMaxBatch) {
+    return absl::InvalidArgumentError(absl::StrCat("max_batch: ", o.max_batch, " is outside [1, ", kGpuMaxBatch, "]"));
+  }
+  if (o.max_seq_len == 0) o.max_seq_len = c.max_position_embeddings;
+  if (o.max_seq_len <= 0) {
+    return absl::InvalidArgumentError("max_seq_len: 0 and the model has no max_position_embeddings");
+  }
+  if (o.prefill_chunk < 8 || o.prefill_chunk % 8 != 0 || o.prefill_chunk > 65536) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prefill_chunk: ", o.prefill_chunk, " must be a multiple of 8 in [8, 65536]"));
+  }
+  if ((o.kv_pages > 0) == (o.kv_bytes > 0)) {
+    return absl::InvalidArgumentError("kv_pages / kv_bytes: set exactly one of the two");
+  }
+  KvPageFormat format;
+  format.num_layers = c.num_layers;
+  format.num_kv_heads = c.num_kv_heads;
+  format.head_dim = c.head_dim;
+  format.page_size = o.page_size;
+  BITLOOM_RETURN_IF_ERROR(format.Validate());
+
+  int device = 0;
+  cudaDeviceProp prop;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));
+  if (prop.major < 8) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the GPU engine needs compute capability 8.0 or newer; device ", device, " is ", prop.major,
+                     ".", prop.minor));
+  }
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
+  BITLOOM_RETURN_IF_ERROR(gpu::CublasStatus(cublasCreate(&impl->cublas), "cublasCreate"));
+  BITLOOM_RETURN_IF_ERROR(gpu::CublasStatus(cublasSetStream(impl->cublas, impl->stream), "cublasSetStream"));
+
+  // Weights.
+  BITLOOM_ASSIGN_OR_RETURN(const gpu::GpuWeightPlan plan, gpu::GpuWeightPlan::Build(reader, config, c));
+  impl->weights_bytes = plan.region_bytes();
+  BITLOOM_ASSIGN_OR_RETURN(uint8_t* const weights_base, impl->Allocate(RegionKind::kWeights, plan.region_bytes()));
+  // KV cache.
+  uint64_t kv_bytes = o.kv_bytes;
+  if (o.kv_pages > 0) {
+    BITLOOM_ASSIGN_OR_RETURN(kv_bytes, KvRegionBytes(format, o.kv_pages));
+  }
+  BITLOOM_ASSIGN_OR_RETURN(uint8_t* const kv_base, impl->Allocate(RegionKind::kKvCache, kv_bytes));
+  impl->kv_bytes = kv_bytes;
+  BITLOOM_ASSIGN_OR_RETURN(PagedKvCache kv, PagedKvCache::Create(format, kv_base, kv_bytes, o.max_seq_len));
+  impl->kv.emplace(std::move(kv));
+  impl->max_pages = impl->kv->max_pages_per_seq();
+  // Workspace: sized in a first pass, then laid out over the region.
+  impl->bucket_max = kBuckets[BucketIndex(o.max_batch)];
+  impl->rows = std::max(impl->bucket_max, o.prefill_chunk);
+  uint64_t ws_bytes = 0;
+  BITLOOM_RETURN_IF_ERROR(impl->LayoutWorkspace(nullptr, &ws_bytes, plan));
+  BITLOOM_ASSIGN_OR_RETURN(uint8_t* const ws_base, impl->Allocate(RegionKind::kWorkspace, ws_bytes));
+  BITLOOM_RETURN_IF_ERROR(impl->LayoutWorkspace(ws_base, &ws_bytes, plan));
+  impl->workspace_bytes = ws_bytes;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(ws_base, 0, ws_bytes, impl->stream));
+  if (impl->ws.cublas_ws != nullptr) {
+    BITLOOM_RETURN_IF_ERROR(gpu::CublasStatus(
+        cublasSetWorkspace(impl->cublas, impl->ws.cublas_ws, kCublasWorkspaceBytes), "cublasSetWorkspace"));
+  }
+
+  BITLOOM_ASSIGN_OR_RETURN(impl->weights, plan.Upload(reader, weights_base, impl->stream));
+  impl->h_ids.assign(impl->rows, 0);
+  impl->h_positions.assign(impl->rows, 0);
+  impl->h_token_seq.assign(impl->rows, 0);
+  impl->h_seq_lens.assign(impl->bucket_max, 0);
+  impl->h_tables.assign(static_cast<size_t>(impl->bucket_max) * impl->max_pages, 0);
+
+  // One graph per bucket, captured now so that serving never instantiates one. Capture only
+  // records launches: the workspace's contents do not matter here.
+  if (o.use_cuda_graphs) {
+    for (int b = 0; b < static_cast<int>(kBuckets.size()) && kBuckets[b] <= impl->bucket_max; ++b) {
+      BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(impl->stream, cudaStreamCaptureModeThreadLocal));
+      const absl::Status enqueued = impl->EnqueueForward(kBuckets[b], /*decode=*/true, 0, /*head=*/true);
+      cudaGraph_t graph = nullptr;
+      const cudaError_t ended = cudaStreamEndCapture(impl->stream, &graph);
+      BITLOOM_RETURN_IF_ERROR(enqueued);
+      BITLOOM_CUDA_RETURN_IF_ERROR(ended);
+      const cudaError_t made = cudaGraphInstantiate(&impl->graphs[b], graph, 0);
+      cudaGraphDestroy(graph);
+      BITLOOM_CUDA_RETURN_IF_ERROR(made);
+    }
+  }
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(impl->stream));
+  return std::unique_ptr<GpuDecoderModel>(new GpuDecoderModel(std::move(impl)));
+}
+
+GpuDecoderModel::GpuDecoderModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GpuDecoderModel::~GpuDecoderModel() = default;
+
+const ResolvedConfig& GpuDecoderModel::resolved() const { return impl_->cfg; }
+const GpuModelOptions& GpuDecoderModel::options() const { return impl_->options; }
+int GpuDecoderModel::vocab_size() const { return impl_->cfg.vocab_size; }
+cudaStream_t GpuDecoderModel::stream() const { return impl_->stream; }
+const PagedKvCache& GpuDecoderModel::kv_cache() const { return *impl_->kv; }
+const float* GpuDecoderModel::device_logits() const { return impl_->ws.logits; }
+uint64_t GpuDecoderModel::weights_bytes() const { return impl_->weights_bytes; }
+uint64_t GpuDecoderModel::kv_bytes() const { return impl_->kv_bytes; }
+uint64_t GpuDecoderModel::workspace_bytes() const { return impl_->workspace_bytes; }
+
+absl::StatusOr<SequenceId> GpuDecoderModel::AddSequence() {
+  PagedKvCache& kv = *impl_->kv;
+  if (kv.pages_free() == 0) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache exhausted: no page free for a new sequence (", kv.num_pages(), " pages in use)"));
+  }
+  const SequenceId seq = impl_->next_seq++;
+  BITLOOM_RETURN_IF_ERROR(kv.Reserve(seq, 0));
+  return seq;
+}
+
+absl::Status GpuDecoderModel::Release(SequenceId seq) { return impl_->kv->Release(seq); }
+
+int GpuDecoderModel::Length(SequenceId seq) const { return impl_->kv->Length(seq); }
+
+absl::Status GpuDecoderModel::Impl::CheckTokens(absl::Span<const int32_t> tokens) const {
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= cfg.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token ", i, ": id ", tokens[i], " is outside [0, vocab_size = ", cfg.vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<float>> GpuDecoderModel::Prefill(SequenceId seq, absl::Span<const int32_t> tokens) {
+  Impl& m = *impl_;
+  PagedKvCache& kv = *m.kv;
+  if (tokens.empty()) return absl::InvalidArgumentError("Prefill: no tokens");
+  if (!kv.Contains(seq)) return absl::NotFoundError(absl::StrCat("Prefill: unknown sequence ", seq));
+  BITLOOM_RETURN_IF_ERROR(m.CheckTokens(tokens));
+  const int start = kv.Length(seq);
+  const int n = static_cast<int>(tokens.size());
+  if (static_cast<int64_t>(start) + n > kv.max_seq_len()) {
+    return absl::InvalidArgumentError(absl::StrCat("Prefill: sequence ", seq, " of ", start, " tokens plus ", n,
+                                                   " exceeds max_seq_len ", kv.max_seq_len()));
+  }
+  BITLOOM_RETURN_IF_ERROR(kv.Reserve(seq, start + n));
+  auto run = [&]() -> absl::Status {
+    const cudaStream_t stream = m.stream;
+    BITLOOM_RETURN_IF_ERROR(kv.FillBlockTable(seq, absl::MakeSpan(m.h_tables.data(), m.max_pages)));
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m.ws.block_tables, m.h_tables.data(), m.max_pages * sizeof(int32_t),
+                                                 cudaMemcpyHostToDevice, stream));
+    const int chunk = m.options.prefill_chunk;
+    for (int c0 = 0; c0 < n; c0 += chunk) {
+      const int len = std::min(chunk, n - c0);
+      for (int i = 0; i < len; ++i) {
+        m.h_ids[i] = tokens[c0 + i];
+        m.h_positions[i] = start + c0 + i;
+        m.h_token_seq[i] = 0;
+      }
+      BITLOOM_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(m.ws.ids, m.h_ids.data(), len * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+      BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m.ws.positions, m.h_positions.data(), len * sizeof(int32_t),
+                                                   cudaMemcpyHostToDevice, stream));
+      BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m.ws.token_seq, m.h_token_seq.data(), len * sizeof(int32_t),
+                                                   cudaMemcpyHostToDevice, stream));
+      const bool last = c0 + len == n;
+      BITLOOM_RETURN_IF_ERROR(m.EnqueueForward(len, /*decode=*/false, len - 1, /*head=*/last));
+    }
+    return absl::OkStatus();
+  };
+  std::vector<float> logits(m.cfg.vocab_size);
+  absl::Status status = run();
+  if (status.ok()) {
+    status = kc::CudaStatus(cudaMemcpyAsync(logits.data(), m.ws.logits, logits.size() * sizeof(float),
+                                            cudaMemcpyDeviceToHost, m.stream),
+                            "cudaMemcpyAsync(logits)", __FILE__, __LINE__);
+  }
+  const absl::Status synced =
+      kc::CudaStatus(cudaStreamSynchronize(m.stream), "cudaStreamSynchronize", __FILE__, __LINE__);
+  if (status.ok()) status = synced;
+  if (!status.ok()) {
+    kv.Truncate(seq, start).IgnoreError();
+    return status;
+  }
+  return logits;
+}
+
+absl::Status GpuDecoderModel::Impl::RunDecode(absl::Span<const SequenceId> seqs, absl::Span<const int32_t> tokens) {
+  PagedKvCache& cache = *kv;
+  const int b = static_cast<int>(seqs.size());
+  if (b < 1 || b > options.max_batch) {
+    return absl::InvalidArgumentError(absl::StrCat("DecodeStep: ", b, " sequences, expected 1..max_batch = ",
+                                                   options.max_batch));
+  }
+  if (tokens.size() != seqs.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DecodeStep: ", seqs.size(), " sequences but ", tokens.size(), " tokens"));
+  }
+  BITLOOM_RETURN_IF_ERROR(CheckTokens(tokens));
+  absl::flat_hash_set<SequenceId> seen;
+  for (SequenceId s : seqs) {
+    if (!cache.Contains(s)) return absl::NotFoundError(absl::StrCat("DecodeStep: unknown sequence ", s));
+    if (!seen.insert(s).second) {
+      return absl::InvalidArgumentError(absl::StrCat("DecodeStep: sequence ", s, " appears twice"));
+    }
+    if (cache.Length(s) + 1 > cache.max_seq_len()) {
+      return absl::InvalidArgumentError(absl::StrCat("DecodeStep: sequence ", s, " is at max_seq_len ",
+                                                     cache.max_seq_len()));
+    }
+  }
+  // Grow every sequence by one token; on failure undo the ones already grown.
+  std::vector<int> lengths(b);
+  for (int i = 0; i < b; ++i) lengths[i] = cache.Length(seqs[i]);
+  for (int i = 0; i < b; ++i) {
+    if (absl::Status s = cache.Reserve(seqs[i], lengths[i] + 1); !s.ok()) {
+      for (int j = 0; j < i; ++j) cache.Truncate(seqs[j], lengths[j]).IgnoreError();
+      return s;
+    }
+  }
+  const int bucket = BucketIndex(b);
+  const int B = kBuckets[bucket];
+  for (int i = 0; i < B; ++i) {
+    const bool real = i < b;
+    h_ids[i] = real ? tokens[i] : 0;
+    h_positions[i] = real ? lengths[i] : -1;  // a padding row stores nothing and sees nothing
+    h_token_seq[i] = i;
+    h_seq_lens[i] = real ? lengths[i] + 1 : 0;
+    absl::Span<int32_t> row(h_tables.data() + static_cast<size_t>(i) * max_pages, max_pages);
+    if (real) {
+      if (absl::Status s = cache.FillBlockTable(seqs[i], row); !s.ok()) return s;
+    } else {
+      std::fill(row.begin(), row.end(), 0);
+    }
+  }
+  auto run = [&]() -> absl::Status {
+    BITLOOM_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(ws.ids, h_ids.data(), B * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+    BITLOOM_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(ws.positions, h_positions.data(), B * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+    BITLOOM_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(ws.token_seq, h_token_seq.data(), B * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+    BITLOOM_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(ws.seq_lens, h_seq_lens.data(), B * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ws.block_tables, h_tables.data(),
+                                                 static_cast<size_t>(B) * max_pages * sizeof(int32_t),
+                                                 cudaMemcpyHostToDevice, stream));
+    if (options.use_cuda_graphs) {
+      BITLOOM_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(graphs[bucket], stream));
+      return absl::OkStatus();
+    }
+    return EnqueueForward(B, /*decode=*/true, 0, /*head=*/true);
+  };
+  if (absl::Status s = run(); !s.ok()) {
+    cudaStreamSynchronize(stream);
+    for (int i = 0; i < b; ++i) cache.Truncate(seqs[i], lengths[i]).IgnoreError();
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GpuDecoderModel::DecodeStepOnDevice(absl::Span<const SequenceId> seqs,
+                                                 absl::Span<const int32_t> tokens) {
+  BITLOOM_RETURN_IF_ERROR(impl_->RunDecode(seqs, tokens));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(impl_->stream));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<float>> GpuDecoderModel::DecodeStep(absl::Span<const SequenceId> seqs,
+                                                               absl::Span<const int32_t> tokens) {
+  Impl& m = *impl_;
+  BITLOOM_RETURN_IF_ERROR(m.RunDecode(seqs, tokens));
+  std::vector<float> logits(seqs.size() * static_cast<size_t>(m.cfg.vocab_size));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data(), m.ws.logits, logits.size() * sizeof(float),
+                                               cudaMemcpyDeviceToHost, m.stream));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
+  return logits;
+}
+
+absl::StatusOr<std::vector<int32_t>> GpuDecoderModel::DecodeAndSample(
+    absl::Span<const SequenceId> seqs, absl::Span<const int32_t> tokens,
+    absl::Span<const kc::SamplingRowParams> rows, absl::Span<const double> uniforms) {
+  Impl& m = *impl_;
+  if (!m.options.enable_sampling) {
+    return absl::FailedPreconditionError("DecodeAndSample: the model was loaded with enable_sampling = false");
+  }
+  const size_t b = seqs.size();
+  if (rows.size() != b) {
+    return absl::InvalidArgumentError(absl::StrCat("DecodeAndSample: ", b, " sequences but ", rows.size(), " rows"));
+  }
+  bool greedy_only = true;
+  for (size_t i = 0; i < b; ++i) {
+    const kc::SamplingRowParams& r = rows[i];
+    if ((r.repetition_penalty != 0.0f && r.repetition_penalty != 1.0f) || r.presence_penalty != 0.0f ||
+        r.frequency_penalty != 0.0f) {
+      return absl::UnimplementedError(absl::StrCat(
+          "DecodeAndSample: row ", i, " has a penalty; the on-GPU path keeps no token counts (use DecodeStep)"));
+    }
+    if (r.temperature != 0.0f) greedy_only = false;
+  }
+  if (!greedy_only && uniforms.size() != b) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DecodeAndSample: ", b, " sequences but ", uniforms.size(), " uniforms"));
+  }
+  BITLOOM_RETURN_IF_ERROR(m.RunDecode(seqs, tokens));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m.ws.sampling_rows, rows.data(), b * sizeof(kc::SamplingRowParams),
+                                               cudaMemcpyHostToDevice, m.stream));
+  if (!greedy_only) {
+    BITLOOM_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(m.ws.uniforms, uniforms.data(), b * sizeof(double), cudaMemcpyHostToDevice, m.stream));
+  }
+  kc::SamplingParams sp;
+  sp.logits = m.ws.logits;
+  sp.logits_stride = m.cfg.vocab_size;
+  sp.rows = m.ws.sampling_rows;
+  sp.uniforms = greedy_only ? nullptr : m.ws.uniforms;
+  sp.tokens = m.ws.sampled;
+  sp.batch = static_cast<int>(b);
+  sp.vocab = m.cfg.vocab_size;
+  sp.greedy_only = greedy_only;
+  sp.workspace = m.ws.sampling_ws;
+  sp.workspace_bytes = m.ws.sampling_ws_bytes;
+  BITLOOM_RETURN_IF_ERROR(kc::LaunchSampling(sp, m.stream));
+  std::vector<int32_t> out(b);
+  BITLOOM_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(out.data(), m.ws.sampled, b * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
+  return out;
+}
+
+}  // namespace bitloom::engine

@@ -1,0 +1,67 @@
+// GpuLinear: one linear layer y = x·Wᵀ (+ b) of the GPU decoder, over weights already in the pool,
+// and LinearGroup, which runs the linear layers that read one activation (q/k/v, gate/up) so that
+// the input is prepared once per distinct form:
+//  - CODEC_HADAMARD_SCALAR: x' = R·x in fp16 (LaunchHadamardRotate, zero-padded to 32 columns),
+//    then the batch-≤8 GEMV (LaunchScalarCodecGemv) over 8-row slices. Layers whose rotations have
+//    the same width and seed (the quantizer's shared input sites) reuse one rotated copy. Prefill
+//    chunks loop the same GEMV over their 8-token slices: correct, not fast (a GEMM is the
+//    follow-up, docs/ENGINE.md).
+//  - dense (an unquantized import): x in fp16, then cuBLAS GemmEx (fp16 inputs, fp32 output and
+//    accumulation).
+// Private to bitloom::engine_cuda. Launch-only: nothing is allocated or synchronised, and the launch
+// sequence depends only on the shapes, so the calls can be captured in a CUDA graph.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "bitloom/kernels/cuda/hadamard_rotation.h"
+#include "bitloom/kernels/cuda/scalar_codec_gemv.h"
+
+namespace bitloom::engine::gpu {
+
+// INTERNAL naming the call for a cuBLAS failure.
+absl::Status CublasStatus(cublasStatus_t status, const char* what);
+
+struct GpuLinear {
+  std::string name;
+  int64_t rows = 0;  // out_features
+  int64_t cols = 0;  // in_features
+  bool quantized = false;
+  // Quantized: the GEMV's weight fields (activation fields are set per call), the rotation, and
+  // the row stride of its rotated fp16 input (blocks_per_row·32).
+  kernels::cuda::ScalarCodecGemvParams gemv;
+  kernels::cuda::RotationDesc rotation;
+  int64_t rotated_stride = 0;
+  // Dense: device fp16 [rows, cols].
+  const uint16_t* weight_f16 = nullptr;
+  // Device fp32 [rows], or null.
+  const float* bias = nullptr;
+};
+
+// The scratch a group's input is prepared in; sized by the model for its largest rows × width.
+struct LinearScratch {
+  uint16_t* rotated = nullptr;  // device fp16 [max_rows, rotated_stride of the widest quantized layer]
+  uint16_t* dense_in = nullptr;  // device fp16 [max_rows, cols of the widest dense layer]; null if none
+  // Bound to `stream` with its workspace in the pool (cublasSetStream, then cublasSetWorkspace:
+  // setting the stream again would drop the workspace, so it is never done per call).
+  cublasHandle_t cublas = nullptr;
+};
+
+// One output of a group: y [rows, y_stride] fp32 of `linear`.
+struct LinearOutput {
+  const GpuLinear* linear = nullptr;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+};
+
+// Runs every output's layer on x [rows, x_stride] fp32 (all read the same x; cols must match).
+absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float* x, int64_t x_stride,
+                            int64_t rows, const LinearScratch& scratch, cudaStream_t stream);
+
+}  // namespace bitloom::engine::gpu
