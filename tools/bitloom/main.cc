@@ -15,6 +15,8 @@
 //                                       writes a HF directory or GGUF file into the store as fp16
 //   eval ARTIFACT [--reference=ARTIFACT] [--text=FILE] [--context=N] [--stride=N] [--max_tokens=N]
 //                                       perplexity, KL divergence, top-1 (eval_command.h)
+//   synth NAME --shape=SHAPE --bits=B [--head_bits=K] [--seed=N] [--store_path=DIR] [--overwrite]
+//                                       random weights in a real model's shape (synth_command.h)
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
@@ -37,6 +39,7 @@
 #include "import_checkpoint.h"
 #include "quantize_command.h"
 #include "eval_command.h"
+#include "synth_command.h"
 
 ABSL_FLAG(std::string, quantd, "localhost:50052", "quantd address, host:port");
 ABSL_FLAG(std::string, inferd, "localhost:50051", "inferd address, host:port");
@@ -78,7 +81,9 @@ constexpr char kUsage[] =
     "  generate MODEL PROMPT | chat MODEL MESSAGE [--max_new_tokens=N --temperature=T --system=S]\n"
     "  import SOURCE NAME [--store_path=DIR] [--overwrite]\n"
     "  eval ARTIFACT [--reference=ARTIFACT] [--text=FILE] [--context=N] [--stride=N] [--max_tokens=N]\n"
-    "       [--store_path=DIR] [--json_out=F] [--markdown_out=F]; with --inferd=ADDR: model ids in inferd";
+    "       [--store_path=DIR] [--json_out=F] [--markdown_out=F]; with --inferd=ADDR: model ids in inferd\n"
+    "  synth NAME --shape=llama3-8b|llama3-70b|smollm2-135m|tiny --bits=B [--head_bits=K] [--seed=N]\n"
+    "        [--store_path=DIR] [--overwrite] [--threads=N]";
 
 int UsageError(const std::string& message) {
   std::cerr << "bitloom: " << message << "\nusage: " << kUsage << "\n";
@@ -316,5 +321,9 @@ int main(int argc, char** argv) {
     return bitloom::tools::RunQuantize(args[2], args[3], absl::GetFlag(FLAGS_quantd));
   }
   if (command == "eval") return Eval(args, FlagWritten(argc, argv, "inferd"));
+  if (command == "synth") {
+    if (args.size() != 3) return UsageError("synth: expected NAME");
+    return bitloom::tools::RunSynth(args[2]);
+  }
   return UsageError("unknown command '" + command + "'");
 }
