@@ -14,6 +14,8 @@ namespace {
 // Tokens per fp32 Gram product: long enough for the matmul to run at speed, short enough that
 // fp32 sums over it lose nothing the fp64 accumulation across chunks would keep.
 constexpr int64_t kChunkRows = 256;
+// Rows of H per Gram product: the upper triangle is covered by ceil(dim / kGramBand) rectangles.
+constexpr int64_t kGramBand = 256;
 
 // Runs fn(i) for i in [0, n) on the pool, pairing i with n−1−i so triangular work balances.
 void ParallelTriangle(ThreadPool* pool, int64_t n, const std::function<void(int64_t)>& fn) {
@@ -91,21 +93,26 @@ absl::Status HessianAccumulator::Add(absl::Span<const float> x, int64_t rows, Th
     for (int64_t r = 0; r < t; ++r) {
       for (int64_t i = 0; i < dim_; ++i) xt[i * t + r] = x[(r0 + r) * dim_ + i];
     }
-    kernels::MatmulF32Params mp;
-    mp.x = xt.data();
-    mp.w = xt.data();
-    mp.y = gram.data();
-    mp.m = dim_;
-    mp.n = dim_;
-    mp.k = t;
-    if (absl::Status st = kernels::MatmulF32(mp, pool); !st.ok()) return st;
-    ParallelRows(pool, dim_, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        double* hrow = sum_.data() + i * dim_;
-        const float* grow = gram.data() + i * dim_;
-        for (int64_t j = i; j < dim_; ++j) hrow[j] += grow[j];
-      }
-    });
+    // Only the upper triangle is kept: row band [i0, i1) needs columns [i0, dim) alone, which
+    // roughly halves the products for a handful of bands.
+    for (int64_t i0 = 0; i0 < dim_; i0 += kGramBand) {
+      const int64_t i1 = std::min(dim_, i0 + kGramBand);
+      kernels::MatmulF32Params mp;
+      mp.x = xt.data() + i0 * t;
+      mp.w = xt.data() + i0 * t;
+      mp.y = gram.data();
+      mp.m = i1 - i0;
+      mp.n = dim_ - i0;
+      mp.k = t;
+      if (absl::Status st = kernels::MatmulF32(mp, pool); !st.ok()) return st;
+      ParallelRows(pool, i1 - i0, [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) {
+          double* hrow = sum_.data() + (i0 + r) * dim_ + i0;
+          const float* grow = gram.data() + r * (dim_ - i0);
+          for (int64_t j = r; j < dim_ - i0; ++j) hrow[j] += grow[j];
+        }
+      });
+    }
   }
   rows_ += rows;
   return absl::OkStatus();

@@ -23,7 +23,7 @@ constexpr double kMeasureShare = 0.75;
 // Sensitivity probe (docs/QUANTIZATION.md, section 5): the code width whose dequantized tensor is
 // substituted into the block, and about how many calibration tokens the probe forward runs on.
 constexpr int kProbeBits = 3;
-constexpr int64_t kProbeTokens = 1024;
+constexpr int64_t kProbeTokens = 512;
 // Bumped whenever what a measure checkpoint holds changes meaning, so old checkpoints are refused.
 constexpr uint64_t kMeasureFormat = 3;
 
