@@ -334,9 +334,6 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
 absl::StatusOr<std::unique_ptr<GpuDecoderModel>> GpuDecoderModel::Load(const modelstore::ArtifactReader& reader,
                                                                        VramPool* pool,
                                                                        const GpuModelOptions& options) {
-  if (pool == nullptr || !pool->on_device()) {
-    return absl::FailedPreconditionError("GpuDecoderModel::Load needs a VRAM pool in device memory");
-  }
   const v1::ModelConfig& config = reader.manifest().config();
   if (!GpuArchitecture(config.architecture())) {
     return absl::UnimplementedError(absl::StrCat("architecture \"", config.architecture(),
@@ -367,6 +364,9 @@ absl::StatusOr<std::unique_ptr<GpuDecoderModel>> GpuDecoderModel::Load(const mod
   }
   if ((o.kv_pages > 0) == (o.kv_bytes > 0)) {
     return absl::InvalidArgumentError("kv_pages / kv_bytes: set exactly one of the two");
+  }
+  if (pool == nullptr || !pool->on_device()) {
+    return absl::FailedPreconditionError("GpuDecoderModel::Load needs a VRAM pool in device memory");
   }
   KvPageFormat format;
   format.num_layers = c.num_layers;

@@ -1,0 +1,662 @@
+// GpuDecoderModel against the CPU DecoderModel on the same artifact. Synthetic models of every
+// family (head_dim raised to 64, the smallest the paged attention runs) are written with their
+// linear layers CODEC_HADAMARD_SCALAR at K = 2..8 (or fp16, the import's form), the embedding and
+// an untied head fp16, norms and biases fp32; the CPU engine decodes the same artifact to fp32.
+//
+// Tolerance: the GPU rounds each linear layer's input to fp16 (rotated, for the GEMV; plain, for
+// cuBLAS) and the GEMV decodes weights to fp16, ~5e-4 relative per step; over a few layers and the
+// head that stays well below 1e-2 of the logits' scale, the bound asserted for every logit row
+// (|gpu − cpu| ≤ 1e-2 · max(1, max|cpu|)). Top-1 must agree on ≥ 99% of the positions whose CPU
+// margin between the two best tokens exceeds that bound (a closer race is a tie within the
+// stated error). Decoding is teacher-forced with the CPU's argmax, so both engines see the same
+// tokens for 64 steps after each prompt.
+//
+// Also: a batch of sequences of different lengths equals each run alone (1e-4: the same kernels,
+// only cuBLAS may pick another algorithm for another batch), graphs on == off bit for bit, KV pages
+// return to zero, exhaustion is RESOURCE_EXHAUSTED with nothing changed, the on-GPU sampler's
+// greedy token is the logits' argmax, and the real SmolLM2 artifacts when present. The weight plan
+// and the option checks are host code and run without a GPU; everything else skips without one.
+#include "bitloom/engine/gpu_decoder_model.h"
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "bitloom/core/dtype.h"
+#include "bitloom/engine/artifact_weight_source.h"
+#include "bitloom/engine/device_pool_memory.h"
+#include "bitloom/engine/sampler.h"
+#include "bitloom/formats/tensor_names.h"
+#include "bitloom/kernels/hadamard.h"
+#include "bitloom/modelstore/artifact_reader.h"
+#include "bitloom/modelstore/artifact_writer.h"
+#include "bitloom/quant/scalar_quantizer.h"
+#include "gpu_model_weights.h"
+#include "synthetic_model.h"
+
+namespace bitloom::engine {
+namespace {
+
+bool HaveGpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+#define SKIP_WITHOUT_GPU() \
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount failed or returned 0)"
+
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string templ = (std::filesystem::temp_directory_path() / "gpu_decoder_test.XXXXXX").string();
+    EXPECT_NE(::mkdtemp(templ.data()), nullptr);
+    path_ = templ;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string Join(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// The synthetic flavour with head_dim 64 (the synthetic configs use 16-32).
+v1::ModelConfig GpuConfig(const std::string& flavour) {
+  v1::ModelConfig c = testing::SyntheticConfig(flavour);
+  c.set_head_dim(64);
+  return c;
+}
+
+const char* const kLinear[] = {"attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight",
+                               "attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+                               "mlp.down_proj.weight"};
+
+bool IsLinear(const std::string& name) {
+  for (const char* s : kLinear) {
+    if (absl::EndsWith(name, s)) return true;
+  }
+  return false;
+}
+
+enum class LinearForm { kQuantized, kF16 };
+
+// Writes `config`'s synthetic weights: linears (and the untied head) quantized with K cycling over
+// 2..8 and group 32, or fp16; the embedding fp16 (or fp32 with embed_f32, which the GPU converts);
+// everything 1-D fp32. Rotation seeds: one per (layer, input site), as the quantizer shares them.
+void WriteModel(const std::string& path, const std::string& temp_dir, const v1::ModelConfig& config,
+                LinearForm form, bool embed_f32 = false) {
+  const InMemoryWeightSource weights = testing::SyntheticWeights(config, 11);
+  auto writer = modelstore::ArtifactWriter::Create(path, temp_dir);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  static const int kBits[] = {2, 3, 4, 5, 6, 7, 8};
+  int next_bits = 0;
+  // (name, rotation seed): one seed per layer and input site (q/k/v, o, gate/up, down), as the
+  // quantizer shares them, so the GPU rotates each site's input once.
+  std::vector<std::pair<std::string, uint64_t>> names;
+  for (const char* top : {formats::kEmbedTokens, formats::kFinalNorm, formats::kLmHead}) {
+    if (weights.Contains(top)) names.emplace_back(top, 9999);
+  }
+  const char* const kOther[] = {"attn_norm.weight",      "mlp_norm.weight",    "post_attn_norm.weight",
+                                "post_mlp_norm.weight",  "attn.q_norm.weight", "attn.k_norm.weight",
+                                "attn.q_proj.bias",      "attn.k_proj.bias",   "attn.v_proj.bias",
+                                "attn.o_proj.bias"};
+  const int kSite[] = {0, 0, 0, 1, 2, 2, 3};  // per kLinear entry
+  for (int l = 0; l < static_cast<int>(config.num_layers()); ++l) {
+    for (const char* s : kOther) {
+      if (weights.Contains(formats::LayerTensor(l, s))) names.emplace_back(formats::LayerTensor(l, s), 0);
+    }
+    for (int k = 0; k < 7; ++k) names.emplace_back(formats::LayerTensor(l, kLinear[k]), 100 * l + kSite[k]);
+  }
+  for (const auto& [name, seed] : names) {
+    const WeightTensor t = *weights.Read(name);
+    v1::TensorEntry e;
+    e.set_name(name);
+    for (uint64_t d : t.shape) e.add_shape(d);
+    const bool linear = IsLinear(name) || name == formats::kLmHead;
+    std::vector<uint8_t> blob;
+    if (linear && form == LinearForm::kQuantized) {
+      const int64_t rows = static_cast<int64_t>(t.shape[0]), cols = static_cast<int64_t>(t.shape[1]);
+      auto rotation = kernels::HadamardRotation::Create(cols, seed);
+      ASSERT_TRUE(rotation.ok()) << rotation.status();
+      std::vector<float> rotated = t.data;
+      rotation->Apply(rotated.data(), rows, nullptr);
+      quant::ScalarQuantizerOptions options;
+      options.bits = kBits[next_bits++ % 7];
+      options.group_size = 32;
+      auto q = quant::QuantizeRtn(rotated, rows, cols, {}, options, nullptr);
+      ASSERT_TRUE(q.ok()) << name << ": " << q.status();
+      blob = std::move(q->blob);
+      e.set_codec(v1::CODEC_HADAMARD_SCALAR);
+      e.set_bits_per_weight(static_cast<float>(options.bits));
+      e.set_group_size(32);
+      (*e.mutable_params())[kernels::kScalarParamRotation] = rotation->Describe();
+      (*e.mutable_params())[kernels::kScalarParamRotationSeed] = absl::StrCat(seed);
+    } else if (t.shape.size() == 2 && !(embed_f32 && name == formats::kEmbedTokens)) {
+      e.set_codec(v1::CODEC_F16);
+      e.set_bits_per_weight(16);
+      blob.resize(t.data.size() * 2);
+      for (size_t k = 0; k < t.data.size(); ++k) {
+        const uint16_t h = F32ToF16(t.data[k]);
+        std::memcpy(blob.data() + 2 * k, &h, 2);
+      }
+    } else {
+      e.set_codec(v1::CODEC_F32);
+      e.set_bits_per_weight(32);
+      blob.resize(t.data.size() * 4);
+      std::memcpy(blob.data(), t.data.data(), blob.size());
+    }
+    ASSERT_TRUE((*writer)->AddTensor(e, blob).ok()) << name;
+  }
+  v1::ArtifactManifest manifest;
+  *manifest.mutable_config() = config;
+  manifest.set_quantizer_version("gpu_decoder_model_test");
+  ASSERT_TRUE((*writer)->Finish(manifest).ok());
+}
+
+std::unique_ptr<modelstore::ArtifactReader> Open(const std::string& path) {
+  auto reader = modelstore::ArtifactReader::Open(path);
+  EXPECT_TRUE(reader.ok()) << reader.status();
+  return reader.ok() ? std::move(*reader) : nullptr;
+}
+
+std::unique_ptr<VramPool> DevicePool(uint64_t bytes) {
+  auto memory = AllocateDevicePoolMemory({.bytes = bytes});
+  EXPECT_TRUE(memory.ok()) << memory.status();
+  if (!memory.ok()) return nullptr;
+  return std::make_unique<VramPool>(std::move(*memory));
+}
+
+GpuModelOptions SmallOptions() {
+  GpuModelOptions o;
+  o.model_id = "synthetic";
+  o.max_batch = 8;
+  o.max_seq_len = 256;
+  o.kv_pages = 64;
+  o.page_size = 16;
+  o.prefill_chunk = 16;  // prompts of 40 tokens take three chunks
+  return o;
+}
+
+std::vector<int32_t> Prompt(int n, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> ids(n);
+  for (int32_t& t : ids) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+  return ids;
+}
+
+// Accumulates the row comparison of GPU and CPU logits.
+struct Agreement {
+  double tolerance = 1e-2;
+  double worst = 0;  // max over rows of max|gpu − cpu| / max(1, max|cpu|)
+  int rows = 0, decided = 0, agreed = 0;
+
+  void Add(absl::Span<const float> gpu, absl::Span<const float> cpu) {
+    ASSERT_EQ(gpu.size(), cpu.size());
+    double diff = 0, scale = 1;
+    for (size_t i = 0; i < cpu.size(); ++i) {
+      diff = std::max(diff, std::abs(double(gpu[i]) - cpu[i]));
+      scale = std::max(scale, std::abs(double(cpu[i])));
+    }
+    worst = std::max(worst, diff / scale);
+    ++rows;
+    std::vector<float> sorted(cpu.begin(), cpu.end());
+    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+    if (sorted[0] - sorted[1] > tolerance * scale) {
+      ++decided;
+      agreed += ArgMax(gpu) == ArgMax(cpu);
+    }
+  }
+  void Expect(const std::string& what) const {
+    std::cout << what << ": " << rows << " rows, worst relative error " << worst << ", top-1 " << agreed << "/"
+              << decided << " decided positions\n";
+    EXPECT_LE(worst, tolerance) << what;
+    EXPECT_GE(agreed, 0.99 * decided) << what;
+  }
+};
+
+// Prompts of several lengths, each prefilled and then decoded for `steps` tokens (the CPU's argmax
+// fed to both), on GPU and CPU.
+void CompareWithCpu(const DecoderModel& cpu, GpuDecoderModel& gpu, const std::vector<int>& prompt_lengths,
+                    int steps, Agreement* agreement) {
+  const int vocab = cpu.vocab_size();
+  for (int len : prompt_lengths) {
+    SCOPED_TRACE(absl::StrCat("prompt of ", len));
+    const std::vector<int32_t> prompt = Prompt(len, vocab, 5 + len);
+    KvCache cache = cpu.NewKvCache(len + steps);
+    std::vector<int32_t> positions(len);
+    for (int i = 0; i < len; ++i) positions[i] = i;
+    auto cpu_logits = cpu.Forward(prompt, positions, cache, DecoderModel::Logits::kLast);
+    ASSERT_TRUE(cpu_logits.ok()) << cpu_logits.status();
+    auto seq = gpu.AddSequence();
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    auto gpu_logits = gpu.Prefill(*seq, prompt);
+    ASSERT_TRUE(gpu_logits.ok()) << gpu_logits.status();
+    agreement->Add(*gpu_logits, *cpu_logits);
+    for (int s = 0; s < steps; ++s) {
+      const int32_t next = ArgMax(*cpu_logits);
+      const int32_t pos = len + s;
+      cpu_logits = cpu.Forward({&next, 1}, {&pos, 1}, cache, DecoderModel::Logits::kLast);
+      ASSERT_TRUE(cpu_logits.ok()) << cpu_logits.status();
+      const SequenceId id = *seq;
+      gpu_logits = gpu.DecodeStep({&id, 1}, {&next, 1});
+      ASSERT_TRUE(gpu_logits.ok()) << gpu_logits.status();
+      agreement->Add(*gpu_logits, *cpu_logits);
+    }
+    EXPECT_EQ(gpu.Length(*seq), len + steps);
+    ASSERT_TRUE(gpu.Release(*seq).ok());
+  }
+  EXPECT_EQ(gpu.kv_cache().pages_used(), 0);
+}
+
+// ---- Host-side checks (no GPU needed).
+
+TEST(GpuWeightPlan, FormsOffsetsAndConversions) {
+  ScratchDir dir;
+  const v1::ModelConfig config = GpuConfig("qwen2");  // biases, untied head
+  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized, /*embed_f32=*/true);
+  auto reader = Open(dir.Join("m.bitloom"));
+  ASSERT_NE(reader, nullptr);
+  auto cfg = ResolveConfig(config);
+  ASSERT_TRUE(cfg.ok());
+  auto plan = gpu::GpuWeightPlan::Build(*reader, config, *cfg);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const gpu::PlannedTensor* embed = plan->Find(formats::kEmbedTokens);
+  ASSERT_NE(embed, nullptr);
+  EXPECT_EQ(embed->form, gpu::DeviceForm::kF16);
+  EXPECT_FALSE(embed->verbatim);  // stored fp32, converted
+  EXPECT_EQ(embed->bytes, uint64_t(config.vocab_size()) * config.hidden_size() * 2);
+  const gpu::PlannedTensor* bias = plan->Find(formats::LayerTensor(0, "attn.q_proj.bias"));
+  ASSERT_NE(bias, nullptr);
+  EXPECT_EQ(bias->form, gpu::DeviceForm::kF32);
+  EXPECT_TRUE(bias->verbatim);
+  const gpu::PlannedTensor* q = plan->Find(formats::LayerTensor(1, "attn.q_proj.weight"));
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->form, gpu::DeviceForm::kQuantized);
+  EXPECT_EQ(plan->Find(formats::kLmHead)->form, gpu::DeviceForm::kQuantized);
+  EXPECT_FALSE(plan->has_dense_linear());
+  EXPECT_EQ(plan->max_rotated_stride(), 256);  // o_proj reads heads · 64
+  // Every tensor 256-byte aligned, inside the region, not overlapping another.
+  std::vector<std::pair<uint64_t, uint64_t>> spans;
+  for (const gpu::PlannedTensor& t : plan->tensors()) {
+    EXPECT_EQ(t.offset % 256, 0u) << t.name;
+    EXPECT_LE(t.offset + t.bytes, plan->region_bytes()) << t.name;
+    spans.emplace_back(t.offset, t.offset + t.bytes);
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i) EXPECT_LE(spans[i - 1].second, spans[i].first);
+}
+
+TEST(GpuWeightPlan, DenseLinearsAndErrors) {
+  ScratchDir dir;
+  const v1::ModelConfig config = GpuConfig("smollm2_tied");
+  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kF16);
+  auto reader = Open(dir.Join("m.bitloom"));
+  ASSERT_NE(reader, nullptr);
+  auto cfg = ResolveConfig(config);
+  auto plan = gpu::GpuWeightPlan::Build(*reader, config, *cfg);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_TRUE(plan->has_dense_linear());
+  EXPECT_EQ(plan->max_dense_cols(), 256);  // o_proj reads heads · 64
+  EXPECT_EQ(plan->Find(formats::kLmHead), nullptr);  // tied: the embedding is the head
+  EXPECT_TRUE(plan->Find(formats::LayerTensor(0, "mlp.up_proj.weight"))->verbatim);
+
+  // A config whose shapes the artifact does not hold names the tensor.
+  v1::ModelConfig wider = config;
+  wider.set_intermediate_size(128);
+  auto wider_cfg = ResolveConfig(wider);
+  auto bad = gpu::GpuWeightPlan::Build(*reader, wider, *wider_cfg);
+  EXPECT_TRUE(absl::IsInvalidArgument(bad.status())) << bad.status();
+  EXPECT_NE(bad.status().message().find("gate_proj"), std::string::npos) << bad.status();
+}
+
+TEST(GpuDecoderModelLoad, RefusesWhatItDoesNotRun) {
+  ScratchDir dir;
+  auto host = AllocateHostPoolMemory(1 << 20);
+  ASSERT_TRUE(host.ok());
+  VramPool pool(std::move(*host));
+  {
+    v1::ModelConfig config = GpuConfig("llama");
+    config.set_architecture("phi3");
+    WriteModel(dir.Join("phi.bitloom"), dir.path(), config, LinearForm::kF16);
+    auto reader = Open(dir.Join("phi.bitloom"));
+    auto model = GpuDecoderModel::Load(*reader, &pool, SmallOptions());
+    EXPECT_TRUE(absl::IsUnimplemented(model.status())) << model.status();
+    EXPECT_NE(model.status().message().find("phi3"), std::string::npos);
+  }
+  {
+    v1::ModelConfig config = testing::SyntheticConfig("llama");  // head_dim 16
+    WriteModel(dir.Join("hd16.bitloom"), dir.path(), config, LinearForm::kF16);
+    auto reader = Open(dir.Join("hd16.bitloom"));
+    auto model = GpuDecoderModel::Load(*reader, &pool, SmallOptions());
+    EXPECT_TRUE(absl::IsUnimplemented(model.status())) << model.status();
+    EXPECT_NE(model.status().message().find("head_dim 16"), std::string::npos);
+  }
+  WriteModel(dir.Join("ok.bitloom"), dir.path(), GpuConfig("llama"), LinearForm::kF16);
+  auto reader = Open(dir.Join("ok.bitloom"));
+  GpuModelOptions o = SmallOptions();
+  o.max_batch = 65;
+  EXPECT_TRUE(absl::IsInvalidArgument(GpuDecoderModel::Load(*reader, &pool, o).status()));
+  o = SmallOptions();
+  o.prefill_chunk = 12;
+  EXPECT_TRUE(absl::IsInvalidArgument(GpuDecoderModel::Load(*reader, &pool, o).status()));
+  o = SmallOptions();
+  o.kv_bytes = 1 << 20;  // and kv_pages: both set
+  EXPECT_TRUE(absl::IsInvalidArgument(GpuDecoderModel::Load(*reader, &pool, o).status()));
+  // A host pool is not a device pool.
+  EXPECT_TRUE(absl::IsFailedPrecondition(GpuDecoderModel::Load(*reader, &pool, SmallOptions()).status()));
+  EXPECT_EQ(pool.Usage().free, pool.capacity());
+}
+
+// ---- GPU.
+
+struct FlavourCase {
+  std::string flavour;
+  LinearForm form;
+};
+
+class GpuMatchesCpu : public ::testing::TestWithParam<FlavourCase> {};
+
+TEST_P(GpuMatchesCpu, PrefillAndDecodeLogits) {
+  SKIP_WITHOUT_GPU();
+  const FlavourCase& c = GetParam();
+  ScratchDir dir;
+  const v1::ModelConfig config = GpuConfig(c.flavour);
+  WriteModel(dir.Join("m.bitloom"), dir.path(), config, c.form);
+  auto reader = Open(dir.Join("m.bitloom"));
+  ASSERT_NE(reader, nullptr);
+  ArtifactWeightSource source(*reader);
+  auto cpu = DecoderModel::Load(config, source, nullptr);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  auto pool = DevicePool(uint64_t{256} << 20);
+  ASSERT_NE(pool, nullptr);
+  auto gpu = GpuDecoderModel::Load(*reader, pool.get(), SmallOptions());
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  Agreement agreement;
+  CompareWithCpu(**cpu, **gpu, {1, 13, 40}, 64, &agreement);
+  agreement.Expect(absl::StrCat(c.flavour, c.form == LinearForm::kQuantized ? " quantized" : " fp16"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Flavours, GpuMatchesCpu,
+    ::testing::Values(FlavourCase{"llama", LinearForm::kQuantized}, FlavourCase{"llama", LinearForm::kF16},
+                      FlavourCase{"llama3_scaled", LinearForm::kQuantized},
+                      FlavourCase{"smollm2_tied", LinearForm::kQuantized},
+                      FlavourCase{"smollm2_tied", LinearForm::kF16},
+                      FlavourCase{"mistral_sliding", LinearForm::kQuantized},
+                      FlavourCase{"qwen2", LinearForm::kQuantized}, FlavourCase{"qwen3", LinearForm::kQuantized},
+                      FlavourCase{"gemma3", LinearForm::kQuantized}, FlavourCase{"gemma3", LinearForm::kF16}),
+    [](const ::testing::TestParamInfo<FlavourCase>& param_info) {
+      return param_info.param.flavour + (param_info.param.form == LinearForm::kQuantized ? "_quantized" : "_fp16");
+    });
+
+// Logits of `steps` decode steps of each sequence, fed `tokens[seq][step]`.
+using StepLogits = std::vector<std::vector<std::vector<float>>>;  // [seq][step][vocab]
+
+TEST(GpuDecoderModel, BatchEqualsEachSequenceAlone) {
+  SKIP_WITHOUT_GPU();
+  for (const std::string flavour : {"llama", "gemma3"}) {
+    SCOPED_TRACE(flavour);
+    ScratchDir dir;
+    const v1::ModelConfig config = GpuConfig(flavour);
+    WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
+    auto reader = Open(dir.Join("m.bitloom"));
+    auto pool = DevicePool(uint64_t{256} << 20);
+    auto gpu = GpuDecoderModel::Load(*reader, pool.get(), SmallOptions());
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    GpuDecoderModel& m = **gpu;
+    const std::vector<int> lengths = {3, 17, 33, 5, 1, 16};
+    const int steps = 12;
+    const int n = static_cast<int>(lengths.size());
+    std::vector<std::vector<int32_t>> tokens(n);
+    StepLogits alone(n);
+    for (int s = 0; s < n; ++s) {
+      auto seq = m.AddSequence();
+      ASSERT_TRUE(seq.ok());
+      auto logits = m.Prefill(*seq, Prompt(lengths[s], m.vocab_size(), 40 + s));
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      alone[s].push_back(*logits);
+      for (int t = 0; t < steps; ++t) {
+        const int32_t next = ArgMax(*logits);
+        tokens[s].push_back(next);
+        const SequenceId id = *seq;
+        logits = m.DecodeStep({&id, 1}, {&next, 1});
+        ASSERT_TRUE(logits.ok()) << logits.status();
+        alone[s].push_back(*logits);
+      }
+      ASSERT_TRUE(m.Release(*seq).ok());
+    }
+    std::vector<SequenceId> ids(n);
+    for (int s = 0; s < n; ++s) {
+      ids[s] = *m.AddSequence();
+      auto logits = m.Prefill(ids[s], Prompt(lengths[s], m.vocab_size(), 40 + s));
+      ASSERT_TRUE(logits.ok());
+      EXPECT_EQ(*logits, alone[s][0]) << "prefill of sequence " << s;
+    }
+    double worst = 0;
+    for (int t = 0; t < steps; ++t) {
+      std::vector<int32_t> step_tokens(n);
+      for (int s = 0; s < n; ++s) step_tokens[s] = tokens[s][t];
+      auto logits = m.DecodeStep(ids, step_tokens);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      for (int s = 0; s < n; ++s) {
+        const std::vector<float>& ref = alone[s][t + 1];
+        double diff = 0, scale = 1;
+        for (int v = 0; v < m.vocab_size(); ++v) {
+          diff = std::max(diff, std::abs(double((*logits)[s * m.vocab_size() + v]) - ref[v]));
+          scale = std::max(scale, std::abs(double(ref[v])));
+        }
+        worst = std::max(worst, diff / scale);
+        EXPECT_EQ(ArgMax(absl::MakeConstSpan(*logits).subspan(s * m.vocab_size(), m.vocab_size())), ArgMax(ref))
+            << "sequence " << s << " step " << t;
+      }
+    }
+    std::cout << flavour << ": batched vs alone, worst relative difference " << worst << "\n";
+    EXPECT_LE(worst, 1e-4);
+    for (SequenceId id : ids) ASSERT_TRUE(m.Release(id).ok());
+    EXPECT_EQ(m.kv_cache().pages_used(), 0);
+  }
+}
+
+TEST(GpuDecoderModel, GraphsMatchDirectLaunchesBitForBit) {
+  SKIP_WITHOUT_GPU();
+  for (const LinearForm form : {LinearForm::kQuantized, LinearForm::kF16}) {
+    ScratchDir dir;
+    const v1::ModelConfig config = GpuConfig("gemma3");
+    WriteModel(dir.Join("m.bitloom"), dir.path(), config, form);
+    auto reader = Open(dir.Join("m.bitloom"));
+    auto pool = DevicePool(uint64_t{512} << 20);
+    GpuModelOptions with = SmallOptions();
+    with.model_id = "graphs";
+    GpuModelOptions without = SmallOptions();
+    without.model_id = "direct";
+    without.use_cuda_graphs = false;
+    auto a = GpuDecoderModel::Load(*reader, pool.get(), with);
+    auto b = GpuDecoderModel::Load(*reader, pool.get(), without);
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(b.ok()) << b.status();
+    // Batches 1, 3 and 6 (buckets 1, 4, 8) over sequences of different lengths.
+    for (int batch : {1, 3, 6}) {
+      SCOPED_TRACE(absl::StrCat("batch ", batch));
+      std::vector<SequenceId> ia, ib;
+      std::vector<int32_t> next(batch);
+      for (int s = 0; s < batch; ++s) {
+        const std::vector<int32_t> prompt = Prompt(2 + 7 * s, config.vocab_size(), s);
+        ia.push_back(*(*a)->AddSequence());
+        ib.push_back(*(*b)->AddSequence());
+        auto la = (*a)->Prefill(ia.back(), prompt);
+        auto lb = (*b)->Prefill(ib.back(), prompt);
+        ASSERT_TRUE(la.ok() && lb.ok());
+        ASSERT_EQ(*la, *lb);
+        next[s] = ArgMax(*la);
+      }
+      for (int t = 0; t < 20; ++t) {
+        auto la = (*a)->DecodeStep(ia, next);
+        auto lb = (*b)->DecodeStep(ib, next);
+        ASSERT_TRUE(la.ok()) << la.status();
+        ASSERT_TRUE(lb.ok()) << lb.status();
+        ASSERT_EQ(la->size(), lb->size());
+        ASSERT_EQ(std::memcmp(la->data(), lb->data(), la->size() * sizeof(float)), 0) << "step " << t;
+        for (int s = 0; s < batch; ++s) {
+          next[s] = ArgMax(absl::MakeConstSpan(*la).subspan(s * config.vocab_size(), config.vocab_size()));
+        }
+      }
+      for (int s = 0; s < batch; ++s) {
+        ASSERT_TRUE((*a)->Release(ia[s]).ok());
+        ASSERT_TRUE((*b)->Release(ib[s]).ok());
+      }
+    }
+  }
+}
+
+TEST(GpuDecoderModel, KvPagesExhaustionAndErrors) {
+  SKIP_WITHOUT_GPU();
+  ScratchDir dir;
+  const v1::ModelConfig config = GpuConfig("llama");
+  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
+  auto reader = Open(dir.Join("m.bitloom"));
+  auto pool = DevicePool(uint64_t{128} << 20);
+  GpuModelOptions o = SmallOptions();
+  o.kv_pages = 6;  // 96 tokens
+  {
+    auto gpu = GpuDecoderModel::Load(*reader, pool.get(), o);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    GpuDecoderModel& m = **gpu;
+    const SequenceId a = *m.AddSequence();
+    const SequenceId b = *m.AddSequence();
+    ASSERT_TRUE(m.Prefill(a, Prompt(40, m.vocab_size(), 1)).ok());  // 3 pages
+    auto too_long = m.Prefill(b, Prompt(60, m.vocab_size(), 2));   // 4 more: 3 free
+    EXPECT_TRUE(absl::IsResourceExhausted(too_long.status())) << too_long.status();
+    EXPECT_EQ(m.Length(b), 0);
+    EXPECT_EQ(m.kv_cache().pages_used(), 3);
+    ASSERT_TRUE(m.Prefill(b, Prompt(48, m.vocab_size(), 2)).ok());  // exactly the 3 free pages
+    EXPECT_EQ(m.kv_cache().pages_free(), 0);
+    EXPECT_TRUE(absl::IsResourceExhausted(m.AddSequence().status()));
+    // a grows to 48 tokens in its pages, then needs a fourth.
+    int32_t token = 3;
+    for (int t = 40; t < 48; ++t) ASSERT_TRUE(m.DecodeStep({&a, 1}, {&token, 1}).ok()) << t;
+    const SequenceId both[] = {b, a};
+    const int32_t two[] = {3, 4};
+    auto full = m.DecodeStep(both, two);
+    EXPECT_TRUE(absl::IsResourceExhausted(full.status())) << full.status();
+    EXPECT_EQ(m.Length(a), 48);
+    EXPECT_EQ(m.Length(b), 48);  // neither grew
+    // Input errors.
+    const int32_t bad_token = config.vocab_size();
+    EXPECT_TRUE(absl::IsInvalidArgument(m.DecodeStep({&a, 1}, {&bad_token, 1}).status()));
+    const SequenceId twice[] = {a, a};
+    EXPECT_TRUE(absl::IsInvalidArgument(m.DecodeStep(twice, two).status()));
+    const SequenceId unknown = 999;
+    EXPECT_TRUE(absl::IsNotFound(m.DecodeStep({&unknown, 1}, {&token, 1}).status()));
+    EXPECT_TRUE(absl::IsNotFound(m.Prefill(unknown, {token}).status()));
+    EXPECT_TRUE(absl::IsInvalidArgument(m.Prefill(a, {}).status()));
+    ASSERT_TRUE(m.Release(a).ok());
+    ASSERT_TRUE(m.Release(b).ok());
+    EXPECT_TRUE(absl::IsNotFound(m.Release(a)));
+    EXPECT_EQ(m.kv_cache().pages_used(), 0);
+    EXPECT_EQ(m.kv_cache().num_sequences(), 0);
+    EXPECT_GT(m.weights_bytes(), 0u);
+    EXPECT_GT(m.workspace_bytes(), 0u);
+  }
+  // Unloading returns every region.
+  EXPECT_EQ(pool->Usage().free, pool->capacity());
+  // A pool too small for the workspace: RESOURCE_EXHAUSTED and nothing kept.
+  auto tiny = DevicePool(uint64_t{1} << 20);
+  o.kv_pages = 1024;
+  auto refused = GpuDecoderModel::Load(*reader, tiny.get(), o);
+  EXPECT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  EXPECT_EQ(tiny->Usage().free, tiny->capacity());
+}
+
+TEST(GpuDecoderModel, OnGpuSamplingGreedyIsTheArgmax) {
+  SKIP_WITHOUT_GPU();
+  ScratchDir dir;
+  const v1::ModelConfig config = GpuConfig("smollm2_tied");
+  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
+  auto reader = Open(dir.Join("m.bitloom"));
+  auto pool = DevicePool(uint64_t{128} << 20);
+  auto gpu = GpuDecoderModel::Load(*reader, pool.get(), SmallOptions());
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  GpuDecoderModel& m = **gpu;
+  const std::vector<int32_t> prompt = Prompt(21, m.vocab_size(), 8);
+  const SequenceId a = *m.AddSequence(), b = *m.AddSequence();
+  auto la = m.Prefill(a, prompt);
+  auto lb = m.Prefill(b, prompt);
+  ASSERT_TRUE(la.ok() && lb.ok());
+  int32_t ta = ArgMax(*la), tb = ArgMax(*lb);
+  const kernels::cuda::SamplingRowParams greedy;
+  for (int t = 0; t < 16; ++t) {
+    auto logits = m.DecodeStep({&a, 1}, {&ta, 1});
+    ASSERT_TRUE(logits.ok());
+    auto sampled = m.DecodeAndSample({&b, 1}, {&tb, 1}, {&greedy, 1}, {});
+    ASSERT_TRUE(sampled.ok()) << sampled.status();
+    ta = ArgMax(*logits);
+    tb = (*sampled)[0];
+    EXPECT_EQ(tb, ta) << "step " << t;
+  }
+  kernels::cuda::SamplingRowParams hot;
+  hot.temperature = 0.8f;
+  hot.top_k = 20;
+  const double u = 0.37;
+  auto drawn = m.DecodeAndSample({&b, 1}, {&tb, 1}, {&hot, 1}, {&u, 1});
+  ASSERT_TRUE(drawn.ok()) << drawn.status();
+  EXPECT_GE((*drawn)[0], 0);
+  EXPECT_LT((*drawn)[0], m.vocab_size());
+  kernels::cuda::SamplingRowParams penalised;
+  penalised.repetition_penalty = 1.2f;
+  EXPECT_TRUE(absl::IsUnimplemented(m.DecodeAndSample({&b, 1}, {&tb, 1}, {&penalised, 1}, {}).status()));
+}
+
+// The real SmolLM2 artifacts (fp16 import, quantized), when present: BITLOOM_GPU_TEST_ARTIFACTS
+// (':'-separated paths), else the stores docs/RESULTS.md uses.
+TEST(GpuDecoderModel, RealSmolLM2Artifacts) {
+  SKIP_WITHOUT_GPU();
+  std::vector<std::string> paths;
+  if (const char* env = std::getenv("BITLOOM_GPU_TEST_ARTIFACTS"); env != nullptr && *env != '\0') {
+    paths = absl::StrSplit(env, ':', absl::SkipEmpty());
+  } else {
+    paths = {"/tmp/bitloom-eval-store/smollm2-135m-fp16.bitloom", "/tmp/demo-store/smollm2-q4.0.bitloom"};
+  }
+  int ran = 0;
+  for (const std::string& path : paths) {
+    if (!std::filesystem::exists(path)) continue;
+    SCOPED_TRACE(path);
+    auto reader = Open(path);
+    ASSERT_NE(reader, nullptr);
+    ThreadPool threads(8);
+    ArtifactWeightSource source(*reader, &threads);
+    auto cpu = DecoderModel::Load(reader->manifest().config(), source, &threads);
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    auto pool = DevicePool(uint64_t{2} << 30);
+    GpuModelOptions o;
+    o.model_id = "real";
+    o.max_batch = 4;
+    o.max_seq_len = 1024;
+    o.kv_pages = 256;
+    o.prefill_chunk = 64;
+    auto gpu = GpuDecoderModel::Load(*reader, pool.get(), o);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    Agreement agreement;
+    agreement.tolerance = 2e-2;
+    CompareWithCpu(**cpu, **gpu, {7, 100}, 16, &agreement);
+    agreement.Expect(path);
+    ++ran;
+  }
+  if (ran == 0) GTEST_SKIP() << "no SmolLM2 artifact found (set BITLOOM_GPU_TEST_ARTIFACTS)";
+}
+
+}  // namespace
+}  // namespace bitloom::engine
