@@ -74,8 +74,23 @@ class ScratchDir {
   std::string path_;
 };
 
-// The synthetic flavour with head_dim 64 (the synthetic configs use 16-32).
+// The synthetic flavour with head_dim 64 (the synthetic configs use 16-32), or "smollm2_shape":
+// random weights in SmolLM2-135M's real shapes (30 layers, 576 wide, 9/3 heads, vocab 49152), so
+// the real rotation sizes (576 = Paley 36 × 16, 1536), GQA group 3 and a 49152-row head run.
 v1::ModelConfig GpuConfig(const std::string& flavour) {
+  if (flavour == "smollm2_shape") {
+    v1::ModelConfig c = testing::SyntheticConfig("smollm2_tied");
+    c.set_vocab_size(49152);
+    c.set_hidden_size(576);
+    c.set_intermediate_size(1536);
+    c.set_num_layers(30);
+    c.set_num_attention_heads(9);
+    c.set_num_key_value_heads(3);
+    c.set_head_dim(64);
+    c.set_rope_theta(100000.0f);
+    c.set_max_position_embeddings(2048);
+    return c;
+  }
   v1::ModelConfig c = testing::SyntheticConfig(flavour);
   c.set_head_dim(64);
   return c;
@@ -398,7 +413,9 @@ INSTANTIATE_TEST_SUITE_P(
                       FlavourCase{"smollm2_tied", LinearForm::kF16},
                       FlavourCase{"mistral_sliding", LinearForm::kQuantized},
                       FlavourCase{"qwen2", LinearForm::kQuantized}, FlavourCase{"qwen3", LinearForm::kQuantized},
-                      FlavourCase{"gemma3", LinearForm::kQuantized}, FlavourCase{"gemma3", LinearForm::kF16}),
+                      FlavourCase{"gemma3", LinearForm::kQuantized}, FlavourCase{"gemma3", LinearForm::kF16},
+                      FlavourCase{"smollm2_shape", LinearForm::kQuantized},
+                      FlavourCase{"smollm2_shape", LinearForm::kF16}),
     [](const ::testing::TestParamInfo<FlavourCase>& param_info) {
       return param_info.param.flavour + (param_info.param.form == LinearForm::kQuantized ? "_quantized" : "_fp16");
     });
