@@ -17,6 +17,8 @@
 //                                       perplexity, KL divergence, top-1 (eval_command.h)
 //   synth NAME --shape=SHAPE --bits=B [--head_bits=K] [--seed=N] [--store_path=DIR] [--overwrite]
 //                                       random weights in a real model's shape (synth_command.h)
+//   bench ARTIFACT [--store_path=DIR] [--json_out=F] [--inferd=ADDR --clients=N] [--skip_gpu]
+//                                       GPU decode/prefill speed vs bandwidth, inferd latency (bench_command.h)
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
@@ -40,6 +42,7 @@
 #include "quantize_command.h"
 #include "eval_command.h"
 #include "synth_command.h"
+#include "bench_command.h"
 
 ABSL_FLAG(std::string, quantd, "localhost:50052", "quantd address, host:port");
 ABSL_FLAG(std::string, inferd, "localhost:50051", "inferd address, host:port");
@@ -83,7 +86,9 @@ constexpr char kUsage[] =
     "  eval ARTIFACT [--reference=ARTIFACT] [--text=FILE] [--context=N] [--stride=N] [--max_tokens=N]\n"
     "       [--store_path=DIR] [--json_out=F] [--markdown_out=F]; with --inferd=ADDR: model ids in inferd\n"
     "  synth NAME --shape=llama3-8b|llama3-70b|smollm2-135m|tiny --bits=B [--head_bits=K] [--seed=N]\n"
-    "        [--store_path=DIR] [--overwrite] [--threads=N]";
+    "        [--store_path=DIR] [--overwrite] [--threads=N]\n"
+    "  bench ARTIFACT [--store_path=DIR] [--json_out=F] [--batches=1,4,16] [--prefill=512,2048]\n"
+    "        [--steps=N] [--decode_context=N] [--inferd=ADDR --clients=N [--skip_gpu]]";
 
 int UsageError(const std::string& message) {
   std::cerr << "bitloom: " << message << "\nusage: " << kUsage << "\n";
@@ -324,6 +329,10 @@ int main(int argc, char** argv) {
   if (command == "synth") {
     if (args.size() != 3) return UsageError("synth: expected NAME");
     return bitloom::tools::RunSynth(args[2]);
+  }
+  if (command == "bench") {
+    if (args.size() != 3) return UsageError("bench: expected ARTIFACT");
+    return bitloom::tools::RunBench(args[2], FlagWritten(argc, argv, "inferd") ? absl::GetFlag(FLAGS_inferd) : "");
   }
   return UsageError("unknown command '" + command + "'");
 }
