@@ -426,6 +426,13 @@ absl::StatusOr<std::unique_ptr<GpuDecoderModel>> GpuDecoderModel::Load(const mod
   // One graph per bucket, captured now so that serving never instantiates one. Capture only
   // records launches: the workspace's contents do not matter here.
   if (o.use_cuda_graphs) {
+    // One eager pass per bucket first, so that lazy module loading and cuBLAS's first-call set-up
+    // happen outside capture. The zeroed inputs make it harmless: every row has length 0 and stores
+    // its K/V in slot 0 of page 0, which no sequence owns yet.
+    for (int b = 0; b < static_cast<int>(kBuckets.size()) && kBuckets[b] <= impl->bucket_max; ++b) {
+      BITLOOM_RETURN_IF_ERROR(impl->EnqueueForward(kBuckets[b], /*decode=*/true, 0, /*head=*/true));
+    }
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(impl->stream));
     for (int b = 0; b < static_cast<int>(kBuckets.size()) && kBuckets[b] <= impl->bucket_max; ++b) {
       BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(impl->stream, cudaStreamCaptureModeThreadLocal));
       const absl::Status enqueued = impl->EnqueueForward(kBuckets[b], /*decode=*/true, 0, /*head=*/true);
