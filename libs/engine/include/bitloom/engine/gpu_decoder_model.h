@@ -100,14 +100,14 @@ class GpuDecoderModel {
 
   // Appends `tokens` (>= 1) to `seq` at positions Length(seq).. and returns the logits [vocab] of
   // the last one. Runs in chunks of options.prefill_chunk tokens (quantized linears loop the
-  // batch-8 GEMV over 8-token slices of the chunk). INVALID_ARGUMENT for an empty prompt or a token
-  // out of range, NOT_FOUND for an unknown sequence, RESOURCE_EXHAUSTED (sequence unchanged) when
-  // its pages cannot be reserved or max_seq_len would be exceeded.
+  // batch-8 GEMV over 8-token slices of the chunk). INVALID_ARGUMENT for an empty prompt, a token
+  // out of range or a length past max_seq_len, NOT_FOUND for an unknown sequence,
+  // RESOURCE_EXHAUSTED when its pages cannot be reserved; the sequence is unchanged on error.
   absl::StatusOr<std::vector<float>> Prefill(SequenceId seq, absl::Span<const int32_t> tokens);
 
   // Runs tokens[i] as the next token of seqs[i] (distinct sequences, 1..max_batch of them) and
-  // returns logits [batch, vocab] (row i for seqs[i]). Errors as Prefill(); on error no sequence
-  // has grown.
+  // returns logits [batch, vocab] (row i for seqs[i]). Errors as Prefill() (and INVALID_ARGUMENT
+  // for a repeated sequence or a batch outside 1..max_batch); on error no sequence has grown.
   absl::StatusOr<std::vector<float>> DecodeStep(absl::Span<const SequenceId> seqs,
                                                 absl::Span<const int32_t> tokens);
   // DecodeStep() without the host copy: the logits stay in device_logits() (valid until the next
