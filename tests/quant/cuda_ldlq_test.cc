@@ -288,7 +288,8 @@ TEST(CudaLdlq, ExactAndScaledErrorLossesAgreeAndRunsAreDeterministic) {
   auto energy = (*fast)->OutputEnergy(dw.as<float>(), p.rows, p.cols, *factor);
   ASSERT_TRUE(energy.ok());
   const double want = quant::OutputEnergy(p.w, p.rows, p.cols, p.h, &Pool());
-  EXPECT_NEAR(*energy, want, 1e-9 * want);
+  // fp32 products on the GPU (fp64 sums) against the CPU's: agreement to ~1e-7 relative.
+  EXPECT_NEAR(*energy, want, 1e-6 * want);
 }
 
 TEST(CudaLdlq, RejectsBadInput) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -59,15 +60,10 @@ bool Cancelled(const std::atomic<bool>* cancel) {
 
 absl::Status CancelledError() { return absl::CancelledError("quantization cancelled"); }
 
-// What one site needs to quantize its tensors: the rotation and the Hessian in rotated space.
+// What one site needs to quantize its tensors: the rotation and the factored rotated Hessian.
 struct SiteState {
   kernels::HadamardRotation rotation;
-  std::vector<double> h;
-  HessianFactor factor;
-};
-
-struct CapturedSites {
-  std::vector<HessianAccumulator> acc;
+  std::unique_ptr<SiteFactor> factor;  // null for round-to-nearest
 };
 
 }  // namespace
@@ -77,8 +73,12 @@ uint64_t QuantizationPipeline::SiteSeed(uint64_t seed, int layer, int site_index
 }
 
 QuantizationPipeline::QuantizationPipeline(const BlockRunner& runner, PipelineOptions options,
-                                           ThreadPool* pool)
-    : runner_(runner), options_(std::move(options)), pool_(pool) {}
+                                           ThreadPool* pool, QuantBackend* backend)
+    : runner_(runner),
+      options_(std::move(options)),
+      pool_(pool),
+      own_backend_(backend == nullptr ? std::make_unique<CpuQuantBackend>(pool) : nullptr),
+      backend_(backend == nullptr ? own_backend_.get() : backend) {}
 
 absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_t> calibration,
                                                          int64_t sequences, int64_t seq_len,
@@ -172,10 +172,12 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
   const auto site_states = [&](int layer, const std::vector<LinearSite>& sites,
                                const WeightMap& weights, absl::Span<const float> hidden,
                                std::vector<float>* out) -> absl::StatusOr<std::vector<SiteState>> {
-    std::vector<HessianAccumulator> acc;
+    std::vector<std::unique_ptr<SiteHessian>> acc;
     std::map<std::string, size_t> index;
     for (size_t s = 0; s < sites.size(); ++s) {
-      acc.emplace_back(sites[s].dim);
+      auto hessian = backend_->NewHessian(sites[s].dim);
+      if (!hessian.ok()) return hessian.status();
+      acc.push_back(std::move(*hessian));
       index[sites[s].name] = s;
     }
     CaptureFn capture = [&](const LinearSite& site, absl::Span<const float> x,
@@ -183,7 +185,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       auto it = index.find(site.name);
       if (it == index.end())
         return absl::InternalError(absl::StrCat("capture of unknown site ", site.name));
-      return acc[it->second].Add(x, rows, pool_);
+      return acc[it->second]->Add(x, rows);
     };
     auto o_hidden = runner_.RunBlock(layer, weights, hidden, sequences, seq_len, capture);
     if (!o_hidden.ok()) return o_hidden.status();
@@ -193,11 +195,10 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       auto rot = kernels::HadamardRotation::Create(sites[s].dim,
                                                    SiteSeed(o.seed, layer, static_cast<int>(s)));
       if (!rot.ok()) return rot.status();
-      std::vector<double> h = acc[s].Mean();
-      if (absl::Status st = RotateHessian(*rot, &h, pool_); !st.ok()) return st;
-      auto factor = FactorHessian(h, sites[s].dim, o.damping, pool_);
+      auto factor = backend_->Factor(*acc[s], *rot, o.damping);
       if (!factor.ok()) return factor.status();
-      states.push_back({std::move(*rot), std::move(h), std::move(*factor)});
+      acc[s].reset();  // the Hessian's memory (dim² fp64, on the GPU too) is not needed any more
+      states.push_back({std::move(*rot), std::move(*factor)});
     }
     return states;
   };
@@ -269,40 +270,28 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           it.num_weights = static_cast<uint64_t>(rows * cols);
           ScalarQuantizerOptions qo;
           qo.group_size = o.group_size;
-          qo.output_energy = OutputEnergy(wr, rows, cols, st.h, pool_);
-          double probe_loss = -1.0;
-          for (int k : o.candidate_bits) {
-            qo.bits = k;
-            auto q = QuantizeLdlq(wr, rows, cols, st.h, st.factor, qo, pool_);
-            if (!q.ok()) return q.status();
+          // Every candidate width, then the probe width when it is not a candidate.
+          std::vector<int> widths = o.candidate_bits;
+          const auto probe_at = std::find(widths.begin(), widths.end(), kProbeBits);
+          const size_t probe_index = static_cast<size_t>(probe_at - widths.begin());
+          if (probe_at == widths.end()) widths.push_back(kProbeBits);
+          auto measured = backend_->Measure(wr, rows, cols, *st.factor, widths, qo, kProbeBits);
+          if (!measured.ok()) return measured.status();
+          for (size_t c = 0; c < o.candidate_bits.size(); ++c) {
+            const QuantizedWeight& q = (*measured)[c];
             // Relative proxy loss for now; scaled by the tensor's measured sensitivity below.
-            it.candidates.push_back({k, o.group_size, std::max(0.0, q->proxy_loss),
-                                     static_cast<uint64_t>(q->layout.total_bytes) * 8});
-            if (k == kProbeBits) {
-              probe_loss = std::max(0.0, q->proxy_loss);
-              std::vector<float> back(rows * cols);
-              if (absl::Status ds =
-                      kernels::DequantizeScalarCodec(q->layout, q->blob, back.data(), pool_);
-                  !ds.ok())
-                return ds;
-              st.rotation.ApplyTranspose(back.data(), rows, pool_);
-              probe_weights[name] = std::move(back);
-            }
+            it.candidates.push_back({widths[c], o.group_size, std::max(0.0, q.proxy_loss),
+                                     static_cast<uint64_t>(q.layout.total_bytes) * 8});
           }
-          if (probe_loss < 0.0) {  // the probe width is not a candidate: quantize it anyway
-            qo.bits = kProbeBits;
-            auto q = QuantizeLdlq(wr, rows, cols, st.h, st.factor, qo, pool_);
-            if (!q.ok()) return q.status();
-            probe_loss = std::max(0.0, q->proxy_loss);
-            std::vector<float> back(rows * cols);
-            if (absl::Status ds =
-                    kernels::DequantizeScalarCodec(q->layout, q->blob, back.data(), pool_);
-                !ds.ok())
-              return ds;
-            st.rotation.ApplyTranspose(back.data(), rows, pool_);
-            probe_weights[name] = std::move(back);
-          }
-          relative_at_probe.push_back(probe_loss);
+          const QuantizedWeight& probe = (*measured)[probe_index];
+          std::vector<float> back(rows * cols);
+          if (absl::Status ds =
+                  kernels::DequantizeScalarCodec(probe.layout, probe.blob, back.data(), pool_);
+              !ds.ok())
+            return ds;
+          st.rotation.ApplyTranspose(back.data(), rows, pool_);
+          probe_weights[name] = std::move(back);
+          relative_at_probe.push_back(std::max(0.0, probe.proxy_loss));
           items.push_back(std::move(it));
         }
       }
@@ -421,7 +410,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           auto rot = kernels::HadamardRotation::Create(
               sites[s].dim, SiteSeed(o.seed, layer, static_cast<int>(s)));
           if (!rot.ok()) return rot.status();
-          states->push_back({std::move(*rot), {}, {}});
+          states->push_back({std::move(*rot), nullptr});
         }
       } else {
         states = site_states(layer, sites, weights, hidden, nullptr);
@@ -440,7 +429,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           qo.bits = bits_of(name);
           qo.group_size = o.group_size;
           auto q = rtn ? QuantizeRtn(wr, rows, cols, {}, qo, pool_)
-                       : QuantizeLdlq(wr, rows, cols, st.h, st.factor, qo, pool_);
+                       : backend_->Quantize(wr, rows, cols, *st.factor, qo);
           if (!q.ok()) return q.status();
           if (!rtn) {
             std::vector<float> back(rows * cols);

@@ -20,6 +20,12 @@
 // and calibration are fingerprinted into the checkpoint, so a directory from a different job is
 // rejected (FAILED_PRECONDITION) rather than mixed.
 //
+// Backend: the Hessians, their factorisation and LDLQ run on a QuantBackend (quant_backend.h): the
+// CPU by default, the GPU when the caller passes one (quantd --device). Round-to-nearest, the
+// rotation of the weights and the blocks' forwards stay with the caller's pool and runner. The
+// checkpoints hold no backend state (candidates, blobs and hidden states only), so a job may resume
+// on another device; its finished blocks then keep the first device's numbers.
+//
 // Cancellation: the flag is checked between tensors and between blocks; Run() then returns
 // CANCELLED, leaving the checkpoints of finished blocks. Progress is reported through the callback
 // on the calling thread. Not thread-safe: one Run() at a time per object.
@@ -28,6 +34,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,6 +43,7 @@
 #include "bitloom/core/thread_pool.h"
 #include "bitloom/quant/block_runner.h"
 #include "bitloom/quant/hessian.h"
+#include "bitloom/quant/quant_backend.h"
 #include "bitloom/v1/manifest.pb.h"
 
 namespace bitloom::quant {
@@ -80,7 +88,9 @@ struct PipelineResult {
 
 class QuantizationPipeline {
  public:
-  QuantizationPipeline(const BlockRunner& runner, PipelineOptions options, ThreadPool* pool);
+  // `backend` null: a CpuQuantBackend on `pool`. A given backend must outlive the pipeline.
+  QuantizationPipeline(const BlockRunner& runner, PipelineOptions options, ThreadPool* pool,
+                       QuantBackend* backend = nullptr);
 
   // calibration: [sequences · seq_len] token ids, sequence-major.
   absl::StatusOr<PipelineResult> Run(absl::Span<const int32_t> calibration, int64_t sequences,
@@ -94,6 +104,8 @@ class QuantizationPipeline {
   const BlockRunner& runner_;
   PipelineOptions options_;
   ThreadPool* pool_;
+  std::unique_ptr<QuantBackend> own_backend_;  // the CPU default
+  QuantBackend* backend_;
 };
 
 }  // namespace bitloom::quant

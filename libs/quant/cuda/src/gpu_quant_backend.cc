@@ -1,0 +1,156 @@
+#include "bitloom/quant/cuda/gpu_quant_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "bitloom/kernels/cuda/cuda_status.h"
+#include "bitloom/quant/cuda/gpu_hessian_accumulator.h"
+#include "device_array.h"
+
+namespace bitloom::quant::cuda {
+
+// The legacy default stream: every call of the backend synchronises before it returns anyway.
+constexpr cudaStream_t kStream = nullptr;
+
+struct GpuQuantBackend::Staging {
+  internal::DeviceArray<float> rows;  // up to kStagingRows activation rows
+};
+
+namespace {
+
+class GpuSiteHessian final : public SiteHessian {
+ public:
+  GpuSiteHessian(std::unique_ptr<GpuHessianAccumulator> acc, internal::DeviceArray<float>* staging)
+      : acc_(std::move(acc)), staging_(staging) {}
+
+  int64_t dim() const override { return acc_->dim(); }
+  int64_t rows() const override { return acc_->rows(); }
+
+  absl::Status Add(absl::Span<const float> x, int64_t rows) override {
+    const int64_t dim = acc_->dim();
+    if (rows < 0 || static_cast<int64_t>(x.size()) != rows * dim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SiteHessian::Add: ", x.size(), " values for ", rows, " rows of ", dim));
+    }
+    const int64_t chunk = std::min(rows, GpuQuantBackend::kStagingRows);
+    if (absl::Status s = staging_->Reserve(chunk * dim); !s.ok()) return s;
+    for (int64_t done = 0; done < rows; done += chunk) {
+      const int64_t take = std::min(chunk, rows - done);
+      // From pageable memory the copy returns once `x` has been read; the staging buffer is
+      // overwritten only after the previous SSYRK, both being on kStream.
+      BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(staging_->get(), x.data() + done * dim,
+                                                   static_cast<size_t>(take * dim) * sizeof(float),
+                                                   cudaMemcpyHostToDevice, kStream));
+      if (absl::Status s = acc_->Add(staging_->get(), ActivationDtype::kF32, take, dim, kStream);
+          !s.ok())
+        return s;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<HessianAccumulator> ToHost() override { return acc_->ToHost(kStream); }
+
+ private:
+  std::unique_ptr<GpuHessianAccumulator> acc_;
+  internal::DeviceArray<float>* staging_;
+};
+
+struct GpuSiteFactor final : public SiteFactor {
+  int64_t dim() const override { return factor.dim(); }
+  GpuHessianFactor factor;
+};
+
+absl::StatusOr<const GpuHessianFactor*> AsGpu(const SiteFactor& factor) {
+  const auto* gpu = dynamic_cast<const GpuSiteFactor*>(&factor);
+  if (gpu == nullptr) {
+    return absl::InvalidArgumentError("GpuQuantBackend: factor of another backend");
+  }
+  return &gpu->factor;
+}
+
+}  // namespace
+
+bool GpuQuantBackend::DevicePresent() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+GpuQuantBackend::GpuQuantBackend(ThreadPool* pool, std::string description,
+                                 std::unique_ptr<GpuLdlq> ldlq)
+    : pool_(pool),
+      description_(std::move(description)),
+      ldlq_(std::move(ldlq)),
+      staging_(std::make_unique<Staging>()) {}
+
+GpuQuantBackend::~GpuQuantBackend() = default;
+
+absl::StatusOr<std::unique_ptr<GpuQuantBackend>> GpuQuantBackend::Create(ThreadPool* pool) {
+  if (!DevicePresent()) {
+    return absl::FailedPreconditionError("GPU quantization: no CUDA device is visible");
+  }
+  int device = 0;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  cudaDeviceProp props{};
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&props, device));
+  auto ldlq = GpuLdlq::Create(kStream);
+  if (!ldlq.ok()) return ldlq.status();
+  return std::unique_ptr<GpuQuantBackend>(
+      new GpuQuantBackend(pool, absl::StrCat("gpu: ", props.name), std::move(*ldlq)));
+}
+
+absl::StatusOr<std::unique_ptr<SiteHessian>> GpuQuantBackend::NewHessian(int64_t dim) {
+  auto acc = GpuHessianAccumulator::Create(dim);
+  if (!acc.ok()) return acc.status();
+  return std::make_unique<GpuSiteHessian>(std::move(*acc), &staging_->rows);
+}
+
+absl::StatusOr<std::unique_ptr<SiteFactor>> GpuQuantBackend::Factor(
+    SiteHessian& hessian, const kernels::HadamardRotation& rotation,
+    const DampingOptions& damping) {
+  if (dynamic_cast<GpuSiteHessian*>(&hessian) == nullptr) {
+    return absl::InvalidArgumentError("GpuQuantBackend: Hessian of another backend");
+  }
+  // The sums to the host and the CPU's own Mean() and fp64 rotation: the GPU factors exactly
+  // the matrix the CPU backend would, given the same sums.
+  auto host = hessian.ToHost();
+  if (!host.ok()) return host.status();
+  std::vector<double> h = host->Mean();
+  if (absl::Status s = RotateHessian(rotation, &h, pool_); !s.ok()) return s;
+  auto factor = ldlq_->Factor(h, hessian.dim(), damping);
+  if (!factor.ok()) return factor.status();
+  auto out = std::make_unique<GpuSiteFactor>();
+  out->factor = std::move(*factor);
+  return out;
+}
+
+absl::StatusOr<QuantizedWeight> GpuQuantBackend::Quantize(absl::Span<const float> w, int64_t rows,
+                                                          int64_t cols, const SiteFactor& factor,
+                                                          const ScalarQuantizerOptions& options) {
+  auto gpu = AsGpu(factor);
+  if (!gpu.ok()) return gpu.status();
+  return ldlq_->Quantize(w, rows, cols, **gpu, options);
+}
+
+absl::StatusOr<std::vector<QuantizedWeight>> GpuQuantBackend::Measure(
+    absl::Span<const float> w, int64_t rows, int64_t cols, const SiteFactor& factor,
+    absl::Span<const int> bits, const ScalarQuantizerOptions& options, int blob_bits) {
+  auto gpu = AsGpu(factor);
+  if (!gpu.ok()) return gpu.status();
+  const bool keep = std::find(bits.begin(), bits.end(), blob_bits) != bits.end();
+  auto out = ldlq_->Measure(w, rows, cols, **gpu, bits, options, keep);
+  if (!out.ok()) return out.status();
+  bool kept = false;
+  for (size_t i = 0; i < out->size(); ++i) {
+    if (bits[i] == blob_bits && !kept) {
+      kept = true;
+    } else {
+      (*out)[i].blob = {};
+    }
+  }
+  return out;
+}
+
+}  // namespace bitloom::quant::cuda

@@ -1,0 +1,103 @@
+// A toy decoder for pipeline tests with configurable widths: blocks of h += C·(silu(A·n) ⊙ (B·n)),
+// n = RMSNorm(h). Sites "mlp_in" (A, B: [inner, hidden]) and "down_in" (C: [hidden, inner]);
+// embeddings [vocab, hidden]. Tokens do not interact, which the pipeline does not care about.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bitloom/quant/block_runner.h"
+#include "test_util.h"
+
+namespace bitloom::quant::testing {
+
+class ToyBlockRunner : public BlockRunner {
+ public:
+  ToyBlockRunner(int layers, int64_t hidden, int64_t inner, int64_t vocab)
+      : layers_(layers), hidden_(hidden), inner_(inner), vocab_(vocab) {
+    embed_ = Gaussian(vocab * hidden, 1);
+    const float in_scale = 1.2f / std::sqrt(static_cast<float>(hidden));
+    const float out_scale = 0.8f / std::sqrt(static_cast<float>(inner));
+    for (int l = 0; l < layers; ++l) {
+      weights_[Name(l, "a")] = Gaussian(inner * hidden, 10 + l, in_scale);
+      weights_[Name(l, "b")] = Gaussian(inner * hidden, 20 + l, in_scale);
+      weights_[Name(l, "c")] = Gaussian(hidden * inner, 30 + l, out_scale);
+    }
+  }
+  static std::string Name(int l, const char* t) {
+    return "layers." + std::to_string(l) + "." + t + ".weight";
+  }
+  int64_t vocab() const { return vocab_; }
+
+  int num_layers() const override { return layers_; }
+  int64_t hidden_size() const override { return hidden_; }
+  std::vector<LinearSite> Sites(int l) const override {
+    return {{"mlp_in", hidden_, {Name(l, "a"), Name(l, "b")}}, {"down_in", inner_, {Name(l, "c")}}};
+  }
+  absl::StatusOr<std::vector<float>> ReadWeight(const std::string& name, int64_t* rows,
+                                                int64_t* cols) const override {
+    auto it = weights_.find(name);
+    if (it == weights_.end()) return absl::NotFoundError(name);
+    const bool down = name.find(".c.") != std::string::npos;
+    *rows = down ? hidden_ : inner_;
+    *cols = down ? inner_ : hidden_;
+    return it->second;
+  }
+  absl::StatusOr<std::vector<float>> Embed(absl::Span<const int32_t> tokens) const override {
+    std::vector<float> h;
+    for (int32_t t : tokens)
+      h.insert(h.end(), embed_.begin() + t * hidden_, embed_.begin() + (t + 1) * hidden_);
+    return h;
+  }
+  absl::StatusOr<std::vector<float>> RunBlock(int l, const WeightMap& w,
+                                              absl::Span<const float> hidden, int64_t sequences,
+                                              int64_t seq_len,
+                                              const CaptureFn& capture) const override {
+    const int64_t rows = sequences * seq_len, d = hidden_, f = inner_;
+    const auto sites = Sites(l);
+    const auto& a = w.at(Name(l, "a"));
+    const auto& b = w.at(Name(l, "b"));
+    const auto& c = w.at(Name(l, "c"));
+    std::vector<float> n(rows * d), m(rows * f), out(hidden.begin(), hidden.end());
+    for (int64_t r = 0; r < rows; ++r) {
+      double ms = 0;
+      for (int64_t i = 0; i < d; ++i) ms += double(hidden[r * d + i]) * hidden[r * d + i];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ms / d + 1e-6));
+      for (int64_t i = 0; i < d; ++i) n[r * d + i] = hidden[r * d + i] * inv;
+    }
+    if (capture) {
+      if (absl::Status s = capture(sites[0], n, rows); !s.ok()) return s;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < f; ++j) {
+        float ga = 0, gb = 0;
+        for (int64_t i = 0; i < d; ++i) {
+          ga += a[j * d + i] * n[r * d + i];
+          gb += b[j * d + i] * n[r * d + i];
+        }
+        m[r * f + j] = ga / (1.0f + std::exp(-ga)) * gb;
+      }
+    }
+    if (capture) {
+      if (absl::Status s = capture(sites[1], m, rows); !s.ok()) return s;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < d; ++i) {
+        float s = 0;
+        for (int64_t j = 0; j < f; ++j) s += c[i * f + j] * m[r * f + j];
+        out[r * d + i] += s;
+      }
+    }
+    return out;
+  }
+
+ private:
+  int layers_;
+  int64_t hidden_, inner_, vocab_;
+  std::vector<float> embed_;
+  WeightMap weights_;
+};
+
+}  // namespace bitloom::quant::testing
