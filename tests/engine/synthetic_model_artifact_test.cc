@@ -1,7 +1,7 @@
 // Synthetic artifacts: the plans of the real shapes land on the target average bits per weight with
 // two adjacent code widths; the bytes do not depend on threads or chunking; the blobs are canonical
-// codec layouts (zero padding); and the written tiny and SmolLM2-shaped artifacts open with checksum
-// verification, tokenize, load in the CPU DecoderModel and produce finite logits.
+// codec layouts (zero padding); and the written tiny and SmolLM2-shaped artifacts open with
+// checksum verification, tokenize, load in the CPU DecoderModel and produce finite logits.
 #include "bitloom/engine/synthetic_model_artifact.h"
 
 #include <gtest/gtest.h>
@@ -123,7 +123,8 @@ TEST(SyntheticPlan, RejectsBadOptions) {
   options.head_bits = 9;
   EXPECT_EQ(PlanSyntheticArtifact(*config, options).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(SyntheticModelConfig("llama3-405b").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SyntheticModelConfig("llama3-405b").status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SyntheticTokenizer, LoadsWithTheWholeVocabulary) {
@@ -282,7 +283,8 @@ TEST(SyntheticArtifact, SameFileForAnyThreadCountAndChunkSize) {
   ASSERT_TRUE(config.ok());
   std::vector<v1::ArtifactManifest> manifests;
   ThreadPool pool(4);
-  for (auto [threads, chunk] : {std::pair<ThreadPool*, uint64_t>{nullptr, 1u << 20}, {&pool, 777}}) {
+  for (auto [threads, chunk] :
+       {std::pair<ThreadPool*, uint64_t>{nullptr, 1u << 20}, {&pool, 777}}) {
     const std::string path = dir.path() + "/a" + std::to_string(manifests.size()) + ".bitloom";
     auto writer = modelstore::ArtifactWriter::Create(path, dir.path());
     ASSERT_TRUE(writer.ok());

@@ -1,6 +1,8 @@
 // `bitloom bench`'s parts that run without a GPU: the streaming-latency clients against a real CPU
 // inferd serving a tiny synthetic artifact (in process and through the CLI with --skip_gpu), the
 // nearest-rank percentiles, and the weight bytes one decode step reads.
+#include "bench_latency.h"
+
 #include <grpcpp/grpcpp.h>
 #include <stdio.h>
 
@@ -10,7 +12,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "bench_latency.h"
 #include "bench_weight_bytes.h"
 #include "bitloom/engine/synthetic_model_artifact.h"
 #include "bitloom/modelstore/model_store.h"
@@ -43,8 +44,8 @@ class BenchLatencyTest : public ::testing::Test {
     ASSERT_TRUE(engine::WriteSyntheticArtifact(*config, options, **writer, nullptr).ok());
 
     daemon_ = new DaemonProcess(Binary("services/inferd/inferd"),
-                                {"--store_path=" + *store_dir_, "--vram_budget=1GiB", "--shutdown_grace=2s",
-                                 "--threads=2"});
+                                {"--store_path=" + *store_dir_, "--vram_budget=1GiB",
+                                 "--shutdown_grace=2s", "--threads=2"});
     ASSERT_TRUE(daemon_->Start().ok()) << daemon_->Log();
   }
 
@@ -112,7 +113,8 @@ TEST_F(BenchLatencyTest, ConcurrentClientsTimeEveryToken) {
 TEST_F(BenchLatencyTest, UnknownModelIsNotFound) {
   tools::LatencyBenchOptions options;
   options.model_id = "absent";
-  EXPECT_EQ(tools::RunLatencyBench(Channel(), options).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(tools::RunLatencyBench(Channel(), options).status().code(),
+            absl::StatusCode::kNotFound);
   options.clients = 0;
   EXPECT_EQ(tools::RunLatencyBench(Channel(), options).status().code(),
             absl::StatusCode::kInvalidArgument);
@@ -120,10 +122,11 @@ TEST_F(BenchLatencyTest, UnknownModelIsNotFound) {
 
 // The CLI end to end without a GPU: bench loads the artifact into inferd and prints the JSON.
 TEST_F(BenchLatencyTest, CliSkipGpuPrintsTheLatencyReport) {
-  const std::string command = absl::StrCat(
-      Binary("tools/bitloom/bitloom"), " bench ", kArtifact, " --skip_gpu --inferd=", daemon_->grpc_address(),
-      " --model_id=tiny-cli --context_length=128 --max_batch_size=2 --clients=2 --requests_per_client=1",
-      " --prompt_tokens=8 --max_new_tokens=4 2>/dev/null");
+  const std::string command = absl::StrCat(Binary("tools/bitloom/bitloom"), " bench ", kArtifact,
+                                           " --skip_gpu --inferd=", daemon_->grpc_address(),
+                                           " --model_id=tiny-cli --context_length=128 "
+                                           "--max_batch_size=2 --clients=2 --requests_per_client=1",
+                                           " --prompt_tokens=8 --max_new_tokens=4 2>/dev/null");
   FILE* pipe = ::popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string output;
@@ -152,7 +155,8 @@ TEST(BenchPercentile, NearestRank) {
   EXPECT_EQ(tools::Percentile(empty, 50), 0);
 }
 
-// Bytes per decoded token of the Llama-3-8B shape at 2.5 bits, from a manifest with the planned sizes.
+// Bytes per decoded token of the Llama-3-8B shape at 2.5 bits, from a manifest with the planned
+// sizes.
 TEST(BenchWeightBytes, CountsDecoderHeadNormsAndOneEmbeddingRow) {
   for (const char* shape : {"llama3-8b", "smollm2-135m"}) {
     auto config = engine::SyntheticModelConfig(shape);
@@ -182,7 +186,8 @@ TEST(BenchWeightBytes, CountsDecoderHeadNormsAndOneEmbeddingRow) {
       EXPECT_EQ(bytes.head, head);
       EXPECT_EQ(bytes.embedding_row, 2u * config->hidden_size());
     }
-    EXPECT_EQ(bytes.total(), bytes.decoder_linears + bytes.head + bytes.norms_and_other + bytes.embedding_row);
+    EXPECT_EQ(bytes.total(),
+              bytes.decoder_linears + bytes.head + bytes.norms_and_other + bytes.embedding_row);
   }
 }
 

@@ -29,7 +29,8 @@ ABSL_FLAG(int, prefill_chunk, 256, "bench: tokens per prefill chunk of the GPU m
 ABSL_FLAG(bool, cuda_graphs, true, "bench: replay decode steps as CUDA graphs");
 ABSL_FLAG(double, vram_fraction, 0.9, "bench: fraction of free GPU memory for the pool");
 ABSL_FLAG(bool, skip_gpu, false, "bench: only the latency part against --inferd");
-ABSL_FLAG(int, clients, 0, "bench: concurrent streaming clients against --inferd (0: no latency part)");
+ABSL_FLAG(int, clients, 0,
+          "bench: concurrent streaming clients against --inferd (0: no latency part)");
 ABSL_FLAG(int, requests_per_client, 4, "bench: requests each client sends, one after another");
 ABSL_FLAG(int, prompt_tokens, 128, "bench: prompt length of each latency request");
 ABSL_DECLARE_FLAG(std::string, store_path);
@@ -48,7 +49,8 @@ absl::StatusOr<std::vector<int>> ParseInts(const std::string& flag, const std::s
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     int v = 0;
     if (!absl::SimpleAtoi(part, &v) || v <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", part, "' is not a positive integer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": '", part, "' is not a positive integer"));
     }
     out.push_back(v);
   }
@@ -69,8 +71,8 @@ absl::Status EnsureLoaded(v1::InferenceService::Stub& stub, const std::string& a
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     const grpc::Status status = stub.ListModels(&context, {}, &models);
     if (!status.ok()) {
-      return absl::UnavailableError(absl::StrCat("inferd ListModels: ", CodeName(status.error_code()), ": ",
-                                                 status.error_message()));
+      return absl::UnavailableError(absl::StrCat(
+          "inferd ListModels: ", CodeName(status.error_code()), ": ", status.error_message()));
     }
   }
   for (const v1::ModelInfo& m : models.models()) {
@@ -86,8 +88,9 @@ absl::Status EnsureLoaded(v1::InferenceService::Stub& stub, const std::string& a
   v1::LoadModelResponse response;
   const grpc::Status status = stub.LoadModel(&context, request, &response);
   if (!status.ok()) {
-    return absl::UnavailableError(absl::StrCat("inferd LoadModel '", artifact, "': ",
-                                               CodeName(status.error_code()), ": ", status.error_message()));
+    return absl::UnavailableError(absl::StrCat("inferd LoadModel '", artifact,
+                                               "': ", CodeName(status.error_code()), ": ",
+                                               status.error_message()));
   }
   std::cerr << "bench: loaded " << artifact << " into inferd as " << model_id << "\n";
   return absl::OkStatus();
@@ -99,7 +102,8 @@ int RunBench(const std::string& artifact_name, const std::string& inferd_address
   const int clients = absl::GetFlag(FLAGS_clients);
   const bool skip_gpu = absl::GetFlag(FLAGS_skip_gpu);
   if (skip_gpu && (inferd_address.empty() || clients <= 0)) {
-    std::cerr << "bitloom: bench: --skip_gpu leaves nothing to measure without --inferd=ADDR --clients=N\n";
+    std::cerr << "bitloom: bench: --skip_gpu leaves nothing to measure without --inferd=ADDR "
+                 "--clients=N\n";
     return 2;
   }
   if (!skip_gpu) {
@@ -127,7 +131,8 @@ int RunBench(const std::string& artifact_name, const std::string& inferd_address
     absl::StatusOr<std::unique_ptr<modelstore::ModelStore>> store =
         modelstore::ModelStore::Open(absl::GetFlag(FLAGS_store_path));
     if (!store.ok()) return Fail(store.status());
-    absl::StatusOr<std::unique_ptr<modelstore::ArtifactReader>> reader = (*store)->OpenReader(artifact_name);
+    absl::StatusOr<std::unique_ptr<modelstore::ArtifactReader>> reader =
+        (*store)->OpenReader(artifact_name);
     if (!reader.ok()) return Fail(reader.status());
     const v1::ArtifactManifest& manifest = (*reader)->manifest();
     out["bits_per_weight"] = manifest.bits_per_weight();
@@ -151,14 +156,16 @@ int RunBench(const std::string& artifact_name, const std::string& inferd_address
   if (!inferd_address.empty() && clients > 0) {
     auto channel = grpc::CreateChannel(inferd_address, grpc::InsecureChannelCredentials());
     LatencyBenchOptions latency;
-    latency.model_id = absl::GetFlag(FLAGS_model_id).empty() ? artifact_name : absl::GetFlag(FLAGS_model_id);
+    latency.model_id =
+        absl::GetFlag(FLAGS_model_id).empty() ? artifact_name : absl::GetFlag(FLAGS_model_id);
     latency.clients = clients;
     latency.requests_per_client = absl::GetFlag(FLAGS_requests_per_client);
     latency.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
     latency.max_new_tokens = static_cast<int>(absl::GetFlag(FLAGS_max_new_tokens));
     latency.seed = absl::GetFlag(FLAGS_seed) + 1;
     auto stub = v1::InferenceService::NewStub(channel);
-    if (absl::Status s = EnsureLoaded(*stub, artifact_name, latency.model_id); !s.ok()) return Fail(s);
+    if (absl::Status s = EnsureLoaded(*stub, artifact_name, latency.model_id); !s.ok())
+      return Fail(s);
     std::cerr << "bench: " << clients << " streaming clients against " << inferd_address << "\n";
     absl::StatusOr<LatencyReport> report = RunLatencyBench(channel, latency);
     if (!report.ok()) return Fail(report.status());
@@ -172,7 +179,8 @@ int RunBench(const std::string& artifact_name, const std::string& inferd_address
   if (!json_out.empty()) {
     std::ofstream file(json_out);
     file << text << "\n";
-    if (!file) return Fail(absl::UnavailableError(absl::StrCat("cannot write --json_out ", json_out)));
+    if (!file)
+      return Fail(absl::UnavailableError(absl::StrCat("cannot write --json_out ", json_out)));
   }
   return 0;
 }

@@ -1,4 +1,6 @@
 // RunGpuBench (bench_gpu.h) over GpuDecoderModel: CUDA builds only.
+#include "bench_gpu.h"
+
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -10,7 +12,6 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
-#include "bench_gpu.h"
 #include "bench_weight_bytes.h"
 #include "bitloom/core/status_macros.h"
 #include "bitloom/engine/device_pool_memory.h"
@@ -58,7 +59,8 @@ absl::StatusOr<double> MeasureCopyBandwidth() {
   std::vector<double> times;
   for (int i = 0; i < kCopyWarmup + kCopyTimed; ++i) {
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, kCopyBytes, cudaMemcpyDeviceToDevice, stream));
+    BITLOOM_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(dst, src, kCopyBytes, cudaMemcpyDeviceToDevice, stream));
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
     float ms = 0;
@@ -75,7 +77,8 @@ std::vector<int32_t> RandomTokens(std::mt19937_64& rng, int vocab, int n) {
   return out;
 }
 
-nlohmann::json StepStats(const std::vector<double>& step_seconds, int batch, double limit_tokens_per_s) {
+nlohmann::json StepStats(const std::vector<double>& step_seconds, int batch,
+                         double limit_tokens_per_s) {
   std::vector<double> sorted = step_seconds;
   std::sort(sorted.begin(), sorted.end());
   const double median = Median(sorted);
@@ -90,8 +93,9 @@ nlohmann::json StepStats(const std::vector<double>& step_seconds, int batch, dou
 }
 
 // Decode at one batch size: both loops of bench_gpu.h, from sequences of `context` tokens.
-absl::StatusOr<nlohmann::json> BenchDecode(engine::GpuDecoderModel& model, const GpuBenchOptions& options,
-                                           int batch, double limit_per_sequence, std::mt19937_64& rng) {
+absl::StatusOr<nlohmann::json> BenchDecode(engine::GpuDecoderModel& model,
+                                           const GpuBenchOptions& options, int batch,
+                                           double limit_per_sequence, std::mt19937_64& rng) {
   const int vocab = model.vocab_size();
   std::vector<engine::SequenceId> seqs;
   absl::Cleanup release = [&] {
@@ -100,7 +104,8 @@ absl::StatusOr<nlohmann::json> BenchDecode(engine::GpuDecoderModel& model, const
   for (int b = 0; b < batch; ++b) {
     BITLOOM_ASSIGN_OR_RETURN(engine::SequenceId seq, model.AddSequence());
     seqs.push_back(seq);
-    BITLOOM_RETURN_IF_ERROR(model.Prefill(seq, RandomTokens(rng, vocab, options.decode_context)).status());
+    BITLOOM_RETURN_IF_ERROR(
+        model.Prefill(seq, RandomTokens(rng, vocab, options.decode_context)).status());
   }
   std::vector<int32_t> tokens = RandomTokens(rng, vocab, batch);
   const double limit = limit_per_sequence * batch;
@@ -144,8 +149,9 @@ absl::StatusOr<nlohmann::json> BenchDecode(engine::GpuDecoderModel& model, const
   return j;
 }
 
-absl::StatusOr<nlohmann::json> BenchPrefill(engine::GpuDecoderModel& model, const GpuBenchOptions& options,
-                                            int length, std::mt19937_64& rng) {
+absl::StatusOr<nlohmann::json> BenchPrefill(engine::GpuDecoderModel& model,
+                                            const GpuBenchOptions& options, int length,
+                                            std::mt19937_64& rng) {
   std::vector<double> times;
   for (int i = 0; i < 1 + options.prefill_repeats; ++i) {
     BITLOOM_ASSIGN_OR_RETURN(engine::SequenceId seq, model.AddSequence());
@@ -180,7 +186,8 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
                                            const GpuBenchOptions& options) {
   if (options.batches.empty() || options.steps <= 0 || options.warmup_steps < 0 ||
       options.decode_context <= 0 || options.prefill_repeats <= 0) {
-    return absl::InvalidArgumentError("bench: batches, steps, decode_context and prefill_repeats must be positive");
+    return absl::InvalidArgumentError(
+        "bench: batches, steps, decode_context and prefill_repeats must be positive");
   }
   BITLOOM_RETURN_IF_ERROR(CheckGpuBenchAvailable());
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaSetDevice(0));
@@ -210,14 +217,15 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
 
   // Sequences live one batch (or one prompt) at a time; the cache holds the largest of them.
   const int max_batch = *std::max_element(options.batches.begin(), options.batches.end());
-  const int max_prefill = options.prefill_lengths.empty()
-                              ? 0
-                              : *std::max_element(options.prefill_lengths.begin(), options.prefill_lengths.end());
+  const int max_prefill =
+      options.prefill_lengths.empty()
+          ? 0
+          : *std::max_element(options.prefill_lengths.begin(), options.prefill_lengths.end());
   const int decode_len = options.decode_context + 2 * (options.warmup_steps + options.steps) + 1;
   engine::GpuModelOptions model_options;
   model_options.model_id = "bench";
   model_options.max_batch = max_batch;
-  model_options.max_seq_len = std::max(decode_len, max_prefill);
+  model_options.max_seq_len = std::max(decode_len, max_prefill + 1);
   model_options.prefill_chunk = options.prefill_chunk;
   model_options.use_cuda_graphs = options.cuda_graphs;
   model_options.kv_pages = std::max(max_batch * PagesFor(decode_len, model_options.page_size),
@@ -246,7 +254,8 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
   std::mt19937_64 rng(options.seed);
   nlohmann::json decode = nlohmann::json::array();
   for (int batch : options.batches) {
-    BITLOOM_ASSIGN_OR_RETURN(nlohmann::json row, BenchDecode(*model, options, batch, limit_per_sequence, rng));
+    BITLOOM_ASSIGN_OR_RETURN(nlohmann::json row,
+                             BenchDecode(*model, options, batch, limit_per_sequence, rng));
     decode.push_back(std::move(row));
   }
   out["decode"] = std::move(decode);

@@ -4,12 +4,13 @@
 //   copy bandwidth   cudaMemcpyAsync device-to-device of 1 GiB, GB/s = 2·bytes/time (read + write),
 //                    median of 10 after 2 warm-up copies (the convention of bench/gpu_gemv_bench)
 //   bytes per token  DecodeBytesPerToken (bench_weight_bytes.h): the weights one decode step reads
-//   limit            batch · bandwidth / bytes per token tokens/s: every step reads the weights once
-//   decode           per batch: `batch` sequences prefilled with `decode_context` random tokens, then
+//   limit            batch · bandwidth / bytes per token tokens/s: every step reads the weights
+//   once decode           per batch: `batch` sequences prefilled with `decode_context` random
+//   tokens, then
 //                    `warmup_steps` and `steps` steps, each timed from launch to its stream's end;
-//                    the median step gives tokens/s = batch / step time and the fraction of the limit.
-//                    Two loops: the forward alone (DecodeStepOnDevice, logits left on the device) and
-//                    the serving step (DecodeAndSample, greedy, its tokens fed back).
+//                    the median step gives tokens/s = batch / step time and the fraction of the
+//                    limit. Two loops: the forward alone (DecodeStepOnDevice, logits left on the
+//                    device) and the serving step (DecodeAndSample, greedy, its tokens fed back).
 //   prefill          per length: one warm-up prompt, then `prefill_repeats` fresh sequences; median
 //                    time of Prefill() of that many random tokens, in chunks of `prefill_chunk`.
 //
@@ -29,14 +30,14 @@ namespace bitloom::tools {
 struct GpuBenchOptions {
   std::vector<int> batches = {1, 4, 16};
   std::vector<int> prefill_lengths = {512, 2048};
-  int decode_context = 512;   // tokens in each sequence before decode is timed
+  int decode_context = 512;  // tokens in each sequence before decode is timed
   int warmup_steps = 8;
-  int steps = 64;             // timed decode steps per batch and loop
+  int steps = 64;  // timed decode steps per batch and loop
   int prefill_repeats = 3;
-  int prefill_chunk = 256;    // GpuModelOptions::prefill_chunk
-  bool cuda_graphs = true;    // GpuModelOptions::use_cuda_graphs
+  int prefill_chunk = 256;     // GpuModelOptions::prefill_chunk
+  bool cuda_graphs = true;     // GpuModelOptions::use_cuda_graphs
   double vram_fraction = 0.9;  // of the free device memory, for the pool
-  uint64_t seed = 1;          // random token ids
+  uint64_t seed = 1;           // random token ids
 };
 
 // OK when this build has the GPU engine and a CUDA device is visible; FAILED_PRECONDITION saying

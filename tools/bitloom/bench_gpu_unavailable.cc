@@ -10,7 +10,8 @@ absl::Status CheckGpuBenchAvailable() {
       "--inferd=ADDR --clients=N --skip_gpu measures the latency of a running inferd only.");
 }
 
-absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader&, const GpuBenchOptions&) {
+absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader&,
+                                           const GpuBenchOptions&) {
   return CheckGpuBenchAvailable();
 }
 

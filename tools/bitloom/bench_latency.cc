@@ -35,7 +35,8 @@ RequestTiming TimeOneRequest(v1::InferenceService::Stub& stub, const v1::Generat
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
   const Clock::time_point sent = Clock::now();
-  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub.Generate(&context, request);
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
+      stub.Generate(&context, request);
   v1::GenerateResponse message;
   Clock::time_point last = sent;
   while (reader->Read(&message)) {
@@ -53,7 +54,8 @@ RequestTiming TimeOneRequest(v1::InferenceService::Stub& stub, const v1::Generat
   }
   const grpc::Status status = reader->Finish();
   out.ok = status.ok();
-  if (!status.ok()) out.error = absl::StrCat(CodeName(status.error_code()), ": ", status.error_message());
+  if (!status.ok())
+    out.error = absl::StrCat(CodeName(status.error_code()), ": ", status.error_message());
   return out;
 }
 
@@ -77,7 +79,8 @@ double Percentile(std::vector<double>& values, double p) {
   std::sort(values.begin(), values.end());
   // Nearest rank: the smallest value with at least p% of the values at or below it.
   const double rank = std::ceil(p / 100.0 * static_cast<double>(values.size()));
-  const size_t index = static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(values.size()))) - 1;
+  const size_t index =
+      static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(values.size()))) - 1;
   return values[index];
 }
 
@@ -115,14 +118,15 @@ absl::StatusOr<LatencyReport> RunLatencyBench(const std::shared_ptr<grpc::Channe
     v1::ListModelsResponse models;
     const grpc::Status status = stub->ListModels(&context, {}, &models);
     if (!status.ok()) {
-      return absl::UnavailableError(absl::StrCat("inferd ListModels: ", CodeName(status.error_code()),
-                                                 ": ", status.error_message()));
+      return absl::UnavailableError(absl::StrCat(
+          "inferd ListModels: ", CodeName(status.error_code()), ": ", status.error_message()));
     }
     for (const v1::ModelInfo& m : models.models()) {
       if (m.model_id() == options.model_id) vocab = m.vocab_size();
     }
     if (vocab == 0) {
-      return absl::NotFoundError(absl::StrCat("model_id: '", options.model_id, "' is not loaded in inferd"));
+      return absl::NotFoundError(
+          absl::StrCat("model_id: '", options.model_id, "' is not loaded in inferd"));
     }
   }
 
@@ -134,7 +138,8 @@ absl::StatusOr<LatencyReport> RunLatencyBench(const std::shared_ptr<grpc::Channe
     for (int r = 0; r < options.requests_per_client; ++r) {
       v1::GenerateRequest request;
       request.set_model_id(options.model_id);
-      for (int i = 0; i < options.prompt_tokens; ++i) request.mutable_token_ids()->add_ids(token(rng));
+      for (int i = 0; i < options.prompt_tokens; ++i)
+        request.mutable_token_ids()->add_ids(token(rng));
       v1::SamplingParams* sampling = request.mutable_sampling();
       sampling->set_temperature(0);
       sampling->set_max_new_tokens(static_cast<uint32_t>(options.max_new_tokens));

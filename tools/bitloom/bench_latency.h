@@ -23,8 +23,8 @@
 namespace bitloom::tools {
 
 struct LatencyBenchOptions {
-  std::string model_id;       // a model loaded in inferd
-  int clients = 4;            // concurrent streams
+  std::string model_id;  // a model loaded in inferd
+  int clients = 4;       // concurrent streams
   int requests_per_client = 4;
   int prompt_tokens = 128;
   int max_new_tokens = 64;
@@ -36,11 +36,11 @@ struct LatencyBenchOptions {
 double Percentile(std::vector<double>& values, double p);
 
 struct LatencyReport {
-  int requests = 0;         // completed
-  int failed = 0;           // requests whose stream ended with an error
-  std::string first_error;  // the first of those errors
-  int64_t tokens = 0;       // generated tokens received
-  double wall_seconds = 0;  // the whole run
+  int requests = 0;                  // completed
+  int failed = 0;                    // requests whose stream ended with an error
+  std::string first_error;           // the first of those errors
+  int64_t tokens = 0;                // generated tokens received
+  double wall_seconds = 0;           // the whole run
   std::vector<double> ttft_seconds;  // one per completed request
   std::vector<double> itl_seconds;   // one per token after the first of each request
 

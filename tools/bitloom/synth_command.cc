@@ -58,7 +58,8 @@ int RunSynth(const std::string& artifact_name) {
   options.seed = absl::GetFlag(FLAGS_seed);
   options.source_location = "synthetic:" + shape;
   // Plan first: a bad target fails before any file is created.
-  absl::StatusOr<engine::SyntheticArtifactPlan> plan = engine::PlanSyntheticArtifact(*config, options);
+  absl::StatusOr<engine::SyntheticArtifactPlan> plan =
+      engine::PlanSyntheticArtifact(*config, options);
   if (!plan.ok()) return Fail(plan.status());
 
   absl::StatusOr<std::unique_ptr<modelstore::ModelStore>> store =

@@ -53,9 +53,7 @@ uint64_t SiteSeed(uint64_t seed, int layer, int site) {
 }
 
 // RMS of the K-bit grid's levels q − (2^K − 1)/2 for uniform q: √((4^K − 1)/12).
-double LevelRms(int bits) {
-  return std::sqrt((std::ldexp(1.0, 2 * bits) - 1.0) / 12.0);
-}
+double LevelRms(int bits) { return std::sqrt((std::ldexp(1.0, 2 * bits) - 1.0) / 12.0); }
 
 // Fills bytes [offset, offset + out.size()) of an array of Elem whose element e is value_at(e).
 template <typename Elem, typename ValueAt>
@@ -84,10 +82,9 @@ absl::StatusOr<kernels::ScalarCodecLayout> LayoutOf(const v1::TensorEntry& entry
   if (entry.shape_size() != 2) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", entry.name(), "' is not a matrix"));
   }
-  return kernels::MakeScalarCodecLayout(static_cast<int64_t>(entry.shape(0)),
-                                        static_cast<int64_t>(entry.shape(1)),
-                                        static_cast<int>(entry.bits_per_weight()),
-                                        static_cast<int>(entry.group_size()));
+  return kernels::MakeScalarCodecLayout(
+      static_cast<int64_t>(entry.shape(0)), static_cast<int64_t>(entry.shape(1)),
+      static_cast<int>(entry.bits_per_weight()), static_cast<int>(entry.group_size()));
 }
 
 void FillScalarCodec(const kernels::ScalarCodecLayout& layout, uint64_t key, uint64_t offset,
@@ -128,7 +125,8 @@ void FillScalarCodec(const kernels::ScalarCodecLayout& layout, uint64_t key, uin
       1.0 / (std::sqrt(static_cast<double>(layout.cols)) * LevelRms(layout.bits)));
   const uint64_t scale_key = key ^ kScaleStream;
   FillElements<uint16_t>(offset - codes_bytes, out, [=](uint64_t g) {
-    const float jitter = 1.0f - 0.5f * kScaleJitter + kScaleJitter * Unit(CounterRandom(scale_key, g));
+    const float jitter =
+        1.0f - 0.5f * kScaleJitter + kScaleJitter * Unit(CounterRandom(scale_key, g));
     return F32ToF16(base * jitter);
   });
 }
@@ -177,8 +175,8 @@ std::vector<LinearShape> LayerLinears(const ResolvedConfig& r) {
   const int64_t q = int64_t{r.num_heads} * r.head_dim;
   const int64_t kv = int64_t{r.num_kv_heads} * r.head_dim;
   const int64_t inter = r.intermediate_size;
-  return {{"attn.q_proj.weight", 0, q, hidden},      {"attn.k_proj.weight", 0, kv, hidden},
-          {"attn.v_proj.weight", 0, kv, hidden},     {"attn.o_proj.weight", 1, hidden, q},
+  return {{"attn.q_proj.weight", 0, q, hidden},       {"attn.k_proj.weight", 0, kv, hidden},
+          {"attn.v_proj.weight", 0, kv, hidden},      {"attn.o_proj.weight", 1, hidden, q},
           {"mlp.gate_proj.weight", 2, inter, hidden}, {"mlp.up_proj.weight", 2, inter, hidden},
           {"mlp.down_proj.weight", 3, hidden, inter}};
 }
@@ -276,8 +274,8 @@ absl::StatusOr<v1::ModelConfig> SyntheticModelConfig(absl::string_view shape) {
     // Widths that are not multiples of 32 or 128: partial code blocks, partial groups, row padding.
     c = LlamaConfig(512, 144, 200, 2, 4, 2, 32, 512, 10000.0f, false);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("shape: '", shape, "' is not one of ",
-                                                   kSyntheticShapeNames));
+    return absl::InvalidArgumentError(
+        absl::StrCat("shape: '", shape, "' is not one of ", kSyntheticShapeNames));
   }
   SyntheticSpecialTokens special;
   BITLOOM_RETURN_IF_ERROR(SyntheticTokenizer(c.vocab_size(), &special).status());
@@ -287,15 +285,15 @@ absl::StatusOr<v1::ModelConfig> SyntheticModelConfig(absl::string_view shape) {
   return c;
 }
 
-absl::StatusOr<SyntheticArtifactPlan> PlanSyntheticArtifact(const v1::ModelConfig& config,
-                                                            const SyntheticArtifactOptions& options) {
+absl::StatusOr<SyntheticArtifactPlan> PlanSyntheticArtifact(
+    const v1::ModelConfig& config, const SyntheticArtifactOptions& options) {
   if (options.group_size <= 0 || options.group_size % kernels::kScalarCodesPerBlock != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("group_size: ", options.group_size, " is not a positive multiple of 32"));
   }
   const bool head_dense = options.head_bits == 16;
-  if (!head_dense &&
-      (options.head_bits < kernels::kScalarMinBits || options.head_bits > kernels::kScalarMaxBits)) {
+  if (!head_dense && (options.head_bits < kernels::kScalarMinBits ||
+                      options.head_bits > kernels::kScalarMaxBits)) {
     return absl::InvalidArgumentError(
         absl::StrCat("head_bits: ", options.head_bits, " is neither 1..8 nor 16"));
   }
@@ -313,22 +311,23 @@ absl::StatusOr<SyntheticArtifactPlan> PlanSyntheticArtifact(const v1::ModelConfi
   for (int layer = 0; layer < r.num_layers; ++layer) {
     std::vector<kernels::HadamardRotation> rotations;
     for (int site = 0; site < 4; ++site) {
-      const int64_t dim = site == 0 || site == 2   ? r.hidden_size
-                          : site == 1              ? int64_t{r.num_heads} * r.head_dim
-                                                   : r.intermediate_size;
-      BITLOOM_ASSIGN_OR_RETURN(kernels::HadamardRotation rotation,
-                               kernels::HadamardRotation::Create(dim, SiteSeed(options.seed, layer, site)));
+      const int64_t dim = site == 0 || site == 2 ? r.hidden_size
+                          : site == 1            ? int64_t{r.num_heads} * r.head_dim
+                                                 : r.intermediate_size;
+      BITLOOM_ASSIGN_OR_RETURN(
+          kernels::HadamardRotation rotation,
+          kernels::HadamardRotation::Create(dim, SiteSeed(options.seed, layer, site)));
       rotations.push_back(std::move(rotation));
     }
     for (size_t i = 0; i < linears.size(); ++i) {
       const LinearShape& l = linears[i];
       if (i == 0) {
-        plan.tensors.push_back(DenseTensor(formats::LayerTensor(layer, "attn_norm.weight"), {hidden},
-                                           v1::CODEC_F32));
+        plan.tensors.push_back(
+            DenseTensor(formats::LayerTensor(layer, "attn_norm.weight"), {hidden}, v1::CODEC_F32));
       }
       if (l.site == 2 && linears[i - 1].site != 2) {
-        plan.tensors.push_back(DenseTensor(formats::LayerTensor(layer, "mlp_norm.weight"), {hidden},
-                                           v1::CODEC_F32));
+        plan.tensors.push_back(
+            DenseTensor(formats::LayerTensor(layer, "mlp_norm.weight"), {hidden}, v1::CODEC_F32));
       }
       BITLOOM_ASSIGN_OR_RETURN(
           SyntheticTensor t,
@@ -381,7 +380,8 @@ absl::Status FillSyntheticBlob(const SyntheticTensor& tensor, uint64_t seed, uin
       // Uniform with RMS 1/√hidden: a dense head then keeps the RMS of the normed hidden state,
       // and so does a tied embedding used as the head (the embedding's own scale does not matter
       // otherwise: every layer norms its input).
-      const uint64_t cols = tensor.entry.shape_size() == 0 ? 1 : tensor.entry.shape(tensor.entry.shape_size() - 1);
+      const uint64_t cols =
+          tensor.entry.shape_size() == 0 ? 1 : tensor.entry.shape(tensor.entry.shape_size() - 1);
       const float amplitude = std::sqrt(3.0f / static_cast<float>(cols));
       FillElements<uint16_t>(offset, out, [=](uint64_t e) {
         return F32ToF16(amplitude * (2.0f * Unit(CounterRandom(key, e)) - 1.0f));
@@ -399,15 +399,15 @@ absl::Status FillSyntheticBlob(const SyntheticTensor& tensor, uint64_t seed, uin
   }
 }
 
-absl::StatusOr<SyntheticArtifactPlan> WriteSyntheticArtifact(const v1::ModelConfig& config,
-                                                             const SyntheticArtifactOptions& options,
-                                                             modelstore::ArtifactWriter& writer,
-                                                             ThreadPool* pool) {
+absl::StatusOr<SyntheticArtifactPlan> WriteSyntheticArtifact(
+    const v1::ModelConfig& config, const SyntheticArtifactOptions& options,
+    modelstore::ArtifactWriter& writer, ThreadPool* pool) {
   auto failed = [&writer](absl::Status status) {
     writer.Abort();
     return status;
   };
-  if (options.chunk_bytes == 0) return failed(absl::InvalidArgumentError("chunk_bytes: must be > 0"));
+  if (options.chunk_bytes == 0)
+    return failed(absl::InvalidArgumentError("chunk_bytes: must be > 0"));
   absl::StatusOr<SyntheticArtifactPlan> plan = PlanSyntheticArtifact(config, options);
   if (!plan.ok()) return failed(plan.status());
   absl::StatusOr<v1::TokenizerSpec> tokenizer = SyntheticTokenizer(config.vocab_size(), nullptr);

@@ -1,5 +1,5 @@
-// SyntheticTokenizer (synthetic_model_artifact.h): a byte-level vocabulary of any size for synthetic
-// artifacts, in the GGUF form formats::Tokenizer::FromGguf reads.
+// SyntheticTokenizer (synthetic_model_artifact.h): a byte-level vocabulary of any size for
+// synthetic artifacts, in the GGUF form formats::Tokenizer::FromGguf reads.
 #include <algorithm>
 #include <string>
 
@@ -22,8 +22,8 @@ constexpr uint32_t kMaxFillers = kAlphabet * kAlphabet + kAlphabet * kAlphabet *
 // The byte-level (GPT-2) alphabet: the printable Latin-1 bytes stand for themselves; the other 68
 // bytes, in increasing order, for the code points 256, 257, ... Returned as UTF-8.
 std::string ByteLevelChar(uint8_t byte) {
-  const bool printable = (byte >= 0x21 && byte <= 0x7E) || (byte >= 0xA1 && byte <= 0xAC) ||
-                         (byte >= 0xAE);
+  const bool printable =
+      (byte >= 0x21 && byte <= 0x7E) || (byte >= 0xA1 && byte <= 0xAC) || (byte >= 0xAE);
   char32_t cp = byte;
   if (!printable) {
     cp = 256;

@@ -63,7 +63,8 @@ struct SyntheticArtifactOptions {
   uint64_t chunk_bytes = uint64_t{16} << 20;
   // The manifest's source.location (the shape's name, say).
   std::string source_location = "synthetic";
-  // Called on the calling thread after each tensor: (tensors written, total tensors, bytes written).
+  // Called on the calling thread after each tensor: (tensors written, total tensors, bytes
+  // written).
   std::function<void(int, int, uint64_t)> on_progress;
 };
 
@@ -86,8 +87,8 @@ struct SyntheticArtifactPlan {
 // Every tensor's entry and size, without producing any bytes (cheap even for 70B).
 // INVALID_ARGUMENT naming the option for a target outside the reachable range, a bad head_bits or
 // group_size, or a config the engine cannot resolve.
-absl::StatusOr<SyntheticArtifactPlan> PlanSyntheticArtifact(const v1::ModelConfig& config,
-                                                            const SyntheticArtifactOptions& options);
+absl::StatusOr<SyntheticArtifactPlan> PlanSyntheticArtifact(
+    const v1::ModelConfig& config, const SyntheticArtifactOptions& options);
 
 // Ids of the synthetic tokenizer's special tokens.
 struct SyntheticSpecialTokens {
@@ -99,8 +100,8 @@ struct SyntheticSpecialTokens {
 // A byte-level BPE tokenizer (GGUF "gpt2" form, pre-tokenizer "llama-bpe", no merges) of exactly
 // `vocab_size` tokens: ids 0..255 the bytes, then filler tokens of 2 or 3 alphanumeric characters
 // (whole-word matches only, since there are no merges), then the last min(256, vocab − 256) ids
-// special (control) tokens: BOS, EOS and end-of-turn are the first, second and tenth of them — for a
-// 128256 vocabulary the Llama 3 ids 128000, 128001 and 128009. Sampled ids always decode to text.
+// special (control) tokens: BOS, EOS and end-of-turn are the first, second and tenth of them — for
+// a 128256 vocabulary the Llama 3 ids 128000, 128001 and 128009. Sampled ids always decode to text.
 // INVALID_ARGUMENT when vocab_size is below 266 or above what the fillers can name (242 684).
 absl::StatusOr<v1::TokenizerSpec> SyntheticTokenizer(uint32_t vocab_size,
                                                      SyntheticSpecialTokens* special);
@@ -108,10 +109,9 @@ absl::StatusOr<v1::TokenizerSpec> SyntheticTokenizer(uint32_t vocab_size,
 // Plans, generates and writes the artifact through `writer` (tensors, then Finish() with the
 // manifest: name, config, tokenizer, bits). `pool` may be null (one thread). On error the writer
 // is aborted. Returns the plan that was written.
-absl::StatusOr<SyntheticArtifactPlan> WriteSyntheticArtifact(const v1::ModelConfig& config,
-                                                             const SyntheticArtifactOptions& options,
-                                                             modelstore::ArtifactWriter& writer,
-                                                             ThreadPool* pool);
+absl::StatusOr<SyntheticArtifactPlan> WriteSyntheticArtifact(
+    const v1::ModelConfig& config, const SyntheticArtifactOptions& options,
+    modelstore::ArtifactWriter& writer, ThreadPool* pool);
 
 // Fills `out` with bytes [offset, offset + out.size()) of `tensor`'s blob as the writer would write
 // them for `seed`. Exposed for the tests (chunk independence).
