@@ -175,6 +175,9 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<quant::BlockRunner> runner,
                            env.runners->create(*checkpoint, env.pool));
   progress.set_num_layers(static_cast<uint32_t>(runner->num_layers()));
+  BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<quant::QuantBackend> backend,
+                           CreateQuantBackend(env.device, env.pool));
+  BITLOOM_LOG(INFO) << "job " << job.id() << " quantizing on " << backend->Describe();
   if (stopped()) return absl::CancelledError("stopped while calibrating");
 
   // A temp file of an earlier, killed run of this job is garbage now: the new writer starts over.
@@ -189,7 +192,7 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
   options.target_bits_per_weight = request.target_bits_per_weight();
   options.seed = request.seed();
   options.checkpoint_dir = env.jobs->CheckpointDir(job.id());
-  quant::QuantizationPipeline pipeline(*runner, options, env.pool);
+  quant::QuantizationPipeline pipeline(*runner, options, env.pool, backend.get());
 
   std::set<std::string> quantized;
   auto sink = [&](const v1::TensorEntry& entry, absl::Span<const uint8_t> bytes) {
@@ -270,7 +273,12 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
       request.method() == v1::QUANTIZATION_METHOD_UNSPECIFIED
           ? v1::QUANTIZATION_METHOD_VARIABLE_LDLQ
           : request.method()));
-  manifest.set_quantizer_version(absl::StrCat("bitloom ", service::kVersion, " quantd"));
+  // The CPU's string is the one quantd always wrote; a GPU run names its device
+  // (docs/QUANTIZATION.md, "GPU path").
+  manifest.set_quantizer_version(
+      env.device == QuantDevice::kCpu
+          ? absl::StrCat("bitloom ", service::kVersion, " quantd")
+          : absl::StrCat("bitloom ", service::kVersion, " quantd (", backend->Describe(), ")"));
   manifest.set_bits_per_weight(result->bits_per_weight);
   manifest.set_head_bits_per_weight(head_bits);
   // The job's creation time, not now: a resumed job must publish the same bytes.

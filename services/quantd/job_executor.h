@@ -29,6 +29,7 @@
 #include "block_runner_factory.h"
 #include "calibration.h"
 #include "job_store.h"
+#include "quant_device.h"
 
 namespace bitloom::quantd {
 
@@ -37,6 +38,7 @@ struct JobEnvironment {
   const JobStore* jobs = nullptr;
   const BlockRunnerFactory* runners = nullptr;
   ThreadPool* pool = nullptr;  // may be null: one thread
+  QuantDevice device = QuantDevice::kCpu;  // each run makes its QuantBackend on it
 };
 
 struct JobHooks {

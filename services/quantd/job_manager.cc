@@ -440,6 +440,7 @@ void JobManager::RunOne(const std::string& id) {
   env.jobs = jobs_store_.get();
   env.runners = &runners_;
   env.pool = &pool_;
+  env.device = options_.device;
   JobHooks hooks;
   v1::JobStage last_stage = v1::JOB_STAGE_UNSPECIFIED;
   uint32_t last_layer = 0;

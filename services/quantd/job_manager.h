@@ -28,6 +28,7 @@
 #include "bitloom/v1/quantization.pb.h"
 #include "block_runner_factory.h"
 #include "job_store.h"
+#include "quant_device.h"
 
 namespace bitloom::quantd {
 
@@ -39,6 +40,8 @@ struct JobManagerOptions {
   uint64_t disk_reserve_bytes = 0;
   // Threads of the pipeline's pool; 0 means one per core.
   size_t threads = 0;
+  // Where the Hessians and LDLQ run (quantd --device, resolved).
+  QuantDevice device = QuantDevice::kCpu;
 };
 
 class JobManager {
