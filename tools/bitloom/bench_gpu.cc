@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <random>
 #include <string>
@@ -153,13 +154,22 @@ absl::StatusOr<nlohmann::json> BenchPrefill(engine::GpuDecoderModel& model,
                                             const GpuBenchOptions& options, int length,
                                             std::mt19937_64& rng) {
   std::vector<double> times;
+  bool finite = true;
+  double rms = 0;
   for (int i = 0; i < 1 + options.prefill_repeats; ++i) {
     BITLOOM_ASSIGN_OR_RETURN(engine::SequenceId seq, model.AddSequence());
     absl::Cleanup release = [&] { (void)model.Release(seq); };
     const std::vector<int32_t> prompt = RandomTokens(rng, model.vocab_size(), length);
     const Clock::time_point t0 = Clock::now();
-    BITLOOM_RETURN_IF_ERROR(model.Prefill(seq, prompt).status());
+    BITLOOM_ASSIGN_OR_RETURN(const std::vector<float> logits, model.Prefill(seq, prompt));
     if (i >= 1) times.push_back(Seconds(Clock::now() - t0));  // the first is the warm-up
+    // A sanity check of the numbers, not a timing: random weights must still give finite logits.
+    double squares = 0;
+    for (float v : logits) {
+      if (!std::isfinite(v)) finite = false;
+      squares += static_cast<double>(v) * v;
+    }
+    rms = logits.empty() ? 0.0 : std::sqrt(squares / static_cast<double>(logits.size()));
   }
   const double median = Median(times);
   nlohmann::json j;
@@ -167,6 +177,8 @@ absl::StatusOr<nlohmann::json> BenchPrefill(engine::GpuDecoderModel& model,
   j["repeats"] = options.prefill_repeats;
   j["median_ms"] = 1e3 * median;
   j["tokens_per_s"] = median > 0 ? length / median : 0.0;
+  j["last_logits_finite"] = finite;
+  j["last_logits_rms"] = rms;
   return j;
 }
 

@@ -12,7 +12,9 @@
 //                    limit. Two loops: the forward alone (DecodeStepOnDevice, logits left on the
 //                    device) and the serving step (DecodeAndSample, greedy, its tokens fed back).
 //   prefill          per length: one warm-up prompt, then `prefill_repeats` fresh sequences; median
-//                    time of Prefill() of that many random tokens, in chunks of `prefill_chunk`.
+//                    time of Prefill() of that many random tokens, in chunks of `prefill_chunk`;
+//                    its last logits are checked finite and their RMS reported (a sanity check of
+//                    the numbers on random weights, not a quality measure).
 //
 // Built only with CUDA (bench_gpu.cc); a CPU build links bench_gpu_unavailable.cc, where both
 // functions are FAILED_PRECONDITION saying that a CUDA build and a GPU are needed.
