@@ -8,7 +8,8 @@
 //   gpu: device, copy_bandwidth_gbps, bytes_per_token {total, decoder_linears, head, ...},
 //        limit_tokens_per_s_batch1, load_seconds,
 //        decode [{batch, limit_tokens_per_s, forward {median_step_ms, tokens_per_s,
-//                 fraction_of_limit, ...}, with_sampling {...}}], prefill [{tokens, tokens_per_s}]
+//                 fraction_of_limit, ...}, with_sampling {...}}],
+//        prefill [{tokens, median_ms, tokens_per_s, last_logits_finite, last_logits_rms}]
 //        (bench_gpu.h has the method), or {"skipped": reason} with --skip_gpu
 //   latency (with --inferd): clients, requests, ttft_ms {p50, p90, p99, max, mean},
 //        itl_ms {...}, tokens_per_second (bench_latency.h)
