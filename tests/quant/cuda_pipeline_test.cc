@@ -8,6 +8,7 @@
 // allocator sees losses that differ by < 1%, which can only flip a near-tie: at most one tensor in
 // 20 (and at least one allowed) may get another width; codes and losses are compared where the
 // widths agree.
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "bitloom/kernels/scalar_codec.h"
+#include "bitloom/quant/cuda/gpu_hessian_rotation.h"
 #include "bitloom/quant/cuda/gpu_quant_backend.h"
 #include "bitloom/quant/quantization_pipeline.h"
 #include "test_util.h"
@@ -169,6 +171,43 @@ TEST(CudaPipeline, HessianStateMatchesTheCpu) {
   EXPECT_EQ((*gpu)->Quantize(w, 16, kDim, **fc, qo).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(cpu.Factor(**hg, *rotation, {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// R·H·Rᵀ in fp64 GEMMs against the CPU's fast transform, for Paley, Sylvester and identity bases;
+// the same width twice (R₀ from the cache) with another seed.
+TEST(CudaPipeline, HessianRotationMatchesTheCpu) {
+  SKIP_WITHOUT_GPU();
+  auto rotator = GpuHessianRotator::Create();
+  ASSERT_TRUE(rotator.ok()) << rotator.status();
+  const int64_t widths[] = {1, 7, 64, 320, 576, 320};
+  for (size_t c = 0; c < std::size(widths); ++c) {
+    const int64_t n = widths[c];
+    HessianAccumulator acc(n);
+    const std::vector<float> x = testing::CorrelatedInputs(2 * n + 16, n, 11 + c);
+    ASSERT_TRUE(acc.Add(x, 2 * n + 16, &Pool()).ok());
+    std::vector<double> want = acc.Mean();
+    const std::vector<double> h = want;
+    auto rotation = kernels::HadamardRotation::Create(n, 1000 + c);
+    ASSERT_TRUE(rotation.ok());
+    ASSERT_TRUE(RotateHessian(*rotation, &want, &Pool()).ok());
+    void* buffer = nullptr;
+    ASSERT_EQ(cudaMalloc(&buffer, h.size() * sizeof(double)), cudaSuccess);
+    auto* d = static_cast<double*>(buffer);
+    ASSERT_EQ(cudaMemcpy(d, h.data(), h.size() * sizeof(double), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    ASSERT_TRUE((*rotator)->Rotate(d, *rotation, &Pool(), nullptr).ok());
+    std::vector<double> got(h.size());
+    ASSERT_EQ(cudaMemcpy(got.data(), d, got.size() * sizeof(double), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    cudaFree(d);
+    double scale = 0.0;
+    for (double v : want) scale = std::max(scale, std::abs(v));
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], 1e-12 * scale) << "n " << n << " entry " << i;
+    }
+  }
+  EXPECT_FALSE(
+      (*rotator)->Rotate(nullptr, *kernels::HadamardRotation::Create(8, 1), &Pool(), nullptr).ok());
 }
 
 TEST(CudaPipeline, UniformLdlqMatchesTheCpu) {

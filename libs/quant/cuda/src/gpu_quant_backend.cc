@@ -16,7 +16,8 @@ namespace bitloom::quant::cuda {
 constexpr cudaStream_t kStream = nullptr;
 
 struct GpuQuantBackend::Staging {
-  internal::DeviceArray<float> rows;  // up to kStagingRows activation rows
+  internal::DeviceArray<float> rows;      // up to kStagingRows activation rows
+  internal::DeviceArray<double> hessian;  // [dim, dim]: the mean, rotated in place
 };
 
 namespace {
@@ -52,6 +53,7 @@ class GpuSiteHessian final : public SiteHessian {
   }
 
   absl::StatusOr<HessianAccumulator> ToHost() override { return acc_->ToHost(kStream); }
+  GpuHessianAccumulator& accumulator() { return *acc_; }
 
  private:
   std::unique_ptr<GpuHessianAccumulator> acc_;
@@ -79,10 +81,12 @@ bool GpuQuantBackend::DevicePresent() {
 }
 
 GpuQuantBackend::GpuQuantBackend(ThreadPool* pool, std::string description,
-                                 std::unique_ptr<GpuLdlq> ldlq)
+                                 std::unique_ptr<GpuLdlq> ldlq,
+                                 std::unique_ptr<GpuHessianRotator> rotator)
     : pool_(pool),
       description_(std::move(description)),
       ldlq_(std::move(ldlq)),
+      rotator_(std::move(rotator)),
       staging_(std::make_unique<Staging>()) {}
 
 GpuQuantBackend::~GpuQuantBackend() = default;
@@ -97,8 +101,10 @@ absl::StatusOr<std::unique_ptr<GpuQuantBackend>> GpuQuantBackend::Create(ThreadP
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&props, device));
   auto ldlq = GpuLdlq::Create(kStream);
   if (!ldlq.ok()) return ldlq.status();
-  return std::unique_ptr<GpuQuantBackend>(
-      new GpuQuantBackend(pool, absl::StrCat("gpu: ", props.name), std::move(*ldlq)));
+  auto rotator = GpuHessianRotator::Create();
+  if (!rotator.ok()) return rotator.status();
+  return std::unique_ptr<GpuQuantBackend>(new GpuQuantBackend(
+      pool, absl::StrCat("gpu: ", props.name), std::move(*ldlq), std::move(*rotator)));
 }
 
 absl::StatusOr<std::unique_ptr<SiteHessian>> GpuQuantBackend::NewHessian(int64_t dim) {
@@ -110,16 +116,25 @@ absl::StatusOr<std::unique_ptr<SiteHessian>> GpuQuantBackend::NewHessian(int64_t
 absl::StatusOr<std::unique_ptr<SiteFactor>> GpuQuantBackend::Factor(
     SiteHessian& hessian, const kernels::HadamardRotation& rotation,
     const DampingOptions& damping) {
-  if (dynamic_cast<GpuSiteHessian*>(&hessian) == nullptr) {
+  auto* gpu = dynamic_cast<GpuSiteHessian*>(&hessian);
+  if (gpu == nullptr) {
     return absl::InvalidArgumentError("GpuQuantBackend: Hessian of another backend");
   }
-  // The sums to the host and the CPU's own Mean() and fp64 rotation: the GPU factors exactly
-  // the matrix the CPU backend would, given the same sums.
-  auto host = hessian.ToHost();
-  if (!host.ok()) return host.status();
-  std::vector<double> h = host->Mean();
-  if (absl::Status s = RotateHessian(rotation, &h, pool_); !s.ok()) return s;
-  auto factor = ldlq_->Factor(h, hessian.dim(), damping);
+  const int64_t n = hessian.dim();
+  if (rotation.size() != n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GpuQuantBackend: rotation of width ", rotation.size(), " for dim ", n));
+  }
+  // The mean and R·H·Rᵀ on the device (fp64); GpuLdlq::Factor takes the result from the host.
+  internal::DeviceArray<double>& h = staging_->hessian;
+  if (absl::Status s = h.Reserve(n * n); !s.ok()) return s;
+  if (absl::Status s = gpu->accumulator().MeanToDevice(h.get(), kStream); !s.ok()) return s;
+  if (absl::Status s = rotator_->Rotate(h.get(), rotation, pool_, kStream); !s.ok()) return s;
+  std::vector<double> rotated(static_cast<size_t>(n * n));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+      rotated.data(), h.get(), rotated.size() * sizeof(double), cudaMemcpyDeviceToHost, kStream));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(kStream));
+  auto factor = ldlq_->Factor(rotated, n, damping);
   if (!factor.ok()) return factor.status();
   auto out = std::make_unique<GpuSiteFactor>();
   out->factor = std::move(*factor);

@@ -3,15 +3,16 @@
 // runs the blocks); they are uploaded through one staging buffer of at most kStagingRows rows, the
 // Hessian sums and LDLQ stay on the device, and the results come back as the CPU's types.
 //
-// What runs where: Hessian accumulation (cuBLAS SSYRK, fp32 partial sums folded into fp64),
-// factorisation (cuSOLVER fp64 Cholesky) and LDLQ at one or all code widths on the GPU; the mean
-// Hessian's rotation R·H·Rᵀ on the host in fp64 (RotateHessian on the pool), exactly as the CPU
-// backend does, so the two backends factor the same matrix up to the Hessians' fp32 rounding.
+// What runs where, all on the GPU: Hessian accumulation (cuBLAS SSYRK, fp32 partial sums folded
+// into fp64), the mean's rotation R·H·Rᵀ (GpuHessianRotator: fp64 GEMMs), factorisation (cuSOLVER
+// fp64 Cholesky; the rotated mean makes one round trip through the host, GpuLdlq::Factor's input)
+// and LDLQ at one or all code widths. The host builds each width's R₀ once (the pool).
 // Results agree with CpuQuantBackend to the tolerances of gpu_ldlq.h (codes ≥ 99% equal, proxy
 // losses within 1%); they are deterministic on one GPU model and library version.
 //
 // Ownership and threading: the backend owns a GpuLdlq (handles and a workspace that grows to the
-// largest tensor) and the staging buffer; every call runs on the legacy default stream and returns
+// largest tensor), a GpuHessianRotator (R₀ of every width seen), the staging buffer and one dim²
+// fp64 Hessian buffer; every call runs on the legacy default stream and returns
 // with its results on the host. The current device when Create() runs is the one used. Not
 // thread-safe. Plain C++ header.
 #pragma once
@@ -23,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "bitloom/core/thread_pool.h"
+#include "bitloom/quant/cuda/gpu_hessian_rotation.h"
 #include "bitloom/quant/cuda/gpu_ldlq.h"
 #include "bitloom/quant/quant_backend.h"
 
@@ -37,7 +39,7 @@ class GpuQuantBackend final : public QuantBackend {
   static bool DevicePresent();
 
   // FAILED_PRECONDITION without a CUDA device; INTERNAL when a handle cannot be made. `pool` (may
-  // be null) rotates the Hessians on the host.
+  // be null) builds the rotations' R₀ on the host.
   static absl::StatusOr<std::unique_ptr<GpuQuantBackend>> Create(ThreadPool* pool);
   ~GpuQuantBackend() override;
 
@@ -57,11 +59,13 @@ class GpuQuantBackend final : public QuantBackend {
 
  private:
   struct Staging;
-  GpuQuantBackend(ThreadPool* pool, std::string description, std::unique_ptr<GpuLdlq> ldlq);
+  GpuQuantBackend(ThreadPool* pool, std::string description, std::unique_ptr<GpuLdlq> ldlq,
+                  std::unique_ptr<GpuHessianRotator> rotator);
 
   ThreadPool* pool_;
   std::string description_;
   std::unique_ptr<GpuLdlq> ldlq_;
+  std::unique_ptr<GpuHessianRotator> rotator_;
   std::unique_ptr<Staging> staging_;  // shared by every SiteHessian of this backend
 };
 
