@@ -1,6 +1,6 @@
 // GpuHessianRotator: RotateHessian (hessian.h) on the GPU in fp64: H ← R·H·Rᵀ for a mean Hessian
-// in device memory, instead of the CPU's fast transform on a dim² matrix (5.8 s per Llama-3-8B layer
-// in the conversion benchmark).
+// in device memory, instead of the CPU's fast transform on a dim² matrix (5.8 s per Llama-3-8B
+// layer in the conversion benchmark).
 //
 // Method. R = R₀·D (kernels/hadamard.h): D = diag(signs) depends on the seed, R₀ = (B ⊗ H_L)/√(p·L)
 // only on the width. R₀ is built once per width on the host (the rotation applied to the identity,
