@@ -1,13 +1,13 @@
-// QuantizationPipeline on the GPU backend against the CPU backend, on a toy decoder of 3 blocks
+// QuantizationPipeline on the GPU backend against the CPU backend, on a toy decoder of 7 blocks
 // (hidden 256, inner 320: a partial last group at g = 128). Skips when no GPU is present (CI),
 // except the check that the GPU backend refuses to start without one.
 //
 // Tolerances (cuda_ldlq_test.cc explains them for one tensor): codes equal on ≥ 99% of each
 // tensor's weights and relative proxy losses within 1%. Across a pipeline, the quantized path's
 // small differences also reach the next blocks' Hessians, which these tolerances absorb. The
-// allocator sees losses that differ by < 1%, which can only flip a near-tie: at most one tensor in
-// 20 (and at least one allowed) may get another width; codes and losses are compared where the
-// widths agree.
+// allocator sees losses that differ by < 1%, which can only flip a near-tie: ≥ 95% of the tensors
+// (all but one of 21) must get the same width; codes and losses are compared where the widths
+// agree, up to the first block where one does not (Compare says why).
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -32,7 +32,8 @@ namespace {
 
 constexpr double kMinCodeAgreement = 0.99;
 constexpr double kLossRelTolerance = 0.01;
-constexpr int kLayers = 3;
+constexpr double kMinWidthAgreement = 0.95;
+constexpr int kLayers = 7;  // 21 tensors: one may change width within kMinWidthAgreement
 constexpr int64_t kHidden = 256, kInner = 320, kVocab = 97;
 constexpr int64_t kSequences = 8, kSeqLen = 64;
 
@@ -90,13 +91,22 @@ double Agreement(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
   return static_cast<double>(same) / static_cast<double>(a.size());
 }
 
-// Same tensors in the same order; codes and losses within tolerance where the widths agree.
-// Returns the number of tensors whose widths differ.
-int Compare(const Emitted& cpu, const Emitted& gpu) {
+// Same tensors in the same order (3 per block); returns the fraction whose widths agree. Codes and
+// losses must be within tolerance for every tensor of equal width in the blocks up to the first
+// block where some width differs: from the next block on, the two quantized paths differ by a whole
+// quantization step of that tensor, not by rounding, and so do their Hessians.
+double Compare(const Emitted& cpu, const Emitted& gpu) {
   EXPECT_EQ(cpu.entries.size(), static_cast<size_t>(3 * kLayers));
   EXPECT_EQ(cpu.entries.size(), gpu.entries.size());
+  const size_t tensors = std::min(cpu.entries.size(), gpu.entries.size());
+  size_t last_block = kLayers;  // of the comparison of codes and losses
+  for (size_t t = 0; t < tensors; ++t) {
+    if (cpu.entries[t].bits_per_weight() != gpu.entries[t].bits_per_weight()) {
+      last_block = std::min(last_block, t / 3);
+    }
+  }
   int changed = 0;
-  for (size_t t = 0; t < std::min(cpu.entries.size(), gpu.entries.size()); ++t) {
+  for (size_t t = 0; t < tensors; ++t) {
     const v1::TensorEntry& c = cpu.entries[t];
     const v1::TensorEntry& g = gpu.entries[t];
     if (c.name() != g.name()) {
@@ -109,13 +119,14 @@ int Compare(const Emitted& cpu, const Emitted& gpu) {
       ++changed;
       continue;
     }
+    if (t / 3 > last_block) continue;
     EXPECT_EQ(cpu.blobs[t].size(), gpu.blobs[t].size()) << c.name();
     EXPECT_GE(Agreement(Codes(c, cpu.blobs[t]), Codes(g, gpu.blobs[t])), kMinCodeAgreement)
         << c.name() << " at K = " << c.bits_per_weight();
     EXPECT_NEAR(g.measured_error(), c.measured_error(), kLossRelTolerance * c.measured_error())
         << c.name() << " at K = " << c.bits_per_weight();
   }
-  return changed;
+  return tensors > 0 ? 1.0 - static_cast<double>(changed) / static_cast<double>(tensors) : 0.0;
 }
 
 PipelineOptions Options(PipelineOptions::Method method) {
@@ -216,7 +227,7 @@ TEST(CudaPipeline, UniformLdlqMatchesTheCpu) {
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   CpuQuantBackend cpu(&Pool());
   const PipelineOptions o = Options(PipelineOptions::Method::kUniformLdlq);
-  EXPECT_EQ(Compare(RunPipeline(o, &cpu), RunPipeline(o, gpu->get())), 0);
+  EXPECT_EQ(Compare(RunPipeline(o, &cpu), RunPipeline(o, gpu->get())), 1.0);
 }
 
 TEST(CudaPipeline, VariableLdlqMatchesTheCpu) {
@@ -227,8 +238,7 @@ TEST(CudaPipeline, VariableLdlqMatchesTheCpu) {
   const PipelineOptions o = Options(PipelineOptions::Method::kVariableLdlq);
   const Emitted c = RunPipeline(o, &cpu);
   const Emitted g = RunPipeline(o, gpu->get());
-  const int tensors = static_cast<int>(c.entries.size());
-  EXPECT_LE(Compare(c, g), std::max(1, tensors / 20));
+  EXPECT_GE(Compare(c, g), kMinWidthAgreement);
   // On one GPU the backend is deterministic: a second run emits the same bytes.
   const Emitted again = RunPipeline(o, gpu->get());
   ASSERT_EQ(again.blobs.size(), g.blobs.size());
