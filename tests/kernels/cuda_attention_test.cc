@@ -95,10 +95,13 @@ constexpr uint16_t kF16Nan = 0x7E00;
 // copy keeps the fp16 bits; Gather() returns one sequence's K or V as contiguous fp32.
 class PagedCacheFixture {
  public:
-  PagedCacheFixture(const Shape& shape, int page_size, const std::vector<int>& lens, uint64_t seed)
+  // capacity: the fewest tokens each block-table row must be able to address (a launch's
+  // max_seq_len may exceed every actual length).
+  PagedCacheFixture(const Shape& shape, int page_size, const std::vector<int>& lens, uint64_t seed,
+                    int capacity = 0)
       : shape_(shape), page_size_(page_size), lens_(lens) {
     std::mt19937_64 rng(seed);
-    max_pages_per_seq_ = 1;
+    max_pages_per_seq_ = std::max(1, (capacity + page_size - 1) / page_size);
     int64_t used = 0;
     for (int len : lens) {
       const int pages = (len + page_size - 1) / page_size;
@@ -455,7 +458,7 @@ void CheckDecode(const DecodeCase& c, uint64_t seed) {
                << " softcap=" << c.softcap << " batch=" << batch << " len[0]=" << c.lens[0]
                << " max_seq_len=" << c.max_seq_len << " q16=" << (c.q_type == ActivationType::kF16)
                << " out16=" << (c.out_type == ActivationType::kF16));
-  PagedCacheFixture cache(c.shape, c.page_size, c.lens, seed);
+  PagedCacheFixture cache(c.shape, c.page_size, c.lens, seed, c.max_seq_len);
   const size_t n = size_t{static_cast<size_t>(batch)} * c.shape.num_heads * c.shape.head_dim;
   const Queries q = MakeQueries(n, seed + 1, c.q_type);
   DeviceBuffer d_q(n * 4), d_lens(c.lens.size() * 4);
