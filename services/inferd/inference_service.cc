@@ -78,10 +78,12 @@ InferenceServiceImpl::InferenceServiceImpl(ServedModels* models, metrics::Metric
   (void)registry->AddLabeledGaugeCallback(
       "bitloom_inferd_pool_bytes", "Bytes of the memory pool by region.", {"region"}, [models] {
         const PoolUsage usage = models->Usage();
-        return std::vector<metrics::LabeledValue>{
-            {{"weights"}, static_cast<double>(usage.weight_bytes)},
-            {{"kv_cache"}, static_cast<double>(usage.kv_cache_bytes)},
-            {{"free"}, static_cast<double>(usage.free_bytes())}};
+        std::vector<metrics::LabeledValue> out{{{"weights"}, static_cast<double>(usage.weight_bytes)},
+                                               {{"kv_cache"}, static_cast<double>(usage.kv_cache_bytes)}};
+        // Only the GPU engine has a workspace region.
+        if (models->on_gpu()) out.push_back({{"workspace"}, static_cast<double>(usage.workspace_bytes)});
+        out.push_back({{"free"}, static_cast<double>(usage.free_bytes())});
+        return out;
       });
   // Scheduler state is read at scrape time: the scheduler keeps it in atomics, and a model's series
   // disappear with the model.
@@ -319,7 +321,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::GetServerInfo(
   *response->add_devices() = device_;
   const PoolUsage usage = models_->Usage();
   response->set_pool_bytes(usage.capacity_bytes);
-  response->set_pool_used_bytes(usage.weight_bytes + usage.kv_cache_bytes);
+  response->set_pool_used_bytes(usage.capacity_bytes - usage.free_bytes());
   for (v1::ModelInfo& info : models_->List()) *response->add_models() = std::move(info);
   response->set_generation_available(true);
   return FinishUnary(context, grpc::Status::OK);

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "absl/time/clock.h"
@@ -19,11 +20,15 @@
 #include "inference_service.h"
 #include "memory_budget.h"
 #include "served_models.h"
+#include "serving_device.h"
 #include "serving_metrics.h"
 
 ABSL_FLAG(std::string, vram_budget, "0.9",
-          "Memory pool size: a fraction of free device memory (0.9) or a size (24GiB). Without a "
-          "GPU it is taken from host memory.");
+          "Memory pool size: a fraction of free device memory (0.9) or a size (24GiB). On the CPU "
+          "engine it is taken from host memory.");
+ABSL_FLAG(std::string, device, "auto",
+          "Where models run: auto (the GPU when built with CUDA and one is visible), cpu, or gpu "
+          "(refuses to start without one)");
 ABSL_FLAG(int, threads, 0,
           "CPU threads for the CPU engine's forward passes (shared by every model); 0 means one per "
           "core");
@@ -54,18 +59,28 @@ int main(int argc, char** argv) {
       .default_listen_address = "0.0.0.0:50051",
       .default_metrics_address = "0.0.0.0:9091",
       .health_service_names = {"bitloom.v1.InferenceService"},
-      .extra_flags = {"vram_budget", "threads"},
+      .extra_flags = {"vram_budget", "threads", "device"},
       .usage = "inferd: serves Bitloom artifacts over gRPC."};
   if (absl::Status s = bitloom::service::InitDaemon(identity, argc, argv); !s.ok()) return Fail(s);
   auto budget = bitloom::inferd::ParseMemoryBudget(absl::GetFlag(FLAGS_vram_budget));
   if (!budget.ok()) return Fail(budget.status());
+  auto serving_device = bitloom::inferd::ResolveServingDevice(absl::GetFlag(FLAGS_device));
+  if (!serving_device.ok()) return Fail(serving_device.status());
 
   auto store = bitloom::service::OpenStoreFromFlags();
   if (!store.ok()) return Fail(store.status());
 
   uint64_t free_bytes = 0;
   bitloom::v1::DeviceInfo device = HostDevice(&free_bytes);
-  const uint64_t pool_bytes = budget->Resolve(free_bytes);
+  uint64_t pool_bytes = budget->Resolve(free_bytes);
+  // On the GPU the pool is one device allocation, made now and never again.
+  std::unique_ptr<bitloom::engine::VramPool> vram_pool;
+  if (*serving_device == bitloom::inferd::ServingDevice::kGpu) {
+    auto pool = bitloom::inferd::CreateDevicePool(*budget, &device);
+    if (!pool.ok()) return Fail(pool.status());
+    vram_pool = *std::move(pool);
+    pool_bytes = vram_pool->capacity();
+  }
 
   auto telemetry = bitloom::service::DaemonTelemetry::Create(identity.name);
   if (!telemetry.ok()) return Fail(telemetry.status());
@@ -86,7 +101,7 @@ int main(int argc, char** argv) {
   if (threads > 1) engine_threads = std::make_unique<bitloom::ThreadPool>(threads - 1);
 
   bitloom::inferd::ServedModels models(store->get(), pool_bytes, engine_threads.get(),
-                                       serving_metrics->get());
+                                       serving_metrics->get(), vram_pool.get());
   bitloom::inferd::InferenceServiceImpl service(&models, &registry, device);
   bitloom::service::ServerRunner runner(bitloom::service::ServerOptionsFromFlags(identity), &registry,
                                        &(*telemetry)->request_metrics());

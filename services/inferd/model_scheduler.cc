@@ -14,20 +14,23 @@
 namespace bitloom::inferd {
 
 struct ModelScheduler::Sequence {
-  Sequence(SchedulerRequest r, int slot_index, engine::KvCache* kv, const formats::Tokenizer& tokenizer)
+  Sequence(SchedulerRequest r, int engine_id, const formats::Tokenizer& tokenizer)
       : request(std::move(r)),
-        slot(slot_index),
-        cache(kv),
+        id(engine_id),
         decoder(tokenizer, /*skip_special=*/true),
         matcher(request.params.stop) {
     if (request.kind == SchedulerRequest::Kind::kGenerate) sampler.emplace(request.params);
   }
 
+  // A generation whose prompt is in the cache runs one token per step in a decode batch.
+  bool decoding() const { return request.kind == SchedulerRequest::Kind::kGenerate && prefilled == request.ids.size(); }
+
   SchedulerRequest request;
-  int slot;
-  engine::KvCache* cache;
+  int id;  // the engine's sequence
   // Tokens of request.ids already in the cache (for scoring, the last id is never run).
   size_t prefilled = 0;
+  // Finished, cancelled or failed this step: released at the end of its unit of work.
+  bool done = false;
 
   // Generation.
   std::optional<engine::Sampler> sampler;
@@ -45,15 +48,7 @@ struct ModelScheduler::Sequence {
 
 namespace {
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-std::vector<int32_t> Positions(size_t start, size_t count) {
-  std::vector<int32_t> positions(count);
-  std::iota(positions.begin(), positions.end(), static_cast<int32_t>(start));
-  return positions;
-}
-
-void FillLogprobs(const std::vector<float>& logits, const engine::GenerationParams& params,
+void FillLogprobs(absl::Span<const float> logits, const engine::GenerationParams& params,
                   const formats::Tokenizer& tokenizer, v1::GeneratedToken* token) {
   const double lse = kernels::LogSumExpF32(logits.data(), static_cast<int64_t>(logits.size()));
   token->set_logprob(static_cast<float>(logits[token->token_id()] - lse));
@@ -92,19 +87,13 @@ void CancelWaitingByServer(SchedulerRequest& request) {
 
 }  // namespace
 
-ModelScheduler::ModelScheduler(const engine::DecoderModel* model, const formats::Tokenizer* tokenizer,
+ModelScheduler::ModelScheduler(SequenceEngine* engine, const formats::Tokenizer* tokenizer,
                                SchedulerOptions options, ModelMetrics metrics)
-    : model_(model),
+    : engine_(engine),
       tokenizer_(tokenizer),
       options_(options),
       metrics_(metrics),
-      pages_per_slot_(CeilDiv(options.context_length, options.page_tokens)),
-      total_pages_(pages_per_slot_ * options.slots) {
-  caches_.reserve(options_.slots);
-  for (int i = 0; i < options_.slots; ++i) {
-    caches_.push_back(model_->NewKvCache(options_.context_length));
-    free_slots_.push_back(options_.slots - 1 - i);  // slot 0 is taken first
-  }
+      total_pages_(engine->total_pages()) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -179,11 +168,10 @@ void ModelScheduler::Loop() {
           }
         }
         // FIFO: the oldest waiting request takes the next free slot.
-        while (!queue_.empty() && !free_slots_.empty()) {
-          const int slot = free_slots_.back();
-          free_slots_.pop_back();
-          running.push_back(
-              std::make_unique<Sequence>(std::move(queue_.front()), slot, &caches_[slot], *tokenizer_));
+        while (!queue_.empty() && static_cast<int>(running.size()) < options_.slots) {
+          absl::StatusOr<int> id = engine_->AddSequence();
+          if (!id.ok()) break;
+          running.push_back(std::make_unique<Sequence>(std::move(queue_.front()), *id, *tokenizer_));
           queue_.pop_front();
         }
       }
@@ -201,66 +189,104 @@ void ModelScheduler::Loop() {
       running.clear();
     }
     running_count_.store(static_cast<int>(running.size()), std::memory_order_relaxed);
-    UpdatePageGauge(running);
+    UpdatePageGauge();
     RunDeferred();
     if (exit) return;
     if (running.empty()) continue;
 
-    // One step: every admitted sequence advances by one unit, oldest first.
+    // One step: every admitted sequence advances by one unit. Prefill chunks run first, oldest first,
+    // while the decoding sequences are collected (a prompt completed in this step decodes from the
+    // next one); then the decoding sequences run max_batch() at a time.
     int prefill_budget = options_.prefill_tokens_per_step;
     int batch = 0;
-    for (auto it = running.begin(); it != running.end();) {
-      Sequence& seq = **it;
+    std::vector<Sequence*> decoding;
+    for (std::unique_ptr<Sequence>& seq : running) {
       Outcome outcome;
-      if (seq.request.observer->Cancelled()) {
-        Defer(seq, [](RequestObserver& o) { o.OnFailed(absl::CancelledError("cancelled by the client")); });
+      if (seq->request.observer->Cancelled()) {
+        Defer(*seq, [](RequestObserver& o) { o.OnFailed(absl::CancelledError("cancelled by the client")); });
         outcome = Outcome::kFinished;
+      } else if (seq->decoding()) {
+        decoding.push_back(seq.get());
+        continue;
       } else {
-        outcome = Advance(seq, prefill_budget);
+        outcome = Advance(*seq, prefill_budget);
       }
       if (outcome != Outcome::kIdle) ++batch;
       if (outcome == Outcome::kFinished) {
-        Release(std::move(*it));
-        it = running.erase(it);
-        running_count_.store(static_cast<int>(running.size()), std::memory_order_relaxed);
-        UpdatePageGauge(running);
-        RunDeferred();
-      } else {
-        ++it;
+        seq->done = true;
+        ReleaseDone(running);
       }
     }
+    const size_t max_batch = static_cast<size_t>(std::max(1, engine_->max_batch()));
+    for (size_t start = 0; start < decoding.size(); start += max_batch) {
+      const auto group = absl::MakeConstSpan(decoding).subspan(start, max_batch);
+      DecodeBatch(group);
+      batch += static_cast<int>(group.size());
+      ReleaseDone(running);
+    }
+    std::erase(running, nullptr);
     if (batch > 0 && metrics_.batch_size != nullptr) metrics_.batch_size->Observe(batch);
-    UpdatePageGauge(running);
+    UpdatePageGauge();
+  }
+}
+
+// Released sequences leave a null in `running` (the step may still be iterating over it); the step
+// erases them at its end.
+void ModelScheduler::ReleaseDone(std::vector<std::unique_ptr<Sequence>>& running) {
+  int open = 0;
+  for (std::unique_ptr<Sequence>& seq : running) {
+    if (seq != nullptr && seq->done) Release(std::move(seq));
+    if (seq != nullptr) ++open;
+  }
+  running_count_.store(open, std::memory_order_relaxed);
+  UpdatePageGauge();
+  RunDeferred();
+}
+
+void ModelScheduler::DecodeBatch(absl::Span<Sequence* const> batch) {
+  std::vector<int> ids;
+  std::vector<int32_t> tokens;
+  for (Sequence* seq : batch) {
+    ids.push_back(seq->id);
+    // The newest token has not been run yet.
+    tokens.push_back(seq->output.back());
+  }
+  absl::StatusOr<std::vector<float>> logits = engine_->Decode(ids, tokens);
+  if (!logits.ok()) {
+    BITLOOM_LOG(ERROR) << "decode step failed: " << logits.status();
+    for (Sequence* seq : batch) {
+      Defer(*seq, [message = absl::StrCat("forward pass: ", logits.status().message())](RequestObserver& o) {
+        o.OnFailed(absl::InternalError(message));
+      });
+      seq->done = true;
+    }
+    return;
+  }
+  const size_t vocab = static_cast<size_t>(engine_->vocab_size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    batch[i]->done = EmitToken(*batch[i], absl::MakeConstSpan(*logits).subspan(i * vocab, vocab));
   }
 }
 
 ModelScheduler::Outcome ModelScheduler::Advance(Sequence& seq, int& prefill_budget) {
-  return seq.request.kind == SchedulerRequest::Kind::kGenerate ? AdvanceGenerate(seq, prefill_budget)
+  return seq.request.kind == SchedulerRequest::Kind::kGenerate ? AdvancePrefill(seq, prefill_budget)
                                                                : AdvanceScore(seq, prefill_budget);
 }
 
-ModelScheduler::Outcome ModelScheduler::AdvanceGenerate(Sequence& seq, int& prefill_budget) {
+ModelScheduler::Outcome ModelScheduler::AdvancePrefill(Sequence& seq, int& prefill_budget) {
   const std::vector<int32_t>& prompt = seq.request.ids;
-  absl::StatusOr<std::vector<float>> logits;
-  if (seq.prefilled < prompt.size()) {
-    if (prefill_budget == 0) return Outcome::kIdle;
-    const size_t n = std::min({prompt.size() - seq.prefilled, static_cast<size_t>(options_.prefill_chunk_tokens),
-                               static_cast<size_t>(prefill_budget)});
-    prefill_budget -= static_cast<int>(n);
-    const bool last_chunk = seq.prefilled + n == prompt.size();
-    logits = model_->Forward(absl::MakeConstSpan(prompt).subspan(seq.prefilled, n), Positions(seq.prefilled, n),
-                             *seq.cache, last_chunk ? engine::DecoderModel::Logits::kLast
-                                                    : engine::DecoderModel::Logits::kNone);
-    if (logits.ok()) seq.prefilled += n;
-    if (logits.ok() && !last_chunk) return Outcome::kWorked;
-    if (logits.ok() && metrics_.prompt_tokens != nullptr) {
-      metrics_.prompt_tokens->Increment(static_cast<double>(prompt.size()));
-    }
-  } else {
-    // The newest token has not been run yet; its position follows the prompt and earlier outputs.
-    const int32_t position = static_cast<int32_t>(prompt.size() + seq.output.size() - 1);
-    logits = model_->Forward(absl::MakeConstSpan(&seq.output.back(), 1), absl::MakeConstSpan(&position, 1),
-                             *seq.cache, engine::DecoderModel::Logits::kLast);
+  if (prefill_budget == 0) return Outcome::kIdle;
+  const size_t n = std::min({prompt.size() - seq.prefilled, static_cast<size_t>(options_.prefill_chunk_tokens),
+                             static_cast<size_t>(prefill_budget)});
+  prefill_budget -= static_cast<int>(n);
+  const bool last_chunk = seq.prefilled + n == prompt.size();
+  absl::StatusOr<std::vector<float>> logits =
+      engine_->Prefill(seq.id, absl::MakeConstSpan(prompt).subspan(seq.prefilled, n),
+                       last_chunk ? SequenceEngine::Logits::kLast : SequenceEngine::Logits::kNone);
+  if (logits.ok()) seq.prefilled += n;
+  if (logits.ok() && !last_chunk) return Outcome::kWorked;
+  if (logits.ok() && metrics_.prompt_tokens != nullptr) {
+    metrics_.prompt_tokens->Increment(static_cast<double>(prompt.size()));
   }
   if (!logits.ok()) {
     BITLOOM_LOG(ERROR) << "forward pass failed: " << logits.status();
@@ -272,7 +298,7 @@ ModelScheduler::Outcome ModelScheduler::AdvanceGenerate(Sequence& seq, int& pref
   return EmitToken(seq, *logits) ? Outcome::kFinished : Outcome::kWorked;
 }
 
-bool ModelScheduler::EmitToken(Sequence& seq, const std::vector<float>& logits) {
+bool ModelScheduler::EmitToken(Sequence& seq, absl::Span<const float> logits) {
   const SchedulerRequest& request = seq.request;
   const int32_t id = seq.sampler->Sample(logits, request.ids, seq.output);
   const absl::Time now = absl::Now();
@@ -357,8 +383,7 @@ ModelScheduler::Outcome ModelScheduler::AdvanceScore(Sequence& seq, int& prefill
                              static_cast<size_t>(prefill_budget)});
   prefill_budget -= static_cast<int>(n);
   absl::StatusOr<std::vector<float>> logits =
-      model_->Forward(absl::MakeConstSpan(ids).subspan(seq.prefilled, n), Positions(seq.prefilled, n), *seq.cache,
-                      engine::DecoderModel::Logits::kAll);
+      engine_->Prefill(seq.id, absl::MakeConstSpan(ids).subspan(seq.prefilled, n), SequenceEngine::Logits::kAll);
   if (!logits.ok()) {
     BITLOOM_LOG(ERROR) << "forward pass failed: " << logits.status();
     Defer(seq, [message = absl::StrCat("forward pass: ", logits.status().message())](RequestObserver& o) {
@@ -367,7 +392,7 @@ ModelScheduler::Outcome ModelScheduler::AdvanceScore(Sequence& seq, int& prefill
     return Outcome::kFinished;
   }
   // As engine::ScoreTokens: log-softmax in double over the fp32 logits, argmax with ties to the lower id.
-  const int64_t vocab = model_->vocab_size();
+  const int64_t vocab = engine_->vocab_size();
   for (size_t r = 0; r < n; ++r) {
     const size_t i = seq.prefilled + r;
     const float* row = logits->data() + static_cast<int64_t>(r) * vocab;
@@ -403,17 +428,10 @@ void ModelScheduler::RunDeferred() {
   for (std::function<void()>& call : calls) call();
 }
 
-void ModelScheduler::Release(std::unique_ptr<Sequence> seq) {
-  seq->cache->Clear();
-  free_slots_.push_back(seq->slot);
-}
+void ModelScheduler::Release(std::unique_ptr<Sequence> seq) { engine_->ReleaseSequence(seq->id); }
 
-void ModelScheduler::UpdatePageGauge(const std::vector<std::unique_ptr<Sequence>>& running) {
-  int64_t used = 0;
-  for (const std::unique_ptr<Sequence>& seq : running) {
-    used += CeilDiv(seq->cache->length(), options_.page_tokens);
-  }
-  used_pages_.store(used, std::memory_order_relaxed);
+void ModelScheduler::UpdatePageGauge() {
+  used_pages_.store(engine_->used_pages(), std::memory_order_relaxed);
 }
 
 }  // namespace bitloom::inferd

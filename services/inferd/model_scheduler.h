@@ -2,24 +2,23 @@
 // at the API level.
 //
 // Requests wait in a bounded FIFO (full: RESOURCE_EXHAUSTED) and are admitted, in arrival order, as
-// soon as one of the model's KV slots is free. The thread then loops over *steps*. A step gives every
-// admitted sequence one unit of work, in admission order: a sequence still prefilling its prompt runs
-// its next chunk (at most `prefill_chunk_tokens`, and all prefills of one step share a budget of
-// `prefill_tokens_per_step`, so a long prompt never stalls the tokens of the others for long), a
-// decoding sequence runs one token. Sequences join and leave between steps; a finished, cancelled or
-// failed sequence frees its slot at once. The CPU engine runs one sequence per forward pass, so
-// "batch" here means sequences interleaved step by step; the CUDA runtime will run the same batch as
-// one forward pass behind this same interface.
+// soon as the engine has a free KV slot. The thread then loops over *steps*. A step gives every
+// admitted sequence one unit of work: a sequence still prefilling its prompt runs its next chunk (at
+// most `prefill_chunk_tokens`, and all prefills of one step share a budget of
+// `prefill_tokens_per_step`, so a long prompt never stalls the tokens of the others for long), in
+// admission order; then every decoding sequence runs one token, in one engine Decode() per
+// max_batch() sequences (the GPU runs each as one batched forward pass; the CPU engine runs the
+// sequences one after another). Sequences join and leave between steps; a finished, cancelled or
+// failed sequence frees its slot as soon as its prefill chunk or decode batch is done.
 //
-// KV memory is reserved when the model is loaded, never per request: `slots` caches of
-// `context_length` tokens each, allocated by the constructor. For metrics and the future paged cache
-// the slots are accounted in pages of `page_tokens` tokens: a sequence uses ceil(length / page_tokens)
-// pages of its slot; every other page is free.
+// The engine (SequenceEngine: CpuSequenceEngine or GpuSequenceEngine) holds the KV memory, reserved
+// when the model is loaded, never per request: `slots` sequences of `context_length` tokens each,
+// accounted in pages of `page_tokens` tokens (a sequence uses ceil(length / page_tokens) pages).
 //
 // Shutdown (unload) ends every request, waiting or running, with FINISH_REASON_CANCELLED and joins the
 // thread. Drain (SIGTERM) refuses new requests with UNAVAILABLE, lets admitted and queued ones run,
-// and cancels whatever is left at the deadline. Thread-safe; the model and tokenizer are not owned and
-// must outlive the scheduler.
+// and cancels whatever is left at the deadline. Thread-safe; the engine and tokenizer are not owned
+// and must outlive the scheduler (only the scheduler's thread calls the engine).
 #pragma once
 
 #include <atomic>
@@ -35,17 +34,17 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "bitloom/engine/decoder_model.h"
+#include "absl/types/span.h"
 #include "bitloom/engine/generation_params.h"
-#include "bitloom/engine/kv_cache.h"
 #include "bitloom/formats/tokenizer.h"
 #include "request_observer.h"
+#include "sequence_engine.h"
 #include "serving_metrics.h"
 
 namespace bitloom::inferd {
 
 struct SchedulerOptions {
-  // KV slots, i.e. the most sequences admitted at once.
+  // KV slots, i.e. the most sequences admitted at once (at most the engine's slots()).
   int slots = 1;
   // Tokens per slot: prompt plus generated tokens of one sequence.
   int context_length = 0;
@@ -75,8 +74,8 @@ struct SchedulerRequest {
 
 class ModelScheduler {
  public:
-  ModelScheduler(const engine::DecoderModel* model, const formats::Tokenizer* tokenizer,
-                 SchedulerOptions options, ModelMetrics metrics);
+  ModelScheduler(SequenceEngine* engine, const formats::Tokenizer* tokenizer, SchedulerOptions options,
+                 ModelMetrics metrics);
   ~ModelScheduler();  // Shutdown()
   ModelScheduler(const ModelScheduler&) = delete;
   ModelScheduler& operator=(const ModelScheduler&) = delete;
@@ -102,13 +101,18 @@ class ModelScheduler {
   enum class Outcome { kIdle, kWorked, kFinished };
 
   void Loop();
-  // One unit of work for `seq`: a prefill chunk (within `prefill_budget`, which it consumes) or one
-  // decoded token. kIdle when the budget left nothing for it; kFinished frees its slot.
+  // A prefill chunk of `seq` (within `prefill_budget`, which it consumes); a generation's last chunk
+  // also emits its first token. kIdle when the budget left nothing for it; kFinished frees its slot.
   Outcome Advance(Sequence& seq, int& prefill_budget);
-  Outcome AdvanceGenerate(Sequence& seq, int& prefill_budget);
+  Outcome AdvancePrefill(Sequence& seq, int& prefill_budget);
   Outcome AdvanceScore(Sequence& seq, int& prefill_budget);
-  // Samples from `logits`, streams the token; true when the sequence finished.
-  bool EmitToken(Sequence& seq, const std::vector<float>& logits);
+  // Runs one token of every sequence of `batch` (all decoding, at most max_batch()) and emits them;
+  // marks the finished ones done.
+  void DecodeBatch(absl::Span<Sequence* const> batch);
+  // Releases the done sequences of `running`, updates the gauges and runs the deferred callbacks.
+  void ReleaseDone(std::vector<std::unique_ptr<Sequence>>& running);
+  // Samples from `logits` [vocab], streams the token; true when the sequence finished.
+  bool EmitToken(Sequence& seq, absl::Span<const float> logits);
   // Sends the last message of a generation with `reason` (text held back for stop strings released
   // unless reason is a stop string).
   void FinishGeneration(Sequence& seq, v1::FinishReason reason, v1::GenerateResponse response);
@@ -119,18 +123,14 @@ class ModelScheduler {
   void Defer(const Sequence& seq, std::function<void(RequestObserver&)> call);
   void RunDeferred();
   void Release(std::unique_ptr<Sequence> seq);
-  void UpdatePageGauge(const std::vector<std::unique_ptr<Sequence>>& running);
+  void UpdatePageGauge();
 
-  const engine::DecoderModel* model_;
+  SequenceEngine* engine_;  // scheduler thread only
   const formats::Tokenizer* tokenizer_;
   const SchedulerOptions options_;
   const ModelMetrics metrics_;
-  const int64_t pages_per_slot_;
   const int64_t total_pages_;
 
-  // The reserved KV memory; only the scheduler thread touches caches_ and free_slots_.
-  std::vector<engine::KvCache> caches_;
-  std::vector<int> free_slots_;
   std::vector<std::function<void()>> deferred_;  // scheduler thread only
 
   std::mutex mu_;

@@ -8,6 +8,8 @@
 #include "bitloom/core/status_macros.h"
 #include "bitloom/engine/artifact_weight_source.h"
 #include "bitloom/modelstore/codec_layout.h"
+#include "cpu_sequence_engine.h"
+#include "serving_device.h"
 
 namespace bitloom::inferd {
 namespace {
@@ -45,9 +47,9 @@ absl::Status NotServable(const std::string& artifact, const absl::Status& status
 }  // namespace
 
 ServedModels::ServedModels(modelstore::ModelStore* store, uint64_t pool_capacity_bytes, ThreadPool* threads,
-                           const ServingMetrics* metrics)
-    : store_(store), threads_(threads), metrics_(metrics) {
-  usage_.capacity_bytes = pool_capacity_bytes;
+                           const ServingMetrics* metrics, engine::VramPool* device_pool)
+    : store_(store), threads_(threads), metrics_(metrics), device_pool_(device_pool) {
+  usage_.capacity_bytes = device_pool != nullptr ? device_pool->capacity() : pool_capacity_bytes;
 }
 
 ServedModels::~ServedModels() {
@@ -78,6 +80,7 @@ absl::StatusOr<v1::ModelInfo> ServedModels::Load(const v1::LoadModelRequest& req
   BITLOOM_RETURN_IF_ERROR(ResolveForModel(manifest.config(), options));
   absl::StatusOr<engine::ResolvedConfig> resolved = engine::ResolveConfig(manifest.config());
   if (!resolved.ok()) return NotServable(options.artifact_name, resolved.status());
+  if (device_pool_ != nullptr) return LoadOnGpu(*artifact, options, start);
   absl::StatusOr<uint64_t> weight_bytes = WeightBytes(manifest);
   if (!weight_bytes.ok()) return NotServable(options.artifact_name, weight_bytes.status());
   const uint64_t kv_per_token = KvBytesPerToken(resolved->num_layers, resolved->num_kv_heads,
@@ -127,6 +130,12 @@ absl::StatusOr<v1::ModelInfo> ServedModels::Load(const v1::LoadModelRequest& req
     usage_.kv_cache_bytes -= kv_bytes;
     return NotServable(options.artifact_name, built);
   }
+  return PublishLocked(manifest, std::move(model), slots, *weight_bytes, kv_bytes, start);
+}
+
+v1::ModelInfo ServedModels::PublishLocked(const v1::ArtifactManifest& manifest, std::shared_ptr<ServedModel> model,
+                                          int slots, uint64_t weight_bytes, uint64_t kv_bytes, absl::Time start) {
+  const LoadOptions& options = model->options;
   // A load that was building when the drain began drains too.
   if (drain_deadline_.has_value()) model->scheduler->Drain(*drain_deadline_);
   v1::ModelInfo& info = model->info;
@@ -135,7 +144,7 @@ absl::StatusOr<v1::ModelInfo> ServedModels::Load(const v1::LoadModelRequest& req
   info.set_architecture(manifest.config().architecture());
   info.set_context_length(options.context_length);
   info.set_max_batch_size(static_cast<uint32_t>(slots));
-  info.set_weight_bytes(*weight_bytes);
+  info.set_weight_bytes(weight_bytes);
   info.set_kv_cache_bytes(kv_bytes);
   info.set_bits_per_weight(manifest.bits_per_weight());
   info.set_vocab_size(manifest.config().vocab_size());
@@ -143,21 +152,67 @@ absl::StatusOr<v1::ModelInfo> ServedModels::Load(const v1::LoadModelRequest& req
   models_[options.model_id] = model;
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (metrics_ != nullptr) metrics_->model_load_seconds().Observe(seconds);
-  BITLOOM_LOG(INFO) << "loaded " << options.artifact_name << " as " << options.model_id << " in " << seconds
-                    << " s (" << *weight_bytes << " weight bytes, " << slots << " KV slots of "
-                    << options.context_length << " tokens, " << kv_bytes << " KV bytes)";
+  BITLOOM_LOG(INFO) << "loaded " << options.artifact_name << " as " << options.model_id << " on "
+                    << (device_pool_ != nullptr ? "the GPU" : "the CPU") << " in " << seconds << " s ("
+                    << weight_bytes << " weight bytes, " << slots << " KV slots of " << options.context_length
+                    << " tokens, " << kv_bytes << " KV bytes)";
   return info;
+}
+
+absl::StatusOr<v1::ModelInfo> ServedModels::LoadOnGpu(const modelstore::ArtifactReader& artifact,
+                                                      const LoadOptions& options, absl::Time start) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (models_.contains(options.model_id) || loading_.contains(options.model_id)) {
+      return absl::AlreadyExistsError(absl::StrCat("model_id: '", options.model_id, "' is already loaded"));
+    }
+    loading_.insert(options.model_id);
+  }
+  // Every KV slot is a full-length sequence, as on the CPU; the pool decides whether they fit.
+  const int slots = static_cast<int>(options.max_batch_size);
+  auto model = std::make_shared<ServedModel>();
+  model->options = options;
+  GpuRegionBytes regions;
+  absl::Status built = BuildFrontEnd(artifact, *model);
+  if (built.ok()) {
+    absl::StatusOr<std::unique_ptr<SequenceEngine>> engine =
+        LoadGpuEngine(artifact, device_pool_, options, slots, &regions);
+    if (engine.ok()) {
+      model->engine = *std::move(engine);
+      StartScheduler(*model, slots);
+    } else {
+      built = engine.status();
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  loading_.erase(options.model_id);
+  if (!built.ok()) {
+    if (built.code() == absl::StatusCode::kResourceExhausted) return built;
+    return NotServable(options.artifact_name, built);
+  }
+  BITLOOM_LOG(INFO) << options.model_id << ": " << regions.workspace << " workspace bytes on the GPU";
+  return PublishLocked(artifact.manifest(), std::move(model), slots, regions.weights, regions.kv_cache, start);
 }
 
 absl::Status ServedModels::Build(const modelstore::ArtifactReader& artifact, ServedModel& model,
                                  int slots) const {
+  BITLOOM_RETURN_IF_ERROR(BuildFrontEnd(artifact, model));
+  engine::ArtifactWeightSource weights(artifact);
+  BITLOOM_ASSIGN_OR_RETURN(model.model,
+                           engine::DecoderModel::Load(artifact.manifest().config(), weights, threads_));
+  model.engine = std::make_unique<CpuSequenceEngine>(model.model.get(), slots,
+                                                     static_cast<int>(model.options.context_length),
+                                                     static_cast<int>(model.options.kv_page_tokens));
+  StartScheduler(model, slots);
+  return absl::OkStatus();
+}
+
+absl::Status ServedModels::BuildFrontEnd(const modelstore::ArtifactReader& artifact, ServedModel& model) const {
   const v1::ArtifactManifest& manifest = artifact.manifest();
   if (manifest.tokenizer().source_case() == v1::TokenizerSpec::SOURCE_NOT_SET) {
     return absl::FailedPreconditionError("the manifest has no tokenizer");
   }
   BITLOOM_ASSIGN_OR_RETURN(model.tokenizer, formats::Tokenizer::FromSpec(manifest.tokenizer()));
-  engine::ArtifactWeightSource weights(artifact);
-  BITLOOM_ASSIGN_OR_RETURN(model.model, engine::DecoderModel::Load(manifest.config(), weights, threads_));
 
   if (manifest.chat_template().empty()) {
     model.chat_template_error = "the artifact has no chat template";
@@ -180,16 +235,18 @@ absl::Status ServedModels::Build(const modelstore::ArtifactReader& artifact, Ser
       model.eos_ids.push_back(id);
     }
   }
+  return absl::OkStatus();
+}
 
+void ServedModels::StartScheduler(ServedModel& model, int slots) const {
   SchedulerOptions scheduler;
   scheduler.slots = slots;
   scheduler.context_length = static_cast<int>(model.options.context_length);
   scheduler.queue_capacity = std::max(kMinQueueCapacity, kQueuedRequestsPerSlot * slots);
   scheduler.page_tokens = static_cast<int>(model.options.kv_page_tokens);
   model.scheduler = std::make_unique<ModelScheduler>(
-      model.model.get(), model.tokenizer.get(), scheduler,
+      model.engine.get(), model.tokenizer.get(), scheduler,
       metrics_ != nullptr ? metrics_->ForModel(model.options.model_id) : ModelMetrics{});
-  return absl::OkStatus();
 }
 
 absl::Status ServedModels::Unload(const std::string& model_id) {
@@ -201,8 +258,10 @@ absl::Status ServedModels::Unload(const std::string& model_id) {
       return absl::NotFoundError(absl::StrCat("model_id: '", model_id, "' is not loaded"));
     }
     model = it->second;
-    usage_.weight_bytes -= model->info.weight_bytes();
-    usage_.kv_cache_bytes -= model->info.kv_cache_bytes();
+    if (device_pool_ == nullptr) {
+      usage_.weight_bytes -= model->info.weight_bytes();
+      usage_.kv_cache_bytes -= model->info.kv_cache_bytes();
+    }
     models_.erase(it);
   }
   // Outside the lock: this waits for the scheduler's current step.
@@ -235,6 +294,15 @@ absl::StatusOr<std::shared_ptr<const ServedModel>> ServedModels::Find(const std:
 }
 
 PoolUsage ServedModels::Usage() const {
+  if (device_pool_ != nullptr) {
+    const engine::PoolUsage pool = device_pool_->Usage();
+    PoolUsage usage;
+    usage.capacity_bytes = pool.capacity;
+    usage.weight_bytes = pool.used_by_kind[static_cast<int>(engine::RegionKind::kWeights)];
+    usage.kv_cache_bytes = pool.used_by_kind[static_cast<int>(engine::RegionKind::kKvCache)];
+    usage.workspace_bytes = pool.used_by_kind[static_cast<int>(engine::RegionKind::kWorkspace)];
+    return usage;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   return usage_;
 }

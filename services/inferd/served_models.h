@@ -8,7 +8,14 @@
 // sequences (ModelInfo.max_batch_size reports the number actually reserved). A load that does not fit
 // even one full-length sequence is RESOURCE_EXHAUSTED with the sizes, and nothing stays reserved. The
 // artifact is only mapped while loading: serving uses the engine's copies, so deleting the artifact
-// from the store does not disturb a loaded model. Thread-safe.
+// from the store does not disturb a loaded model.
+//
+// On the GPU (a device pool given at construction, --device=gpu) the pool is an engine::VramPool:
+// a load uploads the artifact as a GpuDecoderModel with regions of its own (weights, kv_cache,
+// workspace) sized for max_batch_size full-length sequences, RESOURCE_EXHAUSTED naming the pool's
+// numbers when they do not fit; the usage is the VramPool's. The regions are freed when the unloaded
+// model's last user lets go of it (at once unless a request is still handing back its last message).
+// Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -24,12 +31,14 @@
 #include "absl/time/time.h"
 #include "bitloom/core/thread_pool.h"
 #include "bitloom/engine/decoder_model.h"
+#include "bitloom/engine/vram_pool.h"
 #include "bitloom/formats/chat_template.h"
 #include "bitloom/formats/tokenizer.h"
 #include "bitloom/modelstore/model_store.h"
 #include "bitloom/v1/inference.pb.h"
 #include "load_options.h"
 #include "model_scheduler.h"
+#include "sequence_engine.h"
 #include "serving_metrics.h"
 
 namespace bitloom::inferd {
@@ -38,14 +47,17 @@ struct PoolUsage {
   uint64_t capacity_bytes = 0;
   uint64_t weight_bytes = 0;
   uint64_t kv_cache_bytes = 0;
-  uint64_t free_bytes() const { return capacity_bytes - weight_bytes - kv_cache_bytes; }
+  uint64_t workspace_bytes = 0;  // the GPU engine's activations; 0 on the CPU
+  uint64_t free_bytes() const { return capacity_bytes - weight_bytes - kv_cache_bytes - workspace_bytes; }
 };
 
 // One loaded model. Immutable once published, except through its scheduler (which is thread-safe).
 struct ServedModel {
   LoadOptions options;
   v1::ModelInfo info;
+  // The CPU engine's model (null on the GPU, where `engine` owns the model).
   std::unique_ptr<engine::DecoderModel> model;
+  std::unique_ptr<SequenceEngine> engine;
   std::unique_ptr<formats::Tokenizer> tokenizer;
   // Absent when the artifact has none or it does not parse; chat_template_error then says why.
   std::optional<formats::ChatTemplate> chat_template;
@@ -59,10 +71,10 @@ struct ServedModel {
 
 class ServedModels {
  public:
-  // `store`, `threads` (may be null: one thread) and `metrics` (may be null) are not owned and must
-  // outlive this object.
+  // `store`, `threads` (may be null: one thread), `metrics` (may be null) and `device_pool` (null:
+  // the CPU engine, in a host pool of pool_capacity_bytes) are not owned and must outlive this object.
   ServedModels(modelstore::ModelStore* store, uint64_t pool_capacity_bytes, ThreadPool* threads,
-               const ServingMetrics* metrics);
+               const ServingMetrics* metrics, engine::VramPool* device_pool = nullptr);
   ~ServedModels();  // shuts every scheduler down
 
   absl::StatusOr<v1::ModelInfo> Load(const v1::LoadModelRequest& request);
@@ -74,18 +86,30 @@ class ServedModels {
   // Every loaded model (for metrics).
   std::vector<std::shared_ptr<const ServedModel>> All() const;
   PoolUsage Usage() const;
+  bool on_gpu() const { return device_pool_ != nullptr; }
 
   // SIGTERM: every scheduler stops admitting and cancels what is left at `deadline`; later loads are
   // UNAVAILABLE.
   void Drain(absl::Time deadline);
 
  private:
-  // Builds the engine model, tokenizer, template and scheduler (slow: decodes every tensor).
+  // Builds the CPU engine model, tokenizer, template and scheduler (slow: decodes every tensor).
   absl::Status Build(const modelstore::ArtifactReader& artifact, ServedModel& model, int slots) const;
+  // Load() on the GPU, once the options are resolved.
+  absl::StatusOr<v1::ModelInfo> LoadOnGpu(const modelstore::ArtifactReader& artifact, const LoadOptions& options,
+                                          absl::Time start);
+  // The tokenizer, chat template and stop ids (both engines).
+  absl::Status BuildFrontEnd(const modelstore::ArtifactReader& artifact, ServedModel& model) const;
+  // The scheduler over model.engine.
+  void StartScheduler(ServedModel& model, int slots) const;
+  // Fills the info, publishes the model and records the load. mu_ held.
+  v1::ModelInfo PublishLocked(const v1::ArtifactManifest& manifest, std::shared_ptr<ServedModel> model, int slots,
+                              uint64_t weight_bytes, uint64_t kv_bytes, absl::Time start);
 
   modelstore::ModelStore* store_;
   ThreadPool* threads_;
   const ServingMetrics* metrics_;
+  engine::VramPool* device_pool_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const ServedModel>> models_;  // guarded by mu_
   std::set<std::string> loading_;                                     // guarded by mu_

@@ -136,7 +136,7 @@ class InferdServingTest : public ::testing::Test {
 
     daemon_ = new DaemonProcess(Binary("services/inferd/inferd"),
                                 {"--store_path=" + *store_dir_, "--vram_budget=3GiB", "--shutdown_grace=4s",
-                                 "--threads=2"});
+                                 "--threads=2", "--device=cpu"});
     ASSERT_TRUE(daemon_->Start().ok()) << daemon_->Log();
     stub_ = v1::InferenceService::NewStub(
                 grpc::CreateChannel(daemon_->grpc_address(), grpc::InsecureChannelCredentials()))

@@ -1,0 +1,55 @@
+// SequenceEngine: what ModelScheduler needs from a forward-pass engine — sequences with their own KV
+// cache, a prompt appended in chunks, and one decode step over a batch of sequences — so that the
+// CPU engine (CpuSequenceEngine over engine::DecoderModel) and the GPU engine (GpuSequenceEngine
+// over engine::GpuDecoderModel) sit behind the same scheduler, with its queueing, stop strings,
+// cancellation and metrics written once.
+//
+// Capacity is decided at load: `slots()` sequences may be open at once, each able to hold
+// `context_length` tokens (the scheduler never admits more, so a running sequence never runs out of
+// cache). KV usage is reported in pages for the metrics. Not thread-safe: the scheduler's thread is
+// the only caller, except for the constructor and destructor.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace bitloom::inferd {
+
+class SequenceEngine {
+ public:
+  // Which logits a prefill chunk returns.
+  enum class Logits { kAll, kLast, kNone };
+
+  virtual ~SequenceEngine() = default;
+
+  virtual int vocab_size() const = 0;
+  // Most sequences open at once.
+  virtual int slots() const = 0;
+  // Most sequences one Decode() call runs; larger batches are split by the caller.
+  virtual int max_batch() const = 0;
+
+  // Opens an empty sequence and returns its id. RESOURCE_EXHAUSTED when slots() are open.
+  virtual absl::StatusOr<int> AddSequence() = 0;
+  // Frees the sequence's cache at once. Unknown ids are ignored.
+  virtual void ReleaseSequence(int seq) = 0;
+  // Tokens cached for `seq`.
+  virtual int Length(int seq) const = 0;
+
+  // Appends `tokens` (>= 1) to `seq` at positions Length(seq).. and returns logits: [tokens, vocab]
+  // for kAll, [vocab] for kLast, empty for kNone. The sequence is unchanged on error.
+  virtual absl::StatusOr<std::vector<float>> Prefill(int seq, absl::Span<const int32_t> tokens,
+                                                     Logits which) = 0;
+  // Runs tokens[i] as the next token of seqs[i] (distinct, 1..max_batch() of them) and returns
+  // logits [seqs, vocab]. On error the batch's sequences may have grown and are to be released.
+  virtual absl::StatusOr<std::vector<float>> Decode(absl::Span<const int> seqs,
+                                                    absl::Span<const int32_t> tokens) = 0;
+
+  // KV pages in use by the open sequences, and in all.
+  virtual int64_t used_pages() const = 0;
+  virtual int64_t total_pages() const = 0;
+};
+
+}  // namespace bitloom::inferd
