@@ -1,4 +1,4 @@
-// inferd under 64 concurrent streaming clients: a tiny synthetic artifact served by the real daemon
+// inferd under 64 concurrent streaming clients: a synthetic artifact served by the real daemon
 // over loopback gRPC on the device BITLOOM_INFERD_TEST_DEVICE names ("cpu": every CI run, seconds;
 // "gpu": the gpu-labelled build of this file, which skips without a GPU). Each client asks for a
 // greedy continuation of its own prompt; run together (continuous batching: one decode batch of up
@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bitloom/core/thread_pool.h"
 #include "bitloom/engine/synthetic_model_artifact.h"
 #include "bitloom/modelstore/model_store.h"
 #include "bitloom/v1/inference.grpc.pb.h"
@@ -35,10 +36,16 @@ namespace {
 using ::bitloom::testing::DaemonProcess;
 using ::bitloom::testing::HttpGet;
 
+// The GPU's paged attention runs head_dim 64, 128 and 256 only, so the GPU serves SmolLM2-135M's
+// shapes (random weights); the CPU the 2-layer "tiny" shape, which keeps this test at seconds.
 #ifdef BITLOOM_INFERD_TEST_GPU
 constexpr char kDevice[] = "gpu";
+constexpr char kShape[] = "smollm2-135m";
+constexpr char kBudget[] = "4GiB";
 #else
 constexpr char kDevice[] = "cpu";
+constexpr char kShape[] = "tiny";
+constexpr char kBudget[] = "1GiB";
 #endif
 constexpr char kArtifact[] = "tiny-synth";
 constexpr char kModelId[] = "tiny";
@@ -115,16 +122,17 @@ class InferdConcurrencyTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status();
     auto writer = (*store)->NewWriter(kArtifact, false);
     ASSERT_TRUE(writer.ok()) << writer.status();
-    auto config = engine::SyntheticModelConfig("tiny");
+    auto config = engine::SyntheticModelConfig(kShape);
     ASSERT_TRUE(config.ok()) << config.status();
     engine::SyntheticArtifactOptions options;
     options.bits_per_weight = 4.0;
-    ASSERT_TRUE(engine::WriteSyntheticArtifact(*config, options, **writer, nullptr).ok());
+    ThreadPool threads(4);
+    ASSERT_TRUE(engine::WriteSyntheticArtifact(*config, options, **writer, &threads).ok());
 
     daemon_ = std::make_unique<DaemonProcess>(
         Binary("services/inferd/inferd"),
-        std::vector<std::string>{"--store_path=" + store_dir_, "--vram_budget=1GiB", "--shutdown_grace=2s",
-                                 "--threads=2", absl::StrCat("--device=", kDevice)});
+        std::vector<std::string>{"--store_path=" + store_dir_, absl::StrCat("--vram_budget=", kBudget),
+                                 "--shutdown_grace=2s", "--threads=2", absl::StrCat("--device=", kDevice)});
     ASSERT_TRUE(daemon_->Start().ok()) << daemon_->Log();
     channel_ = grpc::CreateChannel(daemon_->grpc_address(), grpc::InsecureChannelCredentials());
   }
