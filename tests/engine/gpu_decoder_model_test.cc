@@ -396,7 +396,8 @@ TEST_P(GpuMatchesCpu, PrefillAndDecodeLogits) {
   ArtifactWeightSource source(*reader);
   auto cpu = DecoderModel::Load(config, source, nullptr);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
-  auto pool = DevicePool(uint64_t{512} << 20)  /* the SmolLM2-shaped fp16 flavour needs 269 MB of weights */;
+  // The SmolLM2-shaped fp16 flavour alone needs 269 MB of weights.
+  auto pool = DevicePool(uint64_t{512} << 20);
   ASSERT_NE(pool, nullptr);
   auto gpu = GpuDecoderModel::Load(*reader, pool.get(), SmallOptions());
   ASSERT_TRUE(gpu.ok()) << gpu.status();
