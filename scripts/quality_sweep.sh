@@ -11,14 +11,14 @@
 #       --model smollm2=~/.cache/bitloom/models/SmolLM2-135M-Instruct.Q4_1.gguf \
 #       [--model gemma3=...gguf] [--variable "2.0 2.5 3.0 3.5 4.0 5.0 6.0"] [--uniform "2 3 4 5 6"] \
 #       [--instances 4] [--threads 4] [--rows 16] [--tokens_per_row 512] \
-#       [--calibration FILE,FILE] [--text FILE] [--context 512] [--eval_tokens 4096]
+#       [--calibration FILE,FILE] [--text FILE] [--context 512] [--eval_tokens 4096] [--port_base 50300]
 #
 # Artifacts are named <model>--<method>--<bits> (methods: ldlq-var, ldlq, rtn), which is what
 # quality_results.py reads. Needs quantd and bitloom in --bin (a build's bin dirs or a runtime bundle).
 set -euo pipefail
 
 bin="" out="" instances=4 threads=4 rows=16 tokens_per_row=512 context=512 eval_tokens=4096
-variable="2.0 2.5 3.0 3.5 4.0 5.0 6.0" uniform="2 3 4 5 6" seed=1
+variable="2.0 2.5 3.0 3.5 4.0 5.0 6.0" uniform="2 3 4 5 6" seed=1 port_base=50300
 here=$(cd "$(dirname "$0")" && pwd)
 calibration="$here/../../shared/data/calibration/wiki.utf8,$here/../../shared/data/calibration/c4.utf8"
 text="$here/../../shared/data/wikitext-2-raw-test.txt"
@@ -39,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --context) context=$2; shift 2 ;;
     --eval_tokens) eval_tokens=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
+    --port_base) port_base=$2; shift 2 ;;
     *) echo "quality_sweep.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -55,7 +56,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 for ((i = 0; i < instances; ++i)); do
   mkdir -p "$out/store$i"
-  "$quantd" --store_path="$out/store$i" --listen_address="127.0.0.1:$((50300 + i))" \
+  "$quantd" --store_path="$out/store$i" --listen_address="127.0.0.1:$((port_base + i))" \
     --metrics_address=127.0.0.1:0 --threads="$threads" --log_level=warning \
     > "$out/logs/quantd$i.log" 2>&1 &
   pids+=($!)
@@ -84,12 +85,12 @@ run_instance() {
     read -r name label method bits path <<< "$job"
     artifact="$name--$label--$bits"
     local start=$SECONDS
-    if "$bitloom" --quantd="127.0.0.1:$((50300 + i))" quantize "$path" "$artifact" --bits="$bits" \
+    if "$bitloom" --quantd="127.0.0.1:$((port_base + i))" quantize "$path" "$artifact" --bits="$bits" \
         --method="$method" --calibration="$calibration" --rows="$rows" \
         --tokens_per_row="$tokens_per_row" --seed="$seed" --overwrite \
         > "$out/logs/$artifact.quantize.log" 2>&1; then
       echo "quantized $artifact in $((SECONDS - start)) s"
-      "$bitloom" --quantd="127.0.0.1:$((50300 + i))" artifacts describe "$artifact" \
+      "$bitloom" --quantd="127.0.0.1:$((port_base + i))" artifacts describe "$artifact" \
         > "$out/manifests/$artifact.json" 2>&1 || true
       start=$SECONDS
       "$bitloom" eval "$artifact" --store_path="$out/store$i" --reference="$name--fp16" \
