@@ -5,7 +5,9 @@
 #include <cmath>
 #include <filesystem>
 
+#include "bitloom/kernels/hadamard.h"
 #include "bitloom/kernels/scalar_codec.h"
+#include "bitloom/quant/scalar_quantizer.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "test_util.h"
 
@@ -31,6 +33,7 @@ class ToyRunner : public BlockRunner {
   }
 
   int num_layers() const override { return layers_; }
+  int blocks_run() const { return blocks_run_; }
   int64_t hidden_size() const override { return kHidden; }
   std::vector<LinearSite> Sites(int l) const override {
     return {{"mlp_in", kHidden, {Name(l, "a"), Name(l, "b")}}, {"down_in", kInner, {Name(l, "c")}}};
@@ -54,6 +57,7 @@ class ToyRunner : public BlockRunner {
                                               absl::Span<const float> hidden, int64_t sequences,
                                               int64_t seq_len,
                                               const CaptureFn& capture) const override {
+    ++blocks_run_;
     const int64_t rows = sequences * seq_len;
     const auto sites = Sites(l);
     const auto& a = w.at(Name(l, "a"));
@@ -97,6 +101,7 @@ class ToyRunner : public BlockRunner {
   int layers_;
   std::vector<float> embed_;
   WeightMap weights_;
+  mutable int blocks_run_ = 0;  // RunBlock calls, to see which stages ran a forward
 };
 
 struct Emitted {
@@ -181,6 +186,56 @@ TEST(QuantizationPipeline, HitsTargetAndEmitsEveryTensorInOrder) {
     EXPECT_EQ(seen.back().stage, PipelineProgress::Stage::kDone);
     for (size_t i = 1; i < seen.size(); ++i) EXPECT_GE(seen[i].fraction, seen[i - 1].fraction);
   }
+}
+
+TEST(QuantizationPipeline, UniformMethodsUseOneWidthAndRtnRunsNoForward) {
+  for (auto method : {PipelineOptions::Method::kUniformLdlq, PipelineOptions::Method::kUniformRtn}) {
+    const bool rtn = method == PipelineOptions::Method::kUniformRtn;
+    const ToyRunner runner(3);
+    PipelineOptions o = Options(0.0);  // the target is ignored by the uniform methods
+    o.method = method;
+    o.uniform_bits = 3;
+    Emitted out;
+    auto r = RunToy(runner, o, &out);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(out.entries.size(), 9u);
+    uint64_t bits = 0, weights = 0;
+    for (size_t i = 0; i < out.entries.size(); ++i) {
+      const auto& e = out.entries[i];
+      EXPECT_EQ(e.bits_per_weight(), 3.0f) << e.name();
+      // LDLQ measures its proxy loss on the quantized path's Hessian; RTN has no Hessian.
+      if (rtn) {
+        EXPECT_EQ(e.measured_error(), 0.0) << e.name();
+      } else {
+        EXPECT_GT(e.measured_error(), 0.0) << e.name();
+      }
+      bits += 8 * out.blobs[i].size();
+      weights += e.shape(0) * e.shape(1);
+    }
+    EXPECT_DOUBLE_EQ(r->bits_per_weight, double(bits) / double(weights));
+    // Uniform LDLQ: one forward per block for the Hessians and one for the next block's input.
+    EXPECT_EQ(runner.blocks_run(), rtn ? 0 : 6);
+    if (rtn) {
+      // Exactly QuantizeRtn of the rotated weight, with the site's seeded rotation.
+      int64_t rows = 0, cols = 0;
+      auto w = runner.ReadWeight(ToyRunner::Name(0, "a"), &rows, &cols);
+      ASSERT_TRUE(w.ok());
+      auto rot = kernels::HadamardRotation::Create(cols, QuantizationPipeline::SiteSeed(42, 0, 0));
+      ASSERT_TRUE(rot.ok());
+      rot->Apply(w->data(), rows, nullptr);
+      ScalarQuantizerOptions qo;
+      qo.bits = 3;
+      qo.group_size = 32;
+      auto q = QuantizeRtn(*w, rows, cols, {}, qo, nullptr);
+      ASSERT_TRUE(q.ok());
+      EXPECT_EQ(out.blobs[0], q->blob);
+    }
+  }
+  PipelineOptions bad = Options(3.0);
+  bad.method = PipelineOptions::Method::kUniformLdlq;
+  bad.uniform_bits = 9;
+  Emitted out;
+  EXPECT_EQ(RunToy(ToyRunner(1), bad, &out).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(QuantizationPipeline, MoreBitsLessError) {

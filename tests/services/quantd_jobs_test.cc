@@ -310,6 +310,13 @@ TEST_F(QuantdJobsTest, BadInputsNameTheField) {
   r = Request("x");
   r.set_head_bits_per_weight(1);
   expect(r, grpc::StatusCode::INVALID_ARGUMENT, "head_bits_per_weight");
+  r = Request("x");
+  r.set_method(v1::QUANTIZATION_METHOD_UNIFORM_LDLQ);
+  r.set_target_bits_per_weight(2.5);  // the uniform methods take a whole code width
+  expect(r, grpc::StatusCode::INVALID_ARGUMENT, "target_bits_per_weight");
+  r = Request("x");
+  r.set_method(static_cast<v1::QuantizationMethod>(17));
+  expect(r, grpc::StatusCode::INVALID_ARGUMENT, "method");
   r = Request("../x");
   expect(r, grpc::StatusCode::INVALID_ARGUMENT, "artifact_name");
   r = Request("x", root_ + "/absent");

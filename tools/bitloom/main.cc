@@ -9,7 +9,8 @@
 //   models list | load ARTIFACT [--model_id=ID] [--context_length=N] | unload ID
 //   info                                inferd's server info
 //   quantize SOURCE NAME --bits=B [--head_bits=B] [--calibration=FILE,...] [--rows=N]
-//            [--tokens_per_row=N] [--seed=N] [--overwrite]
+//            [--tokens_per_row=N] [--seed=N] [--overwrite] [--method=variable|uniform-ldlq|rtn]
+//            [--self_generated] [--random_rows=F]
 //                                       a quantization job through quantd (quantize_command.h)
 //   import SOURCE NAME [--store_path=DIR] [--overwrite]
 //                                       writes a HF directory or GGUF file into the store as fp16
@@ -80,7 +81,8 @@ constexpr char kUsage[] =
     "  models list | load ARTIFACT [--model_id=ID] [--context_length=N] | unload ID\n"
     "  info\n"
     "  quantize SOURCE NAME --bits=B [--head_bits=B] [--calibration=FILE,...] [--rows=N]\n"
-    "           [--tokens_per_row=N] [--seed=N] [--overwrite]\n"
+    "           [--tokens_per_row=N] [--seed=N] [--overwrite] [--method=variable|uniform-ldlq|rtn]\n"
+    "           [--self_generated] [--random_rows=F]\n"
     "  generate MODEL PROMPT | chat MODEL MESSAGE [--max_new_tokens=N --temperature=T --system=S]\n"
     "  import SOURCE NAME [--store_path=DIR] [--overwrite]\n"
     "  eval ARTIFACT [--reference=ARTIFACT] [--text=FILE] [--context=N] [--stride=N] [--max_tokens=N]\n"

@@ -27,9 +27,15 @@ ABSL_FLAG(double, bits, 0, "quantize: target average bits per weight of the deco
 ABSL_FLAG(double, head_bits, 0, "quantize: bits of the output head (default 6)");
 ABSL_FLAG(std::vector<std::string>, calibration, {},
           "quantize: calibration corpus files, comma-separated (default: built-in calibration)");
-ABSL_FLAG(uint32_t, rows, 0, "quantize: calibration rows (default 128)");
-ABSL_FLAG(uint32_t, tokens_per_row, 0, "quantize: tokens per calibration row (default 2048)");
+ABSL_FLAG(uint32_t, rows, 0,
+          "quantize: calibration rows (default: enough for 262,144 tokens, 32,768 self-generated)");
+ABSL_FLAG(uint32_t, tokens_per_row, 0,
+          "quantize: tokens per calibration row (default 2048, 512 self-generated)");
 ABSL_FLAG(uint64_t, seed, 0, "quantize: seed of calibration sampling and rotations");
+ABSL_FLAG(bool, self_generated, false,
+          "quantize: calibrate on rows the model samples itself (no --calibration files)");
+ABSL_FLAG(double, random_rows, 0,
+          "quantize: share of calibration rows made of uniformly random tokens, 0..1");
 ABSL_FLAG(std::string, method, "variable",
           "quantize: variable (measured bit allocation, LDLQ), uniform-ldlq or rtn (every tensor "
           "at --bits, a whole code width 2..8)");
@@ -173,6 +179,8 @@ int RunQuantize(const std::string& source, const std::string& artifact_name,
   }
   request.mutable_calibration()->set_rows(absl::GetFlag(FLAGS_rows));
   request.mutable_calibration()->set_tokens_per_row(absl::GetFlag(FLAGS_tokens_per_row));
+  request.mutable_calibration()->set_self_generated(absl::GetFlag(FLAGS_self_generated));
+  request.mutable_calibration()->set_random_rows_fraction(absl::GetFlag(FLAGS_random_rows));
   request.set_seed(absl::GetFlag(FLAGS_seed));
   request.set_overwrite(absl::GetFlag(FLAGS_overwrite));
 
