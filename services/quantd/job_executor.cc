@@ -22,6 +22,8 @@ namespace {
 constexpr double kDefaultHeadBits = 6.0;
 // The share of the progress bar before (loading, calibration) and after (writing) the pipeline.
 constexpr double kPipelineStart = 0.02;
+// With self-generated calibration the model samples every row first: a real share of the job.
+constexpr double kSelfGeneratedPipelineStart = 0.25;
 constexpr double kPipelineEnd = 0.98;
 
 uint64_t ElementCount(const std::vector<uint64_t>& shape) {
@@ -164,13 +166,15 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
   if (stopped()) return absl::CancelledError("stopped while loading");
 
   report(v1::JOB_STAGE_CALIBRATING, 0.01);
+  const double pipeline_start =
+      request.calibration().self_generated() ? kSelfGeneratedPipelineStart : kPipelineStart;
   const CalibrationShape shape =
       ResolveCalibrationShape(request.calibration(), checkpoint->config());
   BITLOOM_ASSIGN_OR_RETURN(std::vector<int32_t> tokens,
                            BuildCalibrationTokens(request, *checkpoint, shape,
                                                   {env.pool, stop, [&](double f) {
                                                      report(v1::JOB_STAGE_CALIBRATING,
-                                                            0.01 + (kPipelineStart - 0.01) * f);
+                                                            0.01 + (pipeline_start - 0.01) * f);
                                                    }}));
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<quant::BlockRunner> runner,
                            env.runners->create(*checkpoint, env.pool));
@@ -213,7 +217,7 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
     last_stage = p.stage;
     progress.set_current_layer(static_cast<uint32_t>(std::max(p.layer, 0)));
     progress.set_current_tensor(p.tensor);
-    report(ToJobStage(p.stage), kPipelineStart + (kPipelineEnd - kPipelineStart) * p.fraction);
+    report(ToJobStage(p.stage), pipeline_start + (kPipelineEnd - pipeline_start) * p.fraction);
   };
   auto result = pipeline.Run(tokens, shape.rows, shape.tokens_per_row, sink, on_pipeline, stop);
   if (!result.ok()) {
