@@ -10,98 +10,28 @@
 #include "bitloom/quant/scalar_quantizer.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "test_util.h"
+#include "toy_block_runner.h"
 
 namespace bitloom::quant {
 namespace {
 
-// A toy decoder: blocks of h += C·(silu(A·n) ⊙ (B·n)), n = RMSNorm(h). Sites "mlp_in" (A, B: [96,
-// 64]) and "down_in" (C: [64, 96]); embeddings [50, 64]. Tokens do not interact, which the pipeline
-// does not care about.
-class ToyRunner : public BlockRunner {
+// The shared toy decoder (toy_block_runner.h) at hidden 64, inner 96, vocabulary 50, counting its
+// block forwards so a test can see which stages ran one.
+class ToyRunner : public testing::ToyBlockRunner {
  public:
-  static constexpr int64_t kHidden = 64, kInner = 96, kVocab = 50;
-  explicit ToyRunner(int layers) : layers_(layers) {
-    embed_ = testing::Gaussian(kVocab * kHidden, 1);
-    for (int l = 0; l < layers; ++l) {
-      weights_[Name(l, "a")] = testing::Gaussian(kInner * kHidden, 10 + l, 0.15f);
-      weights_[Name(l, "b")] = testing::Gaussian(kInner * kHidden, 20 + l, 0.15f);
-      weights_[Name(l, "c")] = testing::Gaussian(kHidden * kInner, 30 + l, 0.1f);
-    }
-  }
-  static std::string Name(int l, const char* t) {
-    return "layers." + std::to_string(l) + "." + t + ".weight";
-  }
-
-  int num_layers() const override { return layers_; }
+  static constexpr int64_t kVocab = 50;
+  explicit ToyRunner(int layers) : ToyBlockRunner(layers, 64, 96, kVocab) {}
   int blocks_run() const { return blocks_run_; }
-  int64_t hidden_size() const override { return kHidden; }
-  std::vector<LinearSite> Sites(int l) const override {
-    return {{"mlp_in", kHidden, {Name(l, "a"), Name(l, "b")}}, {"down_in", kInner, {Name(l, "c")}}};
-  }
-  absl::StatusOr<std::vector<float>> ReadWeight(const std::string& name, int64_t* rows,
-                                                int64_t* cols) const override {
-    auto it = weights_.find(name);
-    if (it == weights_.end()) return absl::NotFoundError(name);
-    const bool down = name.find(".c.") != std::string::npos;
-    *rows = down ? kHidden : kInner;
-    *cols = down ? kInner : kHidden;
-    return it->second;
-  }
-  absl::StatusOr<std::vector<float>> Embed(absl::Span<const int32_t> tokens) const override {
-    std::vector<float> h;
-    for (int32_t t : tokens)
-      h.insert(h.end(), embed_.begin() + t * kHidden, embed_.begin() + (t + 1) * kHidden);
-    return h;
-  }
   absl::StatusOr<std::vector<float>> RunBlock(int l, const WeightMap& w,
                                               absl::Span<const float> hidden, int64_t sequences,
                                               int64_t seq_len,
                                               const CaptureFn& capture) const override {
     ++blocks_run_;
-    const int64_t rows = sequences * seq_len;
-    const auto sites = Sites(l);
-    const auto& a = w.at(Name(l, "a"));
-    const auto& b = w.at(Name(l, "b"));
-    const auto& c = w.at(Name(l, "c"));
-    std::vector<float> n(rows * kHidden), m(rows * kInner), out(hidden.begin(), hidden.end());
-    for (int64_t r = 0; r < rows; ++r) {
-      double ms = 0;
-      for (int64_t i = 0; i < kHidden; ++i)
-        ms += double(hidden[r * kHidden + i]) * hidden[r * kHidden + i];
-      const float inv = static_cast<float>(1.0 / std::sqrt(ms / kHidden + 1e-6));
-      for (int64_t i = 0; i < kHidden; ++i) n[r * kHidden + i] = hidden[r * kHidden + i] * inv;
-    }
-    if (capture) {
-      if (absl::Status s = capture(sites[0], n, rows); !s.ok()) return s;
-    }
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t j = 0; j < kInner; ++j) {
-        float ga = 0, gb = 0;
-        for (int64_t i = 0; i < kHidden; ++i) {
-          ga += a[j * kHidden + i] * n[r * kHidden + i];
-          gb += b[j * kHidden + i] * n[r * kHidden + i];
-        }
-        m[r * kInner + j] = ga / (1.0f + std::exp(-ga)) * gb;
-      }
-    }
-    if (capture) {
-      if (absl::Status s = capture(sites[1], m, rows); !s.ok()) return s;
-    }
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t i = 0; i < kHidden; ++i) {
-        float s = 0;
-        for (int64_t j = 0; j < kInner; ++j) s += c[i * kInner + j] * m[r * kInner + j];
-        out[r * kHidden + i] += s;
-      }
-    }
-    return out;
+    return ToyBlockRunner::RunBlock(l, w, hidden, sequences, seq_len, capture);
   }
 
  private:
-  int layers_;
-  std::vector<float> embed_;
-  WeightMap weights_;
-  mutable int blocks_run_ = 0;  // RunBlock calls, to see which stages ran a forward
+  mutable int blocks_run_ = 0;
 };
 
 struct Emitted {
