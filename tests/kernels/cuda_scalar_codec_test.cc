@@ -14,18 +14,11 @@
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
 #include "bitloom/kernels/hadamard.h"
 #include "bitloom/kernels/scalar_codec.h"
+#include "cuda_test_util.h"
 #include "test_util.h"
 
 namespace bitloom::kernels::cuda {
 namespace {
-
-bool HaveGpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount failed or returned 0)"
 
 int DeviceSm() {
   int major = 0, minor = 0;
@@ -34,39 +27,7 @@ int DeviceSm() {
   return major * 10 + minor;
 }
 
-// Owns one device allocation; filled with 0xFF bytes (NaN in fp32 and fp16) so unwritten outputs
-// show.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    EXPECT_EQ(cudaMalloc(&ptr_, bytes_ == 0 ? 1 : bytes_), cudaSuccess);
-    EXPECT_EQ(cudaMemset(ptr_, 0xFF, bytes_), cudaSuccess);
-  }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  template <typename T>
-  void Upload(const std::vector<T>& v) {
-    ASSERT_LE(v.size() * sizeof(T), bytes_);
-    ASSERT_EQ(cudaMemcpy(ptr_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice),
-              cudaSuccess);
-  }
-  template <typename T>
-  std::vector<T> Download(size_t n) const {
-    std::vector<T> v(n);
-    EXPECT_EQ(cudaMemcpy(v.data(), ptr_, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-    return v;
-  }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+using testing::DeviceBuffer;
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -85,7 +46,7 @@ void CheckRotation(const RotationCase& c, ActivationType in_type, ActivationType
   const uint64_t seed = 0x5eed0000u + static_cast<uint64_t>(c.n);
   absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(c.n, seed);
   ASSERT_TRUE(rot.ok()) << rot.status();
-  std::vector<float> x = testing::RandomVector(c.n * c.batch, c.n * 31 + c.batch);
+  std::vector<float> x = kernels::testing::RandomVector(c.n * c.batch, c.n * 31 + c.batch);
   std::vector<uint16_t> x16(x.size());
   if (in_type == ActivationType::kF16) {
     for (size_t i = 0; i < x.size(); ++i) {
@@ -147,7 +108,7 @@ void CheckRotation(const RotationCase& c, ActivationType in_type, ActivationType
 }
 
 TEST(CudaHadamardRotation, MatchesCpuBitForBit) {
-  SKIP_WITHOUT_GPU();
+  BITLOOM_SKIP_WITHOUT_GPU();
   // Powers of two, Paley I (1536 = 12·128) and II (576 = 36·16, 14336 = 28·512), the identity
   // fallback (7, 96 = 3·32), and n = 1.
   for (int64_t n : {1, 7, 16, 96, 576, 1536, 4096, 14336, 28672}) {
@@ -161,7 +122,7 @@ TEST(CudaHadamardRotation, MatchesCpuBitForBit) {
 }
 
 TEST(CudaHadamardRotation, RejectsBadParams) {
-  SKIP_WITHOUT_GPU();
+  BITLOOM_SKIP_WITHOUT_GPU();
   absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(576, 1);
   ASSERT_TRUE(rot.ok());
   DeviceBuffer buf(1 << 16);
@@ -214,7 +175,7 @@ void CheckGemv(const GemvShape& s, int bits) {
   const int kBatch = kGemvMaxBatch;
   absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(s.cols, 77 + s.cols);
   ASSERT_TRUE(rot.ok());
-  const std::vector<float> x = testing::RandomVector(s.cols * kBatch, s.rows + 7 * s.cols);
+  const std::vector<float> x = kernels::testing::RandomVector(s.cols * kBatch, s.rows + 7 * s.cols);
   std::vector<float> want(s.rows * kBatch);
   kernels::ScalarCodecGemvParams cpu;  // the CPU reference's params (not the CUDA ones)
   cpu.layout = &*layout;
@@ -281,7 +242,7 @@ void CheckGemv(const GemvShape& s, int bits) {
 }
 
 TEST(CudaScalarCodecGemv, MatchesCpuEveryBitWidthAndBatch) {
-  SKIP_WITHOUT_GPU();
+  BITLOOM_SKIP_WITHOUT_GPU();
   const GemvShape shapes[] = {
       {1, 32, 32},      // a single code block
       {16, 128, 128},   // exactly one tile and one chunk
@@ -299,7 +260,7 @@ TEST(CudaScalarCodecGemv, MatchesCpuEveryBitWidthAndBatch) {
 }
 
 TEST(CudaScalarCodecGemv, RejectsBadParams) {
-  SKIP_WITHOUT_GPU();
+  BITLOOM_SKIP_WITHOUT_GPU();
   absl::StatusOr<ScalarCodecLayout> layout = MakeScalarCodecLayout(64, 256, 4);
   ASSERT_TRUE(layout.ok());
   DeviceBuffer blob(layout->total_bytes), x(256 * 8 * 2 + 16), y(64 * 8 * 4);
