@@ -15,8 +15,9 @@ class Daemon:
         self.dir = tempfile.mkdtemp(prefix="daemon-")
         self.ready_file = os.path.join(self.dir, "ready.json")
         self.log_path = os.path.join(self.dir, "stderr.log")
+        # --device=cpu: the tests expect the CPU engine, also on a machine with a GPU.
         args = [binary, "--listen_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
-                "--ready_file=" + self.ready_file, *flags]
+                "--device=cpu", "--ready_file=" + self.ready_file, *flags]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(args, stderr=log, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 20

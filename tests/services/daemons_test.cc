@@ -108,7 +108,7 @@ class DaemonsTest : public ::testing::Test {
     inferd_ = std::make_unique<DaemonProcess>(
         Binary("services/inferd/inferd"),
         std::vector<std::string>{"--store_path=" + store_, "--vram_budget=256MiB",
-                                 "--shutdown_grace=5s"});
+                                 "--shutdown_grace=5s", "--device=cpu"});
     ASSERT_TRUE(quantd_->Start().ok());
     ASSERT_TRUE(inferd_->Start().ok());
     quant_ = v1::QuantizationService::NewStub(
@@ -325,7 +325,7 @@ TEST_F(DaemonsTest, PoolExhaustionIsResourceExhausted) {
   inferd_->Terminate();
   inferd_ = std::make_unique<DaemonProcess>(
       Binary("services/inferd/inferd"),
-      std::vector<std::string>{"--store_path=" + store_, "--vram_budget=4MiB"});
+      std::vector<std::string>{"--store_path=" + store_, "--vram_budget=4MiB", "--device=cpu"});
   ASSERT_TRUE(inferd_->Start().ok());
   infer_ = v1::InferenceService::NewStub(
       grpc::CreateChannel(inferd_->grpc_address(), grpc::InsecureChannelCredentials()));
