@@ -52,6 +52,7 @@ PipelineOptions Options(double target, const std::string& dir = "") {
   // production 0.01 (which the allocator tests check on a real model's 210 tensors).
   o.tolerance = 0.05;
   o.group_size = 32;
+  o.extra_group_sizes = {64};  // the allocator may also pick group 64 per tensor
   o.seed = 42;
   o.checkpoint_dir = dir;
   return o;
@@ -97,8 +98,11 @@ TEST(QuantizationPipeline, HitsTargetAndEmitsEveryTensorInOrder) {
                                                                    : i % 3 == 1 ? "b"
                                                                                 : "c"));
       EXPECT_EQ(e.codec(), v1::CODEC_HADAMARD_SCALAR);
+      // Group 32 (Options) or one of the extra candidate group sizes the allocator may pick.
+      EXPECT_TRUE(e.group_size() == 32 || e.group_size() == 64) << e.group_size();
       auto l = kernels::MakeScalarCodecLayout(e.shape(0), e.shape(1),
-                                              static_cast<int>(e.bits_per_weight()), 32);
+                                              static_cast<int>(e.bits_per_weight()),
+                                              static_cast<int>(e.group_size()));
       ASSERT_TRUE(l.ok());
       EXPECT_EQ(static_cast<int64_t>(out.blobs[i].size()), l->total_bytes);
       EXPECT_GT(e.measured_error(), 0.0);
@@ -133,6 +137,7 @@ TEST(QuantizationPipeline, UniformMethodsUseOneWidthAndRtnRunsNoForward) {
     for (size_t i = 0; i < out.entries.size(); ++i) {
       const auto& e = out.entries[i];
       EXPECT_EQ(e.bits_per_weight(), 3.0f) << e.name();
+      EXPECT_EQ(e.group_size(), 32u) << e.name();  // uniform: the one group size, no extras
       // LDLQ measures its proxy loss on the quantized path's Hessian; RTN has no Hessian.
       if (rtn) {
         EXPECT_EQ(e.measured_error(), 0.0) << e.name();

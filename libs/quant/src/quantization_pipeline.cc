@@ -122,6 +122,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
   fpw.F64(o.tolerance);
   for (int k : o.candidate_bits) fpw.U64(static_cast<uint64_t>(k));
   fpw.U64(static_cast<uint64_t>(o.group_size));
+  for (int g : o.extra_group_sizes) fpw.U64(static_cast<uint64_t>(g));
   fpw.U64(o.seed);
   fpw.F64(o.damping.relative_damp);
   fpw.F64(o.damping.growth);
@@ -283,6 +284,19 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
             it.candidates.push_back({widths[c], o.group_size, std::max(0.0, q.proxy_loss),
                                      static_cast<uint64_t>(q.layout.total_bytes) * 8});
           }
+          // The same widths at the other candidate group sizes: finer groups cost 16 bits of scale
+          // per group and buy accuracy, a trade the allocator weighs like any other.
+          for (int g : o.extra_group_sizes) {
+            ScalarQuantizerOptions qg = qo;
+            qg.group_size = g;
+            auto more = backend_->Measure(wr, rows, cols, *st.factor, o.candidate_bits, qg, -1);
+            if (!more.ok()) return more.status();
+            for (size_t c = 0; c < o.candidate_bits.size(); ++c) {
+              const QuantizedWeight& q = (*more)[c];
+              it.candidates.push_back({o.candidate_bits[c], g, std::max(0.0, q.proxy_loss),
+                                       static_cast<uint64_t>(q.layout.total_bytes) * 8});
+            }
+          }
           const QuantizedWeight& probe = (*measured)[probe_index];
           std::vector<float> back(rows * cols);
           if (absl::Status ds =
@@ -349,7 +363,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
   }
 
   // ---- Stage 2: allocation (variable method only; uniform methods use uniform_bits throughout).
-  std::map<std::string, int> chosen_bits;
+  std::map<std::string, int> chosen_bits, chosen_group;
   if (!uniform) {
     if (Cancelled(cancel)) return CancelledError();
     report(PipelineProgress::Stage::kAllocate, layers, "", kMeasureShare);
@@ -358,8 +372,10 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
     ao.tolerance = o.tolerance;
     auto alloc = AllocateBits(items, ao);
     if (!alloc.ok()) return alloc.status();
-    for (size_t t = 0; t < items.size(); ++t)
+    for (size_t t = 0; t < items.size(); ++t) {
       chosen_bits[items[t].name] = items[t].candidates[alloc->choice[t]].bits;
+      chosen_group[items[t].name] = items[t].candidates[alloc->choice[t]].group_size;
+    }
   }
   const auto bits_of = [&](const std::string& name) {
     return uniform ? o.uniform_bits : chosen_bits.at(name);
@@ -427,7 +443,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           st.rotation.Apply(wr.data(), rows, pool_);
           ScalarQuantizerOptions qo;
           qo.bits = bits_of(name);
-          qo.group_size = o.group_size;
+          qo.group_size = uniform ? o.group_size : chosen_group.at(name);
           auto q = rtn ? QuantizeRtn(wr, rows, cols, {}, qo, pool_)
                        : backend_->Quantize(wr, rows, cols, *st.factor, qo);
           if (!q.ok()) return q.status();
@@ -446,7 +462,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           entry.add_shape(static_cast<uint64_t>(rows));
           entry.add_shape(static_cast<uint64_t>(cols));
           entry.set_bits_per_weight(static_cast<float>(qo.bits));
-          entry.set_group_size(static_cast<uint32_t>(o.group_size));
+          entry.set_group_size(static_cast<uint32_t>(qo.group_size));
           if (!rtn) entry.set_measured_error(q->proxy_loss);
           (*entry.mutable_params())[kernels::kScalarParamRotation] = st.rotation.Describe();
           (*entry.mutable_params())[kernels::kScalarParamRotationSeed] =

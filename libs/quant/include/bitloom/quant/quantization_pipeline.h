@@ -59,6 +59,9 @@ struct PipelineOptions {
   double tolerance = 0.01;
   std::vector<int> candidate_bits = {1, 2, 3, 4, 5, 6, 7, 8};
   int group_size = 128;
+  // kVariableLdlq: further group sizes (multiples of 32) the allocator may choose per tensor, each
+  // measured at every candidate width.
+  std::vector<int> extra_group_sizes;
   uint64_t seed = 0;  // rotation seeds derive from (seed, layer, site)
   DampingOptions damping;
   std::string checkpoint_dir;  // empty: no checkpoints
