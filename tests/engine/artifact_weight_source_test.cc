@@ -23,27 +23,16 @@
 #include "bitloom/modelstore/artifact_writer.h"
 #include "bitloom/quant/hessian.h"
 #include "bitloom/quant/scalar_quantizer.h"
+#include "scratch_dir.h"
 #include "synthetic_model.h"
 
 namespace bitloom::engine {
 namespace {
 
-class ScratchDir {
+// Scratch directories named after this test.
+class ScratchDir : public testing::ScratchDir {
  public:
-  ScratchDir() {
-    std::string templ = (std::filesystem::temp_directory_path() / "artifact_ws_test.XXXXXX").string();
-    EXPECT_NE(::mkdtemp(templ.data()), nullptr);
-    path_ = templ;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string Join(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  ScratchDir() : testing::ScratchDir("artifact_ws_test") {}
 };
 
 std::vector<float> Gaussian(size_t n, uint64_t seed) {

@@ -43,6 +43,7 @@
 #include "bitloom/modelstore/artifact_writer.h"
 #include "bitloom/quant/scalar_quantizer.h"
 #include "gpu_model_weights.h"
+#include "scratch_dir.h"
 #include "synthetic_model.h"
 
 namespace bitloom::engine {
@@ -56,22 +57,10 @@ bool HaveGpu() {
 #define SKIP_WITHOUT_GPU() \
   if (!HaveGpu()) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount failed or returned 0)"
 
-class ScratchDir {
+// Scratch directories named after this test.
+class ScratchDir : public testing::ScratchDir {
  public:
-  ScratchDir() {
-    std::string templ = (std::filesystem::temp_directory_path() / "gpu_decoder_test.XXXXXX").string();
-    EXPECT_NE(::mkdtemp(templ.data()), nullptr);
-    path_ = templ;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string Join(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  ScratchDir() : testing::ScratchDir("gpu_decoder_test") {}
 };
 
 // The synthetic flavour with head_dim 64 (the synthetic configs use 16-32), or "smollm2_shape":

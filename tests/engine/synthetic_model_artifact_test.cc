@@ -18,25 +18,15 @@
 #include "bitloom/kernels/scalar_codec.h"
 #include "bitloom/modelstore/artifact_reader.h"
 #include "bitloom/modelstore/model_store.h"
+#include "scratch_dir.h"
 
 namespace bitloom::engine {
 namespace {
 
-class ScratchDir {
+// Scratch directories named after this test.
+class ScratchDir : public testing::ScratchDir {
  public:
-  ScratchDir() {
-    std::string templ = (std::filesystem::temp_directory_path() / "synthetic_test.XXXXXX").string();
-    EXPECT_NE(::mkdtemp(templ.data()), nullptr);
-    path_ = templ;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  ScratchDir() : testing::ScratchDir("synthetic_test") {}
 };
 
 struct PlanCase {
