@@ -327,6 +327,40 @@ TEST(GpuWeightPlan, DenseLinearsAndErrors) {
   EXPECT_NE(bad.status().message().find("gate_proj"), std::string::npos) << bad.status();
 }
 
+TEST(GpuWeightPlan, EmbeddingInHostLeavesTheRegion) {
+  ScratchDir dir;
+  const v1::ModelConfig config = GpuConfig("qwen2");  // untied head
+  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
+  auto reader = Open(dir.Join("m.bitloom"));
+  ASSERT_NE(reader, nullptr);
+  auto cfg = ResolveConfig(config);
+  ASSERT_TRUE(cfg.ok());
+  auto device = gpu::GpuWeightPlan::Build(*reader, config, *cfg);
+  auto host = gpu::GpuWeightPlan::Build(*reader, config, *cfg, /*embedding_in_host=*/true);
+  ASSERT_TRUE(device.ok()) << device.status();
+  ASSERT_TRUE(host.ok()) << host.status();
+  const uint64_t embed_bytes = uint64_t(config.vocab_size()) * config.hidden_size() * 2;
+  EXPECT_TRUE(host->Find(formats::kEmbedTokens)->in_host);
+  EXPECT_FALSE(device->Find(formats::kEmbedTokens)->in_host);
+  // The region shrinks by the embedding (up to the 256-byte alignment of its slot).
+  EXPECT_LE(host->region_bytes() + embed_bytes, device->region_bytes());
+  EXPECT_GE(host->region_bytes() + embed_bytes + 256, device->region_bytes());
+  for (const gpu::PlannedTensor& t : host->tensors()) {
+    if (!t.in_host) {
+      EXPECT_LE(t.offset + t.bytes, host->region_bytes()) << t.name;
+    }
+  }
+
+  // A tied head reads the whole table every step: refused, naming the option.
+  const v1::ModelConfig tied = GpuConfig("smollm2_tied");
+  WriteModel(dir.Join("tied.bitloom"), dir.path(), tied, LinearForm::kQuantized);
+  auto tied_reader = Open(dir.Join("tied.bitloom"));
+  auto tied_cfg = ResolveConfig(tied);
+  auto refused = gpu::GpuWeightPlan::Build(*tied_reader, tied, *tied_cfg, /*embedding_in_host=*/true);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
+  EXPECT_NE(refused.status().message().find("embedding_in_host"), std::string::npos) << refused.status();
+}
+
 TEST(GpuDecoderModelLoad, RefusesWhatItDoesNotRun) {
   ScratchDir dir;
   auto host = AllocateHostPoolMemory(1 << 20);
@@ -409,6 +443,123 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<FlavourCase>& param_info) {
       return param_info.param.flavour + (param_info.param.form == LinearForm::kQuantized ? "_quantized" : "_fp16");
     });
+
+// Prefill chunks of 24+ tokens run the quantized linears as dequantized slices times cuBLAS (the
+// 64-token chunks here, also sliced smaller than a layer by a tiny prefill_gemm_bytes), shorter
+// chunks as GEMVs (the 13-token tail): both against the CPU engine, on the real SmolLM2 widths too.
+TEST(GpuDecoderModel, PrefillGemmMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  for (const std::string flavour : {"llama", "smollm2_shape"}) {
+    for (const uint64_t gemm_bytes : {uint64_t{64} << 20, uint64_t{64} << 10}) {
+      SCOPED_TRACE(absl::StrCat(flavour, ", prefill_gemm_bytes ", gemm_bytes));
+      ScratchDir dir;
+      const v1::ModelConfig config = GpuConfig(flavour);
+      WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
+      auto reader = Open(dir.Join("m.bitloom"));
+      ArtifactWeightSource source(*reader);
+      auto cpu = DecoderModel::Load(config, source, nullptr);
+      ASSERT_TRUE(cpu.ok()) << cpu.status();
+      auto pool = DevicePool(uint64_t{512} << 20);
+      GpuModelOptions o = SmallOptions();
+      o.prefill_chunk = 64;
+      o.prefill_gemm_bytes = gemm_bytes;
+      auto gpu = GpuDecoderModel::Load(*reader, pool.get(), o);
+      ASSERT_TRUE(gpu.ok()) << gpu.status();
+      Agreement agreement;
+      CompareWithCpu(**cpu, **gpu, {40, 64 + 13}, 4, &agreement);
+      agreement.Expect(absl::StrCat(flavour, " prefill GEMM"));
+    }
+  }
+}
+
+// A decode bucket of 32 runs its linears as dequantize + GEMM inside the captured graph: each of 20
+// sequences decoded together gets the logits it gets alone (GEMV path, bucket 1).
+TEST(GpuDecoderModel, LargeBucketGemmEqualsEachSequenceAlone) {
+  SKIP_WITHOUT_GPU();
+  ScratchDir dir;
+  const v1::ModelConfig config = GpuConfig("llama");
+  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
+  auto reader = Open(dir.Join("m.bitloom"));
+  auto pool = DevicePool(uint64_t{512} << 20);
+  GpuModelOptions o = SmallOptions();
+  o.max_batch = 32;
+  o.kv_pages = 128;
+  auto gpu = GpuDecoderModel::Load(*reader, pool.get(), o);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  GpuDecoderModel& m = **gpu;
+  const int n = 20;
+  std::vector<SequenceId> ids(n);
+  std::vector<int32_t> next(n);
+  std::vector<std::vector<float>> alone(n);
+  for (int s = 0; s < n; ++s) {
+    ids[s] = *m.AddSequence();
+    auto logits = m.Prefill(ids[s], Prompt(3 + s, m.vocab_size(), 70 + s));
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    next[s] = ArgMax(*logits);
+  }
+  // Alone: a throwaway sequence per prompt, so the batched ones stay at their prefill length.
+  for (int s = 0; s < n; ++s) {
+    const SequenceId solo = *m.AddSequence();
+    ASSERT_TRUE(m.Prefill(solo, Prompt(3 + s, m.vocab_size(), 70 + s)).ok());
+    auto logits = m.DecodeStep({&solo, 1}, {&next[s], 1});
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    alone[s] = *logits;
+    ASSERT_TRUE(m.Release(solo).ok());
+  }
+  auto batched = m.DecodeStep(ids, next);
+  ASSERT_TRUE(batched.ok()) << batched.status();
+  double worst = 0;
+  for (int s = 0; s < n; ++s) {
+    const absl::Span<const float> row = absl::MakeConstSpan(*batched).subspan(s * m.vocab_size(), m.vocab_size());
+    double diff = 0, scale = 1;
+    for (int v = 0; v < m.vocab_size(); ++v) {
+      diff = std::max(diff, std::abs(double(row[v]) - alone[s][v]));
+      scale = std::max(scale, std::abs(double(alone[s][v])));
+    }
+    worst = std::max(worst, diff / scale);
+    EXPECT_EQ(ArgMax(row), ArgMax(alone[s])) << "sequence " << s;
+  }
+  std::cout << "bucket 32 (GEMM) vs alone (GEMV): worst relative difference " << worst << "\n";
+  EXPECT_LE(worst, 1e-2);
+  EXPECT_GT(worst, 0.0) << "the two paths round differently; equal logits mean the GEMM path did not run";
+  for (SequenceId id : ids) ASSERT_TRUE(m.Release(id).ok());
+}
+
+// The embedding in pinned host memory gives the same logits bit for bit, and leaves the pool.
+TEST(GpuDecoderModel, EmbeddingInHostMatchesDevice) {
+  SKIP_WITHOUT_GPU();
+  ScratchDir dir;
+  const v1::ModelConfig config = GpuConfig("qwen2");
+  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized, /*embed_f32=*/true);
+  auto reader = Open(dir.Join("m.bitloom"));
+  auto pool = DevicePool(uint64_t{512} << 20);
+  GpuModelOptions on_device = SmallOptions();
+  on_device.model_id = "device";
+  GpuModelOptions in_host = SmallOptions();
+  in_host.model_id = "host";
+  in_host.embedding_in_host = true;
+  auto a = GpuDecoderModel::Load(*reader, pool.get(), on_device);
+  auto b = GpuDecoderModel::Load(*reader, pool.get(), in_host);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  const uint64_t embed_bytes = uint64_t(config.vocab_size()) * config.hidden_size() * 2;
+  EXPECT_EQ((*a)->host_bytes(), 0u);
+  EXPECT_EQ((*b)->host_bytes(), embed_bytes);
+  EXPECT_LE((*b)->weights_bytes() + embed_bytes, (*a)->weights_bytes());
+  const std::vector<int32_t> prompt = Prompt(21, config.vocab_size(), 3);
+  const SequenceId sa = *(*a)->AddSequence(), sb = *(*b)->AddSequence();
+  auto la = (*a)->Prefill(sa, prompt);
+  auto lb = (*b)->Prefill(sb, prompt);
+  ASSERT_TRUE(la.ok() && lb.ok());
+  ASSERT_EQ(*la, *lb);
+  for (int t = 0; t < 5; ++t) {
+    const int32_t next = ArgMax(*la);
+    la = (*a)->DecodeStep({&sa, 1}, {&next, 1});
+    lb = (*b)->DecodeStep({&sb, 1}, {&next, 1});
+    ASSERT_TRUE(la.ok() && lb.ok());
+    ASSERT_EQ(*la, *lb) << "step " << t;
+  }
+}
 
 // Logits of `steps` decode steps of each sequence, fed `tokens[seq][step]`.
 using StepLogits = std::vector<std::vector<std::vector<float>>>;  // [seq][step][vocab]

@@ -28,6 +28,9 @@ ABSL_FLAG(int, prefill_repeats, 3, "bench: timed prefills per length (after one 
 ABSL_FLAG(int, prefill_chunk, 256, "bench: tokens per prefill chunk of the GPU model");
 ABSL_FLAG(bool, cuda_graphs, true, "bench: replay decode steps as CUDA graphs");
 ABSL_FLAG(double, vram_fraction, 0.9, "bench: fraction of free GPU memory for the pool");
+ABSL_FLAG(double, vram_budget_gib, 0,
+          "bench: the pool's exact size in GiB (e.g. 24 to check a memory target); 0: --vram_fraction");
+ABSL_FLAG(bool, embedding_in_host, false, "bench: keep the token embedding in pinned host memory");
 ABSL_FLAG(bool, skip_gpu, false, "bench: only the latency part against --inferd");
 ABSL_FLAG(int, clients, 0,
           "bench: concurrent streaming clients against --inferd (0: no latency part)");
@@ -123,6 +126,8 @@ int RunBench(const std::string& artifact_name, const std::string& inferd_address
   gpu.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   gpu.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   gpu.vram_fraction = absl::GetFlag(FLAGS_vram_fraction);
+  gpu.vram_budget_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_vram_budget_gib) * double(uint64_t{1} << 30));
+  gpu.embedding_in_host = absl::GetFlag(FLAGS_embedding_in_host);
   gpu.seed = absl::GetFlag(FLAGS_seed) + 1;
 
   nlohmann::json out;

@@ -13,6 +13,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "bench_cublas_prefill.h"
 #include "bench_weight_bytes.h"
 #include "bitloom/core/status_macros.h"
 #include "bitloom/engine/device_pool_memory.h"
@@ -227,6 +228,14 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
                             {"embedding_row", bytes.embedding_row}};
   out["limit_tokens_per_s_batch1"] = limit_per_sequence;
 
+  // The prefill yardstick, before the pool takes the memory.
+  BITLOOM_ASSIGN_OR_RETURN(const engine::ResolvedConfig resolved, engine::ResolveConfig(reader.manifest().config()));
+  std::vector<nlohmann::json> cublas_prefill;
+  for (int length : options.prefill_lengths) {
+    BITLOOM_ASSIGN_OR_RETURN(nlohmann::json row, MeasureCublasPrefill(resolved, length, options.prefill_repeats));
+    cublas_prefill.push_back(std::move(row));
+  }
+
   // Sequences live one batch (or one prompt) at a time; the cache holds the largest of them.
   const int max_batch = *std::max_element(options.batches.begin(), options.batches.end());
   const int max_prefill =
@@ -240,6 +249,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
   model_options.max_seq_len = std::max(decode_len, max_prefill + 1);
   model_options.prefill_chunk = options.prefill_chunk;
   model_options.use_cuda_graphs = options.cuda_graphs;
+  model_options.embedding_in_host = options.embedding_in_host;
   model_options.kv_pages = std::max(max_batch * PagesFor(decode_len, model_options.page_size),
                                     PagesFor(max_prefill, model_options.page_size)) +
                            max_batch;
@@ -248,11 +258,14 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
                           {"kv_pages", model_options.kv_pages},
                           {"page_size", model_options.page_size},
                           {"prefill_chunk", model_options.prefill_chunk},
-                          {"cuda_graphs", model_options.use_cuda_graphs}};
+                          {"cuda_graphs", model_options.use_cuda_graphs},
+                          {"embedding_in_host", model_options.embedding_in_host}};
 
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<engine::PoolMemory> memory,
                            engine::AllocateDevicePoolMemory(
-                               engine::VramBudget{.fraction_of_free = options.vram_fraction}));
+                               options.vram_budget_bytes > 0
+                                   ? engine::VramBudget{.bytes = options.vram_budget_bytes}
+                                   : engine::VramBudget{.fraction_of_free = options.vram_fraction}));
   engine::VramPool pool(std::move(memory));
   const Clock::time_point load_start = Clock::now();
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<engine::GpuDecoderModel> model,
@@ -261,7 +274,8 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
   out["pool"] = {{"capacity_bytes", pool.capacity()},
                  {"weights_bytes", model->weights_bytes()},
                  {"kv_bytes", model->kv_bytes()},
-                 {"workspace_bytes", model->workspace_bytes()}};
+                 {"workspace_bytes", model->workspace_bytes()},
+                 {"host_bytes", model->host_bytes()}};
 
   std::mt19937_64 rng(options.seed);
   nlohmann::json decode = nlohmann::json::array();
@@ -272,8 +286,11 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
   }
   out["decode"] = std::move(decode);
   nlohmann::json prefill = nlohmann::json::array();
-  for (int length : options.prefill_lengths) {
-    BITLOOM_ASSIGN_OR_RETURN(nlohmann::json row, BenchPrefill(*model, options, length, rng));
+  for (size_t i = 0; i < options.prefill_lengths.size(); ++i) {
+    BITLOOM_ASSIGN_OR_RETURN(nlohmann::json row, BenchPrefill(*model, options, options.prefill_lengths[i], rng));
+    const double baseline = cublas_prefill[i]["tokens_per_s"].get<double>();
+    row["fraction_of_cublas_fp16"] = baseline > 0 ? row["tokens_per_s"].get<double>() / baseline : 0.0;
+    row["cublas_fp16_gemms"] = std::move(cublas_prefill[i]);
     prefill.push_back(std::move(row));
   }
   out["prefill"] = std::move(prefill);

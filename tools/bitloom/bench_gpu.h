@@ -14,7 +14,9 @@
 //   prefill          per length: one warm-up prompt, then `prefill_repeats` fresh sequences; median
 //                    time of Prefill() of that many random tokens, in chunks of `prefill_chunk`;
 //                    its last logits are checked finite and their RMS reported (a sanity check of
-//                    the numbers on random weights, not a quality measure).
+//                    the numbers on random weights, not a quality measure); next to it the cuBLAS
+//                    fp16 GEMMs of the same shapes and length (bench_cublas_prefill.h) and the
+//                    fraction of their tokens/s reached.
 //
 // Built only with CUDA (bench_gpu.cc); a CPU build links bench_gpu_unavailable.cc, where both
 // functions are FAILED_PRECONDITION saying that a CUDA build and a GPU are needed.
@@ -39,6 +41,8 @@ struct GpuBenchOptions {
   int prefill_chunk = 256;     // GpuModelOptions::prefill_chunk
   bool cuda_graphs = true;     // GpuModelOptions::use_cuda_graphs
   double vram_fraction = 0.9;  // of the free device memory, for the pool
+  uint64_t vram_budget_bytes = 0;  // when > 0, the pool is exactly this (instead of the fraction)
+  bool embedding_in_host = false;  // GpuModelOptions::embedding_in_host
   uint64_t seed = 1;           // random token ids
 };
 

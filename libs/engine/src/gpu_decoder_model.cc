@@ -68,6 +68,8 @@ struct Workspace {
   float* logits = nullptr;       // [bucket_max, vocab]
   uint16_t* rotated = nullptr;   // [rows, max rotated stride]
   uint16_t* dense_in = nullptr;  // [rows, max dense cols] or null
+  uint16_t* dequant = nullptr;   // prefill GEMM weight slices, dequant_elems fp16, or null
+  int64_t dequant_elems = 0;
   void* attention_ws = nullptr;
   size_t attention_ws_bytes = 0;
   void* cublas_ws = nullptr;
@@ -155,6 +157,16 @@ absl::Status GpuDecoderModel::Impl::LayoutWorkspace(uint8_t* base, uint64_t* byt
   ws.dense_in = plan.has_dense_linear()
                     ? reinterpret_cast<uint16_t*>(take(R * static_cast<uint64_t>(plan.max_dense_cols()) * 2))
                     : nullptr;
+  // The prefill GEMM's weight slices: the largest quantized weight, capped by the option (a slice
+  // of at least one row of the widest), when a chunk or a bucket reaches the GEMM's row count.
+  ws.dequant_elems = 0;
+  if (R >= static_cast<uint64_t>(gpu::kGemmMinRows) && plan.max_expanded_elems() > 0) {
+    ws.dequant_elems = std::max<int64_t>(
+        plan.max_rotated_stride(),
+        std::min<int64_t>(plan.max_expanded_elems(), static_cast<int64_t>(options.prefill_gemm_bytes / 2)));
+  }
+  ws.dequant = ws.dequant_elems > 0 ? reinterpret_cast<uint16_t*>(take(static_cast<uint64_t>(ws.dequant_elems) * 2))
+                                    : nullptr;
   // Decode attention's split partials: the largest over the buckets and the two window kinds.
   size_t attention = 0;
   for (int b : kBuckets) {
@@ -174,7 +186,7 @@ absl::Status GpuDecoderModel::Impl::LayoutWorkspace(uint8_t* base, uint64_t* byt
   }
   ws.attention_ws_bytes = attention;
   ws.attention_ws = take(attention);
-  ws.cublas_ws = plan.has_dense_linear() ? take(kCublasWorkspaceBytes) : nullptr;
+  ws.cublas_ws = plan.has_dense_linear() || ws.dequant != nullptr ? take(kCublasWorkspaceBytes) : nullptr;
   if (options.enable_sampling) {
     size_t sampling = 0;
     for (int b = 1; b <= bucket_max; ++b) {
@@ -199,7 +211,11 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
   const ResolvedConfig& c = cfg;
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t q_dim = int64_t{c.num_heads} * hd, kv_dim = int64_t{c.num_kv_heads} * hd;
-  const gpu::LinearScratch scratch{ws.rotated, ws.dense_in, cublas};
+  const gpu::LinearScratch scratch{.rotated = ws.rotated,
+                                   .dense_in = ws.dense_in,
+                                   .dequant = ws.dequant,
+                                   .dequant_elems = ws.dequant_elems,
+                                   .cublas = cublas};
   auto norm = [&](float* residual, const float* delta, const float* weight, float* out) {
     kc::ResidualRmsNormParams p;
     p.residual = residual;
@@ -389,7 +405,7 @@ absl::StatusOr<std::unique_ptr<GpuDecoderModel>> GpuDecoderModel::Load(const mod
   BITLOOM_RETURN_IF_ERROR(gpu::CublasStatus(cublasSetStream(impl->cublas, impl->stream), "cublasSetStream"));
 
   // Weights.
-  BITLOOM_ASSIGN_OR_RETURN(const gpu::GpuWeightPlan plan, gpu::GpuWeightPlan::Build(reader, config, c));
+  BITLOOM_ASSIGN_OR_RETURN(const gpu::GpuWeightPlan plan, gpu::GpuWeightPlan::Build(reader, config, c, o.embedding_in_host));
   impl->weights_bytes = plan.region_bytes();
   BITLOOM_ASSIGN_OR_RETURN(uint8_t* const weights_base, impl->Allocate(RegionKind::kWeights, plan.region_bytes()));
   // KV cache.
@@ -461,6 +477,7 @@ const float* GpuDecoderModel::device_logits() const { return impl_->ws.logits; }
 uint64_t GpuDecoderModel::weights_bytes() const { return impl_->weights_bytes; }
 uint64_t GpuDecoderModel::kv_bytes() const { return impl_->kv_bytes; }
 uint64_t GpuDecoderModel::workspace_bytes() const { return impl_->workspace_bytes; }
+uint64_t GpuDecoderModel::host_bytes() const { return impl_->weights.host_bytes; }
 
 absl::StatusOr<SequenceId> GpuDecoderModel::AddSequence() {
   PagedKvCache& kv = *impl_->kv;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/core/status_macros.h"
+#include "bitloom/kernels/cuda/scalar_codec_dequant.h"
 #include "gpu_decoder_ops.h"
 
 namespace bitloom::engine::gpu {
@@ -14,6 +15,57 @@ absl::Status CublasStatus(cublasStatus_t status, const char* what) {
   if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(what, " failed: cuBLAS status ", static_cast<int>(status)));
 }
+
+namespace {
+
+// y [rows, y_stride] fp32 = x [rows, ldx] fp16 · W [m, k] fp16ᵀ (W row-major with leading dimension
+// ldw). In cuBLAS's column-major view W is k×m (ld ldw), so op(A) = Aᵀ is m×k; x is k×rows; y is
+// m×rows with ld y_stride, i.e. row-major [rows, m].
+absl::Status GemmF16(cublasHandle_t cublas, const uint16_t* w, int64_t m, int64_t k, int64_t ldw,
+                     const uint16_t* x, int64_t ldx, int64_t rows, float* y, int64_t y_stride) {
+  const float alpha = 1.0f, beta = 0.0f;
+  return CublasStatus(
+      cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(rows), static_cast<int>(k),
+                   &alpha, w, CUDA_R_16F, static_cast<int>(ldw), x, CUDA_R_16F, static_cast<int>(ldx), &beta, y,
+                   CUDA_R_32F, static_cast<int>(y_stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+      "cublasGemmEx");
+}
+
+// The decode path: the batch-≤8 GEMV over 8-row slices of the rotated input.
+absl::Status RunGemv(const GpuLinear& w, const LinearOutput& out, int64_t rows, const LinearScratch& scratch,
+                     cudaStream_t stream) {
+  for (int64_t r0 = 0; r0 < rows; r0 += cuda::kGemvMaxBatch) {
+    cuda::ScalarCodecGemvParams gp = w.gemv;
+    gp.x = scratch.rotated + r0 * w.rotated_stride;
+    gp.x_stride = w.rotated_stride;
+    gp.y = out.y + r0 * out.y_stride;
+    gp.y_stride = out.y_stride;
+    gp.batch = static_cast<int>(std::min<int64_t>(cuda::kGemvMaxBatch, rows - r0));
+    BITLOOM_RETURN_IF_ERROR(cuda::LaunchScalarCodecGemv(gp, stream));
+  }
+  return absl::OkStatus();
+}
+
+// The prefill path: W' expanded slice by slice (as many whole rows as the scratch holds), each
+// slice multiplied by all `rows` rotated inputs into its columns of y.
+absl::Status RunDequantGemm(const GpuLinear& w, const LinearOutput& out, int64_t rows, const LinearScratch& scratch,
+                            cudaStream_t stream) {
+  const int64_t slice_rows = std::max<int64_t>(1, std::min(w.rows, scratch.dequant_elems / w.rotated_stride));
+  for (int64_t r0 = 0; r0 < w.rows; r0 += slice_rows) {
+    cuda::ScalarCodecDequantParams dp;
+    dp.weight = w.gemv;
+    dp.row_begin = r0;
+    dp.row_count = std::min(slice_rows, w.rows - r0);
+    dp.out = scratch.dequant;
+    dp.out_stride = w.rotated_stride;
+    BITLOOM_RETURN_IF_ERROR(cuda::LaunchScalarCodecDequant(dp, stream));
+    BITLOOM_RETURN_IF_ERROR(GemmF16(scratch.cublas, scratch.dequant, dp.row_count, w.rotated_stride, w.rotated_stride,
+                                    scratch.rotated, w.rotated_stride, rows, out.y + r0, out.y_stride));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float* x, int64_t x_stride,
                             int64_t rows, const LinearScratch& scratch, cudaStream_t stream) {
@@ -44,29 +96,19 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float*
         rotated_n = w.rotation.n;
         rotated_seed = w.rotation.seed;
       }
-      for (int64_t r0 = 0; r0 < rows; r0 += cuda::kGemvMaxBatch) {
-        cuda::ScalarCodecGemvParams gp = w.gemv;
-        gp.x = scratch.rotated + r0 * w.rotated_stride;
-        gp.x_stride = w.rotated_stride;
-        gp.y = out.y + r0 * out.y_stride;
-        gp.y_stride = out.y_stride;
-        gp.batch = static_cast<int>(std::min<int64_t>(cuda::kGemvMaxBatch, rows - r0));
-        BITLOOM_RETURN_IF_ERROR(cuda::LaunchScalarCodecGemv(gp, stream));
+      if (rows >= kGemmMinRows && scratch.dequant != nullptr) {
+        BITLOOM_RETURN_IF_ERROR(RunDequantGemm(w, out, rows, scratch, stream));
+      } else {
+        BITLOOM_RETURN_IF_ERROR(RunGemv(w, out, rows, scratch, stream));
       }
     } else {
       if (!have_dense) {
         BITLOOM_RETURN_IF_ERROR(LaunchRowsToF16({x, x_stride, scratch.dense_in, w.cols, rows, w.cols}, stream));
         have_dense = true;
       }
-      // Column-major view: W [rows, cols] row-major is cols×rows with ld = cols, so op(A) = Aᵀ gives
-      // [rows, cols]; x is cols×n (ld cols); y is rows×n with ld y_stride, i.e. row-major [n, rows].
-      const float alpha = 1.0f, beta = 0.0f;
-      BITLOOM_RETURN_IF_ERROR(CublasStatus(
-          cublasGemmEx(scratch.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.rows), static_cast<int>(rows),
-                       static_cast<int>(w.cols), &alpha, w.weight_f16, CUDA_R_16F, static_cast<int>(w.cols),
-                       scratch.dense_in, CUDA_R_16F, static_cast<int>(w.cols), &beta, out.y, CUDA_R_32F,
-                       static_cast<int>(out.y_stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-          "cublasGemmEx"));
+      BITLOOM_RETURN_IF_ERROR(
+          GemmF16(scratch.cublas, w.weight_f16, w.rows, w.cols, w.cols, scratch.dense_in, w.cols, rows, out.y,
+                  out.y_stride));
     }
     if (w.bias != nullptr) {
       BITLOOM_RETURN_IF_ERROR(LaunchAddBias({out.y, out.y_stride, w.bias, rows, w.rows}, stream));

@@ -1,11 +1,13 @@
 // GpuLinear: one linear layer y = x·Wᵀ (+ b) of the GPU decoder, over weights already in the pool,
 // and LinearGroup, which runs the linear layers that read one activation (q/k/v, gate/up) so that
 // the input is prepared once per distinct form:
-//  - CODEC_HADAMARD_SCALAR: x' = R·x in fp16 (LaunchHadamardRotate, zero-padded to 32 columns),
-//    then the batch-≤8 GEMV (LaunchScalarCodecGemv) over 8-row slices. Layers whose rotations have
-//    the same width and seed (the quantizer's shared input sites) reuse one rotated copy. Prefill
-//    chunks loop the same GEMV over their 8-token slices: correct, not fast (a GEMM is the
-//    follow-up, docs/ENGINE.md).
+//  - CODEC_HADAMARD_SCALAR: x' = R·x in fp16 (LaunchHadamardRotate, zero-padded to 32 columns).
+//    Layers whose rotations have the same width and seed (the quantizer's shared input sites) reuse
+//    one rotated copy. Then, for up to kGemmMinRows − 1 rows (decode), the batch-≤8 GEMV
+//    (LaunchScalarCodecGemv) over 8-row slices; for more (prefill chunks, large decode buckets),
+//    the prefill GEMM: slices of W' expanded to fp16 in scratch.dequant (LaunchScalarCodecDequant)
+//    and multiplied by cuBLAS (fp16 in, fp32 accumulation and out), which reads the weight once
+//    per chunk instead of once per 8 tokens.
 //  - dense (an unquantized import): x in fp16, then cuBLAS GemmEx (fp16 inputs, fp32 output and
 //    accumulation).
 // Private to bitloom::engine_cuda. Launch-only: nothing is allocated or synchronised, and the launch
@@ -44,10 +46,19 @@ struct GpuLinear {
   const float* bias = nullptr;
 };
 
+// From this many rows on, a quantized layer runs as dequantize + cuBLAS GEMM rather than GEMVs:
+// three or more GEMV passes each read the packed weight (K/16 of the fp16 bytes) at well under
+// copy bandwidth, while the expansion writes and the GEMM reads the fp16 weight once at close to it.
+inline constexpr int64_t kGemmMinRows = 3 * kernels::cuda::kGemvMaxBatch;
+
 // The scratch a group's input is prepared in; sized by the model for its largest rows × width.
 struct LinearScratch {
   uint16_t* rotated = nullptr;  // device fp16 [max_rows, rotated_stride of the widest quantized layer]
   uint16_t* dense_in = nullptr;  // device fp16 [max_rows, cols of the widest dense layer]; null if none
+  // The prefill GEMM's fp16 weight slices (16-byte aligned); null when no call has kGemmMinRows
+  // rows. A slice is as many whole rows as dequant_elems holds (at least one row of the widest).
+  uint16_t* dequant = nullptr;
+  int64_t dequant_elems = 0;
   // Bound to `stream` with its workspace in the pool (cublasSetStream, then cublasSetWorkspace:
   // setting the stream again would drop the workspace, so it is never done per call).
   cublasHandle_t cublas = nullptr;

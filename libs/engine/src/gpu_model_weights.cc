@@ -35,6 +35,25 @@ float ReadDense(const uint8_t* bytes, uint64_t i, v1::Codec codec) {
 const char* const kLayerNorms[] = {"attn_norm.weight", "mlp_norm.weight"};
 const char* const kSandwichNorms[] = {"post_attn_norm.weight", "post_mlp_norm.weight"};
 
+// Copies `t` (fp16) into new pinned host memory that the device reads directly, hands the allocation
+// to `w` and returns its device address.
+absl::StatusOr<const uint16_t*> UploadToHost(const modelstore::ArtifactReader& reader, const PlannedTensor& t,
+                                             GpuModelWeights* w) {
+  void* host = nullptr;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaHostAlloc(&host, t.bytes, cudaHostAllocMapped));
+  w->host_memory = std::shared_ptr<void>(host, [](void* p) { cudaFreeHost(p); });
+  w->host_bytes = t.bytes;
+  if (t.verbatim) {
+    BITLOOM_ASSIGN_OR_RETURN(const absl::Span<const uint8_t> bytes, reader.TensorBytes(t.name));
+    std::memcpy(host, bytes.data(), t.bytes);
+  } else {
+    std::memcpy(host, t.converted.data(), t.bytes);
+  }
+  void* device = nullptr;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaHostGetDevicePointer(&device, host, 0));
+  return static_cast<const uint16_t*>(device);
+}
+
 }  // namespace
 
 const PlannedTensor* GpuWeightPlan::Find(const std::string& name) const {
@@ -99,6 +118,7 @@ absl::Status GpuWeightPlan::Add(const modelstore::ArtifactReader& reader, const 
     t.layout = *layout;
     t.bytes = bytes.size();
     max_rotated_stride_ = std::max(max_rotated_stride_, layout->blocks_per_row * 32);
+    max_expanded_elems_ = std::max(max_expanded_elems_, layout->rows * layout->blocks_per_row * 32);
   } else if (codec == v1::CODEC_F32 || codec == v1::CODEC_F16 || codec == v1::CODEC_BF16) {
     BITLOOM_ASSIGN_OR_RETURN(const uint64_t count, modelstore::ElementCount(shape));
     if (bytes.size() != count * modelstore::DenseElementSize(codec)) {
@@ -133,7 +153,8 @@ absl::Status GpuWeightPlan::Add(const modelstore::ArtifactReader& reader, const 
 }
 
 absl::StatusOr<GpuWeightPlan> GpuWeightPlan::Build(const modelstore::ArtifactReader& reader,
-                                                   const v1::ModelConfig& config, const ResolvedConfig& c) {
+                                                   const v1::ModelConfig& config, const ResolvedConfig& c,
+                                                   bool embedding_in_host) {
   GpuWeightPlan plan;
   plan.cfg_ = c;
   const uint64_t hidden = c.hidden_size, inter = c.intermediate_size, vocab = c.vocab_size;
@@ -150,6 +171,14 @@ absl::StatusOr<GpuWeightPlan> GpuWeightPlan::Build(const modelstore::ArtifactRea
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor ", formats::kLmHead, " not found and tie_word_embeddings is false"));
+  }
+  if (embedding_in_host) {
+    if (plan.tied_head_) {
+      return absl::InvalidArgumentError(
+          "embedding_in_host: the output head is tied to the embedding and reads all of it every step; it "
+          "must stay in device memory");
+    }
+    plan.tensors_[plan.index_.at(formats::kEmbedTokens)].in_host = true;
   }
   for (int i = 0; i < c.num_layers; ++i) {
     auto add = [&](const char* suffix, DeviceForm form, std::vector<uint64_t> shape, bool linear) {
@@ -198,12 +227,14 @@ absl::StatusOr<GpuWeightPlan> GpuWeightPlan::Build(const modelstore::ArtifactRea
   // Region: the verbatim blobs as WeightUploadPlan places them, then everything built here.
   v1::ArtifactManifest verbatim_manifest;
   for (const PlannedTensor& t : plan.tensors_) {
-    if (t.verbatim) *verbatim_manifest.add_tensors() = *reader.FindTensor(t.name);
+    if (t.verbatim && !t.in_host) *verbatim_manifest.add_tensors() = *reader.FindTensor(t.name);
   }
   BITLOOM_ASSIGN_OR_RETURN(plan.verbatim_, WeightUploadPlan::Build(verbatim_manifest));
   uint64_t end = plan.verbatim_.region_bytes();
   for (PlannedTensor& t : plan.tensors_) {
-    if (t.verbatim) {
+    if (t.in_host) {
+      continue;
+    } else if (t.verbatim) {
       t.offset = plan.verbatim_.Find(t.name)->offset;
     } else {
       t.offset = end;
@@ -229,8 +260,11 @@ absl::StatusOr<GpuModelWeights> GpuWeightPlan::Upload(const modelstore::Artifact
   if (verbatim_.region_bytes() > 0) {
     BITLOOM_RETURN_IF_ERROR(UploadWeights(reader, verbatim_, region, verbatim_.region_bytes(), stream).status());
   }
+  GpuModelWeights w;
   for (const PlannedTensor& t : tensors_) {
-    if (!t.verbatim) {
+    if (t.in_host) {
+      BITLOOM_ASSIGN_OR_RETURN(w.embed, UploadToHost(reader, t, &w));
+    } else if (!t.verbatim) {
       BITLOOM_CUDA_RETURN_IF_ERROR(
           cudaMemcpyAsync(region + t.offset, t.converted.data(), t.bytes, cudaMemcpyHostToDevice, stream));
     }
@@ -251,7 +285,6 @@ absl::StatusOr<GpuModelWeights> GpuWeightPlan::Upload(const modelstore::Artifact
   // The host copies above are pageable: wait for them before the plan (and its buffers) may go.
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
 
-  GpuModelWeights w;
   auto f32 = [&](const std::string& name) -> const float* {
     const PlannedTensor* t = Find(name);
     return t == nullptr ? nullptr : reinterpret_cast<const float*>(region + t->offset);
@@ -274,7 +307,9 @@ absl::StatusOr<GpuModelWeights> GpuWeightPlan::Upload(const modelstore::Artifact
     }
     return l;
   };
-  w.embed = reinterpret_cast<const uint16_t*>(region + Find(formats::kEmbedTokens)->offset);
+  if (!Find(formats::kEmbedTokens)->in_host) {
+    w.embed = reinterpret_cast<const uint16_t*>(region + Find(formats::kEmbedTokens)->offset);
+  }
   w.final_norm = f32(formats::kFinalNorm);
   if (tied_head_) {
     w.head.name = formats::kEmbedTokens;

@@ -11,6 +11,10 @@
 //
 //   [ verbatim blobs (WeightUploadPlan) | converted tensors | rotation bases | RoPE tables ]
 //
+// On request the token embedding lives in pinned, device-mapped host memory instead: the gather
+// reads one row per token over PCIe (hidden·2 bytes), and the region is smaller by vocab·hidden·2
+// bytes (2.1 GB for Llama-3-70B).
+//
 // Build() is host-only (it runs in the CPU tests); Upload() needs the device.
 #pragma once
 
@@ -18,6 +22,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,6 +45,7 @@ struct PlannedTensor {
   DeviceForm form = DeviceForm::kF32;
   std::vector<uint64_t> shape;
   bool verbatim = true;            // copied as stored; else `converted` holds the device bytes
+  bool in_host = false;            // pinned host memory mapped into the device, outside the region
   std::vector<uint8_t> converted;  // host copy in the device form (not verbatim)
   uint64_t offset = 0;             // in the weights region
   uint64_t bytes = 0;
@@ -59,7 +65,10 @@ struct GpuLayerWeights {
 };
 
 struct GpuModelWeights {
-  const uint16_t* embed = nullptr;  // fp16 [vocab, hidden]
+  const uint16_t* embed = nullptr;  // fp16 [vocab, hidden]; a mapped host address when in host memory
+  // The pinned host allocation behind the tensors kept in host memory (freed with the last copy).
+  std::shared_ptr<void> host_memory;
+  uint64_t host_bytes = 0;
   const float* final_norm = nullptr;
   GpuLinear head;  // lm_head, or the embedding when tied
   const float* global_inv_freq = nullptr;  // [head_dim / 2]
@@ -75,8 +84,11 @@ class GpuWeightPlan {
   // UNIMPLEMENTED for a codec the GPU engine does not run (naming tensor and codec), DATA_LOSS for
   // a blob whose size does not match, or a quantized tensor with missing or inconsistent rotation
   // params.
+  // With embedding_in_host the token embedding is planned for pinned host memory instead of the
+  // region (INVALID_ARGUMENT when the head is tied to it: every step would read it whole).
   static absl::StatusOr<GpuWeightPlan> Build(const modelstore::ArtifactReader& reader,
-                                             const v1::ModelConfig& config, const ResolvedConfig& cfg);
+                                             const v1::ModelConfig& config, const ResolvedConfig& cfg,
+                                             bool embedding_in_host = false);
 
   uint64_t region_bytes() const { return region_bytes_; }
   const std::vector<PlannedTensor>& tensors() const { return tensors_; }
@@ -84,6 +96,8 @@ class GpuWeightPlan {
   // Widest quantized input (fp16 elements per rotated row) and widest dense input (0: none).
   int64_t max_rotated_stride() const { return max_rotated_stride_; }
   int64_t max_dense_cols() const { return max_dense_cols_; }
+  // Elements of the largest quantized weight expanded to fp16 (rows · blocks_per_row·32; 0: none).
+  int64_t max_expanded_elems() const { return max_expanded_elems_; }
   bool has_dense_linear() const { return max_dense_cols_ > 0; }
 
   // Copies everything into `region` (device, region_bytes() long) on `stream` and returns the
@@ -107,6 +121,7 @@ class GpuWeightPlan {
   bool tied_head_ = false;
   int64_t max_rotated_stride_ = 0;
   int64_t max_dense_cols_ = 0;
+  int64_t max_expanded_elems_ = 0;
   uint64_t region_bytes_ = 0;
 };
 

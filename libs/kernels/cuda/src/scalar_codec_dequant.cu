@@ -1,0 +1,121 @@
+// CODEC_HADAMARD_SCALAR -> fp16 expansion of a row slice (see scalar_codec_dequant.h).
+//
+// Layout: one thread per code block (32 columns of one row), a flat grid-stride loop over
+// row_count·blocks_per_row blocks in row-major order, so consecutive threads read consecutive code
+// blocks (K words each) and write consecutive 64-byte runs of the output (four 16-byte stores).
+// K is a template parameter: every code's word index and shift are compile-time constants, as in
+// the GEMV. The group's scale is read once per code block (a group is a whole number of blocks).
+// Memory-bound: the writes are 16/K times the reads.
+
+#include <cuda_fp16.h>
+
+#include "absl/strings/str_cat.h"
+#include "bitloom/kernels/cuda/cuda_status.h"
+#include "bitloom/kernels/cuda/scalar_codec_dequant.h"
+#include "device_util.cuh"
+
+namespace bitloom::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+struct DequantArgs {
+  const uint32_t* codes;
+  const uint16_t* scales;
+  int64_t row_stride_words;
+  int64_t blocks_per_row;
+  int64_t groups_per_row;
+  int group_size;
+  int64_t row_begin;
+  int64_t blocks;  // row_count · blocks_per_row
+  uint4* out;      // 8 halves per uint4
+  int64_t out_stride_vec;
+};
+
+template <int K>
+__global__ void __launch_bounds__(kThreads) ScalarCodecDequantKernel(const DequantArgs a) {
+  constexpr float kCenter = ScalarGridCenter(K);
+  const int64_t step = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < a.blocks; i += step) {
+    const int64_t local_row = i / a.blocks_per_row;
+    const int64_t blk = i - local_row * a.blocks_per_row;
+    const int64_t row = a.row_begin + local_row;
+    const uint32_t* src = a.codes + row * a.row_stride_words + blk * K;
+    uint32_t words[K];
+#pragma unroll
+    for (int w = 0; w < K; ++w) words[w] = __ldg(src + w);
+    const float scale =
+        __half2float(__ushort_as_half(__ldg(a.scales + row * a.groups_per_row + blk * 32 / a.group_size)));
+    uint32_t packed[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const float lo = (static_cast<float>(ScalarCodeAt(words, K, 2 * j)) - kCenter) * scale;
+      const float hi = (static_cast<float>(ScalarCodeAt(words, K, 2 * j + 1)) - kCenter) * scale;
+      packed[j] = detail::Half2AsU32(__floats2half2_rn(lo, hi));
+    }
+    uint4* dst = a.out + local_row * a.out_stride_vec + blk * 4;
+#pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      dst[v] = make_uint4(packed[4 * v], packed[4 * v + 1], packed[4 * v + 2], packed[4 * v + 3]);
+    }
+  }
+}
+
+absl::Status Validate(const ScalarCodecDequantParams& p) {
+  auto bad = [](auto... parts) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecDequant: ", parts...));
+  };
+  const ScalarCodecGemvParams& w = p.weight;
+  if (w.bits < kScalarMinBits || w.bits > kScalarMaxBits) return bad("weight.bits ", w.bits, " not 1..8");
+  if (w.rows < 1 || w.cols < 1) return bad("weight shape [", w.rows, ", ", w.cols, "] must be positive");
+  if (w.group_size < 32 || w.group_size % 32 != 0)
+    return bad("weight.group_size ", w.group_size, " must be a positive multiple of 32");
+  if (w.blocks_per_row != (w.cols + 31) / 32 || w.groups_per_row != (w.cols + w.group_size - 1) / w.group_size ||
+      w.row_stride_words < w.blocks_per_row * w.bits) {
+    return bad("weight layout fields do not match [", w.rows, ", ", w.cols, "] at ", w.bits,
+               " bits (use MakeGemvParams)");
+  }
+  if (w.codes == nullptr || w.scales == nullptr || p.out == nullptr)
+    return bad("weight.codes, weight.scales and out must be non-null");
+  if (p.row_begin < 0 || p.row_count < 1 || p.row_begin + p.row_count > w.rows)
+    return bad("rows [", p.row_begin, ", ", p.row_begin + p.row_count, ") not inside [0, ", w.rows, ")");
+  if (p.out_stride < w.blocks_per_row * 32 || p.out_stride % 8 != 0)
+    return bad("out_stride ", p.out_stride, " must be >= ", w.blocks_per_row * 32, " and a multiple of 8");
+  if (reinterpret_cast<uintptr_t>(p.out) % 16 != 0 || reinterpret_cast<uintptr_t>(w.codes) % 4 != 0 ||
+      reinterpret_cast<uintptr_t>(w.scales) % 2 != 0)
+    return bad("out must be 16-byte aligned, codes 4-byte, scales 2-byte");
+  return absl::OkStatus();
+}
+
+template <int K>
+absl::Status Launch(const ScalarCodecDequantParams& p, cudaStream_t stream) {
+  const ScalarCodecGemvParams& w = p.weight;
+  const DequantArgs a{w.codes,     w.scales,    w.row_stride_words,
+                      w.blocks_per_row, w.groups_per_row, w.group_size,
+                      p.row_begin, p.row_count * w.blocks_per_row,
+                      reinterpret_cast<uint4*>(p.out), p.out_stride / 8};
+  // Enough blocks to fill any current GPU several times over; the loop covers the rest.
+  const int64_t want = (a.blocks + kThreads - 1) / kThreads;
+  const unsigned grid = static_cast<unsigned>(want < 8192 ? want : 8192);
+  ScalarCodecDequantKernel<K><<<grid, kThreads, 0, stream>>>(a);
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LaunchScalarCodecDequant(const ScalarCodecDequantParams& params, cudaStream_t stream) {
+  if (absl::Status s = Validate(params); !s.ok()) return s;
+  switch (params.weight.bits) {
+    case 1: return Launch<1>(params, stream);
+    case 2: return Launch<2>(params, stream);
+    case 3: return Launch<3>(params, stream);
+    case 4: return Launch<4>(params, stream);
+    case 5: return Launch<5>(params, stream);
+    case 6: return Launch<6>(params, stream);
+    case 7: return Launch<7>(params, stream);
+    default: return Launch<8>(params, stream);
+  }
+}
+
+}  // namespace bitloom::kernels::cuda
