@@ -48,6 +48,7 @@ absl::StatusOr<LoadOptions> ParseLoadRequest(const v1::LoadModelRequest& request
         absl::StrCat("kv_cache.pool_fraction: ", kv.pool_fraction(), " is outside (0, 1]"));
   }
   options.verify_checksums = request.verify_checksums();
+  options.embedding_in_host = request.embedding_in_host_memory();
   return options;
 }
 

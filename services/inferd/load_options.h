@@ -27,6 +27,7 @@ struct LoadOptions {
   uint32_t kv_page_tokens = 0;
   double kv_pool_fraction = 0;
   bool verify_checksums = false;
+  bool embedding_in_host = false;  // GPU only: engine::GpuModelOptions::embedding_in_host
 };
 
 // Field checks that need no model (INVALID_ARGUMENT).

@@ -44,6 +44,7 @@ absl::StatusOr<std::unique_ptr<SequenceEngine>> LoadGpuEngine(const modelstore::
   gpu.page_size = static_cast<int>(options.kv_page_tokens);
   // The scheduler samples on the host (penalties, logprobs and stop rules need the logits there).
   gpu.enable_sampling = false;
+  gpu.embedding_in_host = options.embedding_in_host;
   absl::StatusOr<std::unique_ptr<engine::GpuDecoderModel>> model =
       engine::GpuDecoderModel::Load(artifact, pool, gpu);
   if (!model.ok()) {
