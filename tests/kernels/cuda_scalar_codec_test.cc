@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -37,34 +38,41 @@ int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 struct RotationCase {
   int64_t n;
   int batch;
+  RotateSchedule schedule = RotateSchedule::kAuto;
+  int cluster_blocks = 0;  // 0: the launcher's choice
+  int64_t x_pad = 0;       // x_stride = n + x_pad: odd pads misalign rows (no vector loads)
 };
 
 void CheckRotation(const RotationCase& c, ActivationType in_type, ActivationType out_type) {
-  SCOPED_TRACE(::testing::Message() << "n=" << c.n << " batch=" << c.batch << " in16="
-                                    << (in_type == ActivationType::kF16)
-                                    << " out16=" << (out_type == ActivationType::kF16));
+  SCOPED_TRACE(::testing::Message() << "n=" << c.n << " batch=" << c.batch
+                                    << " in16=" << (in_type == ActivationType::kF16)
+                                    << " out16=" << (out_type == ActivationType::kF16)
+                                    << " schedule=" << static_cast<int>(c.schedule)
+                                    << " cluster=" << c.cluster_blocks << " x_pad=" << c.x_pad);
   const uint64_t seed = 0x5eed0000u + static_cast<uint64_t>(c.n);
   absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(c.n, seed);
   ASSERT_TRUE(rot.ok()) << rot.status();
+  const int64_t x_stride = c.n + c.x_pad;
   std::vector<float> x = kernels::testing::RandomVector(c.n * c.batch, c.n * 31 + c.batch);
-  std::vector<uint16_t> x16(x.size());
   if (in_type == ActivationType::kF16) {
-    for (size_t i = 0; i < x.size(); ++i) {
-      x16[i] = F32ToF16(x[i]);
-      x[i] = F16ToF32(x16[i]);  // the CPU rotates exactly what the GPU reads
-    }
+    for (float& v : x) v = F16ToF32(F32ToF16(v));  // the CPU rotates exactly what the GPU reads
   }
   std::vector<float> want = x;
   rot->Apply(want.data(), c.batch, nullptr);
 
+  // x laid out with its own row stride; the pad columns hold garbage the kernel must not read.
+  std::vector<float> x_rows(x_stride * c.batch, 1e30f);
+  for (int b = 0; b < c.batch; ++b) {
+    std::copy(x.begin() + b * c.n, x.begin() + (b + 1) * c.n, x_rows.begin() + b * x_stride);
+  }
   const int64_t out_stride = RoundUp(c.n, 32) + 32;  // some padding to zero-fill
   const size_t out_elem = out_type == ActivationType::kF16 ? 2 : 4;
-  DeviceBuffer d_x(x.size() * 4), d_out(out_stride * c.batch * out_elem),
+  DeviceBuffer d_x(x_rows.size() * 4), d_out(out_stride * c.batch * out_elem),
       d_base(rot->base_matrix().size() + 1);
   if (in_type == ActivationType::kF16) {
-    d_x.Upload(x16);
+    d_x.Upload(testing::ToF16(x_rows));
   } else {
-    d_x.Upload(x);
+    d_x.Upload(x_rows);
   }
   if (!rot->base_matrix().empty()) d_base.Upload(rot->base_matrix());
 
@@ -72,13 +80,16 @@ void CheckRotation(const RotationCase& c, ActivationType in_type, ActivationType
   p.rotation = DescribeRotation(*rot, d_base.as<int8_t>());
   p.x = d_x.as<void>();
   p.x_type = in_type;
-  p.x_stride = c.n;
+  p.x_stride = x_stride;
   p.out = d_out.as<void>();
   p.out_type = out_type;
   p.out_stride = out_stride;
   p.batch = c.batch;
+  p.schedule = c.schedule;
+  p.cluster_blocks = c.cluster_blocks;
   ASSERT_TRUE(IsSupported(DeviceSm(), p));
-  ASSERT_TRUE(LaunchHadamardRotate(p, nullptr).ok());
+  const absl::Status launched = LaunchHadamardRotate(p, nullptr);
+  ASSERT_TRUE(launched.ok()) << launched;
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 
   std::vector<float> got(out_stride * c.batch);
@@ -88,7 +99,7 @@ void CheckRotation(const RotationCase& c, ActivationType in_type, ActivationType
   } else {
     got = d_out.Download<float>(got.size());
   }
-  double max_err = 0.0;
+  int64_t mismatches = 0;
   for (int b = 0; b < c.batch; ++b) {
     for (int64_t i = 0; i < out_stride; ++i) {
       const float g = got[b * out_stride + i];
@@ -99,25 +110,82 @@ void CheckRotation(const RotationCase& c, ActivationType in_type, ActivationType
       }
       const float w = want[b * c.n + i];
       const float expect = out_type == ActivationType::kF16 ? F16ToF32(F32ToF16(w)) : w;
-      max_err = std::max(max_err, static_cast<double>(std::abs(g - expect)));
+      // The fp32 path is the CPU's arithmetic in the CPU's order: it must agree to the bit; the
+      // fp16 output is that value rounded once (same round-to-nearest-even as F32ToF16).
+      uint32_t gb, eb;
+      std::memcpy(&gb, &g, 4);
+      std::memcpy(&eb, &expect, 4);
+      if (gb != eb && ++mismatches <= 3) {
+        ADD_FAILURE() << "[" << b << ", " << i << "] got " << g << " want " << expect;
+      }
     }
   }
-  // The fp32 path is the CPU's arithmetic in the CPU's order: it must agree to the bit; the fp16
-  // output is that value rounded once (same round-to-nearest-even as F32ToF16).
-  EXPECT_EQ(max_err, 0.0);
+  EXPECT_EQ(mismatches, 0);
 }
+
+void CheckRotationAllTypes(const RotationCase& c) {
+  for (ActivationType in : {ActivationType::kF32, ActivationType::kF16}) {
+    for (ActivationType out : {ActivationType::kF32, ActivationType::kF16})
+      CheckRotation(c, in, out);
+  }
+}
+
+// The widths of real models (Llama, Qwen, SmolLM, Mistral) and what R is for each: Sylvester
+// 2048/4096/8192, paley2(36)x16 (576), paley1(60)x16 (960), paley1(12)x128 (1536),
+// paley2(28)x512 (14336) and paley2(28)x1024 (28672).
+constexpr int64_t kRealWidths[] = {576, 960, 1536, 2048, 4096, 8192, 14336, 28672};
 
 TEST(CudaHadamardRotation, MatchesCpuBitForBit) {
   BITLOOM_SKIP_WITHOUT_GPU();
   // Powers of two, Paley I (1536 = 12·128) and II (576 = 36·16, 14336 = 28·512), the identity
   // fallback (7, 96 = 3·32), and n = 1.
   for (int64_t n : {1, 7, 16, 96, 576, 1536, 4096, 14336, 28672}) {
-    for (int batch : {1, 3, 8}) {
-      CheckRotation({n, batch}, ActivationType::kF32, ActivationType::kF32);
-      CheckRotation({n, batch}, ActivationType::kF16, ActivationType::kF32);
-      CheckRotation({n, batch}, ActivationType::kF32, ActivationType::kF16);
-      CheckRotation({n, batch}, ActivationType::kF16, ActivationType::kF16);
+    for (int batch : {1, 3, 8}) CheckRotationAllTypes({n, batch});
+  }
+}
+
+TEST(CudaHadamardRotation, RealWidthsBatch1And8) {
+  BITLOOM_SKIP_WITHOUT_GPU();
+  for (int64_t n : kRealWidths) {
+    for (int batch : {1, 8}) CheckRotationAllTypes({n, batch});
+  }
+}
+
+// Every cluster size the register-tiled schedule accepts for a width (1..8 blocks per row), and
+// the one-block-per-row schedule, give the same bits.
+TEST(CudaHadamardRotation, EveryScheduleAndClusterSizeMatchesCpu) {
+  BITLOOM_SKIP_WITHOUT_GPU();
+  const int sm = DeviceSm();
+  for (int64_t n : {64, 256, 768, 2560, 576, 960, 1536, 2048, 4096, 8192, 14336, 28672}) {
+    absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(n, 1);
+    ASSERT_TRUE(rot.ok());
+    HadamardRotateParams probe;
+    probe.rotation = DescribeRotation(*rot, reinterpret_cast<const int8_t*>(&probe));
+    probe.x = probe.out = &probe;  // never launched: only planned
+    probe.x_stride = probe.out_stride = n;
+    probe.batch = 1;
+    probe.schedule = RotateSchedule::kRegisterTiled;
+    int sizes_run = 0;
+    for (int cluster = 1; cluster <= 8; ++cluster) {
+      probe.cluster_blocks = cluster;
+      if (!PlanHadamardRotate(sm, probe).ok()) continue;
+      ++sizes_run;
+      for (int batch : {1, 3}) {
+        const RotationCase c{n, batch, RotateSchedule::kRegisterTiled, cluster};
+        CheckRotation(c, ActivationType::kF32, ActivationType::kF32);
+        CheckRotation(c, ActivationType::kF16, ActivationType::kF16);
+      }
     }
+    EXPECT_GE(sizes_run, 1) << "n=" << n << ": the tiled schedule should cover it";
+    CheckRotation({n, 2, RotateSchedule::kRowPerBlock}, ActivationType::kF32, ActivationType::kF32);
+  }
+}
+
+// Rows that are not 16-byte aligned take the scalar loads of the tiled kernel's first pass.
+TEST(CudaHadamardRotation, UnalignedRowsMatchCpu) {
+  BITLOOM_SKIP_WITHOUT_GPU();
+  for (int64_t n : {576, 4096, 14336}) {
+    for (int64_t pad : {1, 3}) CheckRotationAllTypes({n, 3, RotateSchedule::kAuto, 0, pad});
   }
 }
 
@@ -137,9 +205,83 @@ TEST(CudaHadamardRotation, RejectsBadParams) {
   p.batch = 0;
   EXPECT_EQ(LaunchHadamardRotate(p, nullptr).code(), absl::StatusCode::kInvalidArgument);
   p.batch = 1;
+  p.cluster_blocks = 5;  // 5 does not divide p = 36
+  EXPECT_EQ(LaunchHadamardRotate(p, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  p.cluster_blocks = 0;
   p.out_stride = 100;
   EXPECT_EQ(LaunchHadamardRotate(p, nullptr).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(IsSupported(DeviceSm(), p));
+}
+
+// The launch plan is host logic: checked without a GPU.
+HadamardRotateParams PlanProbe(const HadamardRotation& rot) {
+  static const char kFake[16] = {};  // non-null, never dereferenced
+  HadamardRotateParams p;
+  p.rotation = DescribeRotation(rot, reinterpret_cast<const int8_t*>(kFake));
+  p.x = p.out = const_cast<char*>(kFake);
+  p.x_stride = p.out_stride = rot.size();
+  p.batch = 8;
+  return p;
+}
+
+TEST(CudaHadamardRotationPlan, TiledScheduleCoversTheRealWidths) {
+  struct Want {
+    int64_t n;
+    int cluster_sm90;  // about 2048 elements per block, within the shape's constraints
+  };
+  for (const Want w : {Want{576, 1}, Want{960, 1}, Want{1536, 1}, Want{2048, 1}, Want{4096, 2},
+                       Want{8192, 4}, Want{14336, 7}, Want{28672, 7}}) {
+    SCOPED_TRACE(::testing::Message() << "n=" << w.n);
+    absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(w.n, 3);
+    ASSERT_TRUE(rot.ok());
+    const HadamardRotateParams p = PlanProbe(*rot);
+    absl::StatusOr<RotateLaunchInfo> h100 = PlanHadamardRotate(90, p);
+    ASSERT_TRUE(h100.ok()) << h100.status();
+    EXPECT_EQ(h100->schedule, RotateSchedule::kRegisterTiled);
+    EXPECT_EQ(h100->cluster_blocks, w.cluster_sm90);
+    EXPECT_GE(h100->threads, 32);
+    EXPECT_LE(h100->threads, 512);
+    EXPECT_EQ(h100->threads % 32, 0);
+    EXPECT_LE(h100->shared_bytes, 48 * 1024);
+    EXPECT_TRUE(IsSupported(90, p));
+    // No clusters before sm_90: one block per row, still tiled.
+    absl::StatusOr<RotateLaunchInfo> a100 = PlanHadamardRotate(80, p);
+    ASSERT_TRUE(a100.ok()) << a100.status();
+    EXPECT_EQ(a100->cluster_blocks, 1);
+    EXPECT_TRUE(IsSupported(80, p));
+  }
+}
+
+TEST(CudaHadamardRotationPlan, FallsBackAndRejectsImpossibleForcing) {
+  // The identity base (96 = 3·32) and L < 16 (n = 7) run one block per row.
+  for (int64_t n : {7, 96, 1}) {
+    absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(n, 3);
+    ASSERT_TRUE(rot.ok());
+    HadamardRotateParams p = PlanProbe(*rot);
+    absl::StatusOr<RotateLaunchInfo> info = PlanHadamardRotate(90, p);
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->schedule, RotateSchedule::kRowPerBlock) << "n=" << n;
+    p.schedule = RotateSchedule::kRegisterTiled;
+    EXPECT_EQ(PlanHadamardRotate(90, p).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(4096, 3);
+  ASSERT_TRUE(rot.ok());
+  HadamardRotateParams p = PlanProbe(*rot);
+  p.cluster_blocks = 3;  // p = 1 splits only into powers of two
+  EXPECT_FALSE(PlanHadamardRotate(90, p).ok());
+  p.cluster_blocks = 2;  // clusters need sm_90
+  EXPECT_TRUE(PlanHadamardRotate(90, p).ok());
+  EXPECT_FALSE(PlanHadamardRotate(80, p).ok());
+  p.cluster_blocks = 9;
+  EXPECT_FALSE(PlanHadamardRotate(90, p).ok());
+  p.cluster_blocks = 2;
+  p.schedule = RotateSchedule::kRowPerBlock;  // cluster_blocks is the tiled schedule's
+  EXPECT_FALSE(PlanHadamardRotate(90, p).ok());
+  p.cluster_blocks = 0;
+  absl::StatusOr<RotateLaunchInfo> row = PlanHadamardRotate(90, p);
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->schedule, RotateSchedule::kRowPerBlock);
+  EXPECT_EQ(row->shared_bytes, 4096 * 4);
 }
 
 // ---------------------------------------------------------------------------------------------

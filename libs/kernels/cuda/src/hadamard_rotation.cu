@@ -1,25 +1,22 @@
-// Randomized Hadamard rotation of a few activation rows (see hadamard_rotation.h).
-//
-// Layout: one thread block per row; the row lives in shared memory as fp32 [p][L] for the whole
-// transform (n·4 bytes, plus p·p int8 for the base matrix), because every output depends on every
-// input and a decode batch is at most a few rows: the work is a few microseconds of latency, not
-// bandwidth, so the simplest exact schedule wins.
-//   1. load x·D (signs from SplitMix64, regenerated per element: no sign table in memory);
-//   2. log2(L) butterfly stages over the p segments, one __syncthreads per stage, each stage the
-//      CPU's (a+b, a−b) on the same pairs, so fp32 results are bit-identical to Fwht();
-//   3. each output (i, j) = Σ_k ±y[k][j] in the CPU's order k = 0..p−1, times norm, converted and
-//      stored; the tail [n, out_stride) is zero-filled.
-// kThreads = 1024 for wide rows: stage 2 has n/2 butterflies (14336 for n = 28672), so 14 per
-// thread per stage; 256 for narrow rows, where more threads would only wait at the barriers.
+// Randomized Hadamard rotation of a few activation rows (see hadamard_rotation.h): a
+// register-tiled kernel that may spread a row over a thread-block cluster, and the original
+// one-block-per-row kernel for the shapes the tiled one does not cover. Both perform the CPU's
+// operations in the CPU's order, so their fp32 results equal HadamardRotation::Apply() bit for bit.
 
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdint>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "device_util.cuh"
+#include "hadamard_rotation_tiled.cuh"
 
 namespace bitloom::kernels::cuda {
 namespace {
@@ -59,6 +56,19 @@ struct RotateArgs {
   int64_t out_stride;
 };
 
+// ---------------------------------------------------------------------------------------------
+// One block per row: the fallback for every shape the register-tiled kernel does not cover (p not
+// 1 or a listed Paley order, the identity base, L < 16) and its reference.
+//
+// Layout: one thread block per row; the row lives in shared memory as fp32 [p][L] for the whole
+// transform (n·4 bytes, plus p·p int8 for the base matrix).
+//   1. load x·D (signs from SplitMix64, regenerated per element: no sign table in memory);
+//   2. log2(L) butterfly stages over the p segments, one __syncthreads per stage, each stage the
+//      CPU's (a+b, a−b) on the same pairs, so fp32 results are bit-identical to Fwht();
+//   3. each output (i, j) = Σ_k ±y[k][j] in the CPU's order k = 0..p−1, times norm, converted and
+//      stored; the tail [n, out_stride) is zero-filled.
+// kThreads = 1024 for wide rows: stage 2 has n/2 butterflies (14336 for n = 28672), so 14 per
+// thread per stage; 256 for narrow rows, where more threads would only wait at the barriers.
 template <typename Tin, typename Tout>
 __global__ void HadamardRotateKernel(RotateArgs a) {
   extern __shared__ float row[];  // [n] fp32, then [p·p] int8 when mixing
@@ -116,6 +126,277 @@ __global__ void HadamardRotateKernel(RotateArgs a) {
   for (int64_t e = a.n + tid; e < a.out_stride; e += nthreads) StoreFromFloat(out + e, 0.0f);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Register-tiled schedule.
+
+constexpr int kTile = 16;              // elements per thread tile: 4 butterfly stages in registers
+constexpr int kTiledMaxThreads = 512;  // caps registers at 128 per thread (p = 60 holds 60 + 6)
+constexpr int kMaxClusterBlocks = 8;   // the portable cluster size
+constexpr int kElementsPerBlock = 2048;  // default chunk: 128 threads, one warp per sub-partition
+
+// Outputs per mixing task for base order p: the task reads its column's p values once and does
+// R·p adds; R < p where a width has few columns (L = 16) or to balance warps (p = 28).
+__host__ __device__ constexpr int MixRowsPerTask(int p) {
+  return p == 28 ? 14 : (p == 36 || p == 60) ? 6 : p;
+}
+
+bool IsTiledOrder(int64_t p) {
+  return p == 1 || p == 12 || p == 20 || p == 28 || p == 36 || p == 60;
+}
+
+struct TiledArgs {
+  const void* x;        // [batch, x_stride] of Tin
+  int64_t x_stride;     // elements
+  void* out;            // [batch, out_stride] of Tout
+  int64_t out_stride;   // elements
+  uint64_t seed;        // SplitMix64 seed of the signs
+  float norm;           // 1/√(p·L)
+  int n;                // p·L
+  int log_l;            // log2 L
+  int cluster;          // C: blocks per row, rank = blockIdx.x % C
+  int log_sub;          // log2 of the transform length inside a chunk: log2 L (p > 1), log2(L/C)
+  int work_floats;      // the work buffer [n/C] fp32, or 0 when a single pass needs none
+  int recv_stride;      // p > 1: row stride of recv [p][recv_stride]; p = 1: groups per block
+  int log_gpb;          // p = 1, C > 1: log2(groups per block)
+  int cols;             // p > 1: columns per block (the last block may own fewer)
+  uint32_t cols_magic;  // ceil(2^32 / cols), C > 1: owner of column j = umulhi(j, magic)
+  bool vector_load;     // x rows are 16-byte aligned: pass 0 loads 16-byte vectors
+};
+
+template <typename Tin>
+__device__ __forceinline__ void LoadTile(const Tin* x, bool vector_load, float (&v)[kTile]);
+
+template <>
+__device__ __forceinline__ void LoadTile<__half>(const __half* x, bool vector_load,
+                                                 float (&v)[kTile]) {
+  if (vector_load) {
+    const uint4* p = reinterpret_cast<const uint4*>(x);
+    const uint4 w[2] = {p[0], p[1]};
+    detail::Unroll<2>([&]<int i>() {
+      const uint32_t u[4] = {w[i].x, w[i].y, w[i].z, w[i].w};
+      detail::Unroll<4>([&]<int k>() {
+        const float2 f = __half22float2(detail::U32AsHalf2(u[k]));
+        v[8 * i + 2 * k] = f.x;
+        v[8 * i + 2 * k + 1] = f.y;
+      });
+    });
+  } else {
+    detail::Unroll<kTile>([&]<int q>() { v[q] = __half2float(x[q]); });
+  }
+}
+
+template <>
+__device__ __forceinline__ void LoadTile<float>(const float* x, bool vector_load,
+                                                float (&v)[kTile]) {
+  if (vector_load) {
+    const float4* p = reinterpret_cast<const float4*>(x);
+    detail::Unroll<4>([&]<int i>() {
+      const float4 f = p[i];
+      v[4 * i] = f.x;
+      v[4 * i + 1] = f.y;
+      v[4 * i + 2] = f.z;
+      v[4 * i + 3] = f.w;
+    });
+  } else {
+    detail::Unroll<kTile>([&]<int q>() { v[q] = x[q]; });
+  }
+}
+
+// The tile's butterfly stages over its index bits t = first..3 in increasing order (the CPU's
+// h = 1, 2, 4, ... order), each the CPU's (a+b, a−b) on the same pairs.
+__device__ __forceinline__ void TileButterflies(float (&v)[kTile], int first) {
+  detail::Unroll<4>([&]<int t>() {
+    constexpr int kH = 1 << t;
+    if (t >= first) {
+      detail::Unroll<kTile / 2>([&]<int i>() {
+        constexpr int kLo = (i / kH) * 2 * kH + i % kH;
+        const float a = v[kLo];
+        const float b = v[kLo + kH];
+        v[kLo] = a + b;
+        v[kLo + kH] = a - b;
+      });
+    }
+  });
+}
+
+// Outputs i = kI0..kI0+R−1 of one column: Σ_k ±y[k] in the CPU's order k = 0..p−1 from 0.0f,
+// the signs compile-time, then times norm.
+template <int P, int R, int kI0, typename Tout>
+__device__ __forceinline__ void MixRows(const float (&y)[P], float norm, Tout* out, int l,
+                                        int col) {
+  float acc[R];
+  detail::Unroll<R>([&]<int r>() { acc[r] = 0.0f; });
+  detail::Unroll<P>([&]<int k>() {
+    detail::Unroll<R>([&]<int r>() {
+      if constexpr (detail::kPaleySigns<P>.neg[kI0 + r][k]) {
+        acc[r] = acc[r] - y[k];
+      } else {
+        acc[r] = acc[r] + y[k];
+      }
+    });
+  });
+  detail::Unroll<R>([&]<int r>() { StoreFromFloat(out + (kI0 + r) * l + col, acc[r] * norm); });
+}
+
+template <int P, int R, typename Tout, int... kG>
+__device__ __forceinline__ void MixGroup(int g, const float (&y)[P], float norm, Tout* out, int l,
+                                         int col, std::integer_sequence<int, kG...>) {
+  ((g == kG ? MixRows<P, R, kG * R>(y, norm, out, l, col) : void()), ...);
+}
+
+// Layout (one row per C blocks, block `rank` = blockIdx.x % C of row blockIdx.x / C):
+//   chunk    the row's elements [rank·n/C, (rank+1)·n/C): whole segments when p > 1 (C | p), a
+//            1/C slice of the single Walsh–Hadamard transform when p = 1 (C a power of two).
+//   phase 1  tiles of 16 elements whose chunk indices differ in bits [b, b+4); a thread does those
+//            4 butterfly stages in registers. Passes b = 0, 4, 8, ... with the last one shifted to
+//            end at the chunk's top bit (its stages below 4·pass are already done and skipped).
+//            Pass 0 loads x (16 contiguous elements, 16-byte loads when aligned) and applies the
+//            SplitMix64 signs; between passes the tiles go through `work` (shared [n/C] fp32,
+//            SwizzleWork: conflict-free for the pass-0 16-byte stores and the strided passes) and
+//            one __syncthreads. The last pass stores each element where phase 2 reads it:
+//              p > 1:  recv[k][j − colstart] of the block owning column j (columns split in C
+//                      contiguous ranges of `cols`), row stride cols + 2^b when b < 5 so the
+//                      tile stores spread over the banks;
+//              p = 1, C > 1: recv[q][g − rank·gpb] of the block owning group g, where element
+//                      w = q·2^(log L − 4) + g (phase 2 tiles span the top 4 index bits);
+//              p = 1, C = 1: the output itself (no phase 2).
+//            With C > 1 these are st.shared::cluster stores into peers' memory, after a first
+//            cluster barrier (arrived at entry, waited just before) guarantees every peer runs.
+//   phase 2  after one cluster barrier (__syncthreads when C = 1), local reads only:
+//              p > 1:  task (g, j): y[k] = recv[k][j] for k < p into registers, outputs
+//                      i = g·R .. g·R+R−1 with B compile-time (one FADD per term), stored.
+//              p = 1:  task g: the tile recv[0..15][g], the remaining log2 C stages, stored.
+//            No block reads a peer after that barrier, so blocks may exit without another.
+//   rank 0 zero-fills the output columns [n, out_stride).
+// The thread count covers the larger phase's task count (rounded to a warp, at most 512; more
+// tasks loop). Shared memory: 4·(n/C + recv) bytes, 32 KiB for n = 28672 at C = 7.
+template <typename Tin, typename Tout, int P>
+__global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(TiledArgs a) {
+  static_assert(P == 1 || detail::IsHadamard(detail::kPaleySigns<P>), "no Paley matrix of order P");
+  extern __shared__ float4 tiled_smem[];
+  float* work = reinterpret_cast<float*>(tiled_smem);
+  float* recv = work + a.work_floats;
+  const int c = a.cluster;
+  const bool clustered = c > 1;
+  const int rank = static_cast<int>(blockIdx.x) % c;
+  const int row = static_cast<int>(blockIdx.x) / c;
+  if (clustered) detail::ClusterArriveRelaxed();
+
+  const Tin* x = static_cast<const Tin*>(a.x) + row * a.x_stride;
+  Tout* out = static_cast<Tout*>(a.out) + row * a.out_stride;
+  const int l = 1 << a.log_l;
+  const int chunk = a.n / c;
+  const int chunk0 = rank * chunk;
+  const int tasks = chunk / kTile;
+  const int npass = (a.log_sub + 3) / 4;
+  const uint32_t recv_addr = detail::SharedAddress(recv);
+
+  for (int pass = 0; pass < npass; ++pass) {
+    const bool last = pass + 1 == npass;
+    const int b = min(4 * pass, a.log_sub - 4);
+    const int first = 4 * pass - b;
+    if (last && clustered) detail::ClusterWaitAcquire();  // every peer has started
+    for (int t = threadIdx.x; t < tasks; t += blockDim.x) {
+      const int u0 = ((t >> b) << (b + 4)) | (t & ((1 << b) - 1));
+      float v[kTile];
+      if (pass == 0) {  // b = 0: u0 = 16·t
+        LoadTile(x + chunk0 + u0, a.vector_load, v);
+        uint64_t state = a.seed + static_cast<uint64_t>(chunk0 + u0 + 1) * detail::kSplitMixGamma;
+        detail::Unroll<kTile>([&]<int q>() {
+          v[q] = __uint_as_float(__float_as_uint(v[q]) ^ detail::SplitMixSignBit(state));
+          state += detail::kSplitMixGamma;
+        });
+      } else {
+        detail::Unroll<kTile>([&]<int q>() { v[q] = work[detail::SwizzleWork(u0 + (q << b))]; });
+      }
+      TileButterflies(v, first);
+      if (!last) {
+        if (pass == 0) {
+          detail::Unroll<kTile / 4>([&]<int i>() {
+            *reinterpret_cast<float4*>(work + detail::SwizzleWork(u0 + 4 * i)) =
+                make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
+          });
+        } else {
+          detail::Unroll<kTile>([&]<int q>() { work[detail::SwizzleWork(u0 + (q << b))] = v[q]; });
+        }
+      } else if constexpr (P == 1) {
+        if (!clustered) {
+          detail::Unroll<kTile>(
+              [&]<int q>() { StoreFromFloat(out + u0 + (q << b), v[q] * a.norm); });
+        } else {
+          const int log_g = a.log_l - 4;
+          detail::Unroll<kTile>([&]<int q>() {
+            const int w = chunk0 + u0 + (q << b);
+            const int g = w & ((1 << log_g) - 1);
+            const int owner = g >> a.log_gpb;
+            const int slot = ((w >> log_g) << a.log_gpb) + (g & ((1 << a.log_gpb) - 1));
+            detail::StoreSharedCluster(detail::MapSharedRank(recv_addr + 4 * slot, owner), v[q]);
+          });
+        }
+      } else {
+        const int k = (chunk0 + u0) >> a.log_l;  // the tile's segment (b + 4 <= log L)
+        const int j0 = (chunk0 + u0) & (l - 1);
+        if (!clustered) {
+          detail::Unroll<kTile>([&]<int q>() { recv[k * a.recv_stride + j0 + (q << b)] = v[q]; });
+        } else {
+          detail::Unroll<kTile>([&]<int q>() {
+            const int j = j0 + (q << b);
+            const int owner = static_cast<int>(__umulhi(static_cast<uint32_t>(j), a.cols_magic));
+            const int slot = k * a.recv_stride + j - owner * a.cols;
+            detail::StoreSharedCluster(detail::MapSharedRank(recv_addr + 4 * slot, owner), v[q]);
+          });
+        }
+      }
+    }
+    if (!last) __syncthreads();
+  }
+
+  if (P > 1 || clustered) {
+    if (clustered) {
+      detail::ClusterArriveRelease();
+      detail::ClusterWaitAcquire();
+    } else {
+      __syncthreads();
+    }
+  }
+
+  if constexpr (P == 1) {
+    if (clustered) {
+      const int gpb = 1 << a.log_gpb;
+      const int log_g = a.log_l - 4;
+      const int first = 4 - (a.log_l - a.log_sub);  // the log2 C stages the chunks could not do
+      for (int gl = threadIdx.x; gl < gpb; gl += blockDim.x) {
+        float v[kTile];
+        detail::Unroll<kTile>([&]<int q>() { v[q] = recv[(q << a.log_gpb) + gl]; });
+        TileButterflies(v, first);
+        const int g = rank * gpb + gl;
+        detail::Unroll<kTile>(
+            [&]<int q>() { StoreFromFloat(out + (q << log_g) + g, v[q] * a.norm); });
+      }
+    }
+  } else {
+    constexpr int kR = MixRowsPerTask(P);
+    constexpr int kGroups = P / kR;
+    static_assert(P % kR == 0);
+    const int col0 = rank * a.cols;
+    const int cols_here = min(a.cols, l - col0);
+    for (int task = threadIdx.x; task < cols_here * kGroups; task += blockDim.x) {
+      const int g = task / cols_here;
+      const int jl = task - g * cols_here;
+      float y[P];
+      detail::Unroll<P>([&]<int k>() { y[k] = recv[k * a.recv_stride + jl]; });
+      MixGroup<P, kR>(g, y, a.norm, out, l, col0 + jl, std::make_integer_sequence<int, kGroups>{});
+    }
+  }
+  if (rank == 0) {
+    for (int64_t e = a.n + threadIdx.x; e < a.out_stride; e += blockDim.x)
+      StoreFromFloat(out + e, 0.0f);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side.
+
 int64_t SharedBytes(const RotationDesc& r) {
   const bool mix = r.base_order > 1 && r.base_is_hadamard;
   return r.n * 4 + (mix ? r.base_order * r.base_order : 0);
@@ -125,6 +406,12 @@ int64_t MaxSharedBytes(int sm) {
   if (sm >= 90) return 232448;  // 227 KiB opt-in
   if (sm == 80 || sm == 87) return 166912;
   return 101376;  // sm_86, sm_89
+}
+
+int Log2(int64_t v) {  // v a power of two
+  int k = 0;
+  while ((int64_t{1} << k) < v) ++k;
+  return k;
 }
 
 absl::Status Validate(const HadamardRotateParams& p) {
@@ -153,26 +440,146 @@ absl::Status Validate(const HadamardRotateParams& p) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: batch ", p.batch,
                                                    " outside [1, ", kMaxRotateBatch, "]"));
   }
+  if (p.cluster_blocks < 0 || p.cluster_blocks > kMaxClusterBlocks) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: cluster_blocks ",
+                                                   p.cluster_blocks, " outside [0, ",
+                                                   kMaxClusterBlocks, "]"));
+  }
+  if (p.cluster_blocks != 0 && p.schedule == RotateSchedule::kRowPerBlock) {
+    return absl::InvalidArgumentError(
+        "LaunchHadamardRotate: cluster_blocks applies to the register-tiled schedule only");
+  }
+  return absl::OkStatus();
+}
+
+// The register-tiled kernel's configuration for one shape (see its layout comment).
+struct TiledPlan {
+  int cluster = 1;
+  int threads = 0;
+  int log_sub = 0;
+  int work_floats = 0;
+  int recv_floats = 0;
+  int recv_stride = 0;
+  int log_gpb = 0;
+  int cols = 0;
+  uint32_t cols_magic = 0;
+  int64_t shared_bytes = 0;
+};
+
+// Whether cluster size c can run the shape: C | p for p > 1 with every block owning a column,
+// a power of two leaving chunks of >= 16 for p = 1.
+bool ClusterFits(int64_t p, int64_t l, int c) {
+  if (p == 1) return (c & (c - 1)) == 0 && l / c >= kTile;
+  const int64_t cols = (l + c - 1) / c;
+  return p % c == 0 && (c - 1) * cols < l;
+}
+
+int DefaultCluster(const RotationDesc& r, int sm) {
+  if (sm < 90) return 1;
+  const int64_t want =
+      std::max<int64_t>(1, std::min<int64_t>(kMaxClusterBlocks, r.n / kElementsPerBlock));
+  for (int c = static_cast<int>(want); c > 1; --c) {
+    if (ClusterFits(r.base_order, r.pow2_order, c)) return c;
+  }
+  return 1;
+}
+
+absl::Status PlanTiled(const RotationDesc& r, int sm, int cluster_request, TiledPlan* plan) {
+  const int64_t p = r.base_order;
+  const int64_t l = r.pow2_order;
+  if (!IsTiledOrder(p) || (p > 1 && !r.base_is_hadamard) || l < kTile) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LaunchHadamardRotate: the register-tiled schedule needs L >= 16 and p in {1, 12, 20, "
+        "28, 36, 60} with a Paley base, not p=",
+        p, " L=", l));
+  }
+  const int c = cluster_request != 0 ? cluster_request : DefaultCluster(r, sm);
+  if (c > 1 && sm < 90) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: cluster_blocks ", c,
+                                                   " needs sm_90, device is sm_", sm));
+  }
+  if (!ClusterFits(p, l, c)) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: cluster_blocks ", c,
+                                                   " does not split p=", p, " L=", l));
+  }
+  TiledPlan t;
+  t.cluster = c;
+  const int log_l = Log2(l);
+  t.log_sub = p == 1 ? log_l - Log2(c) : log_l;
+  const int64_t chunk = r.n / c;
+  const int npass = (t.log_sub + 3) / 4;
+  t.work_floats = npass > 1 ? static_cast<int>(chunk) : 0;
+  int64_t tasks2 = 0;
+  if (p == 1) {
+    if (c > 1) {
+      const int64_t gpb = (l / kTile) / c;
+      t.log_gpb = Log2(gpb);
+      t.recv_stride = static_cast<int>(gpb);
+      t.recv_floats = static_cast<int>(kTile * gpb);
+      tasks2 = gpb;
+    }
+  } else {
+    t.cols = static_cast<int>((l + c - 1) / c);
+    const int b_last = log_l - 4;
+    t.recv_stride = t.cols + (b_last < 5 ? (1 << b_last) : 0);
+    t.recv_floats = static_cast<int>(p) * t.recv_stride;
+    if (c > 1) t.cols_magic = static_cast<uint32_t>(((uint64_t{1} << 32) + t.cols - 1) / t.cols);
+    tasks2 = int64_t{t.cols} * (p / MixRowsPerTask(static_cast<int>(p)));
+  }
+  const int64_t tasks = std::max<int64_t>(chunk / kTile, tasks2);
+  t.threads = static_cast<int>(std::clamp<int64_t>((tasks + 31) / 32 * 32, 32, kTiledMaxThreads));
+  t.shared_bytes = 4 * (int64_t{t.work_floats} + t.recv_floats);
+  if (t.shared_bytes > MaxSharedBytes(sm)) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: ", t.shared_bytes,
+                                                   " bytes of shared memory per block exceed sm_",
+                                                   sm, "'s limit; use more cluster blocks"));
+  }
+  *plan = t;
+  return absl::OkStatus();
+}
+
+// The schedule LaunchHadamardRotate runs on `sm`; `tiled` is filled when it is the tiled one.
+absl::StatusOr<RotateSchedule> ChooseSchedule(int sm, const HadamardRotateParams& p,
+                                              TiledPlan* tiled) {
+  if (absl::Status s = Validate(p); !s.ok()) return s;
+  if (p.schedule == RotateSchedule::kRowPerBlock) return RotateSchedule::kRowPerBlock;
+  const absl::Status s = PlanTiled(p.rotation, sm, p.cluster_blocks, tiled);
+  if (s.ok()) return RotateSchedule::kRegisterTiled;
+  if (p.schedule == RotateSchedule::kRegisterTiled || p.cluster_blocks != 0) return s;
+  return RotateSchedule::kRowPerBlock;
+}
+
+// The current device's compute capability, queried once per device.
+absl::Status CurrentDeviceSm(int* sm) {
+  constexpr int kCachedDevices = 64;
+  static std::atomic<int> cache[kCachedDevices];
+  int dev = 0;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+  if (dev >= 0 && dev < kCachedDevices) {
+    if (const int v = cache[dev].load(std::memory_order_relaxed); v != 0) {
+      *sm = v;
+      return absl::OkStatus();
+    }
+  }
+  int major = 0, minor = 0;
+  BITLOOM_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  BITLOOM_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  *sm = major * 10 + minor;
+  if (dev >= 0 && dev < kCachedDevices) cache[dev].store(*sm, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
 template <typename Tin, typename Tout>
-absl::Status Launch(const HadamardRotateParams& p, cudaStream_t stream) {
+absl::Status LaunchRowPerBlock(const HadamardRotateParams& p, cudaStream_t stream) {
   const RotationDesc& r = p.rotation;
-  int log_l = 0;
-  while ((int64_t{1} << log_l) < r.pow2_order) ++log_l;
-  RotateArgs a{r.n,
-               r.base_order,
-               r.pow2_order,
-               log_l,
-               r.seed,
-               r.base_order > 1 && r.base_is_hadamard,
-               r.norm,
-               r.base,
-               p.x,
-               p.x_stride,
-               p.out,
-               p.out_stride};
+  RotateArgs a{r.n,          r.base_order,
+               r.pow2_order, Log2(r.pow2_order),
+               r.seed,       r.base_order > 1 && r.base_is_hadamard,
+               r.norm,       r.base,
+               p.x,          p.x_stride,
+               p.out,        p.out_stride};
   const int64_t smem = SharedBytes(r);
   const int threads = r.n >= 4096 ? 1024 : 256;
   auto* kernel = &HadamardRotateKernel<Tin, Tout>;
@@ -185,6 +592,85 @@ absl::Status Launch(const HadamardRotateParams& p, cudaStream_t stream) {
   return absl::OkStatus();
 }
 
+template <typename Tin, typename Tout, int P>
+absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
+                         cudaStream_t stream) {
+  const RotationDesc& r = p.rotation;
+  const int64_t elem = sizeof(Tin);
+  TiledArgs a{};
+  a.x = p.x;
+  a.x_stride = p.x_stride;
+  a.out = p.out;
+  a.out_stride = p.out_stride;
+  a.seed = r.seed;
+  a.norm = r.norm;
+  a.n = static_cast<int>(r.n);
+  a.log_l = Log2(r.pow2_order);
+  a.cluster = plan.cluster;
+  a.log_sub = plan.log_sub;
+  a.work_floats = plan.work_floats;
+  a.recv_stride = plan.recv_stride;
+  a.log_gpb = plan.log_gpb;
+  a.cols = plan.cols;
+  a.cols_magic = plan.cols_magic;
+  a.vector_load = reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && (p.x_stride * elem) % 16 == 0;
+  auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P>;
+  if (plan.shared_bytes > 48 * 1024) {
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan.shared_bytes)));
+  }
+  const unsigned grid = static_cast<unsigned>(p.batch * plan.cluster);
+  if (plan.cluster > 1) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(plan.cluster);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(static_cast<unsigned>(plan.threads));
+    config.dynamicSmemBytes = static_cast<size_t>(plan.shared_bytes);
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, kernel, a));
+  } else {
+    kernel<<<grid, plan.threads, plan.shared_bytes, stream>>>(a);
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  }
+  return absl::OkStatus();
+}
+
+template <typename Tin, typename Tout>
+absl::Status LaunchTiledOrder(const HadamardRotateParams& p, const TiledPlan& plan,
+                              cudaStream_t stream) {
+  switch (p.rotation.base_order) {
+    case 1:
+      return LaunchTiled<Tin, Tout, 1>(p, plan, stream);
+    case 12:
+      return LaunchTiled<Tin, Tout, 12>(p, plan, stream);
+    case 20:
+      return LaunchTiled<Tin, Tout, 20>(p, plan, stream);
+    case 28:
+      return LaunchTiled<Tin, Tout, 28>(p, plan, stream);
+    case 36:
+      return LaunchTiled<Tin, Tout, 36>(p, plan, stream);
+    case 60:
+      return LaunchTiled<Tin, Tout, 60>(p, plan, stream);
+    default:
+      return absl::InternalError(
+          absl::StrCat("LaunchHadamardRotate: no tiled kernel for p=", p.rotation.base_order));
+  }
+}
+
+template <typename Tin, typename Tout>
+absl::Status Launch(const HadamardRotateParams& p, RotateSchedule schedule, const TiledPlan& plan,
+                    cudaStream_t stream) {
+  if (schedule == RotateSchedule::kRegisterTiled)
+    return LaunchTiledOrder<Tin, Tout>(p, plan, stream);
+  return LaunchRowPerBlock<Tin, Tout>(p, stream);
+}
+
 }  // namespace
 
 RotationDesc DescribeRotation(const HadamardRotation& rotation, const int8_t* device_base) {
@@ -195,25 +681,50 @@ RotationDesc DescribeRotation(const HadamardRotation& rotation, const int8_t* de
   d.pow2_order = rotation.pow2_order();
   d.base_is_hadamard = rotation.base_is_hadamard();
   // The CPU keeps 1/√(p·L) in double and casts to fp32 at use: the same value.
-  const double scale_of = static_cast<double>(d.base_is_hadamard ? d.base_order * d.pow2_order
-                                                                 : d.pow2_order);
+  const double scale_of =
+      static_cast<double>(d.base_is_hadamard ? d.base_order * d.pow2_order : d.pow2_order);
   d.norm = static_cast<float>(1.0 / std::sqrt(scale_of));
   d.base = device_base;
   return d;
 }
 
+absl::StatusOr<RotateLaunchInfo> PlanHadamardRotate(int sm, const HadamardRotateParams& params) {
+  TiledPlan tiled;
+  absl::StatusOr<RotateSchedule> schedule = ChooseSchedule(sm, params, &tiled);
+  if (!schedule.ok()) return schedule.status();
+  RotateLaunchInfo info;
+  info.schedule = *schedule;
+  if (*schedule == RotateSchedule::kRegisterTiled) {
+    info.cluster_blocks = tiled.cluster;
+    info.threads = tiled.threads;
+    info.shared_bytes = tiled.shared_bytes;
+  } else {
+    info.cluster_blocks = 1;
+    info.threads = params.rotation.n >= 4096 ? 1024 : 256;
+    info.shared_bytes = SharedBytes(params.rotation);
+  }
+  return info;
+}
+
 bool IsSupported(int sm, const HadamardRotateParams& params) {
-  return sm >= 80 && Validate(params).ok() && SharedBytes(params.rotation) <= MaxSharedBytes(sm);
+  if (sm < 80) return false;
+  absl::StatusOr<RotateLaunchInfo> info = PlanHadamardRotate(sm, params);
+  return info.ok() && info->shared_bytes <= MaxSharedBytes(sm);
 }
 
 absl::Status LaunchHadamardRotate(const HadamardRotateParams& params, cudaStream_t stream) {
   if (absl::Status s = Validate(params); !s.ok()) return s;
+  int sm = 0;
+  if (absl::Status s = CurrentDeviceSm(&sm); !s.ok()) return s;
+  TiledPlan plan;
+  absl::StatusOr<RotateSchedule> schedule = ChooseSchedule(sm, params, &plan);
+  if (!schedule.ok()) return schedule.status();
   const bool in16 = params.x_type == ActivationType::kF16;
   const bool out16 = params.out_type == ActivationType::kF16;
-  if (in16 && out16) return Launch<__half, __half>(params, stream);
-  if (in16) return Launch<__half, float>(params, stream);
-  if (out16) return Launch<float, __half>(params, stream);
-  return Launch<float, float>(params, stream);
+  if (in16 && out16) return Launch<__half, __half>(params, *schedule, plan, stream);
+  if (in16) return Launch<__half, float>(params, *schedule, plan, stream);
+  if (out16) return Launch<float, __half>(params, *schedule, plan, stream);
+  return Launch<float, float>(params, *schedule, plan, stream);
 }
 
 }  // namespace bitloom::kernels::cuda

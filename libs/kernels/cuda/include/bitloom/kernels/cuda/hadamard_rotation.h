@@ -9,6 +9,12 @@
 // is what the scalar-codec GEMV needs (its code blocks are 32 columns and the columns past
 // in_features must meet x' = 0). The usual output is fp16 into the GEMV's activation workspace.
 //
+// Two schedules (docs/KERNELS.md, "Rotation"). The register-tiled one covers every width whose L
+// is at least 16 and whose p is 1 or one of the Paley orders 12, 20, 28, 36, 60 (all the real model
+// widths): each thread holds 16 elements and does 4 butterfly stages in registers per pass, and a
+// row may be spread over a thread-block cluster of up to 8 blocks (sm_90). Every other shape runs
+// the one-block-per-row schedule. Both are bit-exact; which one runs never changes the result.
+//
 // Ownership: the caller owns every device buffer, including the base matrix, which it uploads once
 // per width from HadamardRotation::base_matrix() (p·p int8, only when p > 1). The launcher is
 // asynchronous on `stream`, allocates nothing, never synchronises and never logs; it is thread-safe.
@@ -20,6 +26,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "bitloom/kernels/hadamard.h"
 
 namespace bitloom::kernels::cuda {
@@ -40,6 +47,9 @@ struct RotationDesc {
 // `device_base` is the caller's device copy of rotation.base_matrix() (null allowed when p == 1).
 RotationDesc DescribeRotation(const HadamardRotation& rotation, const int8_t* device_base);
 
+// kAuto: the register-tiled schedule where it covers the shape, else one block per row.
+enum class RotateSchedule : uint8_t { kAuto = 0, kRowPerBlock = 1, kRegisterTiled = 2 };
+
 struct HadamardRotateParams {
   RotationDesc rotation;
   const void* x = nullptr;  // device [batch, x_stride] of x_type, model (unrotated) space
@@ -49,18 +59,37 @@ struct HadamardRotateParams {
   ActivationType out_type = ActivationType::kF16;
   int64_t out_stride = 0;  // elements, >= n; columns [n, out_stride) are written with zeros
   int batch = 0;           // rows, 1..kMaxRotateBatch
+  // Left at their defaults the launcher picks; tests and benchmarks force a schedule with them.
+  RotateSchedule schedule = RotateSchedule::kAuto;
+  int cluster_blocks = 0;  // register-tiled only: thread blocks per row, 1..8 (> 1: a cluster,
+                           // sm_90+); 0: the launcher's choice (about 2048 elements per block)
 };
 
 inline constexpr int kMaxRotateBatch = 64;
 
-// Whether the kernel can run these params on a device of compute capability `sm` (e.g. 90): the
-// whole row is rotated in shared memory, so n·4 + p·p bytes must fit the device's per-block limit
-// (227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86/89: n up to 57344 on H100).
+// How LaunchHadamardRotate would run `params` on a device of compute capability `sm`.
+struct RotateLaunchInfo {
+  RotateSchedule schedule = RotateSchedule::kRowPerBlock;
+  int cluster_blocks = 1;    // thread blocks per row
+  int threads = 0;           // per block
+  int64_t shared_bytes = 0;  // dynamic shared memory per block
+};
+
+// INVALID_ARGUMENT as LaunchHadamardRotate, or when a forced schedule / cluster size cannot run
+// these params on `sm`.
+absl::StatusOr<RotateLaunchInfo> PlanHadamardRotate(int sm, const HadamardRotateParams& params);
+
+// Whether the kernels can run these params on a device of compute capability `sm` (e.g. 90): the
+// one-block-per-row schedule keeps the row in shared memory, so n·4 + p·p bytes must fit the
+// device's per-block limit (227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86/89: n up to 57344
+// on H100); the register-tiled one needs about 8·n / cluster_blocks bytes per block.
 bool IsSupported(int sm, const HadamardRotateParams& params);
 
 // out[b] = R·x[b] for b < batch, zero-padded to out_stride. INVALID_ARGUMENT for null pointers,
-// strides < n, batch outside 1..kMaxRotateBatch, p·L != n, or a missing base matrix; INTERNAL for a
-// CUDA launch error. Rows too wide for shared memory fail at launch (check IsSupported first).
+// strides < n, batch outside 1..kMaxRotateBatch, p·L != n, a missing base matrix, or a forced
+// schedule that cannot run the shape; INTERNAL for a CUDA launch error. Rows too wide for shared
+// memory fail at launch (check IsSupported first). The first launch on each device queries its
+// compute capability once (cached).
 absl::Status LaunchHadamardRotate(const HadamardRotateParams& params, cudaStream_t stream);
 
 }  // namespace bitloom::kernels::cuda

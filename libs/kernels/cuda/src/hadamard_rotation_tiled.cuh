@@ -1,0 +1,172 @@
+// Device helpers of the register-tiled Hadamard rotation (hadamard_rotation.cu): the Paley base
+// matrices as compile-time sign tables, the SplitMix64 sign bit, the shared-memory swizzle of the
+// butterfly passes, and the thread-block-cluster primitives (distributed shared memory, sm_90+).
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <utility>
+
+namespace bitloom::kernels::cuda::detail {
+
+// f.operator()<i>() for i = 0..N−1 (f a template lambda []<int i>() {...}): indices stay
+// compile-time constants, so the register tiles stay in registers.
+template <int... I, typename F>
+__device__ __forceinline__ void UnrollImpl(std::integer_sequence<int, I...>, F&& f) {
+  (f.template operator()<I>(), ...);
+}
+template <int N, typename F>
+__device__ __forceinline__ void Unroll(F&& f) {
+  UnrollImpl(std::make_integer_sequence<int, N>{}, f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paley base matrices, built at compile time by the constructions of kernels/src/hadamard.cc
+// (HadamardRotation::Create picks PaleyHadamard(p) whenever base_is_hadamard and p > 1, so the
+// order alone determines B). With B known to the compiler, each term of the mixing sum is one FADD
+// with or without a negated operand, and no table is read at run time.
+
+template <int P>
+struct PaleySigns {
+  bool neg[P][P];  // B[i][k] = −1
+};
+
+__host__ __device__ constexpr bool IsPrimeOrder(int q) {
+  if (q < 2) return false;
+  for (int d = 2; d * d <= q; ++d) {
+    if (q % d == 0) return false;
+  }
+  return true;
+}
+
+// Entry (a, b) of the (q+1)×(q+1) conference core [[0, 1ᵀ], [±1, Q]], Q_ab = χ(a − b).
+__host__ __device__ constexpr int ConferenceEntry(int q, int a, int b) {
+  if (a == 0 && b == 0) return 0;
+  if (a == 0) return 1;
+  if (b == 0) return q % 4 == 3 ? -1 : 1;
+  const int d = ((a - b) % q + q) % q;
+  if (d == 0) return 0;
+  for (int y = 1; y < q; ++y) {
+    if ((y * y) % q == d) return 1;
+  }
+  return -1;
+}
+
+template <int P>
+__host__ __device__ constexpr PaleySigns<P> MakePaleySigns() {
+  PaleySigns<P> s{};
+  if (IsPrimeOrder(P - 1) && (P - 1) % 4 == 3) {  // Paley I: H = I + S
+    for (int i = 0; i < P; ++i) {
+      for (int j = 0; j < P; ++j) s.neg[i][j] = ConferenceEntry(P - 1, i, j) + (i == j) < 0;
+    }
+    return s;
+  }
+  // Paley II (q = P/2 − 1 ≡ 1 mod 4): 0 → [[1,−1],[−1,−1]], ±1 → ±[[1,1],[1,−1]].
+  const int q = P / 2 - 1;
+  for (int i = 0; i < P / 2; ++i) {
+    for (int j = 0; j < P / 2; ++j) {
+      const int v = ConferenceEntry(q, i, j);
+      const int blk[4] = {v == 0 ? 1 : v, v == 0 ? -1 : v, v == 0 ? -1 : v, v == 0 ? -1 : -v};
+      for (int a = 0; a < 2; ++a) {
+        for (int b = 0; b < 2; ++b) s.neg[2 * i + a][2 * j + b] = blk[2 * a + b] < 0;
+      }
+    }
+  }
+  return s;
+}
+
+// H·Hᵀ = P·I: a compile-time check that the order has a Paley construction at all.
+template <int P>
+__host__ __device__ constexpr bool IsHadamard(const PaleySigns<P>& s) {
+  for (int i = 0; i < P; ++i) {
+    for (int j = 0; j < P; ++j) {
+      int dot = 0;
+      for (int k = 0; k < P; ++k) dot += (s.neg[i][k] == s.neg[j][k]) ? 1 : -1;
+      if (dot != (i == j ? P : 0)) return false;
+    }
+  }
+  return true;
+}
+
+template <int P>
+inline constexpr PaleySigns<P> kPaleySigns = MakePaleySigns<P>();
+
+// ---------------------------------------------------------------------------------------------
+// Signs: bit 63 of SplitMix64 output i, from the counter state seed + (i+1)·γ. The final
+// xor-shift (z ^ z >> 31) leaves bit 63 alone, and bit 63 of z·M only needs the high word of the
+// product: hi(lo·M_lo) + lo·M_hi + hi·M_lo (mod 2^32).
+
+inline constexpr uint64_t kSplitMixGamma = 0x9e3779b97f4a7c15ull;
+
+__device__ __forceinline__ uint32_t SplitMixSignBit(uint64_t state) {
+  uint64_t z = (state ^ (state >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z ^= z >> 27;
+  const uint32_t lo = static_cast<uint32_t>(z);
+  const uint32_t hi = static_cast<uint32_t>(z >> 32);
+  const uint32_t top = __umulhi(lo, 0x133111ebu) + lo * 0x94d049bbu + hi * 0x133111ebu;
+  return top & 0x80000000u;  // the sign bit to XOR into the fp32 value (exactly x·(±1))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared-memory swizzle of the butterfly work buffer (fp32 words, logical index u). Word bits 2-3
+// take bits 5-6 and bit 4 takes bit 8, so that (a) the first pass's 16-byte stores of 16
+// consecutive words per thread, (b) the pass over bits 4-7 (lanes 16 apart in bit 8) and (c) every
+// pass over higher bits are free of bank conflicts. Bits 0-1 stay, so 4-word chunks stay
+// contiguous and 16-byte aligned.
+__device__ __forceinline__ int SwizzleWork(int u) {
+  return u ^ (((u >> 5) & 3) << 2) ^ (((u >> 8) & 1) << 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thread-block cluster primitives (PTX ISA 7.8+, sm_90). Compiled to a trap on older targets,
+// where the launcher never forms clusters.
+
+__device__ __forceinline__ void ClusterArriveRelaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void ClusterArriveRelease() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void ClusterWaitAcquire() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
+// The shared::cluster address of `local_addr` (a shared::cta address) in block `rank`'s copy.
+__device__ __forceinline__ uint32_t MapSharedRank(uint32_t local_addr, uint32_t rank) {
+  uint32_t out = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(out) : "r"(local_addr), "r"(rank));
+#else
+  __trap();
+#endif
+  return out;
+}
+
+__device__ __forceinline__ void StoreSharedCluster(uint32_t cluster_addr, float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.shared::cluster.f32 [%0], %1;\n" ::"r"(cluster_addr), "f"(v) : "memory");
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+}  // namespace bitloom::kernels::cuda::detail
