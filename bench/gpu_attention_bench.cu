@@ -11,9 +11,10 @@
 // same run (cudaMemcpyAsync D2D of 1 GiB, GB/s = 2·bytes / time, median of 10 copies;
 // 1 GB = 1e9 B).
 //
-// Prefill (for reference, same shapes, batch 1): a whole prompt of 512 or 4096 tokens, and 129 new
-// tokens after a 4096-token prefix; time and achieved TFLOP/s, counting 4·head_dim flops per
-// visible (query head, key) pair.
+// Prefill (same shapes, batch 1, causal): a whole prompt of 512, 2048 or 4096 tokens, and 129 new
+// tokens after a 4096-token prefix, each on the tensor-core kernel (the default) and on the fp32
+// FMA kernel (exact_fp32); time and achieved TFLOP/s, counting 4·head_dim flops per visible
+// (query head, key) pair.
 //
 // Timing: pages are a random permutation of a pool; each launch of a CUDA graph reads its own copy
 // of the cache (own pages, own block tables), and a graph holds one launch per copy (32..256), so
@@ -292,7 +293,7 @@ absl::Status Run(int iters) {
 
   // Prefill, batch 1: {prefix, new tokens}.
   std::vector<std::string> prefill_json;
-  const int kPrefill[][2] = {{0, 512}, {0, 4096}, {4096, 129}};
+  const int kPrefill[][2] = {{0, 512}, {0, 2048}, {0, 4096}, {4096, 129}};
   for (const auto& pf : kPrefill) {
     const int prefix = pf[0], fresh = pf[1], len = prefix + fresh;
     CachePool pool;
@@ -320,22 +321,26 @@ absl::Status Run(int iters) {
     p.num_tokens = fresh;
     p.num_heads = kHeads;
     p.scale = scale;
-    if (!IsSupported(sm, p))
-      return absl::FailedPreconditionError("prefill attention not supported");
-    auto launch = [&](int) { return LaunchPagedPrefillAttention(p, stream); };
-    double secs = 0.0;
-    std::string how;
-    if (absl::Status s = TimeLaunches(stream, iters, kMinLaunches, launch, &secs, &how); !s.ok())
-      return s;
     double pairs = 0.0;  // visible (query token, key) pairs
     for (int t = 0; t < fresh; ++t) pairs += prefix + t + 1;
     const double flops = pairs * kHeads * 4.0 * kHeadDim;
-    prefill_json.push_back(absl::StrCat("{\"model\":\"llama3-8b\",\"prefix\":", prefix,
-                                        ",\"new_tokens\":", fresh, ",\"time_us\":", secs * 1e6,
-                                        ",\"tflops\":", flops / secs / 1e12, ",\"timing\":\"", how,
-                                        "\"}"));
-    std::fprintf(stderr, "prefill prefix %5d + %4d new: %9.1f us, %.2f TFLOP/s\n", prefix, fresh,
-                 secs * 1e6, flops / secs / 1e12);
+    for (const bool exact : {false, true}) {
+      p.exact_fp32 = exact;
+      const char* kernel = exact ? "fp32" : "tensor_core";
+      if (!IsSupported(sm, p))
+        return absl::FailedPreconditionError("prefill attention not supported");
+      auto launch = [&](int) { return LaunchPagedPrefillAttention(p, stream); };
+      double secs = 0.0;
+      std::string how;
+      if (absl::Status s = TimeLaunches(stream, iters, kMinLaunches, launch, &secs, &how); !s.ok())
+        return s;
+      prefill_json.push_back(
+          absl::StrCat("{\"model\":\"llama3-8b\",\"kernel\":\"", kernel, "\",\"prefix\":", prefix,
+                       ",\"new_tokens\":", fresh, ",\"time_us\":", secs * 1e6,
+                       ",\"tflops\":", flops / secs / 1e12, ",\"timing\":\"", how, "\"}"));
+      std::fprintf(stderr, "prefill %-11s prefix %5d + %4d new: %9.1f us, %.2f TFLOP/s\n", kernel,
+                   prefix, fresh, secs * 1e6, flops / secs / 1e12);
+    }
   }
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamDestroy(stream));
 

@@ -227,6 +227,10 @@ void ExpectClose(const std::vector<float>& got, const std::vector<float>& want) 
   const std::vector<double> want_d(want.begin(), want.end());
   // Relative to the output scale (max(1, max|want|)); fp16 K/V are exact in both, the difference is
   // fp32 summation order, the fast exponential and, for fp16 outputs, one rounding (≤ 4.9e-4).
+  // Prefill's tensor-core kernel also rounds each probability p (≤ 1) to fp16 before P·V: the
+  // output moves by at most 2^-11·Σp|v|/Σp ≤ 4.9e-4·max|v| if every rounding had the same sign,
+  // and by far less for independent roundings; fp32 q rounded to fp16 moves a score by ≤ 2^-12 of
+  // Σ|q·k|·scale. The same 2e-3 bound holds for both kernels.
   EXPECT_LE(testing::MaxNormalizedError(got, want_d), 2e-3);
 }
 
@@ -594,13 +598,15 @@ struct PrefillCase {
   bool shuffle;  // interleave the sequences' tokens in a random order
   ActivationType q_type;
   ActivationType out_type;
+  bool exact_fp32 = false;  // the fp32 FMA kernel instead of the tensor-core one
 };
 
 void CheckPrefill(const PrefillCase& c, uint64_t seed) {
   SCOPED_TRACE(::testing::Message()
-               << c.shape.name << " page=" << c.page_size << " window=" << c.window << " softcap="
-               << c.softcap << " seqs=" << c.seqs.size() << " prefix[0]=" << c.seqs[0].prefix
-               << " new[0]=" << c.seqs[0].fresh << " shuffle=" << c.shuffle);
+               << c.shape.name << " page=" << c.page_size << " window=" << c.window
+               << " softcap=" << c.softcap << " seqs=" << c.seqs.size()
+               << " prefix[0]=" << c.seqs[0].prefix << " new[0]=" << c.seqs[0].fresh
+               << " shuffle=" << c.shuffle << " exact_fp32=" << c.exact_fp32);
   std::vector<int> lens;
   std::vector<int32_t> token_seq, token_pos;
   for (size_t s = 0; s < c.seqs.size(); ++s) {
@@ -686,6 +692,7 @@ void CheckPrefill(const PrefillCase& c, uint64_t seed) {
   p.scale = 1.0f / std::sqrt(static_cast<float>(c.shape.head_dim));
   p.logit_softcap = c.softcap;
   p.sliding_window = c.window;
+  p.exact_fp32 = c.exact_fp32;
   ASSERT_TRUE(IsSupported(DeviceSm(), p));
   const absl::Status s = LaunchPagedPrefillAttention(p, nullptr);
   ASSERT_TRUE(s.ok()) << s;
@@ -713,7 +720,10 @@ TEST(CudaPagedPrefillAttention, MatchesCpuOnModelShapes) {
                         i % 3 == 1,
                         i % 2 ? ActivationType::kF32 : ActivationType::kF16,
                         (i / 2) % 2 ? ActivationType::kF16 : ActivationType::kF32};
-          CheckPrefill(c, 5000 + i);
+          for (bool exact : {true, false}) {
+            c.exact_fp32 = exact;
+            CheckPrefill(c, 5000 + i);
+          }
           ++i;
         }
       }
@@ -734,8 +744,65 @@ TEST(CudaPagedPrefillAttention, MatchesCpuOnOtherGroupSizes) {
                   i == 0,
                   ActivationType::kF16,
                   ActivationType::kF32};
-    CheckPrefill(c, 6000 + i);
+    for (bool exact : {true, false}) {
+      c.exact_fp32 = exact;
+      CheckPrefill(c, 6000 + i);
+    }
     ++i;
+  }
+}
+
+// The tensor-core kernel (the default) on long prompts: 64-row tiles over many 64- or 32-key
+// tiles, the causal diagonal inside a tile, windows shorter than a tile, tiles whose rows end
+// mid-tile (prompt lengths 1, 63, 65, ...), head_dim 64/128/256 and GQA groups 1, 4 and 8.
+TEST(CudaPagedPrefillAttention, TensorCoreKernelOnLongPrompts) {
+  SKIP_WITHOUT_GPU();
+  const Shape shapes[] = {{"mha-d64", 4, 4, 64}, kLlama3, {"g8-d256", 8, 1, 256}};
+  const PrefillSeq prompts[] = {{0, 1}, {300, 1}, {0, 63}, {17, 65}, {0, 700}, {300, 2049}};
+  const int windows[] = {0, 512, 40};
+  int i = 0;
+  for (const Shape& shape : shapes) {
+    for (const PrefillSeq& prompt : prompts) {
+      PrefillCase c{shape,
+                    i % 4 == 3 ? 64 : 16,
+                    windows[i % 3],
+                    i % 2 ? 50.0f : 0.0f,
+                    {prompt},
+                    false,
+                    (i / 2) % 2 ? ActivationType::kF32 : ActivationType::kF16,
+                    (i / 3) % 2 ? ActivationType::kF16 : ActivationType::kF32};
+      CheckPrefill(c, 7000 + i);
+      ++i;
+    }
+  }
+  // 4097-token prompts (one per head_dim) on few heads, to keep the CPU reference short.
+  const Shape narrow[] = {{"g1-d64", 1, 1, 64}, {"g4-d128", 4, 1, 128}, {"g8-d256", 8, 1, 256}};
+  for (const Shape& shape : narrow) {
+    PrefillCase c{shape,       16,    i % 2 ? 512 : 0,      0.0f,
+                  {{0, 4097}}, false, ActivationType::kF16, ActivationType::kF32};
+    CheckPrefill(c, 7000 + i);
+    ++i;
+  }
+}
+
+// Several sequences in one tile on the tensor-core kernel: short chunks of four sequences
+// adjacent (a 64-row tile spans several) and shuffled (every tile mixes them).
+TEST(CudaPagedPrefillAttention, TensorCoreKernelMixesSequencesInATile) {
+  SKIP_WITHOUT_GPU();
+  int i = 0;
+  for (const Shape& shape : {kSmolLm2, kLlama3, kGemma3}) {
+    for (bool shuffle : {false, true}) {
+      PrefillCase c{shape,
+                    16,
+                    i % 3 == 2 ? 40 : 0,
+                    i % 2 ? 50.0f : 0.0f,
+                    {{0, 5}, {200, 19}, {3, 70}, {64, 1}},
+                    shuffle,
+                    ActivationType::kF16,
+                    ActivationType::kF32};
+      CheckPrefill(c, 8000 + i);
+      ++i;
+    }
   }
 }
 

@@ -22,9 +22,14 @@
 // kMinSplitLen tokens per split; it depends on shapes only, so the launch can be captured in a
 // graph.
 //
-// Prefill (PagedPrefillKernel). Grid (ceil(num_tokens·group / 32), num_kv_heads), 128 threads. The
-// block's 32 query rows are consecutive (token, head-of-the-group) pairs of one kv head, so GQA
-// heads share K/V tiles and no row is padding. Warp w owns rows 8w..8w+7.
+// Prefill, tensor cores (PagedPrefillMmaKernel, the default): flash-attention 2 on
+// mma.sync.m16n8k16 with fp16 Q/P and fp32 accumulation, 64 query rows per block; its layout
+// comment is in paged_prefill_attention_mma.cuh.
+//
+// Prefill, fp32 (PagedPrefillKernel, params.exact_fp32). Grid (ceil(num_tokens·group / 32),
+// num_kv_heads), 128 threads. The block's 32 query rows are consecutive (token, head-of-the-group)
+// pairs of one kv head, so GQA heads share K/V tiles and no row is padding. Warp w owns rows
+// 8w..8w+7.
 //   - Shared memory (dynamic): Q rows fp32 [32][D]; a K tile fp16 [32 keys][D/2 + 1 words]
 //     (odd word stride: lane j reads key j's row without bank conflicts); a V tile fp16
 //     [32][D/2 words]; each warp's probabilities [32 keys][8 rows] fp32 (one key's 8 rows are two
@@ -38,7 +43,7 @@
 //     by butterfly; the sum is kept per lane and reduced at the end). P·V: lane owns dim pairs
 //     2·(lane + 32i), i < D/64, and reads p of one key for its 8 rows with two float4 broadcasts.
 //   - Warps whose rows all end before a tile (causal) or start after it (window) skip its math.
-// fp32 FMAs throughout: correct first; tensor cores (mma.m16n8k16) are the next step.
+// fp32 FMAs throughout: AttentionF32's arithmetic up to summation order, for reference runs.
 
 #include <cuda_fp16.h>
 
@@ -50,6 +55,7 @@
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/paged_attention.h"
 #include "paged_attention.cuh"
+#include "paged_prefill_attention_mma.cuh"
 
 namespace bitloom::kernels::cuda {
 namespace {
@@ -261,26 +267,7 @@ __global__ void __launch_bounds__(D) DecodeCombineKernel(const DecodeArgs a) {
   detail::StoreFloat1(a.out, a.out_f16, bh * D + threadIdx.x, sum > 0.0f ? val / sum : 0.0f);
 }
 
-struct PrefillArgs {
-  const uint16_t* k;
-  const uint16_t* v;
-  const int32_t* block_tables;
-  int max_pages_per_seq;
-  int page_shift;
-  int num_kv_heads;
-  const void* q;  // [num_tokens, num_heads, D]
-  bool q_f16;
-  void* out;  // [num_tokens, num_heads, D]
-  bool out_f16;
-  const int32_t* token_seq;  // [num_tokens]
-  const int32_t* token_pos;  // [num_tokens]
-  int num_tokens;
-  int num_heads;
-  int group;
-  float scale;
-  float softcap;
-  int window;
-};
+using detail::PrefillArgs;
 
 template <int D>
 constexpr size_t PrefillSharedBytes() {
@@ -542,6 +529,10 @@ absl::Status ValidatePrefill(const PagedPrefillAttentionParams& p) {
       (int64_t{p.num_tokens} * (p.num_heads / p.cache.num_kv_heads) + kPrefillRows - 1) /
       kPrefillRows;
   if (blocks > INT_MAX) return bad("num_tokens·group too large for one launch");
+  const int64_t mma_blocks =
+      (int64_t{p.num_tokens} * (p.num_heads / p.cache.num_kv_heads) + detail::kMmaRows - 1) /
+      detail::kMmaRows * p.cache.num_kv_heads;
+  if (mma_blocks > INT_MAX) return bad("num_tokens·num_heads too large for one launch");
   if (p.cache.num_kv_heads > 65535) return bad("num_kv_heads exceeds the grid limit 65535");
   return absl::OkStatus();
 }
@@ -605,8 +596,7 @@ absl::Status LaunchDecodeDim(const PagedDecodeAttentionParams& p, const DecodeAt
   return absl::OkStatus();
 }
 
-template <int D>
-absl::Status LaunchPrefillDim(const PagedPrefillAttentionParams& p, cudaStream_t stream) {
+PrefillArgs MakePrefillArgs(const PagedPrefillAttentionParams& p) {
   PrefillArgs a{};
   a.k = p.cache.k;
   a.v = p.cache.v;
@@ -626,17 +616,43 @@ absl::Status LaunchPrefillDim(const PagedPrefillAttentionParams& p, cudaStream_t
   a.scale = p.scale;
   a.softcap = p.logit_softcap;
   a.window = p.sliding_window;
-  constexpr size_t kSmem = PrefillSharedBytes<D>();
-  // Above the 48 KB default the kernel must opt in (not a stream operation: capture-safe).
-  if constexpr (kSmem > 48 * 1024) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(PagedPrefillKernel<D>,
-                                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                      static_cast<int>(kSmem)));
+  a.row_tiles =
+      static_cast<int>((int64_t{p.num_tokens} * a.group + detail::kMmaRows - 1) / detail::kMmaRows);
+  return a;
+}
+
+// Above the 48 KB default a kernel must opt in (not a stream operation: capture-safe).
+template <typename Kernel>
+absl::Status AllowSharedBytes(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024) {
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   }
+  return absl::OkStatus();
+}
+
+// The fp32 FMA kernel (params.exact_fp32).
+template <int D>
+absl::Status LaunchPrefillDim(const PagedPrefillAttentionParams& p, cudaStream_t stream) {
+  const PrefillArgs a = MakePrefillArgs(p);
+  constexpr size_t kSmem = PrefillSharedBytes<D>();
+  if (absl::Status s = AllowSharedBytes(PagedPrefillKernel<D>, kSmem); !s.ok()) return s;
   const int64_t rows = int64_t{p.num_tokens} * a.group;
   const dim3 grid(static_cast<unsigned>((rows + kPrefillRows - 1) / kPrefillRows),
                   static_cast<unsigned>(p.cache.num_kv_heads));
   PagedPrefillKernel<D><<<grid, kPrefillThreads, kSmem, stream>>>(a);
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+// The tensor-core kernel (default): one block per (64-row tile, kv head), 1-D grid.
+template <int D>
+absl::Status LaunchPrefillMmaDim(const PagedPrefillAttentionParams& p, cudaStream_t stream) {
+  const PrefillArgs a = MakePrefillArgs(p);
+  constexpr size_t kSmem = detail::MmaPrefillShape<D>::kSharedBytes;
+  if (absl::Status s = AllowSharedBytes(detail::PagedPrefillMmaKernel<D>, kSmem); !s.ok()) return s;
+  const unsigned blocks = static_cast<unsigned>(int64_t{a.row_tiles} * p.cache.num_kv_heads);
+  detail::PagedPrefillMmaKernel<D><<<blocks, detail::kMmaThreads, kSmem, stream>>>(a);
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
@@ -696,13 +712,23 @@ absl::Status LaunchPagedPrefillAttention(const PagedPrefillAttentionParams& para
                                          cudaStream_t stream) {
   if (absl::Status s = ValidatePrefill(params); !s.ok()) return s;
   if (params.num_tokens == 0) return absl::OkStatus();
+  if (params.exact_fp32) {
+    switch (params.cache.head_dim) {
+      case 64:
+        return LaunchPrefillDim<64>(params, stream);
+      case 128:
+        return LaunchPrefillDim<128>(params, stream);
+      default:
+        return LaunchPrefillDim<256>(params, stream);
+    }
+  }
   switch (params.cache.head_dim) {
     case 64:
-      return LaunchPrefillDim<64>(params, stream);
+      return LaunchPrefillMmaDim<64>(params, stream);
     case 128:
-      return LaunchPrefillDim<128>(params, stream);
+      return LaunchPrefillMmaDim<128>(params, stream);
     default:
-      return LaunchPrefillDim<256>(params, stream);
+      return LaunchPrefillMmaDim<256>(params, stream);
   }
 }
 

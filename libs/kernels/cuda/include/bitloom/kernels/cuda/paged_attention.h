@@ -1,13 +1,15 @@
 // Attention over the paged fp16 KV cache on the GPU: decode (one new query token per sequence,
 // flash-decoding: the KV range is split across thread blocks and the partial softmaxes are
 // combined) and prefill (new query tokens of one or several sequences, causal against everything
-// cached up to each token's own position, flash-attention tiles with an online softmax).
+// cached up to each token's own position, flash-attention tiles with an online softmax, on the
+// tensor cores unless exact_fp32 asks for the fp32 kernel).
 //
 // Semantics are AttentionF32's (kernels/attention.h) with the keys read from the cache: query head
 // h uses kv head h / (num_heads / num_kv_heads); a key at position p is visible to a query at
 // position P when p <= P and, with sliding_window > 0, P − p < sliding_window; scores are
 // scale·q·k, soft-capped to cap·tanh(s/cap) when logit_softcap > 0. Scores, softmax and
-// accumulation are fp32. A query that sees no key gets zeros. The cache layout is the runtime
+// accumulation are fp32 (prefill's tensor-core kernel rounds q and the probabilities to fp16
+// before the products). A query that sees no key gets zeros. The cache layout is the runtime
 // contract (docs/KERNELS.md "Paged attention"): K and V each
 // [num_pages][page_size][num_kv_heads][head_dim] fp16, position t of a sequence in page
 // block_table[t / page_size], slot t % page_size. The caller writes the new tokens' K/V into the
@@ -110,6 +112,10 @@ struct PagedPrefillAttentionParams {
   float scale = 0.0f;
   float logit_softcap = 0.0f;
   int sliding_window = 0;
+  // false (default): the tensor-core kernel (mma.sync, fp16 Q and softmax probabilities, fp32
+  // accumulation; within 2e-3 of max(1, max|out|) of AttentionF32 in the tests). true: the fp32
+  // FMA kernel, AttentionF32's arithmetic up to summation order, ~10× slower (reference runs).
+  bool exact_fp32 = false;
 };
 
 bool IsSupported(int sm, const PagedPrefillAttentionParams& params);
