@@ -2,11 +2,14 @@
 // GPU it runs on, and cuBLAS fp16 on the same shapes as a reference. JSON on stdout, a short table
 // on stderr.
 //
-//   gpu_gemv_bench [--iters N] > gemv.json
+//   gpu_gemv_bench [--iters N] [--groups_only] > gemv.json
 //
 // Shapes: the linear layers of Llama-3-8B and Llama-3-70B ([out, in]), K = 2, 3, 4, 5 bits,
-// group 128, batch 1, 4, 8. For each: the kernel's median time, the bytes it must read (packed
-// codes + fp16 scales + fp16 activations; the fp32 output writes, rows·batch·4, are not counted),
+// group 128, batch 1, 4, 8. Grouped launches (LaunchScalarCodecGemvGroup, batch 1): Llama-3-8B's
+// q/k/v (4096, 1024, 1024 × 4096) and gate/up (2 × 14336 × 4096), at K = 4 and at mixed K, each
+// also timed as separate single-matrix launches of the same weights (--groups_only: only these).
+// For each: the kernel's median time, the bytes it must read (packed codes + fp16 scales + fp16
+// activations, once per launch; the fp32 output writes, rows·batch·4, are not counted),
 // achieved GB/s = bytes / time, and that over the device-to-device copy bandwidth measured in the
 // same run. Copy convention: cudaMemcpyAsync D2D of a 1 GiB buffer, GB/s = 2·bytes / time (bytes
 // read + bytes written), median of 10 copies; 1 GB = 1e9 bytes.
@@ -30,6 +33,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
@@ -58,6 +62,24 @@ const Shape kShapes[] = {
 };
 const int kBits[] = {2, 3, 4, 5};
 const int kBatches[] = {1, 4, 8};
+
+// Matrices that read one activation, run as one grouped launch.
+struct GroupShape {
+  const char* model;
+  const char* layer;
+  int64_t cols;
+  int count;
+  int64_t rows[kGemvMaxGroup];
+  int bits[kGemvMaxGroup];
+};
+
+const GroupShape kGroupShapes[] = {
+    {"llama3-8b", "q/k/v", 4096, 3, {4096, 1024, 1024}, {4, 4, 4}},
+    {"llama3-8b", "q/k/v", 4096, 3, {4096, 1024, 1024}, {3, 5, 6}},
+    {"llama3-8b", "gate/up", 4096, 2, {14336, 14336}, {4, 4}},
+    {"llama3-8b", "gate/up", 4096, 2, {14336, 14336}, {3, 4}},
+};
+const int kGroupBatches[] = {1};
 
 // Deterministic pseudo-random fill: uint32 words, or fp16 values in [lo, hi).
 __device__ uint32_t Hash(uint64_t i, uint32_t seed) {
@@ -191,11 +213,117 @@ absl::Status MeasureCopyBandwidth(cudaStream_t stream, double* gbps) {
   return absl::OkStatus();
 }
 
-struct Row {
-  std::string json;
+// One weight of a group: its layout and `copies` random blobs `stride` bytes apart.
+struct GroupWeight {
+  ScalarCodecLayout layout;
+  int64_t stride = 0;
+  DeviceMemory blobs;
 };
 
-absl::Status Run(int iters) {
+absl::Status FillBlobs(GroupWeight& w, int copies, uint32_t seed) {
+  if (absl::Status s = w.blobs.Allocate(w.stride * copies); !s.ok()) return s;
+  if (absl::Status s = Fill(w.blobs.get(), w.stride * copies, seed); !s.ok()) return s;
+  for (int c = 0; c < copies; ++c) {  // finite scales, like an encoder's
+    if (absl::Status s = FillH(w.blobs.get<uint8_t>() + c * w.stride + w.layout.scales_offset,
+                               w.layout.scales_bytes / 2, seed + 100 + c, 0.005f, 0.02f);
+        !s.ok())
+      return s;
+  }
+  return absl::OkStatus();
+}
+
+// The grouped launches of kGroupShapes: one JSON row per (group, batch). Time of the group launch
+// and of the same matrices as separate LaunchScalarCodecGemv calls; bytes = every weight's codes
+// and scales + the activations once.
+absl::Status RunGroups(cudaStream_t stream, int sm, int iters, double copy_gbps,
+                       std::vector<std::string>* rows_json) {
+  for (const GroupShape& shape : kGroupShapes) {
+    std::vector<GroupWeight> weights(shape.count);
+    int64_t group_bytes = 0, total_rows = 0;
+    for (int e = 0; e < shape.count; ++e) {
+      absl::StatusOr<ScalarCodecLayout> layout = MakeScalarCodecLayout(
+          shape.rows[e], shape.cols, shape.bits[e], kScalarDefaultGroupSize);
+      if (!layout.ok()) return layout.status();
+      weights[e].layout = *layout;
+      weights[e].stride = (layout->total_bytes + 255) / 256 * 256;
+      group_bytes += weights[e].stride;
+      total_rows += shape.rows[e];
+    }
+    const int copies = static_cast<int>(
+        std::clamp<int64_t>((kWorkingSetBytes + group_bytes - 1) / group_bytes, 2, 256));
+    for (int e = 0; e < shape.count; ++e) {
+      if (absl::Status s = FillBlobs(weights[e], copies, 17 + 7 * e + shape.bits[e]); !s.ok())
+        return s;
+    }
+    const int64_t x_stride = (shape.cols + 31) / 32 * 32;
+    DeviceMemory x16, y32;
+    if (absl::Status s = x16.Allocate(x_stride * kGemvMaxBatch * 2); !s.ok()) return s;
+    if (absl::Status s = FillH(x16.get(), x_stride * kGemvMaxBatch, 11, -1.0f, 1.0f); !s.ok())
+      return s;
+    // One fused output [batch, total_rows], each matrix a row slice, as the engine's q/k/v.
+    if (absl::Status s = y32.Allocate(total_rows * kGemvMaxBatch * 4); !s.ok()) return s;
+
+    for (int batch : kGroupBatches) {
+      auto params = [&](int i) {
+        std::vector<ScalarCodecGemvParams> group;
+        int64_t row0 = 0;
+        for (int e = 0; e < shape.count; ++e) {
+          const uint8_t* blob = weights[e].blobs.get<uint8_t>() + (i % copies) * weights[e].stride;
+          ScalarCodecGemvParams p = MakeGemvParams(weights[e].layout, blob);
+          p.x = x16.get<uint16_t>();
+          p.x_stride = x_stride;
+          p.y = y32.get<float>() + row0;
+          p.y_stride = total_rows;
+          p.batch = batch;
+          group.push_back(p);
+          row0 += shape.rows[e];
+        }
+        return group;
+      };
+      if (!IsSupported(sm, absl::MakeConstSpan(params(0))))
+        return absl::FailedPreconditionError("grouped GEMV not supported");
+      auto grouped = [&](int i) { return LaunchScalarCodecGemvGroup(params(i), stream); };
+      auto separate = [&](int i) -> absl::Status {
+        for (const ScalarCodecGemvParams& p : params(i)) {
+          if (absl::Status s = LaunchScalarCodecGemv(p, stream); !s.ok()) return s;
+        }
+        return absl::OkStatus();
+      };
+      double group_s = 0.0, separate_s = 0.0;
+      std::string how, how_separate;
+      if (absl::Status s = TimeLaunches(stream, iters, grouped, &group_s, &how); !s.ok()) return s;
+      if (absl::Status s = TimeLaunches(stream, iters, separate, &separate_s, &how_separate);
+          !s.ok())
+        return s;
+      double bytes = static_cast<double>(batch * x_stride * 2);
+      std::string rows_list, bits_list, bits_label;
+      for (int e = 0; e < shape.count; ++e) {
+        const ScalarCodecLayout& l = weights[e].layout;
+        bytes += static_cast<double>(l.codes_bytes + l.scales_bytes);
+        absl::StrAppend(&rows_list, e ? "," : "", shape.rows[e]);
+        absl::StrAppend(&bits_list, e ? "," : "", shape.bits[e]);
+        absl::StrAppend(&bits_label, e ? "/" : "", shape.bits[e]);
+      }
+      const double gbps = bytes / group_s / 1e9;
+      rows_json->push_back(absl::StrCat(
+          "{\"kernel\":\"scalar_codec_gemv_group\",\"model\":\"", shape.model,
+          "\",\"layer\":\"", shape.layer, "\",\"rows\":[", rows_list, "],\"cols\":", shape.cols,
+          ",\"bits\":[", bits_list, "],\"group_size\":", kScalarDefaultGroupSize,
+          ",\"batch\":", batch, ",\"time_us\":", group_s * 1e6,
+          ",\"bytes_read\":", static_cast<int64_t>(bytes), ",\"gbps\":", gbps,
+          ",\"fraction_of_copy_bw\":", gbps / copy_gbps,
+          ",\"separate_launches_us\":", separate_s * 1e6,
+          ",\"speedup_vs_separate\":", separate_s / group_s, ",\"timing\":\"", how, "\"}"));
+      std::fprintf(stderr, "%-11s %-17s %13s %6ld %8s %5d %9.2f %8.0f %6.3f  separate %.2f us\n",
+                   shape.model, shape.layer, rows_list.c_str(), static_cast<long>(shape.cols),
+                   bits_label.c_str(), batch, group_s * 1e6, gbps, gbps / copy_gbps,
+                   separate_s * 1e6);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run(int iters, bool groups_only) {
   cudaStream_t stream;
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaDeviceProp prop;
@@ -215,10 +343,16 @@ absl::Status Run(int iters) {
   if (absl::Status s = cublas_ws.Allocate(64 << 20); !s.ok()) return s;
   cublasSetWorkspace(cublas, cublas_ws.get(), 64 << 20);  // lets cuBLAS run inside graph capture
 
-  std::vector<std::string> rows_json;
+  std::vector<std::string> rows_json, group_json;
+  std::fprintf(stderr, "%-11s %-17s %13s %6s %8s %5s %9s %8s %6s\n", "model", "group", "out",
+               "in", "K", "batch", "time_us", "GB/s", "frac");
+  if (absl::Status s = RunGroups(stream, sm, iters, copy_gbps, &group_json); !s.ok()) return s;
+
   std::fprintf(stderr, "%-11s %-17s %6s %6s %4s %5s %9s %8s %6s %6s\n", "model", "layer", "out",
                "in", "K", "batch", "time_us", "GB/s", "frac", "cublas");
-  for (const Shape& shape : kShapes) {
+  const absl::Span<const Shape> shapes =
+      groups_only ? absl::Span<const Shape>() : absl::MakeConstSpan(kShapes);
+  for (const Shape& shape : shapes) {
     // cuBLAS fp16 reference for this shape, at each batch.
     const int64_t w16_bytes = shape.rows * shape.cols * 2;
     const int w16_copies =
@@ -319,7 +453,9 @@ absl::Status Run(int iters) {
 
   // The rotation of the activations (fp16 in, fp16 out), per distinct input width.
   std::vector<std::string> rot_json;
-  for (int64_t n : {4096, 14336, 8192, 28672}) {
+  const std::vector<int64_t> widths =
+      groups_only ? std::vector<int64_t>() : std::vector<int64_t>{4096, 14336, 8192, 28672};
+  for (int64_t n : widths) {
     absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(n, 42);
     if (!rot.ok()) return rot.status();
     DeviceMemory base, xin, xout;
@@ -373,6 +509,9 @@ absl::Status Run(int iters) {
   std::printf("  \"gemv\": [\n");
   for (size_t i = 0; i < rows_json.size(); ++i)
     std::printf("    %s%s\n", rows_json[i].c_str(), i + 1 < rows_json.size() ? "," : "");
+  std::printf("  ],\n  \"gemv_group\": [\n");
+  for (size_t i = 0; i < group_json.size(); ++i)
+    std::printf("    %s%s\n", group_json[i].c_str(), i + 1 < group_json.size() ? "," : "");
   std::printf("  ],\n  \"rotation\": [\n");
   for (size_t i = 0; i < rot_json.size(); ++i)
     std::printf("    %s%s\n", rot_json[i].c_str(), i + 1 < rot_json.size() ? "," : "");
@@ -385,10 +524,12 @@ absl::Status Run(int iters) {
 
 int main(int argc, char** argv) {
   int iters = 20;
+  bool groups_only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) iters = std::atoi(argv[++i]);
+    if (std::strcmp(argv[i], "--groups_only") == 0) groups_only = true;
   }
-  const absl::Status s = bitloom::kernels::cuda::Run(std::max(iters, 1));
+  const absl::Status s = bitloom::kernels::cuda::Run(std::max(iters, 1), groups_only);
   if (!s.ok()) {
     std::fprintf(stderr, "gpu_gemv_bench: %s\n", s.ToString().c_str());
     return 1;

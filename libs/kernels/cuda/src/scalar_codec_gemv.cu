@@ -7,9 +7,9 @@
 // instruction, so the batch (n = 8 columns) costs nothing and only the decode remains: about two
 // instructions per weight (scalar_codec_gemv.cuh), whatever the batch.
 //
-// Tiling. One thread block owns a tile of 16 rows (the mma's m) and W warps (1..8) that split the
-// row's columns (split-K); the warps' partial sums meet in shared memory at the end. Within a
-// warp, lane = 4·g + t:
+// Tiling. One thread block owns a tile of 16 rows (the mma's m) of one matrix and W warps (1..8)
+// that split the row's columns (split-K); the warps' partial sums meet in shared memory at the
+// end. Within a warp, lane = 4·g + t:
 //   - rows: g and g+8 of the tile (the A fragment's rows);
 //   - columns: per iteration the warp takes a *super-chunk* of 512 columns = 4 chunks of 128, and
 //     lane t owns chunk t of it for both its rows: K consecutive uint4 per row (a chunk is 4 code
@@ -21,11 +21,34 @@
 // k-slots come from the 4 lanes' 4 different chunks, which is why the per-group scale is applied to
 // A in fp16 rather than to the fp32 accumulator. Super-chunks go round-robin to the W warps.
 //
+// Accumulators. Consecutive mma of a warp write kAccSets different fp32 accumulator sets, summed
+// once before the shared-memory reduction: a super-chunk's 32 mma form 4 independent chains of 8
+// instead of one chain of 32 (mma latency is ~30 cycles; one chain capped a warp at one mma per
+// latency whatever the decode cost). K ≥ 6 (and K ≥ 5 in a mixed-K kernel) keeps 2 sets: its
+// 8·K code registers leave no room for 8 more accumulators under the 128-register cap.
+//
+// Pipeline (registers, no shared memory). A lane's codes and scales for its chunk live in
+// registers. As soon as block b of the current super-chunk is decoded, the registers that held
+// its words are free, and the loads of the *next* super-chunk's words that fit in them are issued
+// (uint4 u goes out after block (4u+3)/K, its scale after block b). So the next super-chunk's
+// DRAM reads are in flight during the current one's math at no register cost; a warp with one
+// super-chunk only waits for its first load. Activations (L1/L2-resident) are double-buffered per
+// block: block b+1's (or the next super-chunk's block 0) are loaded while b is computed.
+//
+// Groups. A launch covers up to 4 matrices that share x (same cols and batch): blocks
+// [first_tile_i, first_tile_{i+1}) are matrix i's row tiles; the block picks its entry from the
+// table in the kernel arguments and a block-uniform branch on K runs the per-K body. The kernel is
+// instantiated for a K range: [K, K] (one matrix, or a group of equal K: exactly the single code),
+// [1, 4] and [1, 8] for mixed groups. The bodies of a mixed kernel share one register allocation
+// (the max over them), which is why mixed groups with K ≤ 4 get their own instantiation.
+//
 // Constants. 16 rows: the mma's m. 128 columns per lane: one uint4 per bit of K (the layout's
-// 16-byte rows make this the widest aligned load). W: enough warps in flight to cover HBM latency:
-// the launcher aims at ~2048 warps on the device (16 per SM on H100, each with 2·K uint4 of codes
-// in flight), fewer when a row has fewer super-chunks. 256 threads at most, so no register cap
-// below 255.
+// 16-byte rows make this the widest aligned load). W (PlanScalarCodecGemv): the most warps per
+// block (≤ 8, ≤ super-chunks per row) that still let every block of the launch be resident at
+// once, else 1. One wave of warps that each stream several super-chunks through the pipeline
+// beats waves of warps that each wait once for DRAM and leave a tail. 256 threads at most;
+// __launch_bounds__ asks for 2 such blocks per SM, i.e. at most 128 registers, so 16 warps fit on
+// an SM (at 129 registers an 8-warp block would run alone on its SM).
 //
 // Memory: codes and scales are read once (the DRAM stream); activations are re-read by every
 // 16-row tile but are small (batch·cols·2 bytes) and stay in L1/L2. Nothing else is written but y.
@@ -33,6 +56,9 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
@@ -42,150 +68,280 @@
 namespace bitloom::kernels::cuda {
 namespace {
 
-constexpr int kTileRows = 16;        // mma m
-constexpr int kChunkCols = 128;      // columns a lane owns per iteration (4 code blocks)
-constexpr int kSuperChunkCols = 512; // 4 lanes × 128
+constexpr int kTileRows = 16;         // mma m
+constexpr int kBlocksPerChunk = 4;    // code blocks a lane owns per iteration (128 columns)
+constexpr int kSuperChunkCols = 512;  // 4 lanes × 128
 constexpr int kMaxWarps = 8;
-constexpr int kTargetWarps = 2048;   // in flight on the whole device
+// Resident warps per SM at the kernel's 128-register cap: 65536 registers / (128 · 32 lanes).
+constexpr int kResidentWarpsPerSm = 16;
+// Independent mma accumulator chains per warp: 4, or 2 where K's code registers leave no room
+// (kMixed: a kernel that holds several K bodies, whose register allocation is tighter).
+template <int K, bool kMixed>
+constexpr int kAccSets = K >= 6 || (kMixed && K >= 5) ? 2 : 4;
 
 __device__ __forceinline__ int64_t Min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-struct GemvArgs {
+// One weight of a (grouped) launch. Units: uint4 = 16 bytes of codes.
+struct GemvMatrix {
+  const uint4* codes;      // [rows, row_stride_vec] packed code blocks
+  const uint16_t* scales;  // fp16 [rows, groups_per_row]
+  float* y;                // fp32 [batch, y_stride]
   int64_t rows;
-  int64_t blocks_per_row;
-  int64_t groups_per_row;
   int64_t row_stride_vec;  // uint4 per packed row
-  int group_size;
-  const uint4* codes;
-  const uint16_t* scales;
-  const uint4* x;  // fp16, as uint4 (8 halves)
-  int64_t x_stride_vec;
-  float* y;
-  int64_t y_stride;
-  int batch;
+  int64_t groups_per_row;
+  int64_t y_stride;        // elements
+  uint32_t group_magic;    // ceil(2^31 / blocks_per_group): block → group index without a divide
+  int bits;                // K, 1..8
+  int first_tile;          // blockIdx.x of this matrix's first 16-row tile
 };
 
-template <int K>
-__global__ void __launch_bounds__(kMaxWarps * 32)
-    ScalarCodecGemvKernel(const GemvArgs a) {
-  using detail::StaticFor;
-  __shared__ float partial[kMaxWarps][kTileRows][kGemvMaxBatch];
+// The activations every matrix of a launch reads.
+struct GemvActivations {
+  const uint4* x;          // fp16 [batch, x_stride_vec·8], rotated, zero-padded
+  int64_t x_stride_vec;    // uint4 per activation row
+  int batch;               // 1..8
+  int blocks_per_row;      // code blocks per row (shared: same cols)
+};
 
+struct GemvGroupArgs {
+  GemvMatrix m[kGemvMaxGroup];
+  GemvActivations act;
+  int count;               // entries used
+};
+
+// floor(block / blocks_per_group) for block < 2^20 and blocks_per_group ≤ 2^11 (group ≤ 65536):
+// with m = ceil(2^31/d) = (2^31 + e)/d, e < d, the product's excess block·e/(d·2^31) < 1/d.
+__device__ __forceinline__ uint32_t GroupOfBlock(uint32_t block, uint32_t magic) {
+  return static_cast<uint32_t>((static_cast<uint64_t>(block) * magic) >> 31);
+}
+
+// A lane's registers for one chunk: both rows' 4·K code words and the 4 blocks' raw fp16 scales.
+template <int K>
+struct ChunkRegs {
+  uint32_t w0[kBlocksPerChunk * K];  // row g
+  uint32_t w1[kBlocksPerChunk * K];  // row g+8
+  unsigned short s0[kBlocksPerChunk];
+  unsigned short s1[kBlocksPerChunk];
+};
+
+// Where a lane reads: its two rows and the (shared) activation row.
+struct LaneRows {
+  const uint4* codes0;
+  const uint4* codes1;
+  const uint16_t* scales0;
+  const uint16_t* scales1;
+  int64_t row_stride_vec;
+  uint32_t last_group;
+  uint32_t group_magic;
+};
+
+// Loads of chunk `chunk` into `r` that become possible once block kAfter of the previous chunk
+// is decoded: uint4 u with (4u+3)/K == kAfter, and block kAfter's scales. Past the row: zeros.
+template <int K, int kAfter>
+__device__ __forceinline__ void LoadChunkPart(ChunkRegs<K>& r, const LaneRows& l, uint32_t chunk,
+                                              bool chunk_ok, int blocks_per_row) {
+  using detail::StaticFor;
+  StaticFor<K>([&](auto u_c) {
+    constexpr int u = decltype(u_c)::value;
+    if constexpr ((4 * u + 3) / K == kAfter) {
+      const int64_t vec = static_cast<int64_t>(chunk) * K + u;
+      const bool ok = chunk_ok && vec < l.row_stride_vec;
+      const uint4 v0 = ok ? __ldg(l.codes0 + vec) : make_uint4(0, 0, 0, 0);
+      const uint4 v1 = ok ? __ldg(l.codes1 + vec) : make_uint4(0, 0, 0, 0);
+      r.w0[4 * u] = v0.x, r.w0[4 * u + 1] = v0.y, r.w0[4 * u + 2] = v0.z, r.w0[4 * u + 3] = v0.w;
+      r.w1[4 * u] = v1.x, r.w1[4 * u + 1] = v1.y, r.w1[4 * u + 2] = v1.z, r.w1[4 * u + 3] = v1.w;
+    }
+  });
+  const uint32_t block = chunk * kBlocksPerChunk + kAfter;
+  const bool ok = chunk_ok && block < static_cast<uint32_t>(blocks_per_row);
+  const uint32_t gi = min(GroupOfBlock(block, l.group_magic), l.last_group);
+  const auto* scales0 = reinterpret_cast<const unsigned short*>(l.scales0);
+  const auto* scales1 = reinterpret_cast<const unsigned short*>(l.scales1);
+  r.s0[kAfter] = ok ? __ldg(scales0 + gi) : static_cast<unsigned short>(0);
+  r.s1[kAfter] = ok ? __ldg(scales1 + gi) : static_cast<unsigned short>(0);
+}
+
+// uint4 kV (of 4) of code block `block`'s 32 fp16 activations in row `xrow`, or zeros.
+template <int kV>
+__device__ __forceinline__ void LoadActivations(uint32_t (&xw)[16], const uint4* xrow,
+                                                uint32_t block, bool ok) {
+  const uint4 q = ok ? __ldg(xrow + block * 4 + kV) : make_uint4(0, 0, 0, 0);
+  xw[4 * kV] = q.x, xw[4 * kV + 1] = q.y, xw[4 * kV + 2] = q.z, xw[4 * kV + 3] = q.w;
+}
+
+// One 16-row tile of matrix `m` with K-bit codes: the whole body of a thread block.
+template <int K, bool kMixed>
+__device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMatrix& m,
+                                         int64_t tile_row,
+                                         float (*partial)[kTileRows][kGemvMaxBatch]) {
+  using detail::StaticFor;
+  static_assert(detail::LastMmaReadingActivations<K>(0) >= 0 &&
+                    detail::LastMmaReadingActivations<K>(1) >= 0 &&
+                    detail::LastMmaReadingActivations<K>(2) >= 0 &&
+                    detail::LastMmaReadingActivations<K>(3) >= 0,
+                "every activation uint4 of a block is read by some mma");
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int warps = blockDim.x >> 5;
   const int g = lane >> 2;
   const int t = lane & 3;
-  const int64_t tile_row = static_cast<int64_t>(blockIdx.x) * kTileRows;
   // Rows past the end compute on the last row's data and are never stored.
-  const int64_t r0 = Min64(tile_row + g, a.rows - 1);
-  const int64_t r1 = Min64(tile_row + g + 8, a.rows - 1);
-  const uint4* codes0 = a.codes + r0 * a.row_stride_vec;
-  const uint4* codes1 = a.codes + r1 * a.row_stride_vec;
-  const uint16_t* scales0 = a.scales + r0 * a.groups_per_row;
-  const uint16_t* scales1 = a.scales + r1 * a.groups_per_row;
+  const int64_t r0 = Min64(tile_row + g, m.rows - 1);
+  const int64_t r1 = Min64(tile_row + g + 8, m.rows - 1);
+  const LaneRows l{m.codes + r0 * m.row_stride_vec,
+                   m.codes + r1 * m.row_stride_vec,
+                   m.scales + r0 * m.groups_per_row,
+                   m.scales + r1 * m.groups_per_row,
+                   m.row_stride_vec,
+                   static_cast<uint32_t>(m.groups_per_row - 1),
+                   m.group_magic};
   const bool has_x = g < a.batch;
   const uint4* xrow = a.x + (has_x ? g : 0) * a.x_stride_vec;
-  const bool chunk_scale = a.group_size % kChunkCols == 0;  // one scale per lane-chunk
   const __half2 neg_center = __float2half2_rn(-ScalarGridCenter(K));
+  const int blocks_per_row = a.blocks_per_row;
+  const uint32_t chunks = (blocks_per_row + kBlocksPerChunk - 1) / kBlocksPerChunk;
+  const uint32_t super_chunks = (chunks + 3) / 4;
 
-  const int64_t chunks = (a.blocks_per_row + 3) / 4;
-  const int64_t super_chunks = (chunks + 3) / 4;
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float acc[kAccSets<K, kMixed>][4];
+  StaticFor<kAccSets<K, kMixed>>([&](auto i_c) {
+    StaticFor<4>([&](auto j_c) { acc[decltype(i_c)::value][decltype(j_c)::value] = 0.0f; });
+  });
 
-  for (int64_t sc = warp; sc < super_chunks; sc += warps) {
-    const int64_t chunk = sc * 4 + t;
-    const bool chunk_ok = chunk < chunks;
-    // All of this lane's code loads first: 2·K independent 16-byte loads in flight.
-    uint32_t w0[4 * K], w1[4 * K];
-    StaticFor<K>([&](auto u_c) {
-      constexpr int u = decltype(u_c)::value;
-      const int64_t vec = chunk * K + u;
-      const bool ok = chunk_ok && vec < a.row_stride_vec;
-      const uint4 v0 = ok ? __ldg(codes0 + vec) : make_uint4(0, 0, 0, 0);
-      const uint4 v1 = ok ? __ldg(codes1 + vec) : make_uint4(0, 0, 0, 0);
-      w0[4 * u] = v0.x, w0[4 * u + 1] = v0.y, w0[4 * u + 2] = v0.z, w0[4 * u + 3] = v0.w;
-      w1[4 * u] = v1.x, w1[4 * u + 1] = v1.y, w1[4 * u + 2] = v1.z, w1[4 * u + 3] = v1.w;
-    });
-    const int64_t last_group = a.groups_per_row - 1;
-    __half2 s0 = __float2half2_rn(0.0f), s1 = s0;  // set per chunk or per block below
-    if (chunk_scale) {
-      const int64_t gi = Min64(chunk * kChunkCols / a.group_size, last_group);
-      s0 = __half2half2(__ushort_as_half(__ldg(scales0 + gi)));
-      s1 = __half2half2(__ushort_as_half(__ldg(scales1 + gi)));
-    }
-    // Activations of block 0; block bb+1's are loaded while bb is computed.
-    uint32_t xa[16], xb[16];
-    auto load_x = [&](uint32_t(&xw)[16], int bb) {
-      const int64_t blk = chunk * 4 + bb;
-      const bool ok = has_x && chunk_ok && blk < a.blocks_per_row;
-      StaticFor<4>([&](auto v_c) {
-        constexpr int v = decltype(v_c)::value;
-        const uint4 q = ok ? __ldg(xrow + blk * 4 + v) : make_uint4(0, 0, 0, 0);
-        xw[4 * v] = q.x, xw[4 * v + 1] = q.y, xw[4 * v + 2] = q.z, xw[4 * v + 3] = q.w;
-      });
-    };
-    load_x(xa, 0);
-    auto block = [&](auto bb_c, uint32_t(&xw)[16], uint32_t(&x_next)[16]) {
-      constexpr int kBlock = decltype(bb_c)::value;
-      if constexpr (kBlock + 1 < 4) load_x(x_next, kBlock + 1);
-      if (!chunk_scale) {
-        const int64_t gi = Min64((chunk * 4 + kBlock) * 32 / a.group_size, last_group);
-        s0 = __half2half2(__ushort_as_half(__ldg(scales0 + gi)));
-        s1 = __half2half2(__ushort_as_half(__ldg(scales1 + gi)));
-      }
+  // Prologue: the first super-chunk's codes, scales and block-0 activations.
+  ChunkRegs<K> r;
+  uint32_t chunk = static_cast<uint32_t>(warp) * 4 + t;
+  bool chunk_ok = chunk < chunks;
+  StaticFor<kBlocksPerChunk>([&](auto b_c) {
+    LoadChunkPart<K, decltype(b_c)::value>(r, l, chunk, chunk_ok, blocks_per_row);
+  });
+  uint32_t xw[16];
+  StaticFor<4>([&](auto v_c) {
+    LoadActivations<decltype(v_c)::value>(
+        xw, xrow, chunk * kBlocksPerChunk,
+        has_x && chunk_ok && chunk * kBlocksPerChunk < uint32_t(blocks_per_row));
+  });
+
+  for (uint32_t sc = warp; sc < super_chunks; sc += warps) {
+    const uint32_t next = chunk + 4 * warps;  // this lane's chunk of the warp's next super-chunk
+    const bool next_ok = next < chunks;
+    StaticFor<kBlocksPerChunk>([&](auto b_c) {
+      constexpr int kBlock = decltype(b_c)::value;
+      // The next block's activations (this chunk's block kBlock+1, or the next chunk's block 0)
+      // go into xw uint4 by uint4, each as soon as this block's last mma reading it is issued.
+      const uint32_t nb = kBlock + 1 < kBlocksPerChunk ? chunk * kBlocksPerChunk + kBlock + 1
+                                                       : next * kBlocksPerChunk;
+      const bool nb_ok = has_x && (kBlock + 1 < kBlocksPerChunk ? chunk_ok : next_ok) &&
+                         nb < uint32_t(blocks_per_row);
+      const __half2 s0 = __half2half2(__ushort_as_half(r.s0[kBlock]));
+      const __half2 s1 = __half2half2(__ushort_as_half(r.s1[kBlock]));
       const __half2 ncs0 = __hmul2(s0, neg_center);
       const __half2 ncs1 = __hmul2(s1, neg_center);
       StaticFor<8>([&](auto m_c) {
         constexpr int kM = decltype(m_c)::value;
         constexpr int kBase = kBlock * K;
-        const uint32_t a0 = detail::DecodePair<K, 2 * kM, kBase>(w0, s0, ncs0);
-        const uint32_t a1 = detail::DecodePair<K, 2 * kM, kBase>(w1, s1, ncs1);
-        const uint32_t a2 = detail::DecodePair<K, 2 * kM + 1, kBase>(w0, s0, ncs0);
-        const uint32_t a3 = detail::DecodePair<K, 2 * kM + 1, kBase>(w1, s1, ncs1);
+        const uint32_t a0 = detail::DecodePair<K, 2 * kM, kBase>(r.w0, s0, ncs0);
+        const uint32_t a1 = detail::DecodePair<K, 2 * kM, kBase>(r.w1, s1, ncs1);
+        const uint32_t a2 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w0, s0, ncs0);
+        const uint32_t a3 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w1, s1, ncs1);
         const uint32_t b0 = detail::ActivationPair<K, 2 * kM>(xw);
         const uint32_t b1 = detail::ActivationPair<K, 2 * kM + 1>(xw);
-        detail::MmaM16N8K16(acc, a0, a1, a2, a3, b0, b1);
+        detail::MmaM16N8K16(acc[kM % kAccSets<K, kMixed>], a0, a1, a2, a3, b0, b1);
+        StaticFor<4>([&](auto v_c) {
+          constexpr int v = decltype(v_c)::value;
+          if constexpr (detail::LastMmaReadingActivations<K>(v) == kM) {
+            LoadActivations<v>(xw, xrow, nb, nb_ok);
+          }
+        });
       });
-    };
-    StaticFor<4>([&](auto bb_c) {
-      if constexpr (decltype(bb_c)::value % 2 == 0) {
-        block(bb_c, xa, xb);
-      } else {
-        block(bb_c, xb, xa);
-      }
+      // Block kBlock's code registers are free: start the next chunk's loads that fit in them.
+      LoadChunkPart<K, kBlock>(r, l, next, next_ok, blocks_per_row);
     });
+    chunk = next;
+    chunk_ok = next_ok;
   }
 
   // d0,d1 = rows g, batch 2t..2t+1; d2,d3 = row g+8.
-  partial[warp][g][2 * t] = acc[0];
-  partial[warp][g][2 * t + 1] = acc[1];
-  partial[warp][g + 8][2 * t] = acc[2];
-  partial[warp][g + 8][2 * t + 1] = acc[3];
+  float d[4];
+  StaticFor<4>([&](auto j_c) {
+    constexpr int j = decltype(j_c)::value;
+    d[j] = acc[0][j];
+    StaticFor<kAccSets<K, kMixed> - 1>([&](auto i_c) { d[j] += acc[decltype(i_c)::value + 1][j]; });
+  });
+  partial[warp][g][2 * t] = d[0];
+  partial[warp][g][2 * t + 1] = d[1];
+  partial[warp][g + 8][2 * t] = d[2];
+  partial[warp][g + 8][2 * t + 1] = d[3];
   __syncthreads();
   for (int i = threadIdx.x; i < kTileRows * kGemvMaxBatch; i += blockDim.x) {
     const int row = i / kGemvMaxBatch;
     const int b = i % kGemvMaxBatch;
-    if (b >= a.batch || tile_row + row >= a.rows) continue;
+    if (b >= a.batch || tile_row + row >= m.rows) continue;
     float sum = 0.0f;
     for (int w = 0; w < warps; ++w) sum += partial[w][row][b];
-    a.y[b * a.y_stride + tile_row + row] = sum;
+    m.y[b * m.y_stride + tile_row + row] = sum;
   }
 }
 
-absl::Status Validate(const ScalarCodecGemvParams& p) {
-  auto bad = [](auto... parts) {
-    return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecGemv: ", parts...));
+// Blocks [m[i].first_tile, m[i + 1].first_tile) are matrix i's row tiles. kLoK..kHiK: the K the
+// kernel is compiled for (the group's K must lie in it); the branch on K is block-uniform.
+template <int kLoK, int kHiK>
+__global__ void __launch_bounds__(kMaxWarps * 32, 2)
+    ScalarCodecGemvKernel(const GemvGroupArgs a) {
+  __shared__ float partial[kMaxWarps][kTileRows][kGemvMaxBatch];
+  const int block = static_cast<int>(blockIdx.x);
+  int e = 0;
+#pragma unroll
+  for (int i = 1; i < kGemvMaxGroup; ++i) {
+    if (i < a.count && block >= a.m[i].first_tile) e = i;
+  }
+  const GemvMatrix& m = a.m[e];
+  const int64_t tile_row = static_cast<int64_t>(block - m.first_tile) * kTileRows;
+  if constexpr (kLoK == kHiK) {
+    GemvTile<kLoK, false>(a.act, m, tile_row, partial);
+  } else {
+    const int bits = m.bits;
+    detail::StaticFor<kHiK - kLoK + 1>([&](auto k_c) {
+      constexpr int K = kLoK + decltype(k_c)::value;
+      if (bits == K) GemvTile<K, true>(a.act, m, tile_row, partial);
+    });
+  }
+}
+
+using GemvKernelFn = void (*)(GemvGroupArgs);
+
+// The narrowest instantiation whose K range covers [lo, hi].
+GemvKernelFn PickKernel(int lo, int hi) {
+  if (lo == hi) {
+    switch (lo) {
+      case 1: return ScalarCodecGemvKernel<1, 1>;
+      case 2: return ScalarCodecGemvKernel<2, 2>;
+      case 3: return ScalarCodecGemvKernel<3, 3>;
+      case 4: return ScalarCodecGemvKernel<4, 4>;
+      case 5: return ScalarCodecGemvKernel<5, 5>;
+      case 6: return ScalarCodecGemvKernel<6, 6>;
+      case 7: return ScalarCodecGemvKernel<7, 7>;
+      default: return ScalarCodecGemvKernel<8, 8>;
+    }
+  }
+  return hi <= 4 ? ScalarCodecGemvKernel<1, 4> : ScalarCodecGemvKernel<1, 8>;
+}
+
+// `where` prefixes every message: "LaunchScalarCodecGemv: " or "...Group: entry i: ".
+absl::Status Validate(const ScalarCodecGemvParams& p, const std::string& where) {
+  auto bad = [&](auto... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(where, parts...));
   };
   if (p.bits < kScalarMinBits || p.bits > kScalarMaxBits) return bad("bits ", p.bits, " not 1..8");
   if (p.rows < 1 || p.cols < 1) return bad("shape [", p.rows, ", ", p.cols, "] must be positive");
-  if (p.group_size < 32 || p.group_size % 32 != 0)
-    return bad("group_size ", p.group_size, " must be a positive multiple of 32");
+  if (p.cols > kGemvMaxCols) return bad("cols ", p.cols, " exceeds ", kGemvMaxCols);
+  if (p.group_size < 32 || p.group_size % 32 != 0 || p.group_size > kScalarMaxGroupSize)
+    return bad("group_size ", p.group_size, " must be a positive multiple of 32 up to ",
+               kScalarMaxGroupSize);
   if (p.blocks_per_row != (p.cols + 31) / 32 ||
       p.groups_per_row != (p.cols + p.group_size - 1) / p.group_size ||
       p.row_stride_words < p.blocks_per_row * p.bits || p.row_stride_words % 4 != 0) {
-    return bad("layout fields do not match [", p.rows, ", ", p.cols, "] at ", p.bits,
-               " bits (use MakeGemvParams)");
+    return bad("layout fields (blocks_per_row, groups_per_row, row_stride_words) do not match [",
+               p.rows, ", ", p.cols, "] at ", p.bits, " bits (use MakeGemvParams)");
   }
   if (p.batch < 1 || p.batch > kGemvMaxBatch)
     return bad("batch ", p.batch, " outside [1, ", kGemvMaxBatch, "]");
@@ -201,40 +357,114 @@ absl::Status Validate(const ScalarCodecGemvParams& p) {
   return absl::OkStatus();
 }
 
-}  // namespace
+// `grouped`: called as LaunchScalarCodecGemvGroup (messages name the entry) or as the
+// single-matrix LaunchScalarCodecGemv.
+absl::Status ValidateGroup(absl::Span<const ScalarCodecGemvParams> group, bool grouped) {
+  const char* api = grouped ? "LaunchScalarCodecGemvGroup: " : "LaunchScalarCodecGemv: ";
+  if (group.empty() || group.size() > static_cast<size_t>(kGemvMaxGroup))
+    return absl::InvalidArgumentError(absl::StrCat(api, "group size ", group.size(),
+                                                   " outside [1, ", kGemvMaxGroup, "]"));
+  int64_t tiles = 0;
+  for (size_t i = 0; i < group.size(); ++i) {
+    const ScalarCodecGemvParams& p = group[i];
+    const std::string where = grouped ? absl::StrCat(api, "entry ", i, ": ") : std::string(api);
+    if (absl::Status s = Validate(p, where); !s.ok()) return s;
+    tiles += (p.rows + kTileRows - 1) / kTileRows;
+    if (tiles > INT_MAX) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "rows ", p.rows, " exceed one launch's grid"));
+    }
+    if (i == 0) continue;
+    const ScalarCodecGemvParams& p0 = group[0];
+    auto differs = [&](const char* field, auto v, auto v0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, field, " ", v, " differs from entry 0's ", v0, " (one shared x)"));
+    };
+    if (p.cols != p0.cols) return differs("cols", p.cols, p0.cols);
+    if (p.batch != p0.batch) return differs("batch", p.batch, p0.batch);
+    if (p.x_stride != p0.x_stride) return differs("x_stride", p.x_stride, p0.x_stride);
+    if (p.x != p0.x) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "x differs from entry 0's (one shared x)"));
+    }
+  }
+  return absl::OkStatus();
+}
 
-// Instantiated below for K = 1..8; LaunchScalarCodecGemv dispatches on params.bits.
-template <int K>
-absl::Status LaunchScalarCodecGemvBits(const ScalarCodecGemvParams& p, cudaStream_t stream) {
-  const GemvArgs a{p.rows,
-                   p.blocks_per_row,
-                   p.groups_per_row,
-                   p.row_stride_words / 4,
-                   p.group_size,
-                   reinterpret_cast<const uint4*>(p.codes),
-                   p.scales,
-                   reinterpret_cast<const uint4*>(p.x),
-                   p.x_stride / 8,
-                   p.y,
-                   p.y_stride,
-                   p.batch};
-  const int64_t tiles = (p.rows + kTileRows - 1) / kTileRows;
-  const int64_t super_chunks = (p.blocks_per_row * 32 + kSuperChunkCols - 1) / kSuperChunkCols;
-  const int64_t want = (kTargetWarps + tiles - 1) / tiles;
-  const int warps = static_cast<int>(std::clamp<int64_t>(std::min(want, super_chunks), 1, kMaxWarps));
-  ScalarCodecGemvKernel<K><<<static_cast<unsigned>(tiles), warps * 32, 0, stream>>>(a);
+// The current device's multiprocessor count, queried once per device.
+absl::Status CurrentDeviceMultiprocessors(int* sms) {
+  constexpr int kCachedDevices = 64;
+  static std::atomic<int> cache[kCachedDevices];
+  int dev = 0;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+  if (dev >= 0 && dev < kCachedDevices) {
+    if (const int v = cache[dev].load(std::memory_order_relaxed); v != 0) {
+      *sms = v;
+      return absl::OkStatus();
+    }
+  }
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, dev));
+  if (dev >= 0 && dev < kCachedDevices) cache[dev].store(*sms, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, bool grouped,
+                    cudaStream_t stream) {
+  if (absl::Status s = ValidateGroup(group, grouped); !s.ok()) return s;
+  int sms = 0;
+  if (absl::Status s = CurrentDeviceMultiprocessors(&sms); !s.ok()) return s;
+  const GemvLaunchPlan plan = PlanScalarCodecGemv(group, sms);
+  const ScalarCodecGemvParams& p0 = group[0];
+  GemvGroupArgs a{};
+  a.count = static_cast<int>(group.size());
+  a.act.batch = p0.batch;
+  a.act.blocks_per_row = static_cast<int>(p0.blocks_per_row);
+  a.act.x = reinterpret_cast<const uint4*>(p0.x);
+  a.act.x_stride_vec = p0.x_stride / 8;
+  int64_t tiles = 0;
+  int lo = kScalarMaxBits, hi = kScalarMinBits;
+  for (size_t i = 0; i < group.size(); ++i) {
+    const ScalarCodecGemvParams& p = group[i];
+    const uint32_t blocks_per_group = static_cast<uint32_t>(p.group_size / 32);
+    a.m[i] = GemvMatrix{reinterpret_cast<const uint4*>(p.codes),
+                        p.scales,
+                        p.y,
+                        p.rows,
+                        p.row_stride_words / 4,
+                        p.groups_per_row,
+                        p.y_stride,
+                        static_cast<uint32_t>(((uint64_t{1} << 31) + blocks_per_group - 1) /
+                                              blocks_per_group),
+                        p.bits,
+                        static_cast<int>(tiles)};
+    tiles += (p.rows + kTileRows - 1) / kTileRows;
+    lo = std::min(lo, p.bits);
+    hi = std::max(hi, p.bits);
+  }
+  PickKernel(lo, hi)<<<static_cast<unsigned>(plan.tiles), plan.warps * 32, 0, stream>>>(a);
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
 
-template absl::Status LaunchScalarCodecGemvBits<1>(const ScalarCodecGemvParams&, cudaStream_t);
-template absl::Status LaunchScalarCodecGemvBits<2>(const ScalarCodecGemvParams&, cudaStream_t);
-template absl::Status LaunchScalarCodecGemvBits<3>(const ScalarCodecGemvParams&, cudaStream_t);
-template absl::Status LaunchScalarCodecGemvBits<4>(const ScalarCodecGemvParams&, cudaStream_t);
-template absl::Status LaunchScalarCodecGemvBits<5>(const ScalarCodecGemvParams&, cudaStream_t);
-template absl::Status LaunchScalarCodecGemvBits<6>(const ScalarCodecGemvParams&, cudaStream_t);
-template absl::Status LaunchScalarCodecGemvBits<7>(const ScalarCodecGemvParams&, cudaStream_t);
-template absl::Status LaunchScalarCodecGemvBits<8>(const ScalarCodecGemvParams&, cudaStream_t);
+}  // namespace
+
+GemvLaunchPlan PlanScalarCodecGemv(absl::Span<const ScalarCodecGemvParams> group,
+                                   int multiprocessors) {
+  GemvLaunchPlan plan;
+  for (const ScalarCodecGemvParams& p : group) plan.tiles += (p.rows + kTileRows - 1) / kTileRows;
+  if (group.empty()) return plan;
+  const int64_t super_chunks =
+      (group[0].blocks_per_row * 32 + kSuperChunkCols - 1) / kSuperChunkCols;
+  const int64_t sms = std::max(multiprocessors, 1);
+  plan.warps = 1;
+  for (int w = static_cast<int>(std::clamp<int64_t>(super_chunks, 1, kMaxWarps)); w > 1; --w) {
+    if (plan.tiles <= sms * (kResidentWarpsPerSm / w)) {
+      plan.warps = w;
+      break;
+    }
+  }
+  return plan;
+}
 
 ScalarCodecGemvParams MakeGemvParams(const ScalarCodecLayout& layout, const void* device_blob) {
   ScalarCodecGemvParams p;
@@ -256,21 +486,20 @@ ScalarCodecGemvParams MakeGemvParams(const ScalarCodecLayout& layout, const void
 }
 
 bool IsSupported(int sm, const ScalarCodecGemvParams& params) {
-  return sm >= 80 && Validate(params).ok();
+  return sm >= 80 && ValidateGroup({&params, 1}, false).ok();
+}
+
+bool IsSupported(int sm, absl::Span<const ScalarCodecGemvParams> group) {
+  return sm >= 80 && ValidateGroup(group, true).ok();
 }
 
 absl::Status LaunchScalarCodecGemv(const ScalarCodecGemvParams& params, cudaStream_t stream) {
-  if (absl::Status s = Validate(params); !s.ok()) return s;
-  switch (params.bits) {
-    case 1: return LaunchScalarCodecGemvBits<1>(params, stream);
-    case 2: return LaunchScalarCodecGemvBits<2>(params, stream);
-    case 3: return LaunchScalarCodecGemvBits<3>(params, stream);
-    case 4: return LaunchScalarCodecGemvBits<4>(params, stream);
-    case 5: return LaunchScalarCodecGemvBits<5>(params, stream);
-    case 6: return LaunchScalarCodecGemvBits<6>(params, stream);
-    case 7: return LaunchScalarCodecGemvBits<7>(params, stream);
-    default: return LaunchScalarCodecGemvBits<8>(params, stream);
-  }
+  return Launch({&params, 1}, false, stream);
+}
+
+absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
+                                        cudaStream_t stream) {
+  return Launch(group, true, stream);
 }
 
 }  // namespace bitloom::kernels::cuda

@@ -89,6 +89,22 @@ __device__ __forceinline__ uint32_t DecodePair(const uint32_t (&w)[kWords], __ha
   return Half2AsU32(__hfma2(q, scale, neg_cs));
 }
 
+// The last mma (0..7) of a code block that reads the block's activation uint4 `v` (words
+// 4v..4v+3 of ActivationPair's 16): after it, the registers can take the next block's uint4 v.
+// mma m reads pairs 2m and 2m+1.
+template <int K>
+__host__ __device__ constexpr int LastMmaReadingActivations(int v) {
+  using Plan = ScalarPairPlan<K>;
+  int last = -1;
+  for (int m = 0; m < 8; ++m) {
+    for (int p = 2 * m; p <= 2 * m + 1; ++p) {
+      const int i = Plan::Low(p);
+      if ((i >> 1) / 4 == v || ((i + Plan::kGap) >> 1) / 4 == v) last = m;
+    }
+  }
+  return last;
+}
+
 // The activations {x_i, x_{i+G}} of pair P from the block's 32 fp16 activations (16 words).
 template <int K, int P>
 __device__ __forceinline__ uint32_t ActivationPair(const uint32_t (&xw)[16]) {

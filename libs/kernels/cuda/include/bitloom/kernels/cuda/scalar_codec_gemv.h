@@ -8,8 +8,13 @@
 // are decoded to fp16 (q·s − c·s, one rounding), so the result matches the fp32 CPU reference
 // (ScalarCodecGemv) to about 1e-3 relative; docs/KERNELS.md has the design and measured speed.
 //
-// Ownership: the caller owns every device buffer. The launcher is asynchronous on `stream`,
-// allocates nothing, never synchronises and never logs; it is thread-safe. Plain C++ header.
+// Grouped launch: LaunchScalarCodecGemvGroup runs up to kGemvMaxGroup matrices that read the same
+// activations (q/k/v, gate/up) in one kernel launch; each keeps its own K, rows, group size and
+// output, so a layer with variable bits per tensor still costs one launch and one wave.
+//
+// Ownership: the caller owns every device buffer. The launchers are asynchronous on `stream`,
+// allocate nothing, never synchronise and never log; they are thread-safe and graph-capturable
+// (the launch configuration is a function of the params' shapes only). Plain C++ header.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -17,11 +22,14 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "bitloom/kernels/scalar_codec.h"
 
 namespace bitloom::kernels::cuda {
 
 inline constexpr int kGemvMaxBatch = 8;  // the mma's n = 8 columns carry the batch
+inline constexpr int kGemvMaxGroup = 4;  // matrices per grouped launch (q/k/v, gate/up)
+inline constexpr int64_t kGemvMaxCols = int64_t{1} << 24;  // the kernel indexes blocks in 32 bits
 
 struct ScalarCodecGemvParams {
   // The weight, from its ScalarCodecLayout (MakeGemvParams fills these).
@@ -42,17 +50,41 @@ struct ScalarCodecGemvParams {
   int batch = 0;                // 1..kGemvMaxBatch
 };
 
+// The launch shape of LaunchScalarCodecGemv(Group): one thread block per 16-row tile of every
+// entry, `warps` warps per block splitting the columns. warps is the largest (≤ 8, ≤ the row's
+// 512-column super-chunks) for which every block is resident at once on `multiprocessors` SMs
+// (16 warps per SM at the kernel's 128 registers), else 1: one wave whose warps stream several
+// super-chunks each, rather than waves of warps that each wait for one load. Params must be valid.
+struct GemvLaunchPlan {
+  int64_t tiles = 0;
+  int warps = 0;
+};
+GemvLaunchPlan PlanScalarCodecGemv(absl::Span<const ScalarCodecGemvParams> group,
+                                   int multiprocessors);
+
 // Fills the weight fields from `layout` and a device copy of the whole blob (codes then scales).
 ScalarCodecGemvParams MakeGemvParams(const ScalarCodecLayout& layout, const void* device_blob);
 
 // Whether the kernel runs these params on compute capability `sm`: sm_80 or newer (mma.sync with
-// fp32 accumulation), K 1..8, batch 1..8, 16-byte aligned codes, x and x_stride, and 2-byte
-// aligned scales.
+// fp32 accumulation), K 1..8, batch 1..8, cols <= kGemvMaxCols, 16-byte aligned codes, x and
+// x_stride, and 2-byte aligned scales.
 bool IsSupported(int sm, const ScalarCodecGemvParams& params);
+
+// The same for a grouped launch: every entry supported, 1..kGemvMaxGroup entries, and all entries
+// sharing cols, batch, x and x_stride.
+bool IsSupported(int sm, absl::Span<const ScalarCodecGemvParams> group);
 
 // y[b][r] = Σ_c W'[r][c]·x[b][c] for b < batch, r < rows. INVALID_ARGUMENT when the params are
 // inconsistent or misaligned (it checks everything IsSupported does except `sm`); INTERNAL for a
 // CUDA launch error.
 absl::Status LaunchScalarCodecGemv(const ScalarCodecGemvParams& params, cudaStream_t stream);
+
+// Every entry's y = W'·x in one launch. The entries share cols, batch, x and x_stride (one rotated
+// activation); each has its own weight (any K and group size), rows, y and y_stride. Entries must
+// write disjoint elements of y (separate buffers, or row slices of one fused output). The kernel
+// is specialised for the range of K in the group, so a group of equal K runs exactly the
+// single-matrix code. INVALID_ARGUMENT naming the entry and the field; INTERNAL for a launch error.
+absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
+                                        cudaStream_t stream);
 
 }  // namespace bitloom::kernels::cuda
