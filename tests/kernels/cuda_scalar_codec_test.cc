@@ -1,15 +1,22 @@
 // GPU vs CPU for the CODEC_HADAMARD_SCALAR decode path: the Hadamard rotation (bit-exact in fp32)
 // and the tensor-core GEMV (against ScalarCodecGemv, fp32 reference) for every K, batch 1..8 and
-// shapes that are not multiples of the tiles. Skips when no GPU is present (CI).
+// shapes that are not multiples of the tiles, alone and grouped (several matrices, mixed K, one
+// launch). Skips when no GPU is present (CI), except the group's argument checks, which never
+// reach the device.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/types/span.h"
 #include "bitloom/core/dtype.h"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
@@ -427,6 +434,284 @@ TEST(CudaScalarCodecGemv, RejectsBadParams) {
   EXPECT_EQ(LaunchScalarCodecGemv(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(IsSupported(DeviceSm(), bad));
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grouped GEMV: several matrices over one rotated activation in one launch
+
+// One matrix of a group: its shape and codec, and outputs either in its own buffer or as a row
+// slice of one fused buffer shared with the other `fused` entries (as a q/k/v projection is).
+struct GroupEntry {
+  int64_t rows;
+  int bits;
+  int group_size;
+  bool fused;
+};
+
+struct PackedMatrix {
+  ScalarCodecLayout layout;
+  std::vector<uint8_t> blob;
+};
+
+PackedMatrix RandomPackedMatrix(int64_t rows, int64_t cols, int bits, int group_size,
+                                uint64_t seed) {
+  absl::StatusOr<ScalarCodecLayout> layout = MakeScalarCodecLayout(rows, cols, bits, group_size);
+  EXPECT_TRUE(layout.ok()) << layout.status();
+  if (!layout.ok()) return {};
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> codes(rows * cols);
+  std::uniform_int_distribution<int> code_dist(0, (1 << bits) - 1);
+  for (uint8_t& q : codes) q = static_cast<uint8_t>(code_dist(rng));
+  std::vector<uint16_t> scales(rows * layout->groups_per_row);
+  std::uniform_real_distribution<float> scale_dist(0.5f, 2.0f);
+  for (uint16_t& h : scales) h = F32ToF16(scale_dist(rng) * 0.02f);
+  absl::StatusOr<std::vector<uint8_t>> blob = PackScalarCodec(*layout, codes, scales);
+  EXPECT_TRUE(blob.ok()) << blob.status();
+  if (!blob.ok()) return {};
+  return {*layout, *std::move(blob)};
+}
+
+// Every entry of one LaunchScalarCodecGemvGroup against ScalarCodecGemv, batches 1, 3 and 8;
+// outputs carry a NaN tail (and NaN gaps between fused slices) that must stay unwritten.
+void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries) {
+  SCOPED_TRACE(::testing::Message() << "cols=" << cols << " entries=" << entries.size());
+  const int kBatch = kGemvMaxBatch;
+  absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(cols, 91 + cols);
+  ASSERT_TRUE(rot.ok());
+  const std::vector<float> x = kernels::testing::RandomVector(cols * kBatch, 5 * cols + 1);
+  const int64_t x_stride = (cols + 31) / 32 * 32;
+  DeviceBuffer d_x(x.size() * 4), d_xr(x_stride * kBatch * 2),
+      d_base(rot->base_matrix().size() + 1);
+  d_x.Upload(x);
+  if (!rot->base_matrix().empty()) d_base.Upload(rot->base_matrix());
+
+  // Fused entries share one [batch, fused_stride] buffer, each at a row offset with a 5-row gap.
+  int64_t fused_stride = 0;
+  std::vector<int64_t> offset(entries.size(), 0);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (!entries[i].fused) continue;
+    offset[i] = fused_stride;
+    fused_stride += entries[i].rows + 5;
+  }
+  std::vector<PackedMatrix> mats;
+  std::vector<std::vector<float>> want(entries.size());
+  std::vector<std::unique_ptr<DeviceBuffer>> d_blob, d_y;
+  DeviceBuffer d_fused(std::max<int64_t>(fused_stride, 1) * kBatch * 4);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const GroupEntry& e = entries[i];
+    mats.push_back(RandomPackedMatrix(e.rows, cols, e.bits, e.group_size, 1000 * i + e.rows));
+    ASSERT_FALSE(mats.back().blob.empty());
+    want[i].resize(e.rows * kBatch);
+    kernels::ScalarCodecGemvParams cpu;
+    cpu.layout = &mats.back().layout;
+    cpu.blob = mats.back().blob;
+    cpu.rotation = &*rot;
+    cpu.x = x.data();
+    cpu.y = want[i].data();
+    cpu.batch = kBatch;
+    ASSERT_TRUE(ScalarCodecGemv(cpu, nullptr).ok());
+    d_blob.push_back(std::make_unique<DeviceBuffer>(mats.back().blob.size()));
+    d_blob.back()->Upload(mats.back().blob);
+    d_y.push_back(std::make_unique<DeviceBuffer>((e.rows + 3) * kBatch * 4));
+  }
+
+  for (int batch : {1, 3, 8}) {
+    SCOPED_TRACE(::testing::Message() << "batch=" << batch);
+    HadamardRotateParams rp;
+    rp.rotation = DescribeRotation(*rot, d_base.as<int8_t>());
+    rp.x = d_x.as<void>();
+    rp.x_type = ActivationType::kF32;
+    rp.x_stride = cols;
+    rp.out = d_xr.as<void>();
+    rp.out_type = ActivationType::kF16;
+    rp.out_stride = x_stride;
+    rp.batch = batch;
+    ASSERT_TRUE(LaunchHadamardRotate(rp, nullptr).ok());
+
+    std::vector<ScalarCodecGemvParams> group;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      ScalarCodecGemvParams gp = MakeGemvParams(mats[i].layout, d_blob[i]->as<void>());
+      gp.x = d_xr.as<uint16_t>();
+      gp.x_stride = x_stride;
+      if (entries[i].fused) {
+        gp.y = d_fused.as<float>() + offset[i];
+        gp.y_stride = fused_stride;
+      } else {
+        ASSERT_EQ(cudaMemset(d_y[i]->as<void>(), 0xFF, d_y[i]->bytes()), cudaSuccess);
+        gp.y = d_y[i]->as<float>();
+        gp.y_stride = entries[i].rows + 3;
+      }
+      gp.batch = batch;
+      group.push_back(gp);
+    }
+    ASSERT_EQ(cudaMemset(d_fused.as<void>(), 0xFF, d_fused.bytes()), cudaSuccess);
+    ASSERT_TRUE(IsSupported(DeviceSm(), absl::MakeConstSpan(group)));
+    const absl::Status st = LaunchScalarCodecGemvGroup(group, nullptr);
+    ASSERT_TRUE(st.ok()) << st;
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+    const std::vector<uint32_t> fused = d_fused.Download<uint32_t>(d_fused.bytes() / 4);
+    std::vector<bool> fused_written(fused.size(), false);
+    for (size_t i = 0; i < entries.size(); ++i) {
+      SCOPED_TRACE(::testing::Message() << "entry " << i << ": rows=" << entries[i].rows
+                                        << " K=" << entries[i].bits
+                                        << " group=" << entries[i].group_size);
+      const int64_t rows = entries[i].rows;
+      const int64_t stride = group[i].y_stride;
+      const std::vector<uint32_t> own =
+          entries[i].fused ? std::vector<uint32_t>() : d_y[i]->Download<uint32_t>(stride * kBatch);
+      double err2 = 0.0, ref2 = 0.0;
+      for (int b = 0; b < kBatch; ++b) {
+        for (int64_t r = 0; r < (entries[i].fused ? rows : stride); ++r) {
+          const size_t at = entries[i].fused ? b * stride + offset[i] + r : b * stride + r;
+          const uint32_t u = entries[i].fused ? fused[at] : own[at];
+          if (b >= batch || r >= rows) {
+            ASSERT_EQ(u, 0xFFFFFFFFu) << "wrote outside y at [" << b << ", " << r << "]";
+            continue;
+          }
+          if (entries[i].fused) fused_written[at] = true;
+          float g;
+          std::memcpy(&g, &u, 4);
+          ASSERT_TRUE(std::isfinite(g)) << "y[" << b << ", " << r << "] = " << g;
+          const double w = want[i][b * rows + r];
+          err2 += (g - w) * (g - w);
+          ref2 += w * w;
+        }
+      }
+      EXPECT_LE(std::sqrt(err2 / std::max(ref2, 1e-30)), kGemvRelL2Tolerance);
+    }
+    for (size_t at = 0; at < fused.size(); ++at) {
+      if (!fused_written[at]) {
+        ASSERT_EQ(fused[at], 0xFFFFFFFFu) << "wrote a gap of the fused output at " << at;
+      }
+    }
+  }
+}
+
+TEST(CudaScalarCodecGemvGroup, MatchesCpuWithMixedBitsAndRows) {
+  BITLOOM_SKIP_WITHOUT_GPU();
+  // Mixed K across both mixed-K kernels ([1, 8] and [1, 4]) and odd row counts; q/k/v-like fused
+  // slices beside separate outputs.
+  CheckGemvGroup(4096, {{37, 2, 128, true}, {1024, 5, 128, true}, {300, 8, 128, true}});
+  CheckGemvGroup(4096, {{1024, 4, 128, false}, {37, 3, 64, false}});
+  // A wide row: several super-chunks per warp, so the next-chunk prefetch runs.
+  CheckGemvGroup(14336, {{300, 3, 128, false}, {53, 6, 256, true}, {16, 2, 128, true}});
+  // Equal K (the single-K kernel through the group path), partial chunks, per-block scales.
+  CheckGemvGroup(576, {{300, 4, 128, false}, {37, 4, 64, true}, {1024, 4, 32, true}});
+  // The largest group, every K of the wide kernel range, cols not a multiple of 32.
+  CheckGemvGroup(1000, {{16, 1, 256, false}, {53, 7, 64, true}, {33, 6, 128, false},
+                        {100, 8, 32, true}});
+}
+
+// The launch plan is host arithmetic: one wave on the device, as many warps per block as fit.
+TEST(CudaScalarCodecGemvGroup, PlanKeepsEveryBlockResident) {
+  auto shape = [](int64_t rows, int64_t cols) {
+    ScalarCodecGemvParams p;
+    p.rows = rows;
+    p.cols = cols;
+    p.blocks_per_row = (cols + 31) / 32;
+    return p;
+  };
+  struct Case {
+    std::vector<ScalarCodecGemvParams> group;
+    int64_t tiles;
+    int warps;
+  };
+  const Case cases[] = {
+      {{shape(4096, 4096)}, 256, 8},                                      // 2 blocks of 8 per SM
+      {{shape(1024, 4096)}, 64, 8},                                       // 8 super-chunks
+      {{shape(37, 576)}, 3, 2},                                           // 2 super-chunks
+      {{shape(4096, 4096), shape(1024, 4096), shape(1024, 4096)}, 384, 5},  // 3 blocks of 5 per SM
+      {{shape(8192, 8192)}, 512, 4},
+      {{shape(14336, 4096), shape(14336, 4096)}, 1792, 1},                // 16 one-warp blocks
+      {{shape(57344, 8192)}, 3584, 1},                                    // more than one wave
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "tiles " << c.tiles);
+    const GemvLaunchPlan plan = PlanScalarCodecGemv(c.group, 132);
+    EXPECT_EQ(plan.tiles, c.tiles);
+    EXPECT_EQ(plan.warps, c.warps);
+    EXPECT_TRUE(plan.warps == 1 || plan.tiles <= 132 * (16 / plan.warps));
+  }
+  // Fewer SMs, fewer warps per block: 384 tiles on 78 SMs fit as 5 blocks of 3 warps per SM.
+  EXPECT_EQ(PlanScalarCodecGemv(cases[3].group, 78).warps, 3);
+}
+
+// Argument checks run before any CUDA call, so they need no GPU: fake, aligned device pointers.
+TEST(CudaScalarCodecGemvGroup, RejectsBadParamsNamingEntryAndField) {
+  absl::StatusOr<ScalarCodecLayout> big = MakeScalarCodecLayout(4096, 4096, 4);
+  absl::StatusOr<ScalarCodecLayout> small = MakeScalarCodecLayout(1024, 4096, 2, 64);
+  ASSERT_TRUE(big.ok() && small.ok());
+  const uintptr_t kBlob = uintptr_t{1} << 32, kX = uintptr_t{2} << 32, kY = uintptr_t{3} << 32;
+  auto entry = [&](const ScalarCodecLayout& l, int64_t y_offset) {
+    ScalarCodecGemvParams p = MakeGemvParams(l, reinterpret_cast<const void*>(kBlob));
+    p.x = reinterpret_cast<const uint16_t*>(kX);
+    p.y = reinterpret_cast<float*>(kY + 4 * y_offset);
+    p.y_stride = 6144;
+    p.batch = 2;
+    return p;
+  };
+  const std::vector<ScalarCodecGemvParams> good = {entry(*big, 0), entry(*small, 4096),
+                                                   entry(*small, 5120)};
+  EXPECT_TRUE(IsSupported(90, absl::MakeConstSpan(good)));
+  EXPECT_FALSE(IsSupported(75, absl::MakeConstSpan(good)));
+
+  auto expect_bad = [&](std::vector<ScalarCodecGemvParams> group, const std::string& what1,
+                        const std::string& what2) {
+    SCOPED_TRACE(::testing::Message() << "expect '" << what1 << "' and '" << what2 << "'");
+    const absl::Status st = LaunchScalarCodecGemvGroup(group, nullptr);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find("LaunchScalarCodecGemvGroup"), std::string::npos) << st;
+    EXPECT_NE(st.message().find(what1), std::string::npos) << st;
+    EXPECT_NE(st.message().find(what2), std::string::npos) << st;
+    EXPECT_FALSE(IsSupported(90, absl::MakeConstSpan(group)));
+  };
+  expect_bad({}, "group size 0", "[1, 4]");
+  expect_bad({good[0], good[1], good[2], good[1], good[2]}, "group size 5", "[1, 4]");
+  std::vector<ScalarCodecGemvParams> g = good;
+  g[1].bits = 9;
+  expect_bad(g, "entry 1: ", "bits 9");
+  g = good;
+  g[2].cols = 2048;
+  g[2].blocks_per_row = 64;
+  g[2].groups_per_row = 32;
+  expect_bad(g, "entry 2: ", "cols 2048");
+  g = good;
+  g[1].batch = 3;
+  expect_bad(g, "entry 1: ", "batch 3");
+  g = good;
+  g[2].batch = 0;
+  expect_bad(g, "entry 2: ", "batch 0");
+  g = good;
+  g[1].x = reinterpret_cast<const uint16_t*>(kX + 4096);
+  expect_bad(g, "entry 1: ", "x differs");
+  g = good;
+  g[2].x_stride = 4096 + 64;
+  expect_bad(g, "entry 2: ", "x_stride");
+  g = good;
+  g[0].y_stride = 100;
+  expect_bad(g, "entry 0: ", "y_stride 100");
+  g = good;
+  g[1].codes = reinterpret_cast<const uint32_t*>(kBlob + 4);
+  expect_bad(g, "entry 1: ", "16-byte aligned");
+  g = good;
+  g[2].scales = nullptr;
+  expect_bad(g, "entry 2: ", "non-null");
+  g = good;
+  g[0].row_stride_words = 3;
+  expect_bad(g, "entry 0: ", "row_stride_words");
+  g = good;
+  g[1].group_size = 48;
+  expect_bad(g, "entry 1: ", "group_size 48");
+
+  // The single-matrix launcher names no entry.
+  ScalarCodecGemvParams one = good[0];
+  one.bits = 0;
+  const absl::Status st = LaunchScalarCodecGemv(one, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(st.message(), "LaunchScalarCodecGemv: bits 0")) << st;
+  EXPECT_FALSE(IsSupported(90, one));
+  EXPECT_TRUE(IsSupported(90, good[0]));
 }
 
 }  // namespace
