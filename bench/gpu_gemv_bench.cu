@@ -7,7 +7,9 @@
 // Shapes: the linear layers of Llama-3-8B and Llama-3-70B ([out, in]), K = 2, 3, 4, 5 bits,
 // group 128, batch 1, 4, 8. Grouped launches (LaunchScalarCodecGemvGroup, batch 1): Llama-3-8B's
 // q/k/v (4096, 1024, 1024 × 4096) and gate/up (2 × 14336 × 4096), at K = 4 and at mixed K, each
-// also timed as separate single-matrix launches of the same weights (--groups_only: only these).
+// also timed as separate single-matrix launches of the same weights. Plan sweep: those groups and
+// single 8B/70B matrices at K = 2 and 4, batch 1, with every warps-per-block of 1..8, beside the
+// one PlanScalarCodecGemv picks (--groups_only: only the groups and the sweep).
 // For each: the kernel's median time, the bytes it must read (packed codes + fp16 scales + fp16
 // activations, once per launch; the fp32 output writes, rows·batch·4, are not counted),
 // achieved GB/s = bytes / time, and that over the device-to-device copy bandwidth measured in the
@@ -80,6 +82,20 @@ const GroupShape kGroupShapes[] = {
     {"llama3-8b", "gate/up", 4096, 2, {14336, 14336}, {3, 4}},
 };
 const int kGroupBatches[] = {1};
+
+// Single matrices whose launch plan (warps per block) is checked by a sweep, batch 1.
+const GroupShape kPlanShapes[] = {
+    {"llama3-8b", "q_proj/o_proj", 4096, 1, {4096}, {2}},
+    {"llama3-8b", "q_proj/o_proj", 4096, 1, {4096}, {4}},
+    {"llama3-8b", "k_proj/v_proj", 4096, 1, {1024}, {4}},
+    {"llama3-8b", "gate_proj/up_proj", 4096, 1, {14336}, {2}},
+    {"llama3-8b", "gate_proj/up_proj", 4096, 1, {14336}, {4}},
+    {"llama3-8b", "down_proj", 14336, 1, {4096}, {4}},
+    {"llama3-70b", "q_proj/o_proj", 8192, 1, {8192}, {4}},
+    {"llama3-70b", "gate_proj/up_proj", 8192, 1, {28672}, {2}},
+    {"llama3-70b", "gate_proj/up_proj", 8192, 1, {28672}, {4}},
+};
+const int kSweepWarps[] = {1, 2, 3, 4, 5, 6, 8};
 
 // Deterministic pseudo-random fill: uint32 words, or fp16 values in [lo, hi).
 __device__ uint32_t Hash(uint64_t i, uint32_t seed) {
@@ -232,12 +248,15 @@ absl::Status FillBlobs(GroupWeight& w, int copies, uint32_t seed) {
   return absl::OkStatus();
 }
 
-// The grouped launches of kGroupShapes: one JSON row per (group, batch). Time of the group launch
-// and of the same matrices as separate LaunchScalarCodecGemv calls; bytes = every weight's codes
-// and scales + the activations once.
-absl::Status RunGroups(cudaStream_t stream, int sm, int iters, double copy_gbps,
+// Grouped launches of `shapes`: one JSON row per (group, batch). Time of the group launch (the
+// plan's warps per block), of the same matrices as separate LaunchScalarCodecGemv calls (groups of
+// two or more), and of the group launch with every warps-per-block of kSweepWarps up to the row's
+// super-chunks ("time_us_by_warps", to check PlanScalarCodecGemv); bytes = every weight's codes and
+// scales + the activations once.
+absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int iters,
+                       double copy_gbps, absl::Span<const GroupShape> shapes,
                        std::vector<std::string>* rows_json) {
-  for (const GroupShape& shape : kGroupShapes) {
+  for (const GroupShape& shape : shapes) {
     std::vector<GroupWeight> weights(shape.count);
     int64_t group_bytes = 0, total_rows = 0;
     for (int e = 0; e < shape.count; ++e) {
@@ -292,9 +311,23 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int iters, double copy_gbps,
       double group_s = 0.0, separate_s = 0.0;
       std::string how, how_separate;
       if (absl::Status s = TimeLaunches(stream, iters, grouped, &group_s, &how); !s.ok()) return s;
-      if (absl::Status s = TimeLaunches(stream, iters, separate, &separate_s, &how_separate);
-          !s.ok())
-        return s;
+      if (shape.count > 1) {
+        if (absl::Status s = TimeLaunches(stream, iters, separate, &separate_s, &how_separate);
+            !s.ok())
+          return s;
+      }
+      const int planned = PlanScalarCodecGemv(params(0), multiprocessors).warps;
+      const int64_t super_chunks = (x_stride + 511) / 512;
+      std::string by_warps;
+      for (int w : kSweepWarps) {
+        if (w > super_chunks) break;
+        auto forced = [&](int i) { return LaunchScalarCodecGemvGroup(params(i), w, stream); };
+        double secs = 0.0;
+        std::string how_forced;
+        if (absl::Status s = TimeLaunches(stream, iters, forced, &secs, &how_forced); !s.ok())
+          return s;
+        absl::StrAppend(&by_warps, by_warps.empty() ? "" : ",", "\"", w, "\":", secs * 1e6);
+      }
       double bytes = static_cast<double>(batch * x_stride * 2);
       std::string rows_list, bits_list, bits_label;
       for (int e = 0; e < shape.count; ++e) {
@@ -312,11 +345,15 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int iters, double copy_gbps,
           ",\"batch\":", batch, ",\"time_us\":", group_s * 1e6,
           ",\"bytes_read\":", static_cast<int64_t>(bytes), ",\"gbps\":", gbps,
           ",\"fraction_of_copy_bw\":", gbps / copy_gbps,
-          ",\"separate_launches_us\":", separate_s * 1e6,
-          ",\"speedup_vs_separate\":", separate_s / group_s, ",\"timing\":\"", how, "\"}"));
-      std::fprintf(stderr, "%-11s %-17s %13s %6ld %8s %5d %9.2f %8.0f %6.3f  separate %.2f us\n",
+          shape.count > 1 ? absl::StrCat(",\"separate_launches_us\":", separate_s * 1e6,
+                                         ",\"speedup_vs_separate\":", separate_s / group_s)
+                          : std::string(),
+          ",\"planned_warps\":", planned, ",\"time_us_by_warps\":{", by_warps, "}",
+          ",\"timing\":\"", how, "\"}"));
+      std::fprintf(stderr,
+                   "%-11s %-17s %13s %6ld %8s %5d %9.2f %8.0f %6.3f  W=%d  separate %.2f us\n",
                    shape.model, shape.layer, rows_list.c_str(), static_cast<long>(shape.cols),
-                   bits_label.c_str(), batch, group_s * 1e6, gbps, gbps / copy_gbps,
+                   bits_label.c_str(), batch, group_s * 1e6, gbps, gbps / copy_gbps, planned,
                    separate_s * 1e6);
     }
   }
@@ -343,10 +380,17 @@ absl::Status Run(int iters, bool groups_only) {
   if (absl::Status s = cublas_ws.Allocate(64 << 20); !s.ok()) return s;
   cublasSetWorkspace(cublas, cublas_ws.get(), 64 << 20);  // lets cuBLAS run inside graph capture
 
-  std::vector<std::string> rows_json, group_json;
+  std::vector<std::string> rows_json, group_json, plan_json;
   std::fprintf(stderr, "%-11s %-17s %13s %6s %8s %5s %9s %8s %6s\n", "model", "group", "out",
                "in", "K", "batch", "time_us", "GB/s", "frac");
-  if (absl::Status s = RunGroups(stream, sm, iters, copy_gbps, &group_json); !s.ok()) return s;
+  if (absl::Status s = RunGroups(stream, sm, prop.multiProcessorCount, iters, copy_gbps,
+                                 kGroupShapes, &group_json);
+      !s.ok())
+    return s;
+  if (absl::Status s = RunGroups(stream, sm, prop.multiProcessorCount, iters, copy_gbps,
+                                 kPlanShapes, &plan_json);
+      !s.ok())
+    return s;
 
   std::fprintf(stderr, "%-11s %-17s %6s %6s %4s %5s %9s %8s %6s %6s\n", "model", "layer", "out",
                "in", "K", "batch", "time_us", "GB/s", "frac", "cublas");
@@ -512,6 +556,9 @@ absl::Status Run(int iters, bool groups_only) {
   std::printf("  ],\n  \"gemv_group\": [\n");
   for (size_t i = 0; i < group_json.size(); ++i)
     std::printf("    %s%s\n", group_json[i].c_str(), i + 1 < group_json.size() ? "," : "");
+  std::printf("  ],\n  \"gemv_plan_sweep\": [\n");
+  for (size_t i = 0; i < plan_json.size(); ++i)
+    std::printf("    %s%s\n", plan_json[i].c_str(), i + 1 < plan_json.size() ? "," : "");
   std::printf("  ],\n  \"rotation\": [\n");
   for (size_t i = 0; i < rot_json.size(); ++i)
     std::printf("    %s%s\n", rot_json[i].c_str(), i + 1 < rot_json.size() ? "," : "");

@@ -473,8 +473,10 @@ PackedMatrix RandomPackedMatrix(int64_t rows, int64_t cols, int bits, int group_
 
 // Every entry of one LaunchScalarCodecGemvGroup against ScalarCodecGemv, batches 1, 3 and 8;
 // outputs carry a NaN tail (and NaN gaps between fused slices) that must stay unwritten.
-void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries) {
-  SCOPED_TRACE(::testing::Message() << "cols=" << cols << " entries=" << entries.size());
+// warps_per_block: 0 for the launcher's plan, else forced.
+void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries, int warps_per_block = 0) {
+  SCOPED_TRACE(::testing::Message() << "cols=" << cols << " entries=" << entries.size()
+                                    << " warps=" << warps_per_block);
   const int kBatch = kGemvMaxBatch;
   absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(cols, 91 + cols);
   ASSERT_TRUE(rot.ok());
@@ -546,7 +548,7 @@ void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries) {
     }
     ASSERT_EQ(cudaMemset(d_fused.as<void>(), 0xFF, d_fused.bytes()), cudaSuccess);
     ASSERT_TRUE(IsSupported(DeviceSm(), absl::MakeConstSpan(group)));
-    const absl::Status st = LaunchScalarCodecGemvGroup(group, nullptr);
+    const absl::Status st = LaunchScalarCodecGemvGroup(group, warps_per_block, nullptr);
     ASSERT_TRUE(st.ok()) << st;
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 
@@ -601,6 +603,11 @@ TEST(CudaScalarCodecGemvGroup, MatchesCpuWithMixedBitsAndRows) {
   // The largest group, every K of the wide kernel range, cols not a multiple of 32.
   CheckGemvGroup(1000, {{16, 1, 256, false}, {53, 7, 64, true}, {33, 6, 128, false},
                         {100, 8, 32, true}});
+  // Any warps per block is correct, including more warps than super-chunks (idle warps).
+  for (int warps : {1, 3, 8}) {
+    CheckGemvGroup(14336, {{300, 3, 128, false}, {53, 6, 256, true}}, warps);
+    CheckGemvGroup(576, {{37, 2, 128, false}, {100, 5, 64, true}}, warps);
+  }
 }
 
 // The launch plan is host arithmetic: one wave on the device, as many warps per block as fit.
@@ -703,6 +710,9 @@ TEST(CudaScalarCodecGemvGroup, RejectsBadParamsNamingEntryAndField) {
   g = good;
   g[1].group_size = 48;
   expect_bad(g, "entry 1: ", "group_size 48");
+  const absl::Status forced = LaunchScalarCodecGemvGroup(good, 9, nullptr);
+  EXPECT_EQ(forced.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(forced.message().find("warps_per_block 9"), std::string::npos) << forced;
 
   // The single-matrix launcher names no entry.
   ScalarCodecGemvParams one = good[0];

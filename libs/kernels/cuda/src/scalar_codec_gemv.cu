@@ -408,12 +408,23 @@ absl::Status CurrentDeviceMultiprocessors(int* sms) {
   return absl::OkStatus();
 }
 
+// warps_per_block: 0 for PlanScalarCodecGemv's choice.
 absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, bool grouped,
-                    cudaStream_t stream) {
+                    int warps_per_block, cudaStream_t stream) {
   if (absl::Status s = ValidateGroup(group, grouped); !s.ok()) return s;
-  int sms = 0;
-  if (absl::Status s = CurrentDeviceMultiprocessors(&sms); !s.ok()) return s;
-  const GemvLaunchPlan plan = PlanScalarCodecGemv(group, sms);
+  if (warps_per_block < 0 || warps_per_block > kMaxWarps) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LaunchScalarCodecGemvGroup: warps_per_block ", warps_per_block, " outside [0, 8]"));
+  }
+  GemvLaunchPlan plan;
+  if (warps_per_block == 0) {
+    int sms = 0;
+    if (absl::Status s = CurrentDeviceMultiprocessors(&sms); !s.ok()) return s;
+    plan = PlanScalarCodecGemv(group, sms);
+  } else {
+    plan = PlanScalarCodecGemv(group, 1);
+    plan.warps = warps_per_block;
+  }
   const ScalarCodecGemvParams& p0 = group[0];
   GemvGroupArgs a{};
   a.count = static_cast<int>(group.size());
@@ -494,12 +505,17 @@ bool IsSupported(int sm, absl::Span<const ScalarCodecGemvParams> group) {
 }
 
 absl::Status LaunchScalarCodecGemv(const ScalarCodecGemvParams& params, cudaStream_t stream) {
-  return Launch({&params, 1}, false, stream);
+  return Launch({&params, 1}, false, 0, stream);
 }
 
 absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
                                         cudaStream_t stream) {
-  return Launch(group, true, stream);
+  return Launch(group, true, 0, stream);
+}
+
+absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
+                                        int warps_per_block, cudaStream_t stream) {
+  return Launch(group, true, warps_per_block, stream);
 }
 
 }  // namespace bitloom::kernels::cuda

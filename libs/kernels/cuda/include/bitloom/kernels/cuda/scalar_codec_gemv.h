@@ -87,4 +87,9 @@ absl::Status LaunchScalarCodecGemv(const ScalarCodecGemvParams& params, cudaStre
 absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
                                         cudaStream_t stream);
 
+// The same with the warps per block forced to `warps_per_block` (1..8; 0 = the plan's choice),
+// for benchmarks that check PlanScalarCodecGemv. Any value is correct; only the speed differs.
+absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
+                                        int warps_per_block, cudaStream_t stream);
+
 }  // namespace bitloom::kernels::cuda
