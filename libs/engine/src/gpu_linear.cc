@@ -1,6 +1,7 @@
 #include "gpu_linear.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/core/status_macros.h"
@@ -31,17 +32,23 @@ absl::Status GemmF16(cublasHandle_t cublas, const uint16_t* w, int64_t m, int64_
       "cublasGemmEx");
 }
 
-// The decode path: the batch-≤8 GEMV over 8-row slices of the rotated input.
-absl::Status RunGemv(const GpuLinear& w, const LinearOutput& out, int64_t rows, const LinearScratch& scratch,
+// The decode path: the batch-≤8 GEMV over 8-row slices of the rotated input, every layer of `group`
+// (they read the same rotated x) in one grouped launch per slice.
+absl::Status RunGemv(absl::Span<const LinearOutput* const> group, int64_t rows, const LinearScratch& scratch,
                      cudaStream_t stream) {
+  const int64_t stride = group.front()->linear->rotated_stride;
   for (int64_t r0 = 0; r0 < rows; r0 += cuda::kGemvMaxBatch) {
-    cuda::ScalarCodecGemvParams gp = w.gemv;
-    gp.x = scratch.rotated + r0 * w.rotated_stride;
-    gp.x_stride = w.rotated_stride;
-    gp.y = out.y + r0 * out.y_stride;
-    gp.y_stride = out.y_stride;
-    gp.batch = static_cast<int>(std::min<int64_t>(cuda::kGemvMaxBatch, rows - r0));
-    BITLOOM_RETURN_IF_ERROR(cuda::LaunchScalarCodecGemv(gp, stream));
+    cuda::ScalarCodecGemvParams params[cuda::kGemvMaxGroup];
+    for (size_t i = 0; i < group.size(); ++i) {
+      cuda::ScalarCodecGemvParams& gp = params[i];
+      gp = group[i]->linear->gemv;
+      gp.x = scratch.rotated + r0 * stride;
+      gp.x_stride = stride;
+      gp.y = group[i]->y + r0 * group[i]->y_stride;
+      gp.y_stride = group[i]->y_stride;
+      gp.batch = static_cast<int>(std::min<int64_t>(cuda::kGemvMaxBatch, rows - r0));
+    }
+    BITLOOM_RETURN_IF_ERROR(cuda::LaunchScalarCodecGemvGroup({params, group.size()}, stream));
   }
   return absl::OkStatus();
 }
@@ -76,10 +83,20 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float*
   int64_t rotated_n = 0;
   uint64_t rotated_seed = 0;
   bool have_dense = false;
+  const bool gemm = rows >= kGemmMinRows && scratch.dequant != nullptr;
+  // Consecutive quantized layers on the same rotated input wait here for one grouped GEMV.
+  std::vector<const LinearOutput*> pending;
+  auto flush = [&]() -> absl::Status {
+    if (pending.empty()) return absl::OkStatus();
+    BITLOOM_RETURN_IF_ERROR(RunGemv(pending, rows, scratch, stream));
+    pending.clear();
+    return absl::OkStatus();
+  };
   for (const LinearOutput& out : outputs) {
     const GpuLinear& w = *out.linear;
     if (w.quantized) {
       if (!have_rotated || rotated_n != w.rotation.n || rotated_seed != w.rotation.seed) {
+        BITLOOM_RETURN_IF_ERROR(flush());
         for (int64_t r0 = 0; r0 < rows; r0 += cuda::kMaxRotateBatch) {
           cuda::HadamardRotateParams rp;
           rp.rotation = w.rotation;
@@ -96,12 +113,14 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float*
         rotated_n = w.rotation.n;
         rotated_seed = w.rotation.seed;
       }
-      if (rows >= kGemmMinRows && scratch.dequant != nullptr) {
+      if (gemm) {
         BITLOOM_RETURN_IF_ERROR(RunDequantGemm(w, out, rows, scratch, stream));
       } else {
-        BITLOOM_RETURN_IF_ERROR(RunGemv(w, out, rows, scratch, stream));
+        if (pending.size() == static_cast<size_t>(cuda::kGemvMaxGroup)) BITLOOM_RETURN_IF_ERROR(flush());
+        pending.push_back(&out);
       }
     } else {
+      BITLOOM_RETURN_IF_ERROR(flush());
       if (!have_dense) {
         BITLOOM_RETURN_IF_ERROR(LaunchRowsToF16({x, x_stride, scratch.dense_in, w.cols, rows, w.cols}, stream));
         have_dense = true;
@@ -110,8 +129,13 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float*
           GemmF16(scratch.cublas, w.weight_f16, w.rows, w.cols, w.cols, scratch.dense_in, w.cols, rows, out.y,
                   out.y_stride));
     }
-    if (w.bias != nullptr) {
-      BITLOOM_RETURN_IF_ERROR(LaunchAddBias({out.y, out.y_stride, w.bias, rows, w.rows}, stream));
+  }
+  BITLOOM_RETURN_IF_ERROR(flush());
+  // Biases last: every layer's output is complete once the grouped launches are enqueued.
+  for (const LinearOutput& out : outputs) {
+    if (out.linear->bias != nullptr) {
+      BITLOOM_RETURN_IF_ERROR(
+          LaunchAddBias({out.y, out.y_stride, out.linear->bias, rows, out.linear->rows}, stream));
     }
   }
   return absl::OkStatus();

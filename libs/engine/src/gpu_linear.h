@@ -3,8 +3,9 @@
 // the input is prepared once per distinct form:
 //  - CODEC_HADAMARD_SCALAR: x' = R·x in fp16 (LaunchHadamardRotate, zero-padded to 32 columns).
 //    Layers whose rotations have the same width and seed (the quantizer's shared input sites) reuse
-//    one rotated copy. Then, for up to kGemmMinRows − 1 rows (decode), the batch-≤8 GEMV
-//    (LaunchScalarCodecGemv) over 8-row slices; for more (prefill chunks, large decode buckets),
+//    one rotated copy. Then, for up to kGemmMinRows − 1 rows (decode), the batch-≤8 GEMV over
+//    8-row slices, the layers on one rotated copy (q/k/v, gate/up) in one grouped launch
+//    (LaunchScalarCodecGemvGroup); for more (prefill chunks, large decode buckets),
 //    the prefill GEMM: slices of W' expanded to fp16 in scratch.dequant (LaunchScalarCodecDequant)
 //    and multiplied by cuBLAS (fp16 in, fp32 accumulation and out), which reads the weight once
 //    per chunk instead of once per 8 tokens.
