@@ -202,6 +202,23 @@ std::vector<int32_t> Prompt(int n, int vocab, uint64_t seed) {
   return ids;
 }
 
+// max|got − want| / max(1, max|want|): the tests' relative difference of two logit rows.
+double RelativeDifference(absl::Span<const float> got, absl::Span<const float> want) {
+  double diff = 0, scale = 1;
+  for (size_t i = 0; i < want.size(); ++i) {
+    diff = std::max(diff, std::abs(double(got[i]) - want[i]));
+    scale = std::max(scale, std::abs(double(want[i])));
+  }
+  return diff / scale;
+}
+
+// SmallOptions() under another model id (two models of one test share a pool).
+GpuModelOptions SmallOptionsNamed(const std::string& model_id) {
+  GpuModelOptions o = SmallOptions();
+  o.model_id = model_id;
+  return o;
+}
+
 // Accumulates the row comparison of GPU and CPU logits.
 struct Agreement {
   double tolerance = 1e-2;
@@ -210,12 +227,9 @@ struct Agreement {
 
   void Add(absl::Span<const float> gpu, absl::Span<const float> cpu) {
     ASSERT_EQ(gpu.size(), cpu.size());
-    double diff = 0, scale = 1;
-    for (size_t i = 0; i < cpu.size(); ++i) {
-      diff = std::max(diff, std::abs(double(gpu[i]) - cpu[i]));
-      scale = std::max(scale, std::abs(double(cpu[i])));
-    }
-    worst = std::max(worst, diff / scale);
+    worst = std::max(worst, RelativeDifference(gpu, cpu));
+    double scale = 1;
+    for (float v : cpu) scale = std::max(scale, std::abs(double(v)));
     ++rows;
     std::vector<float> sorted(cpu.begin(), cpu.end());
     std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
@@ -511,12 +525,7 @@ TEST(GpuDecoderModel, LargeBucketGemmEqualsEachSequenceAlone) {
   double worst = 0;
   for (int s = 0; s < n; ++s) {
     const absl::Span<const float> row = absl::MakeConstSpan(*batched).subspan(s * m.vocab_size(), m.vocab_size());
-    double diff = 0, scale = 1;
-    for (int v = 0; v < m.vocab_size(); ++v) {
-      diff = std::max(diff, std::abs(double(row[v]) - alone[s][v]));
-      scale = std::max(scale, std::abs(double(alone[s][v])));
-    }
-    worst = std::max(worst, diff / scale);
+    worst = std::max(worst, RelativeDifference(row, alone[s]));
     EXPECT_EQ(ArgMax(row), ArgMax(alone[s])) << "sequence " << s;
   }
   std::cout << "bucket 32 (GEMM) vs alone (GEMV): worst relative difference " << worst << "\n";
@@ -533,10 +542,8 @@ TEST(GpuDecoderModel, EmbeddingInHostMatchesDevice) {
   WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized, /*embed_f32=*/true);
   auto reader = Open(dir.Join("m.bitloom"));
   auto pool = DevicePool(uint64_t{512} << 20);
-  GpuModelOptions on_device = SmallOptions();
-  on_device.model_id = "device";
-  GpuModelOptions in_host = SmallOptions();
-  in_host.model_id = "host";
+  const GpuModelOptions on_device = SmallOptionsNamed("device");
+  GpuModelOptions in_host = SmallOptionsNamed("host");
   in_host.embedding_in_host = true;
   auto a = GpuDecoderModel::Load(*reader, pool.get(), on_device);
   auto b = GpuDecoderModel::Load(*reader, pool.get(), in_host);
@@ -612,12 +619,8 @@ TEST(GpuDecoderModel, BatchEqualsEachSequenceAlone) {
       ASSERT_TRUE(logits.ok()) << logits.status();
       for (int s = 0; s < n; ++s) {
         const std::vector<float>& ref = alone[s][t + 1];
-        double diff = 0, scale = 1;
-        for (int v = 0; v < m.vocab_size(); ++v) {
-          diff = std::max(diff, std::abs(double((*logits)[s * m.vocab_size() + v]) - ref[v]));
-          scale = std::max(scale, std::abs(double(ref[v])));
-        }
-        worst = std::max(worst, diff / scale);
+        worst = std::max(worst,
+                         RelativeDifference(absl::MakeConstSpan(*logits).subspan(s * m.vocab_size(), m.vocab_size()), ref));
         EXPECT_EQ(ArgMax(absl::MakeConstSpan(*logits).subspan(s * m.vocab_size(), m.vocab_size())), ArgMax(ref))
             << "sequence " << s << " step " << t;
       }
@@ -637,10 +640,8 @@ TEST(GpuDecoderModel, GraphsMatchDirectLaunchesBitForBit) {
     WriteModel(dir.Join("m.bitloom"), dir.path(), config, form);
     auto reader = Open(dir.Join("m.bitloom"));
     auto pool = DevicePool(uint64_t{512} << 20);
-    GpuModelOptions with = SmallOptions();
-    with.model_id = "graphs";
-    GpuModelOptions without = SmallOptions();
-    without.model_id = "direct";
+    const GpuModelOptions with = SmallOptionsNamed("graphs");
+    GpuModelOptions without = SmallOptionsNamed("direct");
     without.use_cuda_graphs = false;
     auto a = GpuDecoderModel::Load(*reader, pool.get(), with);
     auto b = GpuDecoderModel::Load(*reader, pool.get(), without);
