@@ -158,6 +158,12 @@ TEST(CudaHadamardRotation, RealWidthsBatch1And8) {
   }
 }
 
+// A prefill chunk is rotated in one launch: hundreds of rows (both schedules: 96 is the fallback).
+TEST(CudaHadamardRotation, PrefillChunkInOneLaunch) {
+  BITLOOM_SKIP_WITHOUT_GPU();
+  for (int64_t n : {96, 576, 4096, 14336}) CheckRotationAllTypes({n, 300});
+}
+
 // Every cluster size the register-tiled schedule accepts for a width (1..8 blocks per row), and
 // the one-block-per-row schedule, give the same bits.
 TEST(CudaHadamardRotation, EveryScheduleAndClusterSizeMatchesCpu) {

@@ -65,7 +65,9 @@ struct HadamardRotateParams {
                            // sm_90+); 0: the launcher's choice (about 2048 elements per block)
 };
 
-inline constexpr int kMaxRotateBatch = 64;
+// Rows per launch: a whole prefill chunk in one grid (rows × at most 8 cluster blocks stays far
+// inside the 2^31 − 1 blocks of grid.x).
+inline constexpr int kMaxRotateBatch = 65536;
 
 // How LaunchHadamardRotate would run `params` on a device of compute capability `sm`.
 struct RotateLaunchInfo {
