@@ -38,13 +38,16 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
+#include "gpu_bench_util.cuh"
 #include "bitloom/kernels/cuda/paged_attention.h"
 
 namespace bitloom::kernels::cuda {
 namespace {
 
+using bench::DeviceMemory;
+using bench::MeasureCopyBandwidth;
+
 constexpr int64_t kWorkingSetBytes = 256ll << 20;
-constexpr int64_t kCopyBytes = 1ll << 30;
 constexpr int kMinLaunches = 32;
 constexpr int kMaxLaunches = 256;
 
@@ -73,108 +76,13 @@ absl::Status FillH(void* p, int64_t n, uint32_t seed, float lo, float hi) {
   return absl::OkStatus();
 }
 
-// RAII device allocation (the bench allocates; the kernels never do).
-class DeviceMemory {
- public:
-  DeviceMemory() = default;
-  ~DeviceMemory() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  DeviceMemory(const DeviceMemory&) = delete;
-  DeviceMemory& operator=(const DeviceMemory&) = delete;
-  absl::Status Allocate(int64_t bytes) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(
-        cudaMalloc(&ptr_, static_cast<size_t>(std::max<int64_t>(bytes, 16))));
-    return absl::OkStatus();
-  }
-  template <typename T = void>
-  T* get() const {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  void* ptr_ = nullptr;
-};
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
 // Median seconds per launch of a graph of `launches` calls of `launch(i)`; plain stream launches
 // if capture fails (reported in `how`).
 absl::Status TimeLaunches(cudaStream_t stream, int iters, int launches,
                           const std::function<absl::Status(int)>& launch, double* seconds,
                           std::string* how) {
-  cudaEvent_t start, stop;
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  bool use_graph = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-  if (use_graph) {
-    bool launched = true;
-    for (int i = 0; i < launches && launched; ++i) launched = launch(i).ok();
-    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
-    use_graph =
-        launched && end == cudaSuccess && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
-    cudaGetLastError();  // a failed capture leaves an error behind; the fallback starts clean
-  }
-  auto run_once = [&]() -> absl::Status {
-    if (use_graph) {
-      BITLOOM_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream));
-      return absl::OkStatus();
-    }
-    for (int i = 0; i < launches; ++i) {
-      if (absl::Status s = launch(i); !s.ok()) return s;
-    }
-    return absl::OkStatus();
-  };
-  for (int w = 0; w < 3; ++w) {
-    if (absl::Status s = run_once(); !s.ok()) return s;
-  }
-  std::vector<double> times;
-  for (int it = 0; it < iters; ++it) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
-    if (absl::Status s = run_once(); !s.ok()) return s;
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms * 1e-3 / launches);
-  }
-  *seconds = Median(times);
-  *how = use_graph ? "graph" : "stream";
-  if (exec != nullptr) cudaGraphExecDestroy(exec);
-  if (graph != nullptr) cudaGraphDestroy(graph);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return absl::OkStatus();
-}
-
-absl::Status MeasureCopyBandwidth(cudaStream_t stream, double* gbps) {
-  DeviceMemory src, dst;
-  if (absl::Status s = src.Allocate(kCopyBytes); !s.ok()) return s;
-  if (absl::Status s = dst.Allocate(kCopyBytes); !s.ok()) return s;
-  if (absl::Status s = FillH(src.get(), kCopyBytes / 2, 1, -1.0f, 1.0f); !s.ok()) return s;
-  cudaEvent_t start, stop;
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
-  std::vector<double> times;
-  for (int it = 0; it < 12; ++it) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(dst.get(), src.get(), kCopyBytes, cudaMemcpyDeviceToDevice, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
-    if (it >= 2) times.push_back(ms * 1e-3);  // two warm-up copies
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  *gbps = 2.0 * static_cast<double>(kCopyBytes) / Median(times) / 1e9;
-  return absl::OkStatus();
+  return bench::TimeLaunches(stream, iters, launches, launch, bench::GraphFallback::kStream,
+                             seconds, how);
 }
 
 // `copies` independent caches of `batch` sequences of `len` tokens on one pool of scattered pages.
@@ -225,7 +133,12 @@ absl::Status Run(int iters) {
   const int sm = prop.major * 10 + prop.minor;
 
   double copy_gbps = 0.0;
-  if (absl::Status s = MeasureCopyBandwidth(stream, &copy_gbps); !s.ok()) return s;
+  if (absl::Status s = MeasureCopyBandwidth(
+          stream,
+          [](void* p, int64_t bytes) { return FillH(p, bytes / 2, 1, -1.0f, 1.0f); },
+          &copy_gbps);
+      !s.ok())
+    return s;
   std::fprintf(stderr, "device %s (sm_%d, %d SMs), D2D copy %.0f GB/s (2*bytes/time)\n", prop.name,
                sm, prop.multiProcessorCount, copy_gbps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
@@ -346,11 +259,7 @@ absl::Status Run(int iters) {
 
   std::printf("{\n  \"device\": \"%s\",\n  \"sm\": %d,\n  \"multiprocessors\": %d,\n", prop.name,
               sm, prop.multiProcessorCount);
-  std::printf("  \"copy_bandwidth_gbps\": %.1f,\n", copy_gbps);
-  std::printf(
-      "  \"copy_convention\": \"cudaMemcpyAsync D2D of %lld bytes, GB/s = 2*bytes/time (read + "
-      "write), median of 10 after 2 warm-up, 1 GB = 1e9 B\",\n",
-      static_cast<long long>(kCopyBytes));
+  bench::PrintCopyBandwidthJson(copy_gbps);
   std::printf(
       "  \"timing\": \"median over %d replays of a CUDA graph of 32..256 launches (3 warm-up "
       "replays), each launch on its own cache copy, working set >= %lld MB or the whole cache\",\n",
@@ -359,11 +268,9 @@ absl::Status Run(int iters) {
       "  \"bytes_read\": \"fp16 K and V of every cached token + fp16 q + block tables; output, "
       "split workspace and combine pass not counted\",\n");
   std::printf("  \"decode\": [\n");
-  for (size_t i = 0; i < decode_json.size(); ++i)
-    std::printf("    %s%s\n", decode_json[i].c_str(), i + 1 < decode_json.size() ? "," : "");
+  bench::PrintJsonRows(decode_json);
   std::printf("  ],\n  \"prefill\": [\n");
-  for (size_t i = 0; i < prefill_json.size(); ++i)
-    std::printf("    %s%s\n", prefill_json[i].c_str(), i + 1 < prefill_json.size() ? "," : "");
+  bench::PrintJsonRows(prefill_json);
   std::printf("  ]\n}\n");
   return absl::OkStatus();
 }

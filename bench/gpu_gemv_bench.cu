@@ -37,6 +37,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
+#include "gpu_bench_util.cuh"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
 #include "bitloom/kernels/hadamard.h"
@@ -45,9 +46,11 @@
 namespace bitloom::kernels::cuda {
 namespace {
 
+using bench::DeviceMemory;
+using bench::MeasureCopyBandwidth;
+
 constexpr int kLaunchesPerGraph = 32;
 constexpr int64_t kWorkingSetBytes = 256ll << 20;
-constexpr int64_t kCopyBytes = 1ll << 30;
 
 struct Shape {
   const char* model;
@@ -126,107 +129,13 @@ absl::Status FillH(void* p, int64_t n, uint32_t seed, float lo, float hi) {
   return absl::OkStatus();
 }
 
-// RAII device allocation (the bench allocates; the kernels never do).
-class DeviceMemory {
- public:
-  DeviceMemory() = default;
-  ~DeviceMemory() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  DeviceMemory(const DeviceMemory&) = delete;
-  DeviceMemory& operator=(const DeviceMemory&) = delete;
-  absl::Status Allocate(int64_t bytes) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr_, static_cast<size_t>(bytes)));
-    return absl::OkStatus();
-  }
-  template <typename T = void>
-  T* get() const {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  void* ptr_ = nullptr;
-};
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
 // Median seconds per call of `launch(i)` (i = launch index), timed as described atop the file.
 // Falls back to plain stream launches if graph capture fails (reported in `how`).
 absl::Status TimeLaunches(cudaStream_t stream, int iters,
                           const std::function<absl::Status(int)>& launch, double* seconds,
                           std::string* how) {
-  cudaEvent_t start, stop;
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  bool use_graph = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-  if (use_graph) {
-    bool launched = true;
-    for (int i = 0; i < kLaunchesPerGraph && launched; ++i) launched = launch(i).ok();
-    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
-    use_graph = launched && end == cudaSuccess &&
-                cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
-    cudaGetLastError();  // a failed capture leaves an error behind; the fallback starts clean
-  }
-  auto run_once = [&]() -> absl::Status {
-    if (use_graph) {
-      BITLOOM_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream));
-      return absl::OkStatus();
-    }
-    for (int i = 0; i < kLaunchesPerGraph; ++i) {
-      if (absl::Status s = launch(i); !s.ok()) return s;
-    }
-    return absl::OkStatus();
-  };
-  for (int w = 0; w < 3; ++w) {
-    if (absl::Status s = run_once(); !s.ok()) return s;
-  }
-  std::vector<double> times;
-  for (int it = 0; it < iters; ++it) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
-    if (absl::Status s = run_once(); !s.ok()) return s;
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms * 1e-3 / kLaunchesPerGraph);
-  }
-  *seconds = Median(times);
-  *how = use_graph ? "graph" : "stream";
-  if (exec != nullptr) cudaGraphExecDestroy(exec);
-  if (graph != nullptr) cudaGraphDestroy(graph);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return absl::OkStatus();
-}
-
-absl::Status MeasureCopyBandwidth(cudaStream_t stream, double* gbps) {
-  DeviceMemory src, dst;
-  if (absl::Status s = src.Allocate(kCopyBytes); !s.ok()) return s;
-  if (absl::Status s = dst.Allocate(kCopyBytes); !s.ok()) return s;
-  if (absl::Status s = Fill(src.get(), kCopyBytes, 1); !s.ok()) return s;
-  cudaEvent_t start, stop;
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
-  std::vector<double> times;
-  for (int it = 0; it < 12; ++it) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(dst.get(), src.get(), kCopyBytes, cudaMemcpyDeviceToDevice, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
-    if (it >= 2) times.push_back(ms * 1e-3);  // two warm-up copies
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  *gbps = 2.0 * static_cast<double>(kCopyBytes) / Median(times) / 1e9;
-  return absl::OkStatus();
+  return bench::TimeLaunches(stream, iters, kLaunchesPerGraph, launch,
+                             bench::GraphFallback::kStream, seconds, how);
 }
 
 // One weight of a group: its layout and `copies` random blobs `stride` bytes apart.
@@ -368,7 +277,10 @@ absl::Status Run(int iters, bool groups_only) {
   const int sm = prop.major * 10 + prop.minor;
 
   double copy_gbps = 0.0;
-  if (absl::Status s = MeasureCopyBandwidth(stream, &copy_gbps); !s.ok()) return s;
+  if (absl::Status s = MeasureCopyBandwidth(
+          stream, [](void* p, int64_t bytes) { return Fill(p, bytes, 1); }, &copy_gbps);
+      !s.ok())
+    return s;
   std::fprintf(stderr, "device %s (sm_%d, %d SMs), D2D copy %.0f GB/s (2*bytes/time)\n", prop.name,
                sm, prop.multiProcessorCount, copy_gbps);
 
@@ -538,11 +450,7 @@ absl::Status Run(int iters, bool groups_only) {
 
   std::printf("{\n  \"device\": \"%s\",\n  \"sm\": %d,\n  \"multiprocessors\": %d,\n", prop.name,
               sm, prop.multiProcessorCount);
-  std::printf("  \"copy_bandwidth_gbps\": %.1f,\n", copy_gbps);
-  std::printf(
-      "  \"copy_convention\": \"cudaMemcpyAsync D2D of %lld bytes, GB/s = 2*bytes/time (read + "
-      "write), median of 10 after 2 warm-up, 1 GB = 1e9 B\",\n",
-      static_cast<long long>(kCopyBytes));
+  bench::PrintCopyBandwidthJson(copy_gbps);
   std::printf(
       "  \"timing\": \"median over %d replays of a CUDA graph of %d launches (3 warm-up replays), "
       "weights cycled over >= %lld MB\",\n",
@@ -551,17 +459,13 @@ absl::Status Run(int iters, bool groups_only) {
       "  \"bytes_read\": \"codes + fp16 scales + fp16 activations (cuBLAS: fp16 weight + "
       "activations); fp32 output writes not counted\",\n");
   std::printf("  \"gemv\": [\n");
-  for (size_t i = 0; i < rows_json.size(); ++i)
-    std::printf("    %s%s\n", rows_json[i].c_str(), i + 1 < rows_json.size() ? "," : "");
+  bench::PrintJsonRows(rows_json);
   std::printf("  ],\n  \"gemv_group\": [\n");
-  for (size_t i = 0; i < group_json.size(); ++i)
-    std::printf("    %s%s\n", group_json[i].c_str(), i + 1 < group_json.size() ? "," : "");
+  bench::PrintJsonRows(group_json);
   std::printf("  ],\n  \"gemv_plan_sweep\": [\n");
-  for (size_t i = 0; i < plan_json.size(); ++i)
-    std::printf("    %s%s\n", plan_json[i].c_str(), i + 1 < plan_json.size() ? "," : "");
+  bench::PrintJsonRows(plan_json);
   std::printf("  ],\n  \"rotation\": [\n");
-  for (size_t i = 0; i < rot_json.size(); ++i)
-    std::printf("    %s%s\n", rot_json[i].c_str(), i + 1 < rot_json.size() ? "," : "");
+  bench::PrintJsonRows(rot_json);
   std::printf("  ]\n}\n");
   return absl::OkStatus();
 }

@@ -51,9 +51,13 @@
 #include "bitloom/quant/cuda/gpu_hessian_accumulator.h"
 #include "bitloom/quant/cuda/gpu_ldlq.h"
 #include "bitloom/quant/hessian.h"
+#include "gpu_bench_util.cuh"
 
 namespace bitloom::quant::cuda {
 namespace {
+
+using bench::DeviceMemory;
+using bench::Median;
 
 constexpr int kLayers = 32;
 constexpr int64_t kHidden = 4096;
@@ -99,27 +103,6 @@ __global__ void FillFloat(float* p, int64_t n, uint32_t seed, float scale) {
     p[i] = scale * Uniform(i, seed);
 }
 
-class DeviceMemory {
- public:
-  DeviceMemory() = default;
-  ~DeviceMemory() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  DeviceMemory(const DeviceMemory&) = delete;
-  DeviceMemory& operator=(const DeviceMemory&) = delete;
-  absl::Status Allocate(int64_t bytes) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr_, static_cast<size_t>(bytes)));
-    return absl::OkStatus();
-  }
-  template <typename T = void>
-  T* get() const {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  void* ptr_ = nullptr;
-};
-
 #define RETURN_IF_ERROR(expr)                  \
   do {                                         \
     if (absl::Status s_ = (expr); !s_.ok()) {  \
@@ -135,11 +118,6 @@ absl::Status Cublas(cublasStatus_t st, const char* what) {
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
 struct Settings {

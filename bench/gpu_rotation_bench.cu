@@ -27,37 +27,18 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
+#include "gpu_bench_util.cuh"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "bitloom/kernels/hadamard.h"
 
 namespace bitloom::kernels::cuda {
 namespace {
 
+using bench::DeviceMemory;
+
 constexpr int kLaunchesPerGraph = 32;
 constexpr int64_t kWidths[] = {576, 960, 1536, 2048, 4096, 8192, 14336, 28672};
 constexpr int kBatches[] = {1, 8};
-
-// RAII device allocation (the bench allocates; the kernels never do).
-class DeviceMemory {
- public:
-  DeviceMemory() = default;
-  ~DeviceMemory() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  DeviceMemory(const DeviceMemory&) = delete;
-  DeviceMemory& operator=(const DeviceMemory&) = delete;
-  absl::Status Allocate(int64_t bytes) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr_, static_cast<size_t>(bytes)));
-    return absl::OkStatus();
-  }
-  template <typename T = void>
-  T* get() const {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  void* ptr_ = nullptr;
-};
 
 // Values in [-1, 1) from a hash of the index, as fp32 or fp16.
 __global__ void FillActivations(void* p, int64_t n, bool f16) {
@@ -75,45 +56,12 @@ __global__ void FillActivations(void* p, int64_t n, bool f16) {
   }
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
-// Median seconds per launch, timed as described atop the file.
+// Median seconds per launch, timed as described atop the file (a failed capture is an error).
 absl::Status TimeLaunches(cudaStream_t stream, int iters,
                           const std::function<absl::Status()>& launch, double* seconds) {
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  absl::Status launched = absl::OkStatus();
-  for (int i = 0; i < kLaunchesPerGraph && launched.ok(); ++i) launched.Update(launch());
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream, &graph));
-  if (!launched.ok()) {
-    cudaGraphDestroy(graph);
-    return launched;
-  }
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, stop;
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
-  for (int w = 0; w < 3; ++w) BITLOOM_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream));
-  std::vector<double> times;
-  for (int it = 0; it < iters; ++it) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms * 1e-3 / kLaunchesPerGraph);
-  }
-  *seconds = Median(times);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  return absl::OkStatus();
+  return bench::TimeLaunches(
+      stream, iters, kLaunchesPerGraph, [&](int) { return launch(); },
+      bench::GraphFallback::kFail, seconds, nullptr);
 }
 
 const char* ScheduleName(RotateSchedule s) {
@@ -203,8 +151,7 @@ absl::Status Run(int iters) {
       "same L2-resident buffers\",\n",
       iters, kLaunchesPerGraph);
   std::printf("  \"rotation\": [\n");
-  for (size_t i = 0; i < rows.size(); ++i)
-    std::printf("    %s%s\n", rows[i].c_str(), i + 1 < rows.size() ? "," : "");
+  bench::PrintJsonRows(rows);
   std::printf("  ]\n}\n");
   return absl::OkStatus();
 }
