@@ -7,13 +7,13 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
+#include "device_properties.h"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "device_util.cuh"
 #include "hadamard_rotation_tiled.cuh"
@@ -549,28 +549,6 @@ absl::StatusOr<RotateSchedule> ChooseSchedule(int sm, const HadamardRotateParams
   return RotateSchedule::kRowPerBlock;
 }
 
-// The current device's compute capability, queried once per device.
-absl::Status CurrentDeviceSm(int* sm) {
-  constexpr int kCachedDevices = 64;
-  static std::atomic<int> cache[kCachedDevices];
-  int dev = 0;
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
-  if (dev >= 0 && dev < kCachedDevices) {
-    if (const int v = cache[dev].load(std::memory_order_relaxed); v != 0) {
-      *sm = v;
-      return absl::OkStatus();
-    }
-  }
-  int major = 0, minor = 0;
-  BITLOOM_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  BITLOOM_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  *sm = major * 10 + minor;
-  if (dev >= 0 && dev < kCachedDevices) cache[dev].store(*sm, std::memory_order_relaxed);
-  return absl::OkStatus();
-}
-
 template <typename Tin, typename Tout>
 absl::Status LaunchRowPerBlock(const HadamardRotateParams& p, cudaStream_t stream) {
   const RotationDesc& r = p.rotation;
@@ -715,7 +693,7 @@ bool IsSupported(int sm, const HadamardRotateParams& params) {
 absl::Status LaunchHadamardRotate(const HadamardRotateParams& params, cudaStream_t stream) {
   if (absl::Status s = Validate(params); !s.ok()) return s;
   int sm = 0;
-  if (absl::Status s = CurrentDeviceSm(&sm); !s.ok()) return s;
+  if (absl::Status s = detail::CurrentDeviceSm(&sm); !s.ok()) return s;
   TiledPlan plan;
   absl::StatusOr<RotateSchedule> schedule = ChooseSchedule(sm, params, &plan);
   if (!schedule.ok()) return schedule.status();

@@ -56,12 +56,12 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
+#include "device_properties.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
 #include "scalar_codec_gemv.cuh"
 
@@ -391,23 +391,6 @@ absl::Status ValidateGroup(absl::Span<const ScalarCodecGemvParams> group, bool g
   return absl::OkStatus();
 }
 
-// The current device's multiprocessor count, queried once per device.
-absl::Status CurrentDeviceMultiprocessors(int* sms) {
-  constexpr int kCachedDevices = 64;
-  static std::atomic<int> cache[kCachedDevices];
-  int dev = 0;
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
-  if (dev >= 0 && dev < kCachedDevices) {
-    if (const int v = cache[dev].load(std::memory_order_relaxed); v != 0) {
-      *sms = v;
-      return absl::OkStatus();
-    }
-  }
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, dev));
-  if (dev >= 0 && dev < kCachedDevices) cache[dev].store(*sms, std::memory_order_relaxed);
-  return absl::OkStatus();
-}
-
 // warps_per_block: 0 for PlanScalarCodecGemv's choice.
 absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, bool grouped,
                     int warps_per_block, cudaStream_t stream) {
@@ -419,7 +402,7 @@ absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, bool grouped,
   GemvLaunchPlan plan;
   if (warps_per_block == 0) {
     int sms = 0;
-    if (absl::Status s = CurrentDeviceMultiprocessors(&sms); !s.ok()) return s;
+    if (absl::Status s = detail::CurrentDeviceMultiprocessors(&sms); !s.ok()) return s;
     plan = PlanScalarCodecGemv(group, sms);
   } else {
     plan = PlanScalarCodecGemv(group, 1);
