@@ -123,7 +123,7 @@ double HeadBits(const v1::CreateJobRequest& request) {
 }
 
 uint64_t EstimateJobDiskBytes(const formats::Checkpoint& checkpoint,
-                              const v1::CreateJobRequest& request, const CalibrationShape& shape) {
+                              const v1::CreateJobRequest& request, const CalibrationShape& /*shape*/) {
   double artifact = 0, quantized = 0;
   for (const formats::CheckpointTensor& t : checkpoint.tensors()) {
     const double n = static_cast<double>(ElementCount(t.shape));
@@ -140,10 +140,8 @@ uint64_t EstimateJobDiskBytes(const formats::Checkpoint& checkpoint,
       quantized += bytes;
     }
   }
-  const double hidden_states = 2.0 * 4.0 * static_cast<double>(shape.tokens()) *
-                               checkpoint.config().hidden_size() *
-                               checkpoint.config().num_layers();
-  return static_cast<uint64_t>(artifact + quantized + hidden_states) + (1u << 20);
+  // The checkpoints hold candidates and blobs, no hidden states (the pipeline replays forwards).
+  return static_cast<uint64_t>(artifact + quantized) + (1u << 20);
 }
 
 absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& env,
@@ -158,12 +156,24 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
     if (hooks.on_progress) hooks.on_progress(progress);
   };
   auto stopped = [&] { return stop != nullptr && stop->load(); };
+  // Wall-clock seconds of each part of the run, logged when it publishes (the conversion-time
+  // shares of docs/QUANTIZATION.md "GPU path").
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point run_start = Clock::now();
+  Clock::time_point mark = run_start;
+  auto lap = [&mark]() {
+    const Clock::time_point now = Clock::now();
+    const double s = std::chrono::duration<double>(now - mark).count();
+    mark = now;
+    return s;
+  };
 
   report(v1::JOB_STAGE_LOADING, 0.0);
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<formats::Checkpoint> checkpoint,
                            formats::OpenCheckpoint(SourcePath(request)));
   BITLOOM_ASSIGN_OR_RETURN(std::string digest, checkpoint->ComputeDigest());
   if (stopped()) return absl::CancelledError("stopped while loading");
+  const double open_s = lap();
 
   report(v1::JOB_STAGE_CALIBRATING, 0.01);
   const double pipeline_start =
@@ -176,8 +186,10 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
                                                      report(v1::JOB_STAGE_CALIBRATING,
                                                             0.01 + (pipeline_start - 0.01) * f);
                                                    }}));
+  const double calibrate_s = lap();
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<quant::BlockRunner> runner,
                            env.runners->create(*checkpoint, env.pool));
+  const double runner_s = lap();
   progress.set_num_layers(static_cast<uint32_t>(runner->num_layers()));
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<quant::QuantBackend> backend,
                            CreateQuantBackend(env.device, env.pool));
@@ -219,7 +231,9 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
     progress.set_current_tensor(p.tensor);
     report(ToJobStage(p.stage), pipeline_start + (kPipelineEnd - pipeline_start) * p.fraction);
   };
+  lap();
   auto result = pipeline.Run(tokens, shape.rows, shape.tokens_per_row, sink, on_pipeline, stop);
+  const double pipeline_s = lap();
   if (!result.ok()) {
     writer->Abort();
     env.jobs->ForgetTempArtifact(job.id());
@@ -289,6 +303,18 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
   manifest.set_created_unix_ms(job.created_unix_ms());
   BITLOOM_RETURN_IF_ERROR(writer->Finish(std::move(manifest)));
   env.jobs->ForgetTempArtifact(job.id());
+  const double write_s = lap();
+  const quant::PipelineTimings& t = result->timings;
+  BITLOOM_LOG(INFO) << "job " << job.id() << " timings (s): total "
+                    << std::chrono::duration<double>(Clock::now() - run_start).count()
+                    << "; open+digest " << open_s << ", calibration " << calibrate_s
+                    << ", model load " << runner_s << ", pipeline " << pipeline_s << " [embed "
+                    << t.embed << ", capture forwards+Hessians " << t.capture_forward
+                    << ", factor " << t.factor << ", measure LDLQ " << t.measure_ldlq << ", probes "
+                    << t.probe << ", allocate " << t.allocate << ", quantize LDLQ "
+                    << t.quantize_ldlq << ", forwards " << t.forward << ", host weights "
+                    << t.weights_host << ", checkpoints " << t.checkpoints << "], write "
+                    << write_s;
 
   JobOutcome outcome;
   outcome.achieved_bits_per_weight = result->bits_per_weight;

@@ -59,9 +59,10 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
                                       const std::atomic<bool>* stop, const JobHooks& hooks);
 
 // Bytes a job needs on the store's filesystem at its peak: the artifact (at the target bits for
-// the decoder, 16-bit embeddings, the head at its bits) plus its checkpoints (each block's hidden
-// states twice and its quantized blobs). An estimate that errs high; CreateJob compares it with the
-// free space.
+// the decoder, 16-bit embeddings, the head at its bits) plus its checkpoints (the quantized blobs;
+// the measurement's are small, and no checkpoint holds hidden states). An estimate that errs high;
+// CreateJob compares it with the free space. `shape` is unused since checkpoints stopped holding
+// hidden states.
 uint64_t EstimateJobDiskBytes(const formats::Checkpoint& checkpoint,
                               const v1::CreateJobRequest& request, const CalibrationShape& shape);
 

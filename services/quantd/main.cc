@@ -9,7 +9,6 @@
 #include "bitloom/service/daemon_setup.h"
 #include "bitloom/service/server_runner.h"
 #include "bitloom/service/version.h"
-#include "engine_runner_factory.h"
 #include "job_manager.h"
 #include "quant_device.h"
 #include "quantization_service.h"
@@ -53,9 +52,10 @@ int main(int argc, char** argv) {
   job_options.disk_reserve_bytes = absl::GetFlag(FLAGS_disk_reserve_bytes);
   job_options.threads = absl::GetFlag(FLAGS_threads);
   job_options.device = *device;
-  // The seam to the model code: the CPU engine runs the blocks the pipeline quantizes.
+  // The seam to the model code: the blocks the pipeline quantizes run on the device the Hessians
+  // and LDLQ run on (the GPU forwards over the CPU engine's model, or the CPU engine itself).
   auto jobs = bitloom::quantd::JobManager::Create(
-      store->get(), bitloom::quantd::EngineRunnerFactory(), &registry, job_options);
+      store->get(), bitloom::quantd::RunnerFactoryFor(*device), &registry, job_options);
   if (!jobs.ok()) return Fail(jobs.status());
 
   bitloom::quantd::QuantizationServiceImpl service(store->get(), jobs->get(), &registry);

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "engine_runner_factory.h"
 
 namespace bitloom::quantd {
 
@@ -31,6 +32,10 @@ absl::StatusOr<std::unique_ptr<quant::QuantBackend>> CreateQuantBackend(QuantDev
                                                                         ThreadPool* pool) {
   if (device == QuantDevice::kGpu) return internal::CreateGpuBackend(pool);
   return std::make_unique<quant::CpuQuantBackend>(pool);
+}
+
+BlockRunnerFactory RunnerFactoryFor(QuantDevice device) {
+  return device == QuantDevice::kGpu ? internal::GpuRunnerFactory() : EngineRunnerFactory();
 }
 
 }  // namespace bitloom::quantd

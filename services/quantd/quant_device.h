@@ -5,6 +5,10 @@
 //   cpu   the CPU (quant::CpuQuantBackend)
 //   gpu   the GPU (quant::cuda::GpuQuantBackend); quantd refuses to start without one
 //
+// The device also picks the jobs' BlockRunnerFactory: on the GPU the blocks' forwards run there too
+// (quant::cuda::GpuBlockRunner over the CPU engine's model, its sites' inputs going straight to the
+// GPU backend's Hessians); on the CPU they are EngineRunnerFactory()'s.
+//
 // The GPU backend exists only in builds with CUDA (quant_device_gpu.cc; quant_device_cpu_only.cc
 // otherwise). Thread-safe (no state).
 #pragma once
@@ -15,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "bitloom/core/thread_pool.h"
 #include "bitloom/quant/quant_backend.h"
+#include "block_runner_factory.h"
 
 namespace bitloom::quantd {
 
@@ -29,11 +34,16 @@ absl::StatusOr<QuantDevice> ResolveQuantDevice(std::string_view flag);
 absl::StatusOr<std::unique_ptr<quant::QuantBackend>> CreateQuantBackend(QuantDevice device,
                                                                         ThreadPool* pool);
 
+// The runners of jobs on `device`.
+BlockRunnerFactory RunnerFactoryFor(QuantDevice device);
+
 namespace internal {
 // Defined by quant_device_gpu.cc or quant_device_cpu_only.cc.
 bool GpuBuilt();
 bool GpuVisible();
 absl::StatusOr<std::unique_ptr<quant::QuantBackend>> CreateGpuBackend(ThreadPool* pool);
+// The GPU block forwards; without CUDA, a factory that refuses every model.
+BlockRunnerFactory GpuRunnerFactory();
 }  // namespace internal
 
 }  // namespace bitloom::quantd

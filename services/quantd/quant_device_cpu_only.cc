@@ -11,4 +11,12 @@ absl::StatusOr<std::unique_ptr<quant::QuantBackend>> CreateGpuBackend(ThreadPool
   return absl::FailedPreconditionError("GPU quantization: this build has no CUDA path");
 }
 
+BlockRunnerFactory GpuRunnerFactory() {
+  const absl::Status none =
+      absl::FailedPreconditionError("GPU block forwards: this build has no CUDA path");
+  return {.supports = [none](const formats::Checkpoint&) { return none; },
+          .create = [none](const formats::Checkpoint&, ThreadPool*)
+              -> absl::StatusOr<std::unique_ptr<quant::BlockRunner>> { return none; }};
+}
+
 }  // namespace bitloom::quantd::internal

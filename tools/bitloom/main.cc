@@ -88,7 +88,8 @@ constexpr char kUsage[] =
     "  eval ARTIFACT [--reference=ARTIFACT] [--text=FILE] [--context=N] [--stride=N] [--max_tokens=N]\n"
     "       [--store_path=DIR] [--json_out=F] [--markdown_out=F]; with --inferd=ADDR: model ids in inferd\n"
     "  synth NAME --shape=llama3-8b|llama3-70b|smollm2-135m|tiny --bits=B [--head_bits=K] [--seed=N]\n"
-    "        [--store_path=DIR] [--overwrite] [--threads=N]\n"
+    "        [--store_path=DIR] [--overwrite] [--threads=N]; --format=hf_fp16: an unquantized HF\n"
+    "        directory NAME instead (a quantd source; no --bits)\n"
     "  bench ARTIFACT [--store_path=DIR] [--json_out=F] [--batches=1,4,16] [--prefill=512,2048]\n"
     "        [--steps=N] [--decode_context=N] [--inferd=ADDR --clients=N [--skip_gpu]]";
 

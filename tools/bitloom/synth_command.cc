@@ -15,8 +15,12 @@
 #include "bitloom/engine/synthetic_model_artifact.h"
 #include "bitloom/modelstore/model_store.h"
 #include "nlohmann/json.hpp"
+#include "synth_hf_source.h"
 
 ABSL_FLAG(std::string, shape, "", "synth: llama3-8b, llama3-70b, smollm2-135m or tiny");
+ABSL_FLAG(std::string, format, "artifact",
+          "synth: artifact (a quantized artifact in the store) or hf_fp16 (an unquantized Hugging "
+          "Face directory NAME of F16 safetensors, a source for quantd)");
 ABSL_DECLARE_FLAG(double, bits);
 ABSL_DECLARE_FLAG(double, head_bits);
 ABSL_DECLARE_FLAG(uint64_t, seed);
@@ -34,10 +38,57 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+
+// `--format=hf_fp16`: the unquantized source directory (synth_hf_source.h).
+int RunSynthHfSource(const std::string& dir, const std::string& shape) {
+  absl::StatusOr<v1::ModelConfig> config = engine::SyntheticModelConfig(shape);
+  if (!config.ok()) return Fail(config.status());
+  const int threads = absl::GetFlag(FLAGS_threads);
+  ThreadPool pool(threads > 0 ? static_cast<size_t>(threads) : 0);
+  const absl::Time start = absl::Now();
+  absl::Time last_line = absl::InfinitePast();
+  auto progress = [&](uint64_t bytes, uint64_t total) {
+    const absl::Time now = absl::Now();
+    if (bytes != total && now - last_line < absl::Milliseconds(250)) return;
+    last_line = now;
+    std::cerr << absl::StrFormat("\rwriting %.2f of %.2f GB  %.1f s", static_cast<double>(bytes) / 1e9,
+                                 static_cast<double>(total) / 1e9,
+                                 absl::ToDoubleSeconds(now - start))
+              << std::flush;
+  };
+  absl::StatusOr<SyntheticHfSummary> written =
+      WriteSyntheticHfSource(*config, dir, absl::GetFlag(FLAGS_seed), &pool, progress);
+  if (!written.ok()) return Fail(written.status());
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::cerr << "\n";
+  nlohmann::json out;
+  out["directory"] = dir;
+  out["shape"] = shape;
+  out["format"] = "hf_fp16";
+  out["tensors"] = written->tensors;
+  out["file_bytes"] = written->safetensors_bytes;
+  out["seconds"] = seconds;
+  out["threads"] = pool.num_threads();
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int RunSynth(const std::string& artifact_name) {
   const std::string shape = absl::GetFlag(FLAGS_shape);
+  const std::string format = absl::GetFlag(FLAGS_format);
+  if (format == "hf_fp16") {
+    if (shape.empty()) {
+      std::cerr << "bitloom: synth: --shape (" << engine::kSyntheticShapeNames << ") is required\n";
+      return 2;
+    }
+    return RunSynthHfSource(artifact_name, shape);
+  }
+  if (format != "artifact") {
+    std::cerr << "bitloom: synth: --format must be artifact or hf_fp16\n";
+    return 2;
+  }
   const double bits = absl::GetFlag(FLAGS_bits);
   if (shape.empty() || bits <= 0) {
     std::cerr << "bitloom: synth: --shape (" << engine::kSyntheticShapeNames

@@ -5,6 +5,8 @@
 // stored bits per weight of the decoder's linear layers as quantd counts it (codes + fp16 scales:
 // 2.5 mixes K = 2 and K = 3 tensors), --head_bits the head's K (default 6; 16 for fp16). Progress
 // goes to stderr, a JSON summary (sizes, achieved bits, seconds, GB/s) to stdout.
+// `--format=hf_fp16` writes instead an unquantized Hugging Face directory NAME (F16 safetensors,
+// config.json, tokenizer.json; synth_hf_source.h) for quantd to convert; --bits is not needed.
 #pragma once
 
 #include <string>

@@ -1,11 +1,13 @@
 #include "bitloom/quant/quantization_pipeline.h"
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/hadamard.h"
 #include "bitloom/kernels/scalar_codec.h"
@@ -26,7 +28,8 @@ constexpr double kMeasureShare = 0.75;
 constexpr int kProbeBits = 3;
 constexpr int64_t kProbeTokens = 512;
 // Bumped whenever what a measure checkpoint holds changes meaning, so old checkpoints are refused.
-constexpr uint64_t kMeasureFormat = 3;
+// 4: no hidden states in any checkpoint (a resumed run replays the finished blocks' forwards).
+constexpr uint64_t kMeasureFormat = 4;
 
 // Mean over tokens of ‖out_t − ref_t‖² / ‖ref_t‖²: each token's relative change, so that a few
 // tokens with very large residual norms (the "massive activations" of attention-sink tokens) do not
@@ -54,11 +57,45 @@ uint64_t Mix(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
 bool Cancelled(const std::atomic<bool>* cancel) {
   return cancel != nullptr && cancel->load(std::memory_order_relaxed);
 }
 
 absl::Status CancelledError() { return absl::CancelledError("quantization cancelled"); }
+
+// An emitted tensor's weights as the quantization pass substitutes them into the next forward:
+// dequantized, then rotated back to the original space (the same calls that made them first).
+absl::StatusOr<std::vector<float>> DequantizedWeight(const v1::TensorEntry& entry,
+                                                     absl::Span<const uint8_t> blob,
+                                                     ThreadPool* pool) {
+  const auto seed_param = entry.params().find(kernels::kScalarParamRotationSeed);
+  uint64_t seed = 0;
+  if (entry.shape_size() != 2 || seed_param == entry.params().end() ||
+      !absl::SimpleAtoi(seed_param->second, &seed)) {
+    return absl::DataLossError(absl::StrCat("quantize checkpoint: tensor ", entry.name(),
+                                            " lacks its shape or rotation seed"));
+  }
+  const auto rows = static_cast<int64_t>(entry.shape(0));
+  const auto cols = static_cast<int64_t>(entry.shape(1));
+  auto layout = kernels::MakeScalarCodecLayout(rows, cols,
+                                               static_cast<int>(entry.bits_per_weight()),
+                                               static_cast<int>(entry.group_size()));
+  if (!layout.ok()) return layout.status();
+  auto rotation = kernels::HadamardRotation::Create(cols, seed);
+  if (!rotation.ok()) return rotation.status();
+  std::vector<float> back(static_cast<size_t>(rows * cols));
+  if (absl::Status s = kernels::DequantizeScalarCodec(*layout, blob, back.data(), pool); !s.ok()) {
+    return s;
+  }
+  rotation->ApplyTranspose(back.data(), rows, pool);
+  return back;
+}
 
 // What one site needs to quantize its tensors: the rotation and the factored rotated Hessian.
 struct SiteState {
@@ -133,6 +170,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
   fpw.Bytes(calibration.data(), calibration.size() * sizeof(int32_t));
   const uint64_t fingerprint = internal::Fnv1a64(fpw.data().data(), fpw.data().size());
 
+  PipelineResult result;
+  PipelineTimings& timings = result.timings;
   auto report = [&](PipelineProgress::Stage stage, int layer, const std::string& tensor,
                     double fraction) {
     if (progress) progress({stage, layer, layers, tensor, fraction});
@@ -181,16 +220,41 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       acc.push_back(std::move(*hessian));
       index[sites[s].name] = s;
     }
-    CaptureFn capture = [&](const LinearSite& site, absl::Span<const float> x,
-                            int64_t rows) -> absl::Status {
+    auto find = [&](const LinearSite& site) -> absl::StatusOr<SiteHessian*> {
       auto it = index.find(site.name);
       if (it == index.end())
         return absl::InternalError(absl::StrCat("capture of unknown site ", site.name));
-      return acc[it->second]->Add(x, rows);
+      return acc[it->second].get();
     };
-    auto o_hidden = runner_.RunBlock(layer, weights, hidden, sequences, seq_len, capture);
-    if (!o_hidden.ok()) return o_hidden.status();
-    if (out != nullptr) *out = std::move(*o_hidden);
+    // A GPU runner and a GPU backend: the inputs go from the forward to the Hessians without
+    // leaving the device. Otherwise through host memory.
+    bool on_device = runner_.CapturesOnDevice();
+    for (const auto& a : acc) on_device = on_device && a->AcceptsDeviceRows();
+    const Clock::time_point forward_t0 = Clock::now();
+    if (on_device) {
+      DeviceCaptureFn capture = [&](const LinearSite& site, const float* x, int64_t rows,
+                                    void* stream) -> absl::Status {
+        auto h = find(site);
+        if (!h.ok()) return h.status();
+        return (*h)->AddOnDevice(x, rows, stream);
+      };
+      if (absl::Status st = runner_.RunBlockOnDevice(layer, weights, hidden, sequences, seq_len,
+                                                     capture, out);
+          !st.ok())
+        return st;
+    } else {
+      CaptureFn capture = [&](const LinearSite& site, absl::Span<const float> x,
+                              int64_t rows) -> absl::Status {
+        auto h = find(site);
+        if (!h.ok()) return h.status();
+        return (*h)->Add(x, rows);
+      };
+      auto o_hidden = runner_.RunBlock(layer, weights, hidden, sequences, seq_len, capture);
+      if (!o_hidden.ok()) return o_hidden.status();
+      if (out != nullptr) *out = std::move(*o_hidden);
+    }
+    timings.capture_forward += Since(forward_t0);
+    const Clock::time_point factor_t0 = Clock::now();
     std::vector<SiteState> states;
     for (size_t s = 0; s < sites.size(); ++s) {
       auto rot = kernels::HadamardRotation::Create(sites[s].dim,
@@ -201,17 +265,24 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       acc[s].reset();  // the Hessian's memory (dim² fp64, on the GPU too) is not needed any more
       states.push_back({std::move(*rot), std::move(*factor)});
     }
+    timings.factor += Since(factor_t0);
     return states;
   };
 
-  PipelineResult result;
+  const Clock::time_point embed_t0 = Clock::now();
   auto embedded = runner_.Embed(calibration);
+  timings.embed += Since(embed_t0);
   if (!embedded.ok()) return embedded.status();
 
   // ---- Stage 1: measurement (full precision), variable method only.
   std::vector<AllocationItem> items;
   if (!uniform) {
     std::vector<float> hidden = *embedded;
+    // Checkpoints hold no hidden states (4 GB per block at Llama-3-8B shapes and 128 x 2048 tokens):
+    // `hidden` is the output of block `ready` (-1: the embeddings), and before a block is computed
+    // the restored blocks before it are replayed with their own weights, the same deterministic
+    // forward an uninterrupted run made.
+    int ready = -1;
     bool resuming = true;
     for (int layer = 0; layer < layers; ++layer) {
       if (Cancelled(cancel)) return CancelledError();
@@ -242,16 +313,28 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           }
           items.push_back(std::move(it));
         }
-        r.Floats(&hidden);
         if (!r.ok() || !r.at_end())
           return absl::DataLossError(absl::StrCat("measure checkpoint ", layer, " is malformed"));
         ++result.resumed_measure_blocks;
         continue;
       }
+      for (int r = ready + 1; r < layer; ++r) {
+        if (Cancelled(cancel)) return CancelledError();
+        WeightMap own;
+        std::map<std::string, std::pair<int64_t, int64_t>> own_shapes;
+        if (absl::Status st = read_block_weights(r, &own, &own_shapes); !st.ok()) return st;
+        const Clock::time_point t0 = Clock::now();
+        auto replayed = runner_.RunBlock(r, own, hidden, sequences, seq_len, {});
+        if (!replayed.ok()) return replayed.status();
+        hidden = std::move(*replayed);
+        timings.forward += Since(t0);
+      }
       const std::vector<LinearSite> sites = runner_.Sites(layer);
       WeightMap weights;
       std::map<std::string, std::pair<int64_t, int64_t>> shapes;
+      const Clock::time_point read_t0 = Clock::now();
       if (absl::Status st = read_block_weights(layer, &weights, &shapes); !st.ok()) return st;
+      timings.weights_host += Since(read_t0);
       std::vector<float> next;
       auto states = site_states(layer, sites, weights, hidden, &next);
       if (!states.ok()) return states.status();
@@ -264,8 +347,11 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           if (Cancelled(cancel)) return CancelledError();
           report(PipelineProgress::Stage::kMeasure, layer, name, f0);
           const auto [rows, cols] = shapes[name];
+          Clock::time_point t0 = Clock::now();
           std::vector<float> wr = weights[name];
           st.rotation.Apply(wr.data(), rows, pool_);
+          timings.weights_host += Since(t0);
+          t0 = Clock::now();
           AllocationItem it;
           it.name = name;
           it.num_weights = static_cast<uint64_t>(rows * cols);
@@ -297,6 +383,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
                                        static_cast<uint64_t>(q.layout.total_bytes) * 8});
             }
           }
+          timings.measure_ldlq += Since(t0);
+          t0 = Clock::now();
           const QuantizedWeight& probe = (*measured)[probe_index];
           std::vector<float> back(rows * cols);
           if (absl::Status ds =
@@ -307,6 +395,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           probe_weights[name] = std::move(back);
           relative_at_probe.push_back(std::max(0.0, probe.proxy_loss));
           items.push_back(std::move(it));
+          timings.probe += Since(t0);
         }
       }
       // Sensitivity: how much of the residual stream leaving this block one tensor's error moves.
@@ -317,6 +406,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       // common currency the allocator sums: it sees nonlinearities inside the block (softmax,
       // gating, norms) and how large the block's update is against the stream it adds to.
       {
+        const Clock::time_point probe_t0 = Clock::now();
         const int64_t probe_seqs = std::clamp<int64_t>(kProbeTokens / seq_len, 1, sequences);
         const size_t probe_len = static_cast<size_t>(probe_seqs * seq_len * hidden_size);
         const absl::Span<const float> probe_in(hidden.data(), probe_len);
@@ -336,9 +426,12 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
             ++t;
           }
         }
+        timings.probe += Since(probe_t0);
       }
       hidden = std::move(next);
+      ready = layer;
       if (!o.checkpoint_dir.empty()) {
+        const Clock::time_point t0 = Clock::now();
         ByteWriter w;
         w.U64(items.size() - first_item);
         for (size_t t = first_item; t < items.size(); ++t) {
@@ -352,12 +445,12 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
             w.U64(c.stored_bits);
           }
         }
-        w.Floats(hidden);
         if (absl::Status st =
                 internal::WriteCheckpointFile(ckpt_path("measure", layer), fingerprint, w.data());
             !st.ok()) {
           return st;
         }
+        timings.checkpoints += Since(t0);
       }
     }
   }
@@ -370,8 +463,10 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
     AllocationOptions ao;
     ao.target_bits_per_weight = o.target_bits_per_weight;
     ao.tolerance = o.tolerance;
+    const Clock::time_point t0 = Clock::now();
     auto alloc = AllocateBits(items, ao);
     if (!alloc.ok()) return alloc.status();
+    timings.allocate += Since(t0);
     for (size_t t = 0; t < items.size(); ++t) {
       chosen_bits[items[t].name] = items[t].candidates[alloc->choice[t]].bits;
       chosen_group[items[t].name] = items[t].candidates[alloc->choice[t]].group_size;
@@ -386,7 +481,11 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
 
   // ---- Stage 3: quantization, each block fed by the quantized blocks before it.
   const bool rtn = o.method == PipelineOptions::Method::kUniformRtn;
+  // As in stage 1, `hidden` is the output of quantized block `ready`; restored blocks wait in
+  // `pending` until a block that must be computed needs their outputs.
   std::vector<float> hidden = std::move(*embedded);
+  int ready = -1;
+  std::vector<std::vector<std::pair<v1::TensorEntry, std::vector<uint8_t>>>> pending;
   bool resuming = true;
   for (int layer = 0; layer < layers; ++layer) {
     if (Cancelled(cancel)) return CancelledError();
@@ -408,15 +507,35 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           return absl::DataLossError("quantize checkpoint: bad tensor entry");
         outputs.emplace_back(std::move(entry), std::vector<uint8_t>(blob.begin(), blob.end()));
       }
-      r.Floats(&hidden);
       if (!r.ok() || !r.at_end())
         return absl::DataLossError(absl::StrCat("quantize checkpoint ", layer, " is malformed"));
       ++result.resumed_quantize_blocks;
+      if (!rtn) pending.push_back(outputs);
     } else {
+      // Replay the restored blocks (RTN runs no forward: nothing to replay).
+      for (size_t p = 0; p < pending.size(); ++p) {
+        if (Cancelled(cancel)) return CancelledError();
+        const int r = ready + 1 + static_cast<int>(p);
+        WeightMap restored_weights;
+        for (const auto& [entry, blob] : pending[p]) {
+          auto w = DequantizedWeight(entry, blob, pool_);
+          if (!w.ok()) return w.status();
+          restored_weights[entry.name()] = std::move(*w);
+        }
+        const Clock::time_point t0 = Clock::now();
+        auto replayed = runner_.RunBlock(r, restored_weights, hidden, sequences, seq_len, {});
+        if (!replayed.ok()) return replayed.status();
+        hidden = std::move(*replayed);
+        timings.forward += Since(t0);
+      }
+      ready += static_cast<int>(pending.size());
+      pending.clear();
       const std::vector<LinearSite> sites = runner_.Sites(layer);
       WeightMap weights;
       std::map<std::string, std::pair<int64_t, int64_t>> shapes;
+      const Clock::time_point read_t0 = Clock::now();
       if (absl::Status st = read_block_weights(layer, &weights, &shapes); !st.ok()) return st;
+      timings.weights_host += Since(read_t0);
       // LDLQ: Hessians from this block's inputs on the quantized path (the block's own weights
       // still fp). RTN needs neither Hessians nor the forward: only the rotations.
       absl::StatusOr<std::vector<SiteState>> states;
@@ -439,14 +558,19 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           if (Cancelled(cancel)) return CancelledError();
           report(PipelineProgress::Stage::kQuantize, layer, name, f0);
           const auto [rows, cols] = shapes[name];
+          Clock::time_point t0 = Clock::now();
           std::vector<float> wr = weights[name];
           st.rotation.Apply(wr.data(), rows, pool_);
+          timings.weights_host += Since(t0);
+          t0 = Clock::now();
           ScalarQuantizerOptions qo;
           qo.bits = bits_of(name);
           qo.group_size = uniform ? o.group_size : chosen_group.at(name);
           auto q = rtn ? QuantizeRtn(wr, rows, cols, {}, qo, pool_)
                        : backend_->Quantize(wr, rows, cols, *st.factor, qo);
           if (!q.ok()) return q.status();
+          timings.quantize_ldlq += Since(t0);
+          t0 = Clock::now();
           if (!rtn) {
             std::vector<float> back(rows * cols);
             if (absl::Status ds =
@@ -456,6 +580,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
             st.rotation.ApplyTranspose(back.data(), rows, pool_);
             dequantized[name] = std::move(back);
           }
+          timings.weights_host += Since(t0);
           v1::TensorEntry entry;
           entry.set_name(name);
           entry.set_codec(v1::CODEC_HADAMARD_SCALAR);
@@ -471,23 +596,27 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
         }
       }
       if (!rtn) {
+        const Clock::time_point t0 = Clock::now();
         auto next = runner_.RunBlock(layer, dequantized, hidden, sequences, seq_len, {});
         if (!next.ok()) return next.status();
         hidden = std::move(*next);
+        timings.forward += Since(t0);
       }
+      ready = layer;
       if (!o.checkpoint_dir.empty()) {
+        const Clock::time_point t0 = Clock::now();
         ByteWriter w;
         w.U64(outputs.size());
         for (const auto& [entry, blob] : outputs) {
           w.Str(entry.SerializeAsString());
           w.Bytes(blob.data(), blob.size());
         }
-        w.Floats(hidden);
         if (absl::Status st =
                 internal::WriteCheckpointFile(ckpt_path("quantize", layer), fingerprint, w.data());
             !st.ok()) {
           return st;
         }
+        timings.checkpoints += Since(t0);
       }
     }
     for (const auto& [entry, blob] : outputs) {

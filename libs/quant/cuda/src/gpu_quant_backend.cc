@@ -52,6 +52,15 @@ class GpuSiteHessian final : public SiteHessian {
     return absl::OkStatus();
   }
 
+  bool AcceptsDeviceRows() const override { return true; }
+
+  // Queued on the runner's stream. The backend's later calls run on the legacy default stream,
+  // which waits for every blocking stream's earlier work (the runner's stream is one).
+  absl::Status AddOnDevice(const float* x, int64_t rows, void* stream) override {
+    return acc_->Add(x, ActivationDtype::kF32, rows, acc_->dim(),
+                     static_cast<cudaStream_t>(stream));
+  }
+
   absl::StatusOr<HessianAccumulator> ToHost() override { return acc_->ToHost(kStream); }
   GpuHessianAccumulator& accumulator() { return *acc_; }
 

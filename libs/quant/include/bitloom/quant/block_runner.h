@@ -8,7 +8,8 @@
 // rotation.
 //
 // The engine implements this over its CPU block forward (see docs/QUANTIZATION.md, "What the engine
-// provides"); the tests implement a toy block. Implementations must be deterministic (same inputs,
+// provides"), libs/quant/cuda over the shared GPU kernels (GpuBlockRunner, which can also hand the
+// sites' inputs over in device memory: RunBlockOnDevice); the tests implement a toy block. Implementations must be deterministic (same inputs,
 // same bits) and safe to call from one thread at a time.
 #pragma once
 
@@ -33,9 +34,18 @@ struct LinearSite {
 // fp32 weights by full tensor name, row-major [out, in].
 using WeightMap = std::map<std::string, std::vector<float>>;
 
-// Called once per site per RunBlock with the site's inputs, x [rows, site.dim] (rows = tokens).
+// Called for every site during RunBlock with the site's inputs, x [rows, site.dim] (rows = tokens),
+// once or, when a runner processes the rows in chunks, once per chunk in row order: the rows of all
+// calls together are the site's inputs.
 using CaptureFn =
     std::function<absl::Status(const LinearSite& site, absl::Span<const float> x, int64_t rows)>;
+
+// The device form of CaptureFn, for runners whose forward runs on a GPU: x [rows, site.dim] fp32,
+// row-major, in the memory of the current CUDA device, ready in stream order on `stream` (a
+// cudaStream_t). The callee queues its work on `stream` and returns; x stays valid for that work
+// (the runner overwrites it only with later work on the same stream). Called like CaptureFn.
+using DeviceCaptureFn = std::function<absl::Status(const LinearSite& site, const float* x,
+                                                   int64_t rows, void* stream)>;
 
 class BlockRunner {
  public:
@@ -59,6 +69,18 @@ class BlockRunner {
                                                       absl::Span<const float> hidden,
                                                       int64_t sequences, int64_t seq_len,
                                                       const CaptureFn& capture) const = 0;
+
+  // Whether RunBlockOnDevice is implemented (a GPU runner).
+  virtual bool CapturesOnDevice() const { return false; }
+  // RunBlock with the sites' inputs handed over in device memory, so that a GPU Hessian
+  // accumulator reads them where they are. The output goes to *out, or nowhere when out is null
+  // (a pass run only for its captures). UNIMPLEMENTED unless CapturesOnDevice().
+  virtual absl::Status RunBlockOnDevice(int /*layer*/, const WeightMap& /*weights*/,
+                                        absl::Span<const float> /*hidden*/, int64_t /*sequences*/,
+                                        int64_t /*seq_len*/, const DeviceCaptureFn& /*capture*/,
+                                        std::vector<float>* /*out*/) const {
+    return absl::UnimplementedError("RunBlockOnDevice: this runner captures on the host only");
+  }
 };
 
 }  // namespace bitloom::quant

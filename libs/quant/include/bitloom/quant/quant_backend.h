@@ -36,6 +36,13 @@ class SiteHessian {
   virtual int64_t rows() const = 0;
   // H += Σ_r x_r·x_rᵀ for x [rows, dim] row-major fp32 on the host; x may be reused on return.
   virtual absl::Status Add(absl::Span<const float> x, int64_t rows) = 0;
+  // Whether AddOnDevice is implemented (the GPU backend).
+  virtual bool AcceptsDeviceRows() const { return false; }
+  // H += Σ_r x_r·x_rᵀ for x [rows, dim] row-major fp32 in the current CUDA device's memory, ready
+  // on `stream` (a cudaStream_t, see block_runner.h's DeviceCaptureFn); the work is queued there.
+  virtual absl::Status AddOnDevice(const float* /*x*/, int64_t /*rows*/, void* /*stream*/) {
+    return absl::UnimplementedError("SiteHessian::AddOnDevice: a host-only backend");
+  }
   // The state in HessianAccumulator's form (the sums and the row count), e.g. for a checkpoint;
   // HessianAccumulator::Restore() of it continues on the CPU.
   virtual absl::StatusOr<HessianAccumulator> ToHost() = 0;

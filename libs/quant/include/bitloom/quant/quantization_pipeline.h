@@ -14,17 +14,21 @@
 //      fixed order (block, site, tensor).
 //
 // Checkpoints: with a checkpoint_dir, the state after every block of stages 1 and 3 is written
-// there (atomically: temporary file, fsync, rename). Run() on the same directory with the same
-// inputs skips the finished blocks, re-emits the finished tensors from the checkpoint in the
-// original order, and continues; the emitted bytes are identical to an uninterrupted run. Options
+// there (atomically: temporary file, fsync, rename): the measured candidates (stage 1) or the
+// emitted tensors (stage 3), never the hidden states (4 GB per block at Llama-3-8B shapes). Run()
+// on the same directory with the same inputs skips the finished blocks, re-emits the finished
+// tensors from the checkpoint in the original order, replays the finished blocks' forwards (with
+// their full-precision or restored quantized weights) when a later block needs their outputs, and
+// continues; with a deterministic runner the emitted bytes are identical to an uninterrupted run.
+// Options
 // and calibration are fingerprinted into the checkpoint, so a directory from a different job is
 // rejected (FAILED_PRECONDITION) rather than mixed.
 //
 // Backend: the Hessians, their factorisation and LDLQ run on a QuantBackend (quant_backend.h): the
 // CPU by default, the GPU when the caller passes one (quantd --device). Round-to-nearest, the
 // rotation of the weights and the blocks' forwards stay with the caller's pool and runner. The
-// checkpoints hold no backend state (candidates, blobs and hidden states only), so a job may resume
-// on another device; its finished blocks then keep the first device's numbers.
+// checkpoints hold no backend state (candidates and blobs only), so a job may resume on another
+// device; its finished blocks then keep the first device's numbers.
 //
 // Cancellation: the flag is checked between tensors and between blocks; Run() then returns
 // CANCELLED, leaving the checkpoints of finished blocks. Progress is reported through the callback
@@ -82,11 +86,28 @@ using TensorSink =
     std::function<absl::Status(const v1::TensorEntry& entry, absl::Span<const uint8_t> bytes)>;
 using ProgressFn = std::function<void(const PipelineProgress&)>;
 
+// Wall-clock seconds of one Run() by activity, summed over blocks and stages (what the job log and
+// docs/QUANTIZATION.md's conversion-time figures report).
+struct PipelineTimings {
+  double embed = 0.0;            // Embed() of the calibration
+  double capture_forward = 0.0;  // block forwards that feed the Hessians, with the accumulation
+                                 // (queued on the forward's stream on the GPU path)
+  double factor = 0.0;           // the backend's Factor: mean, rotation, damped factorisation
+  double measure_ldlq = 0.0;     // the backend's Measure at every candidate width
+  double probe = 0.0;            // sensitivity probes: dequantize + forwards on a prefix
+  double allocate = 0.0;
+  double quantize_ldlq = 0.0;    // the backend's Quantize (or RTN)
+  double forward = 0.0;          // quantized-path outputs, and replays after a resume
+  double weights_host = 0.0;     // read, rotate and dequantize weights on the host
+  double checkpoints = 0.0;      // serialising and writing checkpoint files
+};
+
 struct PipelineResult {
   double bits_per_weight = 0.0;    // achieved average over the quantized tensors (stored bits)
   uint64_t stored_bytes = 0;       // Σ blob bytes of the quantized tensors
   int resumed_measure_blocks = 0;  // blocks restored from checkpoints
   int resumed_quantize_blocks = 0;
+  PipelineTimings timings;
 };
 
 class QuantizationPipeline {

@@ -1,0 +1,464 @@
+#include "bitloom/quant/cuda/gpu_block_runner.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "bitloom/core/status_macros.h"
+#include "bitloom/formats/tensor_names.h"
+#include "bitloom/kernels/cuda/cuda_status.h"
+#include "bitloom/kernels/cuda/gated_activation.h"
+#include "bitloom/kernels/cuda/paged_attention.h"
+#include "bitloom/kernels/cuda/qkv_rope.h"
+#include "bitloom/kernels/cuda/residual_rms_norm.h"
+#include "bitloom/kernels/rope.h"
+#include "device_array.h"
+#include "library_status.h"
+#include "row_bias.h"
+
+namespace bitloom::quant::cuda {
+
+namespace kc = kernels::cuda;
+using internal::DeviceArray;
+
+namespace {
+
+// Tokens per page of the chunk's K/V cache. Any power of two works: each sequence owns a
+// contiguous run of pages, so the page size only sets the rounding of a sequence's last page.
+constexpr int kPageSize = 16;
+
+// The seven linear weights of a block in Sites() order (attn_in: q, k, v; o_in: o; mlp_in: gate,
+// up; down_in: down), as indices into Impl::weights.
+enum Linear { kQ, kK, kV, kO, kGate, kUp, kDown, kNumLinears };
+
+absl::Status Upload(DeviceArray<float>* dst, const std::vector<float>& src, cudaStream_t stream) {
+  if (absl::Status s = dst->Reserve(static_cast<int64_t>(src.size())); !s.ok()) return s;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst->get(), src.data(), src.size() * sizeof(float),
+                                               cudaMemcpyHostToDevice, stream));
+  return absl::OkStatus();
+}
+
+// The RoPE tables DecoderModel::Load builds from the config (global, and Gemma 3's local base
+// without the long-context scaling).
+absl::Status RopeTables(const v1::ModelConfig& config, int head_dim, kernels::RopeTable* global,
+                        kernels::RopeTable* local) {
+  kernels::RopeScaling scaling;
+  scaling.type = config.rope_scaling_type();
+  scaling.factor = config.rope_scaling_factor() > 0.0f ? config.rope_scaling_factor() : 1.0f;
+  if (config.rope_low_freq_factor() > 0.0f) scaling.low_freq_factor = config.rope_low_freq_factor();
+  if (config.rope_high_freq_factor() > 0.0f) {
+    scaling.high_freq_factor = config.rope_high_freq_factor();
+  }
+  scaling.original_max_position_embeddings = config.rope_original_max_position_embeddings();
+  const double theta = config.rope_theta() > 0.0f ? config.rope_theta() : 10000.0;
+  auto g = kernels::RopeInvFreq(head_dim, theta, scaling);
+  if (!g.ok()) return g.status();
+  *global = std::move(*g);
+  if (config.rope_local_theta() > 0.0f) {
+    auto l = kernels::RopeInvFreq(head_dim, config.rope_local_theta(), {});
+    if (!l.ok()) return l.status();
+    *local = std::move(*l);
+  } else {
+    *local = *global;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// Per-layer parameters other than the linear weights; empty arrays for what the model lacks.
+struct LayerParams {
+  DeviceArray<float> attn_norm, mlp_norm, post_attn_norm, post_mlp_norm, q_norm, k_norm;
+  DeviceArray<float> q_bias, k_bias, v_bias, o_bias;
+  bool sliding = false;
+};
+
+struct GpuBlockRunner::Impl {
+  engine::ResolvedConfig cfg;
+  GpuBlockRunnerOptions options;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  DeviceArray<float> global_inv_freq, local_inv_freq;
+  float global_scaling = 1.0f, local_scaling = 1.0f;
+  std::vector<LayerParams> layers;
+  DeviceArray<float> linear[kNumLinears];  // the block's substituted weights, fp32
+  // One chunk's activations (rows = chunk tokens).
+  DeviceArray<float> x, h, q, k, v, q_rope, attn, o, gate, up;
+  DeviceArray<uint16_t> k_cache, v_cache;
+  DeviceArray<int32_t> positions, token_seq, block_tables;
+  std::vector<float> host_site;  // a site's inputs for a host CaptureFn
+
+  ~Impl() {
+    if (stream != nullptr) cudaStreamSynchronize(stream);
+    if (cublas != nullptr) cublasDestroy(cublas);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+
+  int64_t q_dim() const { return int64_t{cfg.num_heads} * cfg.head_dim; }
+  int64_t kv_dim() const { return int64_t{cfg.num_kv_heads} * cfg.head_dim; }
+
+  // y [rows, out] = x [rows, in] · Wᵀ (W [out, in] row-major), + bias when given.
+  absl::Status Gemm(const float* x_in, int64_t rows, Linear which, int64_t out, int64_t in,
+                    const DeviceArray<float>& bias, float* y) {
+    const float one = 1.0f, zero = 0.0f;
+    // Column-major view: Yᵀ [out, rows] = W [out, in] (Wᵀ stored, ld in) · Xᵀ [in, rows].
+    BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
+        cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(rows),
+        static_cast<int>(in), &one, linear[which].get(), CUDA_R_32F, static_cast<int>(in), x_in,
+        CUDA_R_32F, static_cast<int>(in), &zero, y, CUDA_R_32F, static_cast<int>(out),
+        options.exact_fp32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32,
+        CUBLAS_GEMM_DEFAULT));
+    if (bias.get() != nullptr) return internal::LaunchAddRowBias(y, bias.get(), rows, out, stream);
+    return absl::OkStatus();
+  }
+
+  // out = norm(residual (+= delta)) · (w + offset); out may be null when delta is given.
+  absl::Status Norm(float* residual, const float* delta, const DeviceArray<float>& w, float* out,
+                    int64_t rows) {
+    kc::ResidualRmsNormParams p;
+    p.residual = residual;
+    p.delta = delta;
+    p.delta_stride = cfg.hidden_size;
+    p.weight = w.get();
+    p.weight_offset = cfg.norm_weight_offset;
+    p.eps = cfg.rms_norm_eps;
+    p.out_f32 = out;
+    p.tokens = rows;
+    p.hidden = cfg.hidden_size;
+    return kc::LaunchResidualRmsNorm(p, stream);
+  }
+
+  absl::Status Reserve(int64_t rows, int64_t chunk_seqs, int64_t seq_len);
+  absl::Status UploadWeights(const std::vector<LinearSite>& sites, const WeightMap& weights);
+  // One chunk of `seqs` sequences: hidden rows [rows, hidden] from `in` (host) through the block;
+  // `see(site index, device x, rows)` after each site's input is ready; the output to `out` (host)
+  // unless null.
+  template <typename See>
+  absl::Status Chunk(int layer, const float* in, int64_t seqs, int64_t seq_len, See&& see,
+                     float* out);
+  template <typename See>
+  absl::Status Run(int layer, const std::vector<LinearSite>& sites, const WeightMap& weights,
+                   absl::Span<const float> hidden, int64_t sequences, int64_t seq_len, See&& see,
+                   float* out);
+};
+
+absl::Status GpuBlockRunner::Impl::Reserve(int64_t rows, int64_t chunk_seqs, int64_t seq_len) {
+  const int64_t H = cfg.hidden_size, I = cfg.intermediate_size;
+  for (DeviceArray<float>* a : {&x, &h, &o}) {
+    if (absl::Status s = a->Reserve(rows * H); !s.ok()) return s;
+  }
+  for (DeviceArray<float>* a : {&q, &q_rope, &attn}) {
+    if (absl::Status s = a->Reserve(rows * q_dim()); !s.ok()) return s;
+  }
+  for (DeviceArray<float>* a : {&k, &v}) {
+    if (absl::Status s = a->Reserve(rows * kv_dim()); !s.ok()) return s;
+  }
+  for (DeviceArray<float>* a : {&gate, &up}) {
+    if (absl::Status s = a->Reserve(rows * I); !s.ok()) return s;
+  }
+  const int64_t pages_per_seq = (seq_len + kPageSize - 1) / kPageSize;
+  const int64_t pages = chunk_seqs * pages_per_seq;
+  for (DeviceArray<uint16_t>* a : {&k_cache, &v_cache}) {
+    if (absl::Status s = a->Reserve(pages * kPageSize * kv_dim()); !s.ok()) return s;
+  }
+  // The chunk's token table: sequence s, position p at row s·seq_len + p, its pages
+  // s·pages_per_seq .. in order. The same for every chunk (a short last chunk uses a prefix).
+  std::vector<int32_t> pos(rows), seq(rows), tables(pages);
+  for (int64_t r = 0; r < rows; ++r) {
+    pos[r] = static_cast<int32_t>(r % seq_len);
+    seq[r] = static_cast<int32_t>(r / seq_len);
+  }
+  for (int64_t p = 0; p < pages; ++p) tables[p] = static_cast<int32_t>(p);
+  const std::pair<DeviceArray<int32_t>*, const std::vector<int32_t>*> uploads[] = {
+      {&positions, &pos}, {&token_seq, &seq}, {&block_tables, &tables}};
+  for (const auto& [dst, src] : uploads) {
+    if (absl::Status s = dst->Reserve(static_cast<int64_t>(src->size())); !s.ok()) return s;
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst->get(), src->data(),
+                                                 src->size() * sizeof(int32_t),
+                                                 cudaMemcpyHostToDevice, stream));
+  }
+  // The host tables are pageable: the copies have read them when they return.
+  return absl::OkStatus();
+}
+
+absl::Status GpuBlockRunner::Impl::UploadWeights(const std::vector<LinearSite>& sites,
+                                                 const WeightMap& weights) {
+  const int64_t H = cfg.hidden_size, I = cfg.intermediate_size;
+  const int64_t expected[kNumLinears] = {q_dim() * H, kv_dim() * H, kv_dim() * H, H * q_dim(),
+                                         I * H,       I * H,        H * I};
+  int index = 0;
+  for (const LinearSite& site : sites) {
+    for (const std::string& name : site.tensors) {
+      if (index >= kNumLinears) return absl::InternalError("GpuBlockRunner: more than 7 linears");
+      auto it = weights.find(name);
+      if (it == weights.end()) {
+        return absl::InvalidArgumentError(absl::StrCat("RunBlock: no weight for ", name));
+      }
+      if (static_cast<int64_t>(it->second.size()) != expected[index]) {
+        return absl::InvalidArgumentError(absl::StrCat("RunBlock: ", name, ": ", it->second.size(),
+                                                       " values, the config implies ",
+                                                       expected[index]));
+      }
+      if (absl::Status s = Upload(&linear[index], it->second, stream); !s.ok()) return s;
+      ++index;
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename See>
+absl::Status GpuBlockRunner::Impl::Chunk(int layer, const float* in, int64_t seqs, int64_t seq_len,
+                                         See&& see, float* out) {
+  const engine::ResolvedConfig& c = cfg;
+  const LayerParams& L = layers[layer];
+  const int64_t n = seqs * seq_len, H = c.hidden_size, I = c.intermediate_size;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x.get(), in, static_cast<size_t>(n * H) * sizeof(float),
+                                               cudaMemcpyHostToDevice, stream));
+  // Attention: h = norm(x); q, k, v (+ bias); q/k norm, RoPE, K/V to the cache; attend; o_proj.
+  BITLOOM_RETURN_IF_ERROR(Norm(x.get(), nullptr, L.attn_norm, h.get(), n));
+  BITLOOM_RETURN_IF_ERROR(see(0, h.get(), n));
+  BITLOOM_RETURN_IF_ERROR(Gemm(h.get(), n, kQ, q_dim(), H, L.q_bias, q.get()));
+  BITLOOM_RETURN_IF_ERROR(Gemm(h.get(), n, kK, kv_dim(), H, L.k_bias, k.get()));
+  BITLOOM_RETURN_IF_ERROR(Gemm(h.get(), n, kV, kv_dim(), H, L.v_bias, v.get()));
+  const int64_t pages_per_seq = (seq_len + kPageSize - 1) / kPageSize;
+  kc::QkvRopeParams rp;
+  rp.q = q.get();
+  rp.q_stride = q_dim();
+  rp.k = k.get();
+  rp.k_stride = kv_dim();
+  rp.v = v.get();
+  rp.v_stride = kv_dim();
+  rp.tokens = n;
+  rp.num_heads = c.num_heads;
+  rp.num_kv_heads = c.num_kv_heads;
+  rp.head_dim = c.head_dim;
+  rp.positions = positions.get();
+  rp.inv_freq = L.sliding ? local_inv_freq.get() : global_inv_freq.get();
+  rp.attention_scaling = L.sliding ? local_scaling : global_scaling;
+  rp.q_norm = L.q_norm.get();
+  rp.k_norm = L.k_norm.get();
+  rp.norm_eps = c.rms_norm_eps;
+  rp.norm_weight_offset = c.norm_weight_offset;
+  rp.q_out_f32 = q_rope.get();
+  rp.k_cache = k_cache.get();
+  rp.v_cache = v_cache.get();
+  rp.num_pages = seqs * pages_per_seq;
+  rp.page_size = kPageSize;
+  rp.block_tables = block_tables.get();
+  rp.max_pages_per_seq = static_cast<int>(pages_per_seq);
+  rp.token_seq = token_seq.get();
+  BITLOOM_RETURN_IF_ERROR(kc::LaunchQkvRope(rp, stream));
+  kc::PagedPrefillAttentionParams ap;
+  ap.cache.k = k_cache.get();
+  ap.cache.v = v_cache.get();
+  ap.cache.page_size = kPageSize;
+  ap.cache.num_kv_heads = c.num_kv_heads;
+  ap.cache.head_dim = c.head_dim;
+  ap.cache.block_tables = block_tables.get();
+  ap.cache.max_pages_per_seq = static_cast<int>(pages_per_seq);
+  ap.q = q_rope.get();
+  ap.q_type = kc::ActivationType::kF32;
+  ap.out = attn.get();
+  ap.out_type = kc::ActivationType::kF32;
+  ap.token_seq = token_seq.get();
+  ap.token_pos = positions.get();
+  ap.num_tokens = static_cast<int>(n);
+  ap.num_heads = c.num_heads;
+  ap.scale = c.attention_scale;
+  ap.logit_softcap = c.attn_logit_softcap;
+  ap.sliding_window = L.sliding ? c.sliding_window : 0;
+  ap.exact_fp32 = options.exact_fp32;
+  BITLOOM_RETURN_IF_ERROR(kc::LaunchPagedPrefillAttention(ap, stream));
+  BITLOOM_RETURN_IF_ERROR(see(1, attn.get(), n));
+  BITLOOM_RETURN_IF_ERROR(Gemm(attn.get(), n, kO, H, q_dim(), L.o_bias, o.get()));
+  if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(Norm(o.get(), nullptr, L.post_attn_norm, o.get(), n));
+  // MLP: x += o; h = norm(x); down(act(gate(h)) · up(h)); [post norm]; x += that.
+  BITLOOM_RETURN_IF_ERROR(Norm(x.get(), o.get(), L.mlp_norm, h.get(), n));
+  BITLOOM_RETURN_IF_ERROR(see(2, h.get(), n));
+  const DeviceArray<float> no_bias;
+  BITLOOM_RETURN_IF_ERROR(Gemm(h.get(), n, kGate, I, H, no_bias, gate.get()));
+  BITLOOM_RETURN_IF_ERROR(Gemm(h.get(), n, kUp, I, H, no_bias, up.get()));
+  kc::GatedActivationParams gp;
+  gp.gate = gate.get();
+  gp.gate_stride = I;
+  gp.up = up.get();
+  gp.up_stride = I;
+  gp.out_f32 = gate.get();
+  gp.rows = n;
+  gp.dim = I;
+  gp.activation = c.activation;
+  BITLOOM_RETURN_IF_ERROR(kc::LaunchGatedActivation(gp, stream));
+  BITLOOM_RETURN_IF_ERROR(see(3, gate.get(), n));
+  BITLOOM_RETURN_IF_ERROR(Gemm(gate.get(), n, kDown, H, I, no_bias, o.get()));
+  if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(Norm(o.get(), nullptr, L.post_mlp_norm, o.get(), n));
+  // The residual add alone (no output; the weight is only read by a norm that is not written).
+  BITLOOM_RETURN_IF_ERROR(Norm(x.get(), o.get(), L.mlp_norm, nullptr, n));
+  if (out != nullptr) {
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out, x.get(), static_cast<size_t>(n * H) * sizeof(float),
+                                                 cudaMemcpyDeviceToHost, stream));
+  }
+  return absl::OkStatus();
+}
+
+template <typename See>
+absl::Status GpuBlockRunner::Impl::Run(int layer, const std::vector<LinearSite>& sites,
+                                       const WeightMap& weights, absl::Span<const float> hidden,
+                                       int64_t sequences, int64_t seq_len, See&& see, float* out) {
+  if (sequences <= 0 || seq_len <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("RunBlock: ", sequences, " sequences of ", seq_len));
+  }
+  const int64_t H = cfg.hidden_size;
+  if (static_cast<int64_t>(hidden.size()) != sequences * seq_len * H) {
+    return absl::InvalidArgumentError(absl::StrCat("RunBlock: hidden has ", hidden.size(), " values, ",
+                                                   sequences, " × ", seq_len, " × hidden_size ", H,
+                                                   " expected"));
+  }
+  if (seq_len > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(absl::StrCat("RunBlock: seq_len ", seq_len, " too long"));
+  }
+  const int64_t chunk_seqs = std::clamp<int64_t>(options.chunk_tokens / seq_len, 1, sequences);
+  BITLOOM_RETURN_IF_ERROR(Reserve(chunk_seqs * seq_len, chunk_seqs, seq_len));
+  BITLOOM_RETURN_IF_ERROR(UploadWeights(sites, weights));
+  absl::Status status;
+  for (int64_t s0 = 0; s0 < sequences && status.ok(); s0 += chunk_seqs) {
+    const int64_t seqs = std::min(chunk_seqs, sequences - s0);
+    const int64_t row0 = s0 * seq_len;
+    status = Chunk(layer, hidden.data() + row0 * H, seqs, seq_len, see,
+                   out == nullptr ? nullptr : out + row0 * H);
+  }
+  // Always drain the stream: queued work may still read `hidden` or a captured buffer.
+  const absl::Status synced = kc::CudaStatus(cudaStreamSynchronize(stream),
+                                             "cudaStreamSynchronize", __FILE__, __LINE__);
+  return status.ok() ? synced : status;
+}
+
+absl::Status GpuBlockRunner::Supports(const engine::ResolvedConfig& c) {
+  if (c.head_dim != 64 && c.head_dim != 128 && c.head_dim != 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "head_dim: ", c.head_dim, " is not run by the GPU block forward (64, 128 or 256; the "
+        "paged attention kernels'); use --device=cpu"));
+  }
+  if (c.hidden_size > kc::kMaxNormHidden) {
+    return absl::InvalidArgumentError(absl::StrCat("hidden_size: ", c.hidden_size, " exceeds ",
+                                                   kc::kMaxNormHidden));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<GpuBlockRunner>> GpuBlockRunner::Create(
+    const engine::DecoderModel& model, const engine::WeightSource& weights,
+    GpuBlockRunnerOptions options) {
+  const engine::ResolvedConfig& c = model.resolved();
+  if (absl::Status s = Supports(c); !s.ok()) return s;
+  int device = 0, count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    return absl::FailedPreconditionError("GpuBlockRunner: no CUDA device is visible");
+  }
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  cudaDeviceProp props{};
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&props, device));
+  if (props.major < 8) {
+    return absl::FailedPreconditionError(absl::StrCat("GpuBlockRunner: ", props.name, " is sm_",
+                                                      props.major, props.minor,
+                                                      "; the attention kernels need sm_80 or newer"));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->cfg = c;
+  impl->options = options;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamCreate(&impl->stream));
+  BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasCreate(&impl->cublas));
+  BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasSetStream(impl->cublas, impl->stream));
+
+  kernels::RopeTable global, local;
+  BITLOOM_RETURN_IF_ERROR(RopeTables(model.config(), c.head_dim, &global, &local));
+  BITLOOM_RETURN_IF_ERROR(Upload(&impl->global_inv_freq, global.inv_freq, impl->stream));
+  BITLOOM_RETURN_IF_ERROR(Upload(&impl->local_inv_freq, local.inv_freq, impl->stream));
+  impl->global_scaling = global.attention_scaling;
+  impl->local_scaling = local.attention_scaling;
+
+  // Norms and biases of the covered blocks, by the names and presence rules DecoderModel::Load
+  // applies (the model checked their shapes when it loaded them).
+  const int layers =
+      options.num_layers > 0 && options.num_layers < c.num_layers ? options.num_layers : c.num_layers;
+  impl->layers.resize(layers);
+  for (int i = 0; i < layers; ++i) {
+    LayerParams& L = impl->layers[i];
+    L.sliding = c.layer_is_sliding[i];
+    auto load = [&](const char* suffix, bool wanted, DeviceArray<float>* dst) -> absl::Status {
+      const std::string name = formats::LayerTensor(i, suffix);
+      if (!wanted) return absl::OkStatus();
+      auto t = weights.Read(name);
+      if (!t.ok()) return t.status();
+      return Upload(dst, t->data, impl->stream);
+    };
+    BITLOOM_RETURN_IF_ERROR(load("attn_norm.weight", true, &L.attn_norm));
+    BITLOOM_RETURN_IF_ERROR(load("mlp_norm.weight", true, &L.mlp_norm));
+    BITLOOM_RETURN_IF_ERROR(load("post_attn_norm.weight", c.sandwich_norms, &L.post_attn_norm));
+    BITLOOM_RETURN_IF_ERROR(load("post_mlp_norm.weight", c.sandwich_norms, &L.post_mlp_norm));
+    BITLOOM_RETURN_IF_ERROR(load("attn.q_norm.weight", c.qk_norm, &L.q_norm));
+    BITLOOM_RETURN_IF_ERROR(load("attn.k_norm.weight", c.qk_norm, &L.k_norm));
+    BITLOOM_RETURN_IF_ERROR(load("attn.q_proj.bias", c.attention_bias, &L.q_bias));
+    BITLOOM_RETURN_IF_ERROR(load("attn.k_proj.bias", c.attention_bias, &L.k_bias));
+    BITLOOM_RETURN_IF_ERROR(load("attn.v_proj.bias", c.attention_bias, &L.v_bias));
+    BITLOOM_RETURN_IF_ERROR(load("attn.o_proj.bias",
+                                 weights.Contains(formats::LayerTensor(i, "attn.o_proj.bias")),
+                                 &L.o_bias));
+  }
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(impl->stream));
+  return std::unique_ptr<GpuBlockRunner>(new GpuBlockRunner(model, options, std::move(impl)));
+}
+
+GpuBlockRunner::GpuBlockRunner(const engine::DecoderModel& model, GpuBlockRunnerOptions options,
+                               std::unique_ptr<Impl> impl)
+    : host_(model, {.num_layers = options.num_layers}), impl_(std::move(impl)) {}
+
+GpuBlockRunner::~GpuBlockRunner() = default;
+
+absl::StatusOr<std::vector<float>> GpuBlockRunner::RunBlock(int layer, const WeightMap& weights,
+                                                            absl::Span<const float> hidden,
+                                                            int64_t sequences, int64_t seq_len,
+                                                            const CaptureFn& capture) const {
+  if (layer < 0 || layer >= num_layers()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RunBlock: layer ", layer, " outside [0, ", num_layers(), ")"));
+  }
+  Impl& m = *impl_;
+  const std::vector<LinearSite> sites = Sites(layer);
+  auto see = [&](int site, const float* x, int64_t rows) -> absl::Status {
+    if (!capture) return absl::OkStatus();
+    const int64_t dim = sites[site].dim;
+    m.host_site.resize(static_cast<size_t>(rows * dim));
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m.host_site.data(), x,
+                                                 m.host_site.size() * sizeof(float),
+                                                 cudaMemcpyDeviceToHost, m.stream));
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
+    return capture(sites[site], m.host_site, rows);
+  };
+  std::vector<float> out(hidden.size());
+  BITLOOM_RETURN_IF_ERROR(m.Run(layer, sites, weights, hidden, sequences, seq_len, see, out.data()));
+  return out;
+}
+
+absl::Status GpuBlockRunner::RunBlockOnDevice(int layer, const WeightMap& weights,
+                                              absl::Span<const float> hidden, int64_t sequences,
+                                              int64_t seq_len, const DeviceCaptureFn& capture,
+                                              std::vector<float>* out) const {
+  if (layer < 0 || layer >= num_layers()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RunBlock: layer ", layer, " outside [0, ", num_layers(), ")"));
+  }
+  Impl& m = *impl_;
+  const std::vector<LinearSite> sites = Sites(layer);
+  auto see = [&](int site, const float* x, int64_t rows) -> absl::Status {
+    if (!capture) return absl::OkStatus();
+    return capture(sites[site], x, rows, m.stream);
+  };
+  if (out != nullptr) out->resize(hidden.size());
+  return m.Run(layer, sites, weights, hidden, sequences, seq_len, see,
+               out == nullptr ? nullptr : out->data());
+}
+
+}  // namespace bitloom::quant::cuda
