@@ -2,14 +2,17 @@
 """Quality results: perplexity and KL divergence against bits per weight, one line per method.
 
     scripts/quality_results.py collect OUT.json EVAL.json...   # `bitloom eval --json_out` reports -> rows
+    scripts/quality_results.py merge OUT.json RESULTS.json...   # several sweeps' results -> one
     scripts/quality_results.py plot RESULTS.json [--out docs/quality.png] [--table docs/quality_table.md]
 
 `collect` turns `bitloom eval` reports (each run with --reference=the fp16 import) into result rows. The
 model, method and bits come from the artifact name, `<model>--<method>--<bits>` (for example
 `smollm2--ldlq-var--2.5`), and the measured bits per weight from the report; the reference's perplexity
-is kept per model. `plot` draws, for each model, perplexity (log scale, reference dashed) and KL divergence
-(nats/token, log scale) against bits per weight, one line per method, into one PNG, and writes a markdown
-table. Needs matplotlib (pinned in scripts/python-requirements.txt) for `plot` only.
+is kept per model. `merge` joins results of one protocol and one reference (a later file's row
+replaces an earlier one of the same artifact), so points measured in separate runs share a table.
+`plot` draws, for each model, perplexity (log scale, reference dashed) and KL divergence (nats/token,
+log scale) against bits per weight, one line per method, into one PNG, and writes a markdown table.
+Needs matplotlib (pinned in scripts/python-requirements.txt) for `plot` only.
 
 RESULTS.json:
   {"protocol": "...", "reference": {"<model>": {"name": ..., "perplexity": ...}},
@@ -52,6 +55,28 @@ def collect(out_path, eval_paths):
         json.dump(result, f, indent=2)
         f.write("\n")
     print(f"{len(rows)} rows -> {out_path}")
+
+
+def merge(out_path, result_paths):
+    protocol, reference, rows = None, {}, {}
+    for path in result_paths:
+        with open(path) as f:
+            results = json.load(f)
+        if protocol is not None and results["protocol"] != protocol:
+            sys.exit(f"{path}: protocol {results['protocol']!r} differs from {protocol!r}")
+        protocol = results["protocol"]
+        for model, ref in results.get("reference", {}).items():
+            if model in reference and abs(reference[model]["perplexity"] - ref["perplexity"]) > 1e-9:
+                sys.exit(f"{path}: reference of {model} scores {ref['perplexity']}, not "
+                         f"{reference[model]['perplexity']}: not the same fp16 import")
+            reference[model] = ref
+        for row in results["rows"]:
+            rows[row["artifact"]] = row
+    merged = sorted(rows.values(), key=lambda r: (r["model"], r["method"], r["bits"]))
+    with open(out_path, "w") as f:
+        json.dump({"protocol": protocol or "", "reference": reference, "rows": merged}, f, indent=2)
+        f.write("\n")
+    print(f"{len(merged)} rows -> {out_path}")
 
 
 def table(results):
@@ -117,6 +142,9 @@ def main():
     c = sub.add_parser("collect")
     c.add_argument("out")
     c.add_argument("reports", nargs="+")
+    m = sub.add_parser("merge")
+    m.add_argument("out")
+    m.add_argument("results", nargs="+")
     p = sub.add_parser("plot")
     p.add_argument("results")
     p.add_argument("--out", default="docs/quality.png")
@@ -124,6 +152,8 @@ def main():
     args = parser.parse_args()
     if args.command == "collect":
         collect(args.out, args.reports)
+    elif args.command == "merge":
+        merge(args.out, args.results)
     else:
         plot(args.results, args.out, args.table)
 

@@ -10,15 +10,17 @@
 #   scripts/quality_sweep.sh --bin build/bin-dir --out /tmp/sweep \
 #       --model smollm2=~/.cache/bitloom/models/SmolLM2-135M-Instruct.Q4_1.gguf \
 #       [--model gemma3=...gguf] [--variable "2.0 2.5 3.0 3.5 4.0 5.0 6.0"] [--uniform "2 3 4 5 6"] \
+#       [--rtn "2 3 4 5 6"] \
 #       [--instances 4] [--threads 4] [--rows 16] [--tokens_per_row 512] \
 #       [--calibration FILE,FILE] [--text FILE] [--context 512] [--eval_tokens 4096] [--port_base 50300]
 #
-# Artifacts are named <model>--<method>--<bits> (methods: ldlq-var, ldlq, rtn), which is what
-# quality_results.py reads. Needs quantd and bitloom in --bin (a build's bin dirs or a runtime bundle).
+# --uniform lists the widths of uniform LDLQ, and of round-to-nearest too unless --rtn gives its own
+# list ("" for none). Artifacts are named <model>--<method>--<bits> (methods: ldlq-var, ldlq, rtn), which
+# is what quality_results.py reads. Needs quantd and bitloom in --bin (a build's bin dirs or a runtime bundle).
 set -euo pipefail
 
 bin="" out="" instances=4 threads=4 rows=16 tokens_per_row=512 context=512 eval_tokens=4096
-variable="2.0 2.5 3.0 3.5 4.0 5.0 6.0" uniform="2 3 4 5 6" seed=1 port_base=50300
+variable="2.0 2.5 3.0 3.5 4.0 5.0 6.0" uniform="2 3 4 5 6" rtn="" rtn_given=0 seed=1 port_base=50300
 here=$(cd "$(dirname "$0")" && pwd)
 calibration="$here/../../shared/data/calibration/wiki.utf8,$here/../../shared/data/calibration/c4.utf8"
 text="$here/../../shared/data/wikitext-2-raw-test.txt"
@@ -30,6 +32,7 @@ while [[ $# -gt 0 ]]; do
     --model) models+=("$2"); shift 2 ;;
     --variable) variable=$2; shift 2 ;;
     --uniform) uniform=$2; shift 2 ;;
+    --rtn) rtn=$2; rtn_given=1; shift 2 ;;
     --instances) instances=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --rows) rows=$2; shift 2 ;;
@@ -46,6 +49,7 @@ done
 [[ -n $bin && -n $out && ${#models[@]} -gt 0 ]] || {
   echo "usage: $0 --bin DIR --out DIR --model NAME=FILE.gguf [...]" >&2; exit 2; }
 bin=$(cd "$bin" && pwd)
+((rtn_given)) || rtn=$uniform
 mkdir -p "$out/reports" "$out/logs" "$out/manifests"
 out=$(cd "$out" && pwd)
 quantd="$bin/quantd" bitloom="$bin/bitloom"
@@ -76,7 +80,8 @@ jobs=()
 for spec in "${models[@]}"; do
   name=${spec%%=*} path=${spec#*=}
   for b in $variable; do jobs+=("$name ldlq-var variable $b $path"); done
-  for b in $uniform; do jobs+=("$name ldlq uniform-ldlq $b $path" "$name rtn rtn $b $path"); done
+  for b in $uniform; do jobs+=("$name ldlq uniform-ldlq $b $path"); done
+  for b in $rtn; do jobs+=("$name rtn rtn $b $path"); done
 done
 run_instance() {
   local i=$1; shift
