@@ -219,6 +219,8 @@ struct Emitted {
 Emitted RunPipeline(const BlockRunner& runner, QuantBackend* backend) {
   PipelineOptions o;
   o.target_bits_per_weight = 3.0;
+  // 14 tensors of a tiny Llama reach only a coarse set of averages (all K = 3 is 3.13 with scales).
+  o.tolerance = 0.15;
   o.candidate_bits = {2, 3, 4};
   o.seed = 5;
   Emitted out;
