@@ -1,6 +1,7 @@
 // ExecuteJob: one run of one quantization job, from the source model to a published artifact.
 //
-//   LOADING      open the source (formats::OpenCheckpoint) and hash its weight files
+//   LOADING      open the source (formats::OpenCheckpoint); its weight files are hashed on a
+//                thread of their own while calibration and the model load run
 //   CALIBRATING  build the calibration tokens (calibration.h)
 //   MEASURING / ALLOCATING / QUANTIZING   quant::QuantizationPipeline over the factory's BlockRunner,
 //                with per-block checkpoints in the job's checkpoint directory; the quantized decoder

@@ -83,7 +83,7 @@ BlockRunnerFactory GpuRunnerFactory() {
     BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<engine::DecoderModel> model,
                              engine::DecoderModel::Load(checkpoint.config(), weights, pool));
     BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<quant::cuda::GpuBlockRunner> runner,
-                             quant::cuda::GpuBlockRunner::Create(*model, weights));
+                             quant::cuda::GpuBlockRunner::Create(*model, weights, {.pool = pool}));
     return std::unique_ptr<quant::BlockRunner>(
         new OwningGpuRunner(std::move(model), std::move(runner)));
   };

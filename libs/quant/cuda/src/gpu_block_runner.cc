@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -33,6 +34,34 @@ constexpr int kPageSize = 16;
 // The seven linear weights of a block in Sites() order (attn_in: q, k, v; o_in: o; mlp_in: gate,
 // up; down_in: down), as indices into Impl::weights.
 enum Linear { kQ, kK, kV, kO, kGate, kUp, kDown, kNumLinears };
+
+// An owned cudaHostAlloc'ed (pinned) array: DMA at full link speed and truly asynchronous copies.
+class PinnedArray {
+ public:
+  PinnedArray() = default;
+  ~PinnedArray() { Release(); }
+  PinnedArray(const PinnedArray&) = delete;
+  PinnedArray& operator=(const PinnedArray&) = delete;
+  absl::Status Reserve(size_t n) {
+    if (n <= size_) return absl::OkStatus();
+    Release();
+    void* p = nullptr;
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaHostAlloc(&p, n * sizeof(float), cudaHostAllocDefault));
+    ptr_ = static_cast<float*>(p);
+    size_ = n;
+    return absl::OkStatus();
+  }
+  float* get() const { return ptr_; }
+
+ private:
+  void Release() {
+    if (ptr_ != nullptr) cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    size_ = 0;
+  }
+  float* ptr_ = nullptr;
+  size_t size_ = 0;
+};
 
 absl::Status Upload(DeviceArray<float>* dst, const std::vector<float>& src, cudaStream_t stream) {
   if (absl::Status s = dst->Reserve(static_cast<int64_t>(src.size())); !s.ok()) return s;
@@ -90,11 +119,38 @@ struct GpuBlockRunner::Impl {
   DeviceArray<uint16_t> k_cache, v_cache;
   DeviceArray<int32_t> positions, token_seq, block_tables;
   std::vector<float> host_site;  // a site's inputs for a host CaptureFn
+  // Pinned staging, two of each so that the host copies of one chunk overlap the device's work on
+  // the next: chunk c uses slot c % 2, and its events say when the device is done with the slot.
+  PinnedArray staged_in[2], staged_out[2];
+  PinnedArray staged_weight;  // one linear weight at a time
+  cudaEvent_t slot_free[2] = {nullptr, nullptr};   // chunk's work done: staged_in reusable
+  cudaEvent_t out_ready[2] = {nullptr, nullptr};   // chunk's output in staged_out
 
   ~Impl() {
     if (stream != nullptr) cudaStreamSynchronize(stream);
+    for (cudaEvent_t e : {slot_free[0], slot_free[1], out_ready[0], out_ready[1]}) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
     if (cublas != nullptr) cublasDestroy(cublas);
     if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+
+  // dst[0, n) = src[0, n) on the host, split over the pool's threads (pageable <-> pinned copies
+  // run at one core's memcpy speed otherwise, slower than the link).
+  void HostCopy(float* dst, const float* src, size_t n) const {
+    constexpr size_t kPiece = size_t{4} << 20;  // floats per task
+    const size_t pieces = (n + kPiece - 1) / kPiece;
+    auto copy = [&](size_t begin, size_t end) {
+      for (size_t p = begin; p < end; ++p) {
+        const size_t at = p * kPiece;
+        std::memcpy(dst + at, src + at, std::min(kPiece, n - at) * sizeof(float));
+      }
+    };
+    if (options.pool != nullptr && pieces > 1) {
+      options.pool->ParallelFor(0, pieces, copy);
+    } else {
+      copy(0, pieces);
+    }
   }
 
   int64_t q_dim() const { return int64_t{cfg.num_heads} * cfg.head_dim; }
@@ -202,7 +258,15 @@ absl::Status GpuBlockRunner::Impl::UploadWeights(const std::vector<LinearSite>& 
                                                        " values, the config implies ",
                                                        expected[index]));
       }
-      if (absl::Status s = Upload(&linear[index], it->second, stream); !s.ok()) return s;
+      // Through pinned memory: the previous weight's DMA must have left the buffer first.
+      const std::vector<float>& w = it->second;
+      BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+      BITLOOM_RETURN_IF_ERROR(staged_weight.Reserve(w.size()));
+      BITLOOM_RETURN_IF_ERROR(linear[index].Reserve(static_cast<int64_t>(w.size())));
+      HostCopy(staged_weight.get(), w.data(), w.size());
+      BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(linear[index].get(), staged_weight.get(),
+                                                   w.size() * sizeof(float),
+                                                   cudaMemcpyHostToDevice, stream));
       ++index;
     }
   }
@@ -322,14 +386,51 @@ absl::Status GpuBlockRunner::Impl::Run(int layer, const std::vector<LinearSite>&
   const int64_t chunk_seqs = std::clamp<int64_t>(options.chunk_tokens / seq_len, 1, sequences);
   BITLOOM_RETURN_IF_ERROR(Reserve(chunk_seqs * seq_len, chunk_seqs, seq_len));
   BITLOOM_RETURN_IF_ERROR(UploadWeights(sites, weights));
+  const size_t chunk_elems = static_cast<size_t>(chunk_seqs * seq_len * H);
+  for (int b = 0; b < 2; ++b) {
+    BITLOOM_RETURN_IF_ERROR(staged_in[b].Reserve(chunk_elems));
+    if (out != nullptr) BITLOOM_RETURN_IF_ERROR(staged_out[b].Reserve(chunk_elems));
+  }
+  // Chunk c: wait until chunk c − 2 has left slot c % 2, stage its input (host copy), queue its
+  // forward and output copy, then, while the device works on it, move chunk c − 1's output from
+  // its slot to `out`.
   absl::Status status;
-  for (int64_t s0 = 0; s0 < sequences && status.ok(); s0 += chunk_seqs) {
+  int64_t pending_row0 = -1, pending_elems = 0;  // chunk c − 1's output, still in its slot
+  int pending_slot = 0;
+  auto drain = [&]() -> absl::Status {
+    if (pending_row0 < 0) return absl::OkStatus();
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(out_ready[pending_slot]));
+    HostCopy(out + pending_row0 * H, staged_out[pending_slot].get(), static_cast<size_t>(pending_elems));
+    pending_row0 = -1;
+    return absl::OkStatus();
+  };
+  int c = 0;
+  for (int64_t s0 = 0; s0 < sequences && status.ok(); s0 += chunk_seqs, ++c) {
+    const int slot = c % 2;
     const int64_t seqs = std::min(chunk_seqs, sequences - s0);
     const int64_t row0 = s0 * seq_len;
-    status = Chunk(layer, hidden.data() + row0 * H, seqs, seq_len, see,
-                   out == nullptr ? nullptr : out + row0 * H);
+    const size_t elems = static_cast<size_t>(seqs * seq_len * H);
+    status = kc::CudaStatus(cudaEventSynchronize(slot_free[slot]), "cudaEventSynchronize",
+                            __FILE__, __LINE__);
+    if (!status.ok()) break;
+    HostCopy(staged_in[slot].get(), hidden.data() + row0 * H, elems);
+    status = Chunk(layer, staged_in[slot].get(), seqs, seq_len, see,
+                   out == nullptr ? nullptr : staged_out[slot].get());
+    if (!status.ok()) break;
+    status = kc::CudaStatus(cudaEventRecord(slot_free[slot], stream), "cudaEventRecord", __FILE__,
+                            __LINE__);
+    if (!status.ok()) break;
+    if (out != nullptr) {
+      status = kc::CudaStatus(cudaEventRecord(out_ready[slot], stream), "cudaEventRecord",
+                              __FILE__, __LINE__);
+      if (status.ok()) status = drain();
+      pending_row0 = row0;
+      pending_elems = static_cast<int64_t>(elems);
+      pending_slot = slot;
+    }
   }
-  // Always drain the stream: queued work may still read `hidden` or a captured buffer.
+  if (status.ok()) status = drain();
+  // Always drain the stream: queued work may still read a staging or a captured buffer.
   const absl::Status synced = kc::CudaStatus(cudaStreamSynchronize(stream),
                                              "cudaStreamSynchronize", __FILE__, __LINE__);
   return status.ok() ? synced : status;
@@ -369,6 +470,10 @@ absl::StatusOr<std::unique_ptr<GpuBlockRunner>> GpuBlockRunner::Create(
   impl->cfg = c;
   impl->options = options;
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamCreate(&impl->stream));
+  for (int b = 0; b < 2; ++b) {
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&impl->slot_free[b], cudaEventDisableTiming));
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&impl->out_ready[b], cudaEventDisableTiming));
+  }
   BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasCreate(&impl->cublas));
   BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasSetStream(impl->cublas, impl->stream));
 
