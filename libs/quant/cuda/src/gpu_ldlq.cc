@@ -112,33 +112,81 @@ absl::StatusOr<GpuHessianFactor> GpuLdlq::Factor(absl::Span<const double> h, int
     if (!std::isfinite(v))
       return absl::InvalidArgumentError("GpuLdlq::Factor: the Hessian has a non-finite entry");
   }
-  // FactorHessian's diagonal repair, on the host (O(n)).
-  std::vector<double> diag(n);
-  double mean_diag = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    diag[i] = h[i * n + i];
-    mean_diag += diag[i];
+  std::vector<double> h_diag(n);
+  for (int64_t i = 0; i < n; ++i) h_diag[i] = h[i * n + i];
+  GpuHessianFactor out;
+  out.dim_ = n;
+  out.buffers_ = std::make_unique<GpuHessianFactor::Buffers>();
+  if (absl::Status s = out.buffers_->h.Reserve(n * n); !s.ok()) return s;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.buffers_->h.get(), h.data(),
+                                               static_cast<size_t>(n * n) * sizeof(double),
+                                               cudaMemcpyHostToDevice, stream_));
+  return FactorStaged(std::move(out), std::move(h_diag), options, host_copy);
+}
+
+absl::StatusOr<GpuHessianFactor> GpuLdlq::FactorDevice(const double* h, int64_t n,
+                                                       const DampingOptions& options,
+                                                       HessianFactor* host_copy) {
+  if (n <= 0 || h == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("GpuLdlq::FactorDevice: dim ", n, " or null h"));
   }
+  if (n > 46340) {
+    return absl::InvalidArgumentError(absl::StrCat("GpuLdlq::FactorDevice: dim ", n, " too large"));
+  }
+  GpuHessianFactor out;
+  out.dim_ = n;
+  out.buffers_ = std::make_unique<GpuHessianFactor::Buffers>();
+  if (absl::Status s = out.buffers_->h.Reserve(n * n); !s.ok()) return s;
+  double* fh = out.buffers_->h.get();
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(fh, h, static_cast<size_t>(n * n) * sizeof(double),
+                                               cudaMemcpyDeviceToDevice, stream_));
+  // The checks Factor makes on the host: every entry finite (a flag on the device), and the
+  // diagonal (a strided copy of n values) for the repair and the damping.
+  DeviceArray<int> flag;
+  if (absl::Status s = flag.Reserve(1); !s.ok()) return s;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flag.get(), 0, sizeof(int), stream_));
+  if (absl::Status s = internal::LaunchFlagNonFinite(fh, n * n, flag.get(), stream_); !s.ok()) {
+    return s;
+  }
+  std::vector<double> h_diag(n);
+  int non_finite = 0;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(h_diag.data(), sizeof(double), fh,
+                                                 static_cast<size_t>(n + 1) * sizeof(double),
+                                                 sizeof(double), static_cast<size_t>(n),
+                                                 cudaMemcpyDeviceToHost, stream_));
+  BITLOOM_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(&non_finite, flag.get(), sizeof(int), cudaMemcpyDeviceToHost, stream_));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  if (non_finite != 0) {
+    return absl::InvalidArgumentError("GpuLdlq::FactorDevice: the Hessian has a non-finite entry");
+  }
+  return FactorStaged(std::move(out), std::move(h_diag), options, host_copy);
+}
+
+absl::StatusOr<GpuHessianFactor> GpuLdlq::FactorStaged(GpuHessianFactor out,
+                                                       std::vector<double> h_diag,
+                                                       const DampingOptions& options,
+                                                       HessianFactor* host_copy) {
+  const int64_t n = out.dim_;
+  // FactorHessian's diagonal repair, on the host (O(n)).
+  std::vector<double> diag = h_diag;
+  double mean_diag = 0.0;
+  for (int64_t i = 0; i < n; ++i) mean_diag += diag[i];
   mean_diag /= static_cast<double>(n);
   if (!(mean_diag > 0.0)) mean_diag = 1.0;
   for (double& d : diag) {
     if (!(d > 0.0)) d = mean_diag;
   }
 
-  GpuHessianFactor out;
-  out.dim_ = n;
-  out.buffers_ = std::make_unique<GpuHessianFactor::Buffers>();
   GpuHessianFactor::Buffers& fb = *out.buffers_;
   Workspace& ws = *ws_;
   const size_t n2 = static_cast<size_t>(n * n);
-  for (absl::Status s : {fb.h.Reserve(n * n), fb.u.Reserve(n * n), fb.damp_diag.Reserve(n),
-                         ws.a.Reserve(n * n), ws.x.Reserve(n * n)}) {
+  for (absl::Status s : {fb.u.Reserve(n * n), fb.damp_diag.Reserve(n), ws.a.Reserve(n * n),
+                         ws.x.Reserve(n * n)}) {
     if (!s.ok()) return s;
   }
   DeviceArray<double> d_diag;
   if (absl::Status s = d_diag.Reserve(n); !s.ok()) return s;
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(fb.h.get(), h.data(), n2 * sizeof(double),
-                                               cudaMemcpyHostToDevice, stream_));
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d_diag.get(), diag.data(), n * sizeof(double),
                                                cudaMemcpyHostToDevice, stream_));
   const int ni = static_cast<int>(n);
@@ -190,7 +238,7 @@ absl::StatusOr<GpuHessianFactor> GpuLdlq::Factor(absl::Span<const double> h, int
 
   // c = diag(Hd − H), FactorHessian's added_diagonal (same expression, same rounding).
   std::vector<double> damp(n, 0.0);
-  for (int64_t i = 0; i < n; ++i) damp[i] = diag[i] - h[i * n + i] + lambda * mean_diag;
+  for (int64_t i = 0; i < n; ++i) damp[i] = diag[i] - h_diag[i] + lambda * mean_diag;
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(fb.damp_diag.get(), damp.data(),
                                                n * sizeof(double), cudaMemcpyHostToDevice,
                                                stream_));

@@ -134,16 +134,13 @@ absl::StatusOr<std::unique_ptr<SiteFactor>> GpuQuantBackend::Factor(
     return absl::InvalidArgumentError(
         absl::StrCat("GpuQuantBackend: rotation of width ", rotation.size(), " for dim ", n));
   }
-  // The mean and R·H·Rᵀ on the device (fp64); GpuLdlq::Factor takes the result from the host.
+  // The mean, R·H·Rᵀ (fp64) and the factorisation, all on the device: the rotated mean never
+  // visits the host (a 2 × 1.6 GB round trip per block at dim 14336 before).
   internal::DeviceArray<double>& h = staging_->hessian;
   if (absl::Status s = h.Reserve(n * n); !s.ok()) return s;
   if (absl::Status s = gpu->accumulator().MeanToDevice(h.get(), kStream); !s.ok()) return s;
   if (absl::Status s = rotator_->Rotate(h.get(), rotation, pool_, kStream); !s.ok()) return s;
-  std::vector<double> rotated(static_cast<size_t>(n * n));
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-      rotated.data(), h.get(), rotated.size() * sizeof(double), cudaMemcpyDeviceToHost, kStream));
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(kStream));
-  auto factor = ldlq_->Factor(rotated, n, damping);
+  auto factor = ldlq_->FactorDevice(h.get(), n, damping);
   if (!factor.ok()) return factor.status();
   auto out = std::make_unique<GpuSiteFactor>();
   out->factor = std::move(*factor);

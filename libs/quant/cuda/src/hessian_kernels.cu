@@ -54,6 +54,13 @@ __global__ void BuildReversedDampedKernel(const double* h, const double* diag, d
   }
 }
 
+__global__ void FlagNonFiniteKernel(const double* a, int64_t count, int* flag) {
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < count;
+       k += int64_t{gridDim.x} * blockDim.x) {
+    if (!isfinite(a[k])) *flag = 1;  // a benign race: every writer writes 1
+  }
+}
+
 __global__ void SetIdentityKernel(double* a, int64_t n) {
   const int64_t total = n * n;
   for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < total;
@@ -127,6 +134,13 @@ absl::Status LaunchBuildReversedDamped(const double* h, const double* diag, doub
                                        cudaStream_t stream) {
   BuildReversedDampedKernel<<<GridFor(n * n), kThreads, 0, stream>>>(h, diag, shift,
                                                                       diagonal_only, a, n);
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchFlagNonFinite(const double* a, int64_t count, int* flag,
+                                 cudaStream_t stream) {
+  FlagNonFiniteKernel<<<GridFor(count), kThreads, 0, stream>>>(a, count, flag);
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

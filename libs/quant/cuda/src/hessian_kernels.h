@@ -28,6 +28,9 @@ absl::Status LaunchBuildReversedDamped(const double* h, const double* diag, doub
                                        bool diagonal_only, double* a, int64_t n,
                                        cudaStream_t stream);
 
+// *flag = 1 when any of a[0, count) is not finite (the caller zeroes it first; it is only ever set).
+absl::Status LaunchFlagNonFinite(const double* a, int64_t count, int* flag, cudaStream_t stream);
+
 // a [n, n] = I.
 absl::Status LaunchSetIdentity(double* a, int64_t n, cudaStream_t stream);
 

@@ -98,6 +98,11 @@ class GpuLdlq {
   absl::StatusOr<GpuHessianFactor> Factor(absl::Span<const double> h, int64_t dim,
                                           const DampingOptions& options,
                                           HessianFactor* host_copy = nullptr);
+  // The same with h [dim, dim] fp64 in device memory (read in stream order on this GpuLdlq's
+  // stream; copied, so it may be reused once this returns): no round trip through the host.
+  absl::StatusOr<GpuHessianFactor> FactorDevice(const double* h, int64_t dim,
+                                                const DampingOptions& options,
+                                                HessianFactor* host_copy = nullptr);
 
   // QuantizeLdlq. w: [rows, cols] fp32 in rotated space, on the host (checked for non-finite
   // values, like the CPU) or on the device (not checked). INVALID_ARGUMENT for a shape that does
@@ -132,6 +137,10 @@ class GpuLdlq {
   cudaStream_t stream() const { return stream_; }
 
  private:
+  // Factor's body once fb.h holds H: `diag` is H's diagonal as given.
+  absl::StatusOr<GpuHessianFactor> FactorStaged(GpuHessianFactor out, std::vector<double> h_diag,
+                                                const DampingOptions& options,
+                                                HessianFactor* host_copy);
   struct Workspace;
   GpuLdlq(cudaStream_t stream, const GpuLdlqOptions& options, std::unique_ptr<Workspace> ws);
   absl::StatusOr<std::vector<QuantizedWeight>> Run(const float* w, int64_t rows, int64_t cols,

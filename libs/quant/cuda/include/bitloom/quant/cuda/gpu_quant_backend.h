@@ -1,12 +1,13 @@
 // GpuQuantBackend: the QuantBackend (quant/quant_backend.h) of one GPU, over GpuHessianAccumulator
-// and GpuLdlq. The pipeline's fp32 activations and weights arrive in host memory (the CPU engine
-// runs the blocks); they are uploaded through one staging buffer of at most kStagingRows rows, the
-// Hessian sums and LDLQ stay on the device, and the results come back as the CPU's types.
+// and GpuLdlq. The pipeline's fp32 activations arrive in device memory from GpuBlockRunner
+// (SiteHessian::AddOnDevice) or in host memory from another runner (uploaded through one staging
+// buffer of at most kStagingRows rows); weights arrive in host memory. The Hessian sums and LDLQ
+// stay on the device, and the results come back as the CPU's types.
 //
 // What runs where, all on the GPU: Hessian accumulation (cuBLAS SSYRK, fp32 partial sums folded
 // into fp64), the mean's rotation R·H·Rᵀ (GpuHessianRotator: fp64 GEMMs), factorisation (cuSOLVER
-// fp64 Cholesky; the rotated mean makes one round trip through the host, GpuLdlq::Factor's input)
-// and LDLQ at one or all code widths. The host builds each width's R₀ once (the pool).
+// fp64 Cholesky, GpuLdlq::FactorDevice on the rotated mean where it lies) and LDLQ at one or all
+// code widths. The host builds each width's R₀ once (the pool).
 // Results agree with CpuQuantBackend to the tolerances of gpu_ldlq.h (codes ≥ 99% equal, proxy
 // losses within 1%); they are deterministic on one GPU model and library version.
 //
