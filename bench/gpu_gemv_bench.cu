@@ -38,6 +38,7 @@
 #include "absl/types/span.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "gpu_bench_util.cuh"
+#include "bitloom/kernels/cuda/dependent_launch.h"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
 #include "bitloom/kernels/hadamard.h"
@@ -230,13 +231,23 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
       std::string by_warps;
       for (int w : kSweepWarps) {
         if (w > super_chunks) break;
-        auto forced = [&](int i) { return LaunchScalarCodecGemvGroup(params(i), w, stream); };
+        auto forced = [&](int i) {
+          return LaunchScalarCodecGemvGroup(params(i), GemvTuning{.warps_per_block = w}, stream);
+        };
         double secs = 0.0;
         std::string how_forced;
         if (absl::Status s = TimeLaunches(stream, iters, forced, &secs, &how_forced); !s.ok())
           return s;
         absl::StrAppend(&by_warps, by_warps.empty() ? "" : ",", "\"", w, "\":", secs * 1e6);
       }
+      // The plan's launch without dependent launch, for the same-run comparison.
+      double serial_s = 0.0;
+      std::string how_serial;
+      const bool dependent = DependentLaunchEnabled();
+      SetDependentLaunch(false);
+      const absl::Status serial = TimeLaunches(stream, iters, grouped, &serial_s, &how_serial);
+      SetDependentLaunch(dependent);
+      if (!serial.ok()) return serial;
       double bytes = static_cast<double>(batch * x_stride * 2);
       std::string rows_list, bits_list, bits_label;
       for (int e = 0; e < shape.count; ++e) {
@@ -258,12 +269,14 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
                                          ",\"speedup_vs_separate\":", separate_s / group_s)
                           : std::string(),
           ",\"planned_warps\":", planned, ",\"time_us_by_warps\":{", by_warps, "}",
+          ",\"time_us_without_dependent_launch\":", serial_s * 1e6,
           ",\"timing\":\"", how, "\"}"));
       std::fprintf(stderr,
-                   "%-11s %-17s %13s %6ld %8s %5d %9.2f %8.0f %6.3f  W=%d  separate %.2f us\n",
+                   "%-11s %-17s %13s %6ld %8s %5d %9.2f %8.0f %6.3f  W=%d  separate %.2f us"
+                   "  no-PDL %.2f us\n",
                    shape.model, shape.layer, rows_list.c_str(), static_cast<long>(shape.cols),
                    bits_label.c_str(), batch, group_s * 1e6, gbps, gbps / copy_gbps, planned,
-                   separate_s * 1e6);
+                   separate_s * 1e6, serial_s * 1e6);
     }
   }
   return absl::OkStatus();

@@ -1,5 +1,6 @@
 // gpu_rotation_bench: the randomized Hadamard rotation of decode activations (LaunchHadamardRotate)
-// at the widths of real models, batch 1 and 8. JSON on stdout, a short table on stderr.
+// at the widths of real models, batch 1 and 8 (decode) and 2048 (a prefill chunk). JSON on stdout,
+// a short table on stderr.
 //
 //   gpu_rotation_bench [--iters N] > rotation.json
 //
@@ -38,7 +39,7 @@ using bench::DeviceMemory;
 
 constexpr int kLaunchesPerGraph = 32;
 constexpr int64_t kWidths[] = {576, 960, 1536, 2048, 4096, 8192, 14336, 28672};
-constexpr int kBatches[] = {1, 8};
+constexpr int kBatches[] = {1, 8, 2048};  // decode, decode bucket, prefill chunk
 
 // Values in [-1, 1) from a hash of the index, as fp32 or fp16.
 __global__ void FillActivations(void* p, int64_t n, bool f16) {

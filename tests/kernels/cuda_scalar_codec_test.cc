@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/types/span.h"
 #include "bitloom/core/dtype.h"
+#include "bitloom/kernels/cuda/dependent_launch.h"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
 #include "bitloom/kernels/hadamard.h"
@@ -161,7 +162,7 @@ TEST(CudaHadamardRotation, RealWidthsBatch1And8) {
 // A prefill chunk is rotated in one launch: hundreds of rows (both schedules: 96 is the fallback).
 TEST(CudaHadamardRotation, PrefillChunkInOneLaunch) {
   BITLOOM_SKIP_WITHOUT_GPU();
-  for (int64_t n : {96, 576, 4096, 14336}) CheckRotationAllTypes({n, 300});
+  for (int64_t n : {96, 576, 4096, 14336, 28672}) CheckRotationAllTypes({n, 300});
 }
 
 // Every cluster size the register-tiled schedule accepts for a width (1..8 blocks per row), and
@@ -262,6 +263,32 @@ TEST(CudaHadamardRotationPlan, TiledScheduleCoversTheRealWidths) {
     ASSERT_TRUE(a100.ok()) << a100.status();
     EXPECT_EQ(a100->cluster_blocks, 1);
     EXPECT_TRUE(IsSupported(80, p));
+  }
+}
+
+// A prefill chunk's rows fill the GPU on their own: from kWholeRowBatch rows the launcher takes the
+// fewest blocks per row whose shared memory fits (one, up to 28672 on sm_90), below it the decode
+// split.
+TEST(CudaHadamardRotationPlan, ManyRowsKeepRowsWhole) {
+  struct Want {
+    int64_t n;
+    int cluster_many_rows;
+    int cluster_decode;
+  };
+  for (const Want w : {Want{4096, 1, 2}, Want{8192, 1, 4}, Want{14336, 1, 7}, Want{28672, 1, 7}}) {
+    SCOPED_TRACE(::testing::Message() << "n=" << w.n);
+    absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(w.n, 3);
+    ASSERT_TRUE(rot.ok());
+    HadamardRotateParams p = PlanProbe(*rot);
+    p.batch = kWholeRowBatch;
+    absl::StatusOr<RotateLaunchInfo> many = PlanHadamardRotate(90, p);
+    ASSERT_TRUE(many.ok()) << many.status();
+    EXPECT_EQ(many->schedule, RotateSchedule::kRegisterTiled);
+    EXPECT_EQ(many->cluster_blocks, w.cluster_many_rows);
+    p.batch = kWholeRowBatch - 1;
+    absl::StatusOr<RotateLaunchInfo> few = PlanHadamardRotate(90, p);
+    ASSERT_TRUE(few.ok()) << few.status();
+    EXPECT_EQ(few->cluster_blocks, w.cluster_decode);
   }
 }
 
@@ -479,10 +506,12 @@ PackedMatrix RandomPackedMatrix(int64_t rows, int64_t cols, int bits, int group_
 
 // Every entry of one LaunchScalarCodecGemvGroup against ScalarCodecGemv, batches 1, 3 and 8;
 // outputs carry a NaN tail (and NaN gaps between fused slices) that must stay unwritten.
-// warps_per_block: 0 for the launcher's plan, else forced.
-void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries, int warps_per_block = 0) {
+// `tuning`: the launcher's plan unless forced.
+void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries,
+                    const GemvTuning& tuning = {}) {
   SCOPED_TRACE(::testing::Message() << "cols=" << cols << " entries=" << entries.size()
-                                    << " warps=" << warps_per_block);
+                                    << " warps=" << tuning.warps_per_block
+                                    << " dependent_launch=" << DependentLaunchEnabled());
   const int kBatch = kGemvMaxBatch;
   absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(cols, 91 + cols);
   ASSERT_TRUE(rot.ok());
@@ -554,7 +583,7 @@ void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries, int wa
     }
     ASSERT_EQ(cudaMemset(d_fused.as<void>(), 0xFF, d_fused.bytes()), cudaSuccess);
     ASSERT_TRUE(IsSupported(DeviceSm(), absl::MakeConstSpan(group)));
-    const absl::Status st = LaunchScalarCodecGemvGroup(group, warps_per_block, nullptr);
+    const absl::Status st = LaunchScalarCodecGemvGroup(group, tuning, nullptr);
     ASSERT_TRUE(st.ok()) << st;
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 
@@ -611,9 +640,23 @@ TEST(CudaScalarCodecGemvGroup, MatchesCpuWithMixedBitsAndRows) {
                         {100, 8, 32, true}});
   // Any warps per block is correct, including more warps than super-chunks (idle warps).
   for (int warps : {1, 3, 8}) {
-    CheckGemvGroup(14336, {{300, 3, 128, false}, {53, 6, 256, true}}, warps);
-    CheckGemvGroup(576, {{37, 2, 128, false}, {100, 5, 64, true}}, warps);
+    CheckGemvGroup(14336, {{300, 3, 128, false}, {53, 6, 256, true}}, {.warps_per_block = warps});
+    CheckGemvGroup(576, {{37, 2, 128, false}, {100, 5, 64, true}}, {.warps_per_block = warps});
   }
+}
+
+// Dependent launch changes only the speed: with it on and off, the GEMV (which loads its first
+// codes before waiting for the kernel ahead) matches the CPU, and the rotation ahead of it is
+// always complete before it reads x.
+TEST(CudaScalarCodecGemvGroup, DependentLaunchKeepsResults) {
+  BITLOOM_SKIP_WITHOUT_GPU();
+  const bool dependent = DependentLaunchEnabled();
+  for (bool on : {true, false}) {
+    SetDependentLaunch(on);
+    CheckGemvGroup(14336, {{300, 3, 128, false}, {53, 4, 128, true}}, {.warps_per_block = 1});
+    CheckGemvGroup(1000, {{37, 2, 64, false}, {100, 8, 128, true}});
+  }
+  SetDependentLaunch(dependent);
 }
 
 // The launch plan is host arithmetic: one wave on the device, as many warps per block as fit.
@@ -716,7 +759,8 @@ TEST(CudaScalarCodecGemvGroup, RejectsBadParamsNamingEntryAndField) {
   g = good;
   g[1].group_size = 48;
   expect_bad(g, "entry 1: ", "group_size 48");
-  const absl::Status forced = LaunchScalarCodecGemvGroup(good, 9, nullptr);
+  const absl::Status forced =
+      LaunchScalarCodecGemvGroup(good, GemvTuning{.warps_per_block = 9}, nullptr);
   EXPECT_EQ(forced.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(forced.message().find("warps_per_block 9"), std::string::npos) << forced;
 

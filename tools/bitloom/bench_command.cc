@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -31,6 +32,12 @@ ABSL_FLAG(double, vram_fraction, 0.9, "bench: fraction of free GPU memory for th
 ABSL_FLAG(double, vram_budget_gib, 0,
           "bench: the pool's exact size in GiB (e.g. 24 to check a memory target); 0: --vram_fraction");
 ABSL_FLAG(bool, embedding_in_host, false, "bench: keep the token embedding in pinned host memory");
+ABSL_FLAG(bool, dependent_launch, true,
+          "bench: let decode kernels start while the kernel ahead finishes (Hopper); false for an "
+          "A/B baseline");
+ABSL_FLAG(int, prefill_gemm_mib, 0,
+          "bench: workspace for the prefill GEMM's expanded weight slices, MiB (0: the engine's "
+          "default)");
 ABSL_FLAG(bool, skip_gpu, false, "bench: only the latency part against --inferd");
 ABSL_FLAG(int, clients, 0,
           "bench: concurrent streaming clients against --inferd (0: no latency part)");
@@ -128,6 +135,8 @@ int RunBench(const std::string& artifact_name, const std::string& inferd_address
   gpu.vram_fraction = absl::GetFlag(FLAGS_vram_fraction);
   gpu.vram_budget_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_vram_budget_gib) * double(uint64_t{1} << 30));
   gpu.embedding_in_host = absl::GetFlag(FLAGS_embedding_in_host);
+  gpu.dependent_launch = absl::GetFlag(FLAGS_dependent_launch);
+  gpu.prefill_gemm_bytes = static_cast<uint64_t>(std::max(absl::GetFlag(FLAGS_prefill_gemm_mib), 0)) << 20;
   gpu.seed = absl::GetFlag(FLAGS_seed) + 1;
 
   nlohmann::json out;

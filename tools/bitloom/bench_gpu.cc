@@ -20,6 +20,7 @@
 #include "bitloom/engine/gpu_decoder_model.h"
 #include "bitloom/engine/vram_pool.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
+#include "bitloom/kernels/cuda/dependent_launch.h"
 #include "bitloom/kernels/cuda/sampling.h"
 
 namespace bitloom::tools {
@@ -243,6 +244,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
           ? 0
           : *std::max_element(options.prefill_lengths.begin(), options.prefill_lengths.end());
   const int decode_len = options.decode_context + 2 * (options.warmup_steps + options.steps) + 1;
+  kernels::cuda::SetDependentLaunch(options.dependent_launch);
   engine::GpuModelOptions model_options;
   model_options.model_id = "bench";
   model_options.max_batch = max_batch;
@@ -250,6 +252,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
   model_options.prefill_chunk = options.prefill_chunk;
   model_options.use_cuda_graphs = options.cuda_graphs;
   model_options.embedding_in_host = options.embedding_in_host;
+  if (options.prefill_gemm_bytes > 0) model_options.prefill_gemm_bytes = options.prefill_gemm_bytes;
   model_options.kv_pages = std::max(max_batch * PagesFor(decode_len, model_options.page_size),
                                     PagesFor(max_prefill, model_options.page_size)) +
                            max_batch;
@@ -259,7 +262,9 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
                           {"page_size", model_options.page_size},
                           {"prefill_chunk", model_options.prefill_chunk},
                           {"cuda_graphs", model_options.use_cuda_graphs},
-                          {"embedding_in_host", model_options.embedding_in_host}};
+                          {"embedding_in_host", model_options.embedding_in_host},
+                          {"dependent_launch", kernels::cuda::DependentLaunchEnabled()},
+                          {"prefill_gemm_bytes", model_options.prefill_gemm_bytes}};
 
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<engine::PoolMemory> memory,
                            engine::AllocateDevicePoolMemory(

@@ -43,6 +43,8 @@ struct GpuBenchOptions {
   double vram_fraction = 0.9;  // of the free device memory, for the pool
   uint64_t vram_budget_bytes = 0;  // when > 0, the pool is exactly this (instead of the fraction)
   bool embedding_in_host = false;  // GpuModelOptions::embedding_in_host
+  bool dependent_launch = true;    // kernels::cuda::SetDependentLaunch, for A/B runs
+  uint64_t prefill_gemm_bytes = 0;  // GpuModelOptions::prefill_gemm_bytes when > 0
   uint64_t seed = 1;           // random token ids
 };
 

@@ -10,7 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/embedding_gather.h"
+#include "dependent_launch.cuh"
 #include "device_util.cuh"
+#include "launch.h"
 
 namespace bitloom::kernels::cuda {
 namespace {
@@ -19,6 +21,8 @@ constexpr int kThreads = 256;
 
 template <bool kVec8>
 __global__ void EmbeddingGatherKernel(EmbeddingGatherParams p) {
+  detail::AllowDependentLaunch();
+  detail::WaitForPredecessors();
   const int64_t t = blockIdx.x;
   const int32_t id = p.ids[t];
   float* out = p.out + t * p.hidden;
@@ -63,13 +67,9 @@ absl::Status LaunchEmbeddingGather(const EmbeddingGatherParams& p, cudaStream_t 
   if (p.tokens == 0) return absl::OkStatus();
   const bool vec8 = p.hidden % 8 == 0 && reinterpret_cast<uintptr_t>(p.table) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
-  if (vec8) {
-    EmbeddingGatherKernel<true><<<static_cast<unsigned>(p.tokens), kThreads, 0, stream>>>(p);
-  } else {
-    EmbeddingGatherKernel<false><<<static_cast<unsigned>(p.tokens), kThreads, 0, stream>>>(p);
-  }
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
+  const detail::KernelShape shape{dim3(static_cast<unsigned>(p.tokens)), dim3(kThreads)};
+  return detail::LaunchKernel(shape, stream,
+                              vec8 ? EmbeddingGatherKernel<true> : EmbeddingGatherKernel<false>, p);
 }
 
 }  // namespace bitloom::kernels::cuda

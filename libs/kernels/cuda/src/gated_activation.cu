@@ -9,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/gated_activation.h"
+#include "dependent_launch.cuh"
+#include "launch.h"
 
 namespace bitloom::kernels::cuda {
 namespace {
@@ -35,6 +37,8 @@ __device__ __forceinline__ float Act(float x) {
 
 template <Activation kAct>
 __global__ void GatedActivationKernel(GatedActivationParams p) {
+  detail::AllowDependentLaunch();
+  detail::WaitForPredecessors();
   const int64_t col = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (col >= p.dim) return;
   for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
@@ -66,13 +70,11 @@ absl::Status LaunchGatedActivation(const GatedActivationParams& p, cudaStream_t 
   if (p.rows == 0) return absl::OkStatus();
   const dim3 grid(static_cast<unsigned>((p.dim + kThreads - 1) / kThreads),
                   static_cast<unsigned>(p.rows < kMaxGridY ? p.rows : kMaxGridY));
-  if (p.activation == Activation::kSilu) {
-    GatedActivationKernel<Activation::kSilu><<<grid, kThreads, 0, stream>>>(p);
-  } else {
-    GatedActivationKernel<Activation::kGeluTanh><<<grid, kThreads, 0, stream>>>(p);
-  }
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
+  return detail::LaunchKernel({grid, dim3(kThreads)}, stream,
+                              p.activation == Activation::kSilu
+                                  ? GatedActivationKernel<Activation::kSilu>
+                                  : GatedActivationKernel<Activation::kGeluTanh>,
+                              p);
 }
 
 }  // namespace bitloom::kernels::cuda

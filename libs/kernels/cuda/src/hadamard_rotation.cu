@@ -15,8 +15,10 @@
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "device_properties.h"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
+#include "dependent_launch.cuh"
 #include "device_util.cuh"
 #include "hadamard_rotation_tiled.cuh"
+#include "launch.h"
 
 namespace bitloom::kernels::cuda {
 namespace {
@@ -73,6 +75,8 @@ template <typename Tin, typename Tout>
 __global__ void HadamardRotateKernel(RotateArgs a) {
   extern __shared__ float row[];  // [n] fp32, then [p·p] int8 when mixing
   int8_t* base = reinterpret_cast<int8_t*>(row + a.n);
+  detail::AllowDependentLaunch();
+  detail::WaitForPredecessors();
   const Tin* x = static_cast<const Tin*>(a.x) + blockIdx.x * a.x_stride;
   Tout* out = static_cast<Tout*>(a.out) + blockIdx.x * a.out_stride;
   const int tid = threadIdx.x;
@@ -281,6 +285,8 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
   const int rank = static_cast<int>(blockIdx.x) % c;
   const int row = static_cast<int>(blockIdx.x) / c;
   if (clustered) detail::ClusterArriveRelaxed();
+  detail::AllowDependentLaunch();
+  detail::WaitForPredecessors();
 
   const Tin* x = static_cast<const Tin*>(a.x) + row * a.x_stride;
   Tout* out = static_cast<Tout*>(a.out) + row * a.out_stride;
@@ -543,6 +549,13 @@ absl::StatusOr<RotateSchedule> ChooseSchedule(int sm, const HadamardRotateParams
                                               TiledPlan* tiled) {
   if (absl::Status s = Validate(p); !s.ok()) return s;
   if (p.schedule == RotateSchedule::kRowPerBlock) return RotateSchedule::kRowPerBlock;
+  if (p.cluster_blocks == 0 && p.batch >= kWholeRowBatch) {
+    // Many rows: the fewest blocks per row that plan (shared memory, a divisor of p).
+    for (int c = 1; c <= kMaxClusterBlocks; ++c) {
+      if (c > 1 && sm < 90) break;
+      if (PlanTiled(p.rotation, sm, c, tiled).ok()) return RotateSchedule::kRegisterTiled;
+    }
+  }
   const absl::Status s = PlanTiled(p.rotation, sm, p.cluster_blocks, tiled);
   if (s.ok()) return RotateSchedule::kRegisterTiled;
   if (p.schedule == RotateSchedule::kRegisterTiled || p.cluster_blocks != 0) return s;
@@ -565,9 +578,9 @@ absl::Status LaunchRowPerBlock(const HadamardRotateParams& p, cudaStream_t strea
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   }
-  kernel<<<p.batch, threads, smem, stream>>>(a);
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
+  return detail::LaunchKernel(
+      {dim3(static_cast<unsigned>(p.batch)), dim3(threads), static_cast<size_t>(smem)}, stream,
+      kernel, a);
 }
 
 template <typename Tin, typename Tout, int P>
@@ -598,25 +611,10 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan.shared_bytes)));
   }
   const unsigned grid = static_cast<unsigned>(p.batch * plan.cluster);
-  if (plan.cluster > 1) {
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = static_cast<unsigned>(plan.cluster);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3(grid);
-    config.blockDim = dim3(static_cast<unsigned>(plan.threads));
-    config.dynamicSmemBytes = static_cast<size_t>(plan.shared_bytes);
-    config.stream = stream;
-    config.attrs = attr;
-    config.numAttrs = 1;
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, kernel, a));
-  } else {
-    kernel<<<grid, plan.threads, plan.shared_bytes, stream>>>(a);
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  }
-  return absl::OkStatus();
+  return detail::LaunchKernel({dim3(grid), dim3(static_cast<unsigned>(plan.threads)),
+                               static_cast<size_t>(plan.shared_bytes),
+                               static_cast<unsigned>(plan.cluster)},
+                              stream, kernel, a);
 }
 
 template <typename Tin, typename Tout>

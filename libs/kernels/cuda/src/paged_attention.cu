@@ -54,6 +54,8 @@
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/paged_attention.h"
+#include "dependent_launch.cuh"
+#include "launch.h"
 #include "paged_attention.cuh"
 #include "paged_prefill_attention_mma.cuh"
 
@@ -107,6 +109,8 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
   __shared__ float s_m[kStreams][H];
   __shared__ float s_l[kStreams][H];
   __shared__ __align__(16) float s_acc[kStreams][H][D];
+  detail::AllowDependentLaunch();
+  detail::WaitForPredecessors();
 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
@@ -248,20 +252,42 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
 }
 
 // Merges the splits of one (sequence, head): grid (num_heads, batch), D threads, thread = dim.
+// Every split's (m, l) is loaded at once (thread s takes split s) and the max found with shuffles;
+// the weighted sums then run in split order, unrolled so the acc loads of 8 splits are in flight
+// together (a loop of dependent-looking loads had cost one L2 round trip per split).
 template <int D>
 __global__ void __launch_bounds__(D) DecodeCombineKernel(const DecodeArgs a) {
+  static_assert(D % 32 == 0, "one warp-max per full warp");
   __shared__ float weight[kDecodeMaxSplits];
+  __shared__ float split_l[kDecodeMaxSplits];
+  __shared__ float warp_max[D / 32];
+  detail::AllowDependentLaunch();
+  detail::WaitForPredecessors();
   const int64_t bh = int64_t{blockIdx.y} * a.num_heads + blockIdx.x;
   const int64_t row0 = bh * a.num_splits;
+  const int splits = a.num_splits;
   const float* ml = a.ws_ml + row0 * 2;
   float mx = -INFINITY;
-  for (int s = 0; s < a.num_splits; ++s) mx = fmaxf(mx, ml[s * 2]);
-  for (int s = threadIdx.x; s < a.num_splits; s += D) weight[s] = ExpDiff(ml[s * 2], mx);
+  for (int s = threadIdx.x; s < splits; s += D) {
+    const float m = ml[s * 2];
+    weight[s] = m;
+    split_l[s] = ml[s * 2 + 1];
+    mx = fmaxf(mx, m);
+  }
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, offset));
+  }
+  if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = mx;
+  __syncthreads();
+  mx = warp_max[0];
+  for (int w = 1; w < D / 32; ++w) mx = fmaxf(mx, warp_max[w]);
+  for (int s = threadIdx.x; s < splits; s += D) weight[s] = ExpDiff(weight[s], mx);
   __syncthreads();
   float sum = 0.0f, val = 0.0f;
   const float* acc = a.ws_acc + row0 * D + threadIdx.x;
-  for (int s = 0; s < a.num_splits; ++s) {
-    sum = fmaf(weight[s], ml[s * 2 + 1], sum);
+#pragma unroll 8
+  for (int s = 0; s < splits; ++s) {
+    sum = fmaf(weight[s], split_l[s], sum);
     val = fmaf(weight[s], acc[int64_t{s} * D], val);
   }
   detail::StoreFloat1(a.out, a.out_f16, bh * D + threadIdx.x, sum > 0.0f ? val / sum : 0.0f);
@@ -573,27 +599,17 @@ absl::Status LaunchDecodeDim(const PagedDecodeAttentionParams& p, const DecodeAt
   const dim3 grid(static_cast<unsigned>(plan.num_splits),
                   static_cast<unsigned>(p.cache.num_kv_heads * plan.head_chunks),
                   static_cast<unsigned>(p.batch));
-  switch (plan.heads_per_block) {
-    case 1:
-      PagedDecodeKernel<D, 1><<<grid, kDecodeThreads, 0, stream>>>(a);
-      break;
-    case 2:
-      PagedDecodeKernel<D, 2><<<grid, kDecodeThreads, 0, stream>>>(a);
-      break;
-    case 4:
-      PagedDecodeKernel<D, 4><<<grid, kDecodeThreads, 0, stream>>>(a);
-      break;
-    default:
-      PagedDecodeKernel<D, 8><<<grid, kDecodeThreads, 0, stream>>>(a);
-      break;
+  auto* kernel = plan.heads_per_block == 1   ? PagedDecodeKernel<D, 1>
+                 : plan.heads_per_block == 2 ? PagedDecodeKernel<D, 2>
+                 : plan.heads_per_block == 4 ? PagedDecodeKernel<D, 4>
+                                             : PagedDecodeKernel<D, 8>;
+  if (absl::Status s = detail::LaunchKernel({grid, dim3(kDecodeThreads)}, stream, kernel, a);
+      !s.ok()) {
+    return s;
   }
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  if (plan.num_splits > 1) {
-    const dim3 cgrid(static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
-    DecodeCombineKernel<D><<<cgrid, D, 0, stream>>>(a);
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  }
-  return absl::OkStatus();
+  if (plan.num_splits == 1) return absl::OkStatus();
+  const dim3 cgrid(static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
+  return detail::LaunchKernel({cgrid, dim3(D)}, stream, DecodeCombineKernel<D>, a);
 }
 
 PrefillArgs MakePrefillArgs(const PagedPrefillAttentionParams& p) {

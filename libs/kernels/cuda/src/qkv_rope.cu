@@ -17,6 +17,8 @@
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/qkv_rope.h"
 #include "block_reduce.cuh"
+#include "dependent_launch.cuh"
+#include "launch.h"
 
 namespace bitloom::kernels::cuda {
 namespace {
@@ -26,6 +28,8 @@ constexpr int kPairsPerLane = kMaxRopeHeadDim / 2 / 32;  // 8
 
 __global__ void __launch_bounds__(kWarps * 32) QkvRopeKernel(QkvRopeParams p, int log_page_size) {
   extern __shared__ float trig[];  // cos [half], then sin [half]
+  detail::AllowDependentLaunch();
+  detail::WaitForPredecessors();
   const int half = p.head_dim / 2;
   float* cos_s = trig;
   float* sin_s = trig + half;
@@ -190,9 +194,8 @@ absl::Status LaunchQkvRope(const QkvRopeParams& p, cudaStream_t stream) {
   const int items = p.num_heads + 2 * p.num_kv_heads;
   const dim3 grid(static_cast<unsigned>(p.tokens), static_cast<unsigned>((items + kWarps - 1) / kWarps));
   const size_t smem = sizeof(float) * static_cast<size_t>(p.head_dim);
-  QkvRopeKernel<<<grid, kWarps * 32, smem, stream>>>(p, log_page_size);
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
+  return detail::LaunchKernel({grid, dim3(kWarps * 32), smem}, stream, QkvRopeKernel, p,
+                              log_page_size);
 }
 
 }  // namespace bitloom::kernels::cuda

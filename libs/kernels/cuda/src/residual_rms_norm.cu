@@ -16,11 +16,15 @@
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/residual_rms_norm.h"
 #include "block_reduce.cuh"
+#include "dependent_launch.cuh"
+#include "launch.h"
 
 namespace bitloom::kernels::cuda {
 namespace {
 
 __global__ void ResidualRmsNormKernel(ResidualRmsNormParams p) {
+  detail::AllowDependentLaunch();
+  detail::WaitForPredecessors();
   const int64_t t = blockIdx.x;
   const int hidden = static_cast<int>(p.hidden);
   float* row = p.residual + t * p.hidden;
@@ -75,9 +79,8 @@ absl::Status LaunchResidualRmsNorm(const ResidualRmsNormParams& p, cudaStream_t 
   }
   if (p.tokens == 0) return absl::OkStatus();
   const int threads = p.hidden >= 4096 ? 1024 : 256;
-  ResidualRmsNormKernel<<<static_cast<unsigned>(p.tokens), threads, 0, stream>>>(p);
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
+  return detail::LaunchKernel({dim3(static_cast<unsigned>(p.tokens)), dim3(threads)}, stream,
+                              ResidualRmsNormKernel, p);
 }
 
 }  // namespace bitloom::kernels::cuda

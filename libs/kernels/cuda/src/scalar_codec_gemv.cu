@@ -61,8 +61,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
-#include "device_properties.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
+#include "dependent_launch.cuh"
+#include "device_properties.h"
+#include "launch.h"
 #include "scalar_codec_gemv.cuh"
 
 namespace bitloom::kernels::cuda {
@@ -207,13 +209,15 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
     StaticFor<4>([&](auto j_c) { acc[decltype(i_c)::value][decltype(j_c)::value] = 0.0f; });
   });
 
-  // Prologue: the first super-chunk's codes, scales and block-0 activations.
+  // Prologue: the first super-chunk's codes and scales (constant data, issued before the wait for
+  // the kernel ahead, so they are in flight while it finishes), then block 0's activations.
   ChunkRegs<K> r;
   uint32_t chunk = static_cast<uint32_t>(warp) * 4 + t;
   bool chunk_ok = chunk < chunks;
   StaticFor<kBlocksPerChunk>([&](auto b_c) {
     LoadChunkPart<K, decltype(b_c)::value>(r, l, chunk, chunk_ok, blocks_per_row);
   });
+  detail::WaitForPredecessors();
   uint32_t xw[16];
   StaticFor<4>([&](auto v_c) {
     LoadActivations<decltype(v_c)::value>(
@@ -288,6 +292,7 @@ template <int kLoK, int kHiK>
 __global__ void __launch_bounds__(kMaxWarps * 32, 2)
     ScalarCodecGemvKernel(const GemvGroupArgs a) {
   __shared__ float partial[kMaxWarps][kTileRows][kGemvMaxBatch];
+  detail::AllowDependentLaunch();
   const int block = static_cast<int>(blockIdx.x);
   int e = 0;
 #pragma unroll
@@ -391,22 +396,21 @@ absl::Status ValidateGroup(absl::Span<const ScalarCodecGemvParams> group, bool g
   return absl::OkStatus();
 }
 
-// warps_per_block: 0 for PlanScalarCodecGemv's choice.
 absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, bool grouped,
-                    int warps_per_block, cudaStream_t stream) {
+                    const GemvTuning& tuning, cudaStream_t stream) {
   if (absl::Status s = ValidateGroup(group, grouped); !s.ok()) return s;
-  if (warps_per_block < 0 || warps_per_block > kMaxWarps) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "LaunchScalarCodecGemvGroup: warps_per_block ", warps_per_block, " outside [0, 8]"));
+  if (tuning.warps_per_block < 0 || tuning.warps_per_block > kMaxWarps) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecGemvGroup: warps_per_block ",
+                                                   tuning.warps_per_block, " outside [0, 8]"));
   }
   GemvLaunchPlan plan;
-  if (warps_per_block == 0) {
+  if (tuning.warps_per_block == 0) {
     int sms = 0;
     if (absl::Status s = detail::CurrentDeviceMultiprocessors(&sms); !s.ok()) return s;
     plan = PlanScalarCodecGemv(group, sms);
   } else {
     plan = PlanScalarCodecGemv(group, 1);
-    plan.warps = warps_per_block;
+    plan.warps = tuning.warps_per_block;
   }
   const ScalarCodecGemvParams& p0 = group[0];
   GemvGroupArgs a{};
@@ -435,9 +439,9 @@ absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, bool grouped,
     lo = std::min(lo, p.bits);
     hi = std::max(hi, p.bits);
   }
-  PickKernel(lo, hi)<<<static_cast<unsigned>(plan.tiles), plan.warps * 32, 0, stream>>>(a);
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
+  return detail::LaunchKernel(
+      {dim3(static_cast<unsigned>(plan.tiles)), dim3(static_cast<unsigned>(plan.warps * 32))},
+      stream, PickKernel(lo, hi), a);
 }
 
 }  // namespace
@@ -488,17 +492,17 @@ bool IsSupported(int sm, absl::Span<const ScalarCodecGemvParams> group) {
 }
 
 absl::Status LaunchScalarCodecGemv(const ScalarCodecGemvParams& params, cudaStream_t stream) {
-  return Launch({&params, 1}, false, 0, stream);
+  return Launch({&params, 1}, false, GemvTuning{}, stream);
 }
 
 absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
                                         cudaStream_t stream) {
-  return Launch(group, true, 0, stream);
+  return Launch(group, true, GemvTuning{}, stream);
 }
 
 absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
-                                        int warps_per_block, cudaStream_t stream) {
-  return Launch(group, true, warps_per_block, stream);
+                                        const GemvTuning& tuning, cudaStream_t stream) {
+  return Launch(group, true, tuning, stream);
 }
 
 }  // namespace bitloom::kernels::cuda

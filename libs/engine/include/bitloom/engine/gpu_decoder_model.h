@@ -63,8 +63,10 @@ struct GpuModelOptions {
   int prefill_chunk = 256;
   // Workspace for the prefill GEMM's fp16 weight slices (a quantized layer of a chunk of
   // gpu::kGemmMinRows or more tokens is expanded slice by slice and multiplied by cuBLAS): larger
-  // means fewer, bigger GEMMs, never more than the largest layer needs.
-  uint64_t prefill_gemm_bytes = uint64_t{64} << 20;
+  // means fewer, bigger GEMMs, never more than the largest layer needs. 128 MiB holds every
+  // Llama-3-8B layer whole: for the two 2048-row halves of down_proj that 64 MiB gave, cuBLAS picked
+  // an sm_80 kernel at a third of the throughput of the whole layer's (docs/ENGINE.md).
+  uint64_t prefill_gemm_bytes = uint64_t{128} << 20;
   // Capture DecodeStep() once per batch bucket and replay it; false launches the kernels directly.
   bool use_cuda_graphs = true;
   // Reserve the on-GPU sampler's workspace for max_batch rows (DecodeAndSample()).

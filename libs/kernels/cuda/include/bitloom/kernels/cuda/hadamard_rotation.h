@@ -62,12 +62,18 @@ struct HadamardRotateParams {
   // Left at their defaults the launcher picks; tests and benchmarks force a schedule with them.
   RotateSchedule schedule = RotateSchedule::kAuto;
   int cluster_blocks = 0;  // register-tiled only: thread blocks per row, 1..8 (> 1: a cluster,
-                           // sm_90+); 0: the launcher's choice (about 2048 elements per block)
+                           // sm_90+); 0: the launcher's choice (about 2048 elements per block at
+                           // decode batches; from kWholeRowBatch rows on, the fewest blocks per
+                           // row whose shared memory fits: enough rows fill the GPU without
+                           // splitting them)
 };
 
 // Rows per launch: a whole prefill chunk in one grid (rows × at most 8 cluster blocks stays far
 // inside the 2^31 − 1 blocks of grid.x).
 inline constexpr int kMaxRotateBatch = 65536;
+// From this many rows the launcher keeps rows whole (see cluster_blocks): at 2048 rows on the H100
+// one block per row beat the decode split by 12% at n = 4096 and 22% at n = 14336.
+inline constexpr int kWholeRowBatch = 256;
 
 // How LaunchHadamardRotate would run `params` on a device of compute capability `sm`.
 struct RotateLaunchInfo {

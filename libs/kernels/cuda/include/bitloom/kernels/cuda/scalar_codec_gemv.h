@@ -87,9 +87,14 @@ absl::Status LaunchScalarCodecGemv(const ScalarCodecGemvParams& params, cudaStre
 absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
                                         cudaStream_t stream);
 
-// The same with the warps per block forced to `warps_per_block` (1..8; 0 = the plan's choice),
-// for benchmarks that check PlanScalarCodecGemv. Any value is correct; only the speed differs.
+// Knobs of the launch that change only its speed, never its result; benchmarks sweep them.
+struct GemvTuning {
+  // Warps per block, 1..8; 0 = PlanScalarCodecGemv's choice.
+  int warps_per_block = 0;
+};
+
+// The same with the tuning forced. INVALID_ARGUMENT names a knob out of range.
 absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
-                                        int warps_per_block, cudaStream_t stream);
+                                        const GemvTuning& tuning, cudaStream_t stream);
 
 }  // namespace bitloom::kernels::cuda
