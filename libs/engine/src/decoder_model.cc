@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "bitloom/core/status_macros.h"
+#include "bitloom/engine/rope_tables.h"
 #include "bitloom/formats/tensor_names.h"
 #include "bitloom/kernels/attention.h"
 #include "bitloom/kernels/embedding.h"
@@ -123,21 +124,9 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Load(const v1::Model
   model->config_ = config;
   BITLOOM_ASSIGN_OR_RETURN(model->cfg_, ResolveConfig(config));
   model->pool_ = pool;
-  kernels::RopeScaling scaling;
-  scaling.type = config.rope_scaling_type();
-  scaling.factor = config.rope_scaling_factor() > 0.0f ? config.rope_scaling_factor() : 1.0f;
-  if (config.rope_low_freq_factor() > 0.0f) scaling.low_freq_factor = config.rope_low_freq_factor();
-  if (config.rope_high_freq_factor() > 0.0f) scaling.high_freq_factor = config.rope_high_freq_factor();
-  scaling.original_max_position_embeddings = config.rope_original_max_position_embeddings();
-  const double theta = config.rope_theta() > 0.0f ? config.rope_theta() : 10000.0;
-  BITLOOM_ASSIGN_OR_RETURN(model->global_rope_, kernels::RopeInvFreq(model->cfg_.head_dim, theta, scaling));
-  if (config.rope_local_theta() > 0.0f) {
-    // Gemma 3: local layers use their own base and never the long-context scaling of global layers.
-    BITLOOM_ASSIGN_OR_RETURN(model->local_rope_,
-                             kernels::RopeInvFreq(model->cfg_.head_dim, config.rope_local_theta(), {}));
-  } else {
-    model->local_rope_ = model->global_rope_;
-  }
+  BITLOOM_ASSIGN_OR_RETURN(ModelRopeTables rope, BuildRopeTables(config, model->cfg_.head_dim));
+  model->global_rope_ = std::move(rope.global);
+  model->local_rope_ = std::move(rope.local);
   BITLOOM_RETURN_IF_ERROR(model->LoadWeights(weights));
   return model;
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -9,6 +10,7 @@
 #include "bitloom/core/dtype.h"
 #include "bitloom/core/status_macros.h"
 #include "bitloom/engine/pool_allocator.h"
+#include "bitloom/engine/rope_tables.h"
 #include "bitloom/engine/weight_upload.h"
 #include "bitloom/formats/tensor_names.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
@@ -210,19 +212,9 @@ absl::StatusOr<GpuWeightPlan> GpuWeightPlan::Build(const modelstore::ArtifactRea
   }
 
   // RoPE tables exactly as DecoderModel::Load builds them.
-  kernels::RopeScaling scaling;
-  scaling.type = config.rope_scaling_type();
-  scaling.factor = config.rope_scaling_factor() > 0.0f ? config.rope_scaling_factor() : 1.0f;
-  if (config.rope_low_freq_factor() > 0.0f) scaling.low_freq_factor = config.rope_low_freq_factor();
-  if (config.rope_high_freq_factor() > 0.0f) scaling.high_freq_factor = config.rope_high_freq_factor();
-  scaling.original_max_position_embeddings = config.rope_original_max_position_embeddings();
-  const double theta = config.rope_theta() > 0.0f ? config.rope_theta() : 10000.0;
-  BITLOOM_ASSIGN_OR_RETURN(plan.global_rope_, kernels::RopeInvFreq(c.head_dim, theta, scaling));
-  if (config.rope_local_theta() > 0.0f) {
-    BITLOOM_ASSIGN_OR_RETURN(plan.local_rope_, kernels::RopeInvFreq(c.head_dim, config.rope_local_theta(), {}));
-  } else {
-    plan.local_rope_ = plan.global_rope_;
-  }
+  BITLOOM_ASSIGN_OR_RETURN(ModelRopeTables rope, BuildRopeTables(config, c.head_dim));
+  plan.global_rope_ = std::move(rope.global);
+  plan.local_rope_ = std::move(rope.local);
 
   // Region: the verbatim blobs as WeightUploadPlan places them, then everything built here.
   v1::ArtifactManifest verbatim_manifest;

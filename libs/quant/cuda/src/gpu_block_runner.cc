@@ -9,13 +9,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/core/status_macros.h"
+#include "bitloom/engine/rope_tables.h"
 #include "bitloom/formats/tensor_names.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/gated_activation.h"
 #include "bitloom/kernels/cuda/paged_attention.h"
 #include "bitloom/kernels/cuda/qkv_rope.h"
 #include "bitloom/kernels/cuda/residual_rms_norm.h"
-#include "bitloom/kernels/rope.h"
 #include "device_array.h"
 #include "library_status.h"
 #include "row_bias.h"
@@ -67,32 +67,6 @@ absl::Status Upload(DeviceArray<float>* dst, const std::vector<float>& src, cuda
   if (absl::Status s = dst->Reserve(static_cast<int64_t>(src.size())); !s.ok()) return s;
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst->get(), src.data(), src.size() * sizeof(float),
                                                cudaMemcpyHostToDevice, stream));
-  return absl::OkStatus();
-}
-
-// The RoPE tables DecoderModel::Load builds from the config (global, and Gemma 3's local base
-// without the long-context scaling).
-absl::Status RopeTables(const v1::ModelConfig& config, int head_dim, kernels::RopeTable* global,
-                        kernels::RopeTable* local) {
-  kernels::RopeScaling scaling;
-  scaling.type = config.rope_scaling_type();
-  scaling.factor = config.rope_scaling_factor() > 0.0f ? config.rope_scaling_factor() : 1.0f;
-  if (config.rope_low_freq_factor() > 0.0f) scaling.low_freq_factor = config.rope_low_freq_factor();
-  if (config.rope_high_freq_factor() > 0.0f) {
-    scaling.high_freq_factor = config.rope_high_freq_factor();
-  }
-  scaling.original_max_position_embeddings = config.rope_original_max_position_embeddings();
-  const double theta = config.rope_theta() > 0.0f ? config.rope_theta() : 10000.0;
-  auto g = kernels::RopeInvFreq(head_dim, theta, scaling);
-  if (!g.ok()) return g.status();
-  *global = std::move(*g);
-  if (config.rope_local_theta() > 0.0f) {
-    auto l = kernels::RopeInvFreq(head_dim, config.rope_local_theta(), {});
-    if (!l.ok()) return l.status();
-    *local = std::move(*l);
-  } else {
-    *local = *global;
-  }
   return absl::OkStatus();
 }
 
@@ -477,12 +451,12 @@ absl::StatusOr<std::unique_ptr<GpuBlockRunner>> GpuBlockRunner::Create(
   BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasCreate(&impl->cublas));
   BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasSetStream(impl->cublas, impl->stream));
 
-  kernels::RopeTable global, local;
-  BITLOOM_RETURN_IF_ERROR(RopeTables(model.config(), c.head_dim, &global, &local));
-  BITLOOM_RETURN_IF_ERROR(Upload(&impl->global_inv_freq, global.inv_freq, impl->stream));
-  BITLOOM_RETURN_IF_ERROR(Upload(&impl->local_inv_freq, local.inv_freq, impl->stream));
-  impl->global_scaling = global.attention_scaling;
-  impl->local_scaling = local.attention_scaling;
+  BITLOOM_ASSIGN_OR_RETURN(const engine::ModelRopeTables rope,
+                           engine::BuildRopeTables(model.config(), c.head_dim));
+  BITLOOM_RETURN_IF_ERROR(Upload(&impl->global_inv_freq, rope.global.inv_freq, impl->stream));
+  BITLOOM_RETURN_IF_ERROR(Upload(&impl->local_inv_freq, rope.local.inv_freq, impl->stream));
+  impl->global_scaling = rope.global.attention_scaling;
+  impl->local_scaling = rope.local.attention_scaling;
 
   // Norms and biases of the covered blocks, by the names and presence rules DecoderModel::Load
   // applies (the model checked their shapes when it loaded them).
