@@ -23,6 +23,9 @@ class CpuSequenceEngine : public SequenceEngine {
   int vocab_size() const override { return model_->vocab_size(); }
   int slots() const override { return static_cast<int>(caches_.size()); }
   int max_batch() const override { return slots(); }
+  // Short chunks: the CPU forward is slow, and a step's prefill must not stall the decoding
+  // sequences for long.
+  int prompt_chunk_tokens() const override { return 64; }
   absl::StatusOr<int> AddSequence() override;
   void ReleaseSequence(int seq) override;
   int Length(int seq) const override;

@@ -26,6 +26,9 @@ class GpuSequenceEngine : public SequenceEngine {
   int vocab_size() const override { return model_->vocab_size(); }
   int slots() const override { return static_cast<int>(ids_.size()); }
   int max_batch() const override { return model_->options().max_batch; }
+  // The model's own prefill chunk: every chunk expands each quantized weight to fp16 once
+  // (docs/ENGINE.md), so fewer, longer chunks mean less of that per prompt token.
+  int prompt_chunk_tokens() const override { return model_->options().prefill_chunk; }
   absl::StatusOr<int> AddSequence() override;
   void ReleaseSequence(int seq) override;
   int Length(int seq) const override;

@@ -379,7 +379,7 @@ ModelScheduler::Outcome ModelScheduler::AdvanceScore(Sequence& seq, int& prefill
   const std::vector<int32_t>& ids = seq.request.ids;
   const size_t to_run = ids.size() - 1;  // the last id predicts nothing
   if (prefill_budget == 0) return Outcome::kIdle;
-  const size_t n = std::min({to_run - seq.prefilled, static_cast<size_t>(options_.prefill_chunk_tokens),
+  const size_t n = std::min({to_run - seq.prefilled, static_cast<size_t>(kScoreChunkTokens),
                              static_cast<size_t>(prefill_budget)});
   prefill_budget -= static_cast<int>(n);
   absl::StatusOr<std::vector<float>> logits =

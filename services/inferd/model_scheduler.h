@@ -43,6 +43,10 @@
 
 namespace bitloom::inferd {
 
+// Tokens of a ScoreTokens request per forward pass, whatever the engine: engine::ScoreTokens' own
+// chunk, so scores through the service are bit-identical to the library's.
+inline constexpr int kScoreChunkTokens = 64;
+
 struct SchedulerOptions {
   // KV slots, i.e. the most sequences admitted at once (at most the engine's slots()).
   int slots = 1;
@@ -50,10 +54,9 @@ struct SchedulerOptions {
   int context_length = 0;
   // Requests that may wait for a slot; more are RESOURCE_EXHAUSTED.
   int queue_capacity = 64;
-  // Most prompt tokens of one sequence in one forward pass. 64 matches engine::ScoreTokens' chunk, so
-  // scores through the service are bit-identical to the library's.
+  // Most prompt tokens of one generation in one forward pass (the engine's prompt_chunk_tokens()).
   int prefill_chunk_tokens = 64;
-  // Most prompt tokens prefilled in one step, over all sequences.
+  // Most prompt tokens prefilled in one step, over all sequences (at least one chunk).
   int prefill_tokens_per_step = 128;
   // Page size for accounting (LoadModelRequest.kv_cache.page_tokens).
   int page_tokens = 16;

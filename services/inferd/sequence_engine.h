@@ -30,6 +30,9 @@ class SequenceEngine {
   virtual int slots() const = 0;
   // Most sequences one Decode() call runs; larger batches are split by the caller.
   virtual int max_batch() const = 0;
+  // Prompt tokens a generation's Prefill() should carry at a time: what the engine runs efficiently
+  // as one forward pass. The scheduler's generation chunk (scores keep their own, fixed chunk).
+  virtual int prompt_chunk_tokens() const = 0;
 
   // Opens an empty sequence and returns its id. RESOURCE_EXHAUSTED when slots() are open.
   virtual absl::StatusOr<int> AddSequence() = 0;

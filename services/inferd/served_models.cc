@@ -244,6 +244,8 @@ void ServedModels::StartScheduler(ServedModel& model, int slots) const {
   scheduler.context_length = static_cast<int>(model.options.context_length);
   scheduler.queue_capacity = std::max(kMinQueueCapacity, kQueuedRequestsPerSlot * slots);
   scheduler.page_tokens = static_cast<int>(model.options.kv_page_tokens);
+  scheduler.prefill_chunk_tokens = std::max(1, model.engine->prompt_chunk_tokens());
+  scheduler.prefill_tokens_per_step = 2 * scheduler.prefill_chunk_tokens;
   model.scheduler = std::make_unique<ModelScheduler>(
       model.engine.get(), model.tokenizer.get(), scheduler,
       metrics_ != nullptr ? metrics_->ForModel(model.options.model_id) : ModelMetrics{});
