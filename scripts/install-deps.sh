@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libssl-dev
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcpp-httplib-dev libpcre2-dev libxxhash-dev nlohmann-json3-dev
   prometheus

@@ -493,15 +493,8 @@ absl::Status GgufCheckpoint::ReadF32Into(const std::string& name, absl::Span<flo
 }
 
 absl::StatusOr<std::string> GgufCheckpoint::ComputeDigest() const {
-  BITLOOM_ASSIGN_OR_RETURN(MappedFile f, MappedFile::Open(file_->path()));
-  Sha256 sha;
-  constexpr uint64_t kChunk = uint64_t{64} << 20;
-  for (uint64_t off = 0; off < f.size(); off += kChunk) {
-    const uint64_t len = std::min(kChunk, f.size() - off);
-    f.WillNeed(off, len);
-    BITLOOM_ASSIGN_OR_RETURN(auto bytes, f.View(off, len));
-    sha.Update(bytes);
-  }
+  BITLOOM_ASSIGN_OR_RETURN(Sha256 sha, Sha256::Create());
+  BITLOOM_RETURN_IF_ERROR(sha.UpdateFromFile(file_->path()));
   return sha.FinishHex();
 }
 

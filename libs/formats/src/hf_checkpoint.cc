@@ -485,16 +485,9 @@ absl::Status HfCheckpoint::ReadF32Into(const std::string& name, absl::Span<float
 }
 
 absl::StatusOr<std::string> HfCheckpoint::ComputeDigest() const {
-  Sha256 sha;
+  BITLOOM_ASSIGN_OR_RETURN(Sha256 sha, Sha256::Create());
   for (const auto& f : files_) {  // sorted by name
-    BITLOOM_ASSIGN_OR_RETURN(MappedFile m, MappedFile::Open(f->path()));
-    constexpr uint64_t kChunk = uint64_t{64} << 20;
-    for (uint64_t off = 0; off < m.size(); off += kChunk) {
-      const uint64_t len = std::min(kChunk, m.size() - off);
-      m.WillNeed(off, len);
-      BITLOOM_ASSIGN_OR_RETURN(auto bytes, m.View(off, len));
-      sha.Update(bytes);
-    }
+    BITLOOM_RETURN_IF_ERROR(sha.UpdateFromFile(f->path()));
   }
   return sha.FinishHex();
 }
