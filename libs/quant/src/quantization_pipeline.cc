@@ -23,13 +23,32 @@ using internal::ByteWriter;
 
 // Share of the job's progress bar: measuring runs LDLQ once per candidate width, quantizing once.
 constexpr double kMeasureShare = 0.75;
-// Sensitivity probe (docs/QUANTIZATION.md, section 5): the code width whose dequantized tensor is
-// substituted into the block, and about how many calibration tokens the probe forward runs on.
+// Sensitivity probe (docs/QUANTIZATION.md, section 5): the model's output is measured with a tensor
+// at every candidate width below kProbeBits and at kProbeBits itself; wider candidates are priced
+// with the gain measured at kProbeBits. kProbeTokens: about how many calibration tokens a probe
+// runs on.
 constexpr int kProbeBits = 3;
 constexpr int64_t kProbeTokens = 512;
 // Bumped whenever what a measure checkpoint holds changes meaning, so old checkpoints are refused.
 // 4: no hidden states in any checkpoint (a resumed run replays the finished blocks' forwards).
-constexpr uint64_t kMeasureFormat = 4;
+// 5: losses priced at the model's output, widths below kProbeBits by their own probes.
+constexpr uint64_t kMeasureFormat = 5;
+
+// The widths the sensitivity probe runs at, ascending: every candidate below kProbeBits, and
+// kProbeBits (also when it is not a candidate).
+std::vector<int> ProbeWidths(absl::Span<const int> candidates) {
+  std::vector<int> widths = {kProbeBits};
+  for (int k : candidates) {
+    if (k < kProbeBits) widths.push_back(k);
+  }
+  std::sort(widths.begin(), widths.end());
+  widths.erase(std::unique(widths.begin(), widths.end()), widths.end());
+  return widths;
+}
+
+// The probe width whose gain prices a candidate of width k: k itself up to kProbeBits (every such
+// candidate is probed), kProbeBits above.
+int GainWidth(int k) { return std::min(k, kProbeBits); }
 
 // Mean over tokens of ‖out_t − ref_t‖² / ‖ref_t‖²: each token's relative change, so that a few
 // tokens with very large residual norms (the "massive activations" of attention-sink tokens) do not
@@ -276,6 +295,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
 
   // ---- Stage 1: measurement (full precision), variable method only.
   std::vector<AllocationItem> items;
+  const std::vector<int> probe_widths = ProbeWidths(o.candidate_bits);
   if (!uniform) {
     std::vector<float> hidden = *embedded;
     // Checkpoints hold no hidden states (4 GB per block at Llama-3-8B shapes and 128 x 2048 tokens):
@@ -339,8 +359,35 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       auto states = site_states(layer, sites, weights, hidden, &next);
       if (!states.ok()) return states.status();
       const size_t first_item = items.size();
-      WeightMap probe_weights;  // each tensor dequantized at kProbeBits, in original space
-      std::vector<double> relative_at_probe;
+      // The sensitivity probe (docs/QUANTIZATION.md, section 5) runs on about kProbeTokens
+      // calibration tokens: whole rows when they are shorter, else the first kProbeTokens tokens of
+      // the first row (a causal block computes a prefix of a row as it would the whole row).
+      // `batch` collects the block outputs the probe needs: first the full-precision one, then one
+      // per (tensor, probe width) with that tensor quantized; the rest of the model then runs on
+      // all of them at once.
+      const int64_t probe_seqs = std::clamp<int64_t>(kProbeTokens / seq_len, 1, sequences);
+      const int64_t probe_seq_len = std::min(seq_len, kProbeTokens);
+      std::vector<float> probe_in;
+      for (int64_t q = 0; q < probe_seqs; ++q) {
+        const auto row = hidden.begin() + static_cast<std::ptrdiff_t>(q * seq_len * hidden_size);
+        probe_in.insert(probe_in.end(), row,
+                        row + static_cast<std::ptrdiff_t>(probe_seq_len * hidden_size));
+      }
+      const size_t probe_len = probe_in.size();
+      std::vector<float> batch;
+      {
+        const Clock::time_point t0 = Clock::now();
+        auto reference = runner_.RunBlock(layer, weights, probe_in, probe_seqs, probe_seq_len, {});
+        if (!reference.ok()) return reference.status();
+        batch = std::move(*reference);
+        timings.probe += Since(t0);
+      }
+      struct Probe {
+        size_t item;
+        int bits;
+        double relative;  // relative proxy loss of the tensor at `bits`
+      };
+      std::vector<Probe> probes;
       for (size_t s = 0; s < sites.size(); ++s) {
         const SiteState& st = (*states)[s];
         for (const std::string& name : sites[s].tensors) {
@@ -357,17 +404,31 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           it.num_weights = static_cast<uint64_t>(rows * cols);
           ScalarQuantizerOptions qo;
           qo.group_size = o.group_size;
-          // Every candidate width, then the probe width when it is not a candidate.
-          std::vector<int> widths = o.candidate_bits;
-          const auto probe_at = std::find(widths.begin(), widths.end(), kProbeBits);
-          const size_t probe_index = static_cast<size_t>(probe_at - widths.begin());
-          if (probe_at == widths.end()) widths.push_back(kProbeBits);
-          auto measured = backend_->Measure(wr, rows, cols, *st.factor, widths, qo, kProbeBits);
-          if (!measured.ok()) return measured.status();
-          for (size_t c = 0; c < o.candidate_bits.size(); ++c) {
-            const QuantizedWeight& q = (*measured)[c];
-            // Relative proxy loss for now; scaled by the tensor's measured sensitivity below.
-            it.candidates.push_back({widths[c], o.group_size, std::max(0.0, q.proxy_loss),
+          // Every probe width in a call of its own, which keeps its blob for the probe; the other
+          // candidate widths together.
+          std::map<int, QuantizedWeight> at_width;
+          std::vector<int> unprobed;
+          for (int k : o.candidate_bits) {
+            if (!std::binary_search(probe_widths.begin(), probe_widths.end(), k))
+              unprobed.push_back(k);
+          }
+          if (!unprobed.empty()) {
+            auto measured = backend_->Measure(wr, rows, cols, *st.factor, unprobed, qo, -1);
+            if (!measured.ok()) return measured.status();
+            for (size_t c = 0; c < unprobed.size(); ++c)
+              at_width[unprobed[c]] = std::move((*measured)[c]);
+          }
+          for (int k : probe_widths) {
+            const int one[] = {k};
+            auto measured = backend_->Measure(wr, rows, cols, *st.factor, one, qo, k);
+            if (!measured.ok()) return measured.status();
+            at_width[k] = std::move((*measured)[0]);
+          }
+          // Relative proxy losses for now; converted into perturbations of the model's output once
+          // the probes have run.
+          for (int k : o.candidate_bits) {
+            const QuantizedWeight& q = at_width.at(k);
+            it.candidates.push_back({k, o.group_size, std::max(0.0, q.proxy_loss),
                                      static_cast<uint64_t>(q.layout.total_bytes) * 8});
           }
           // The same widths at the other candidate group sizes: finer groups cost 16 bits of scale
@@ -384,49 +445,63 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
             }
           }
           timings.measure_ldlq += Since(t0);
+          // This block's output on the probe prefix with the tensor at each probe width,
+          // dequantized and rotated back in place of its full-precision self.
           t0 = Clock::now();
-          const QuantizedWeight& probe = (*measured)[probe_index];
-          std::vector<float> back(rows * cols);
-          if (absl::Status ds =
-                  kernels::DequantizeScalarCodec(probe.layout, probe.blob, back.data(), pool_);
-              !ds.ok())
-            return ds;
-          st.rotation.ApplyTranspose(back.data(), rows, pool_);
-          probe_weights[name] = std::move(back);
-          relative_at_probe.push_back(std::max(0.0, probe.proxy_loss));
+          for (int k : probe_widths) {
+            if (Cancelled(cancel)) return CancelledError();
+            const QuantizedWeight& probe = at_width.at(k);
+            std::vector<float> back(rows * cols);
+            if (absl::Status ds =
+                    kernels::DequantizeScalarCodec(probe.layout, probe.blob, back.data(), pool_);
+                !ds.ok())
+              return ds;
+            st.rotation.ApplyTranspose(back.data(), rows, pool_);
+            std::swap(weights[name], back);
+            auto out = runner_.RunBlock(layer, weights, probe_in, probe_seqs, probe_seq_len, {});
+            std::swap(weights[name], back);
+            if (!out.ok()) return out.status();
+            batch.insert(batch.end(), out->begin(), out->end());
+            probes.push_back({items.size(), k, std::max(0.0, probe.proxy_loss)});
+          }
           items.push_back(std::move(it));
           timings.probe += Since(t0);
         }
       }
-      // Sensitivity: how much of the residual stream leaving this block one tensor's error moves.
-      // Each tensor in turn is replaced by its kProbeBits version and the block rerun on a prefix
-      // of the calibration rows; the block output's mean per-token relative squared change,
-      // divided by the tensor's relative proxy loss at kProbeBits, converts every candidate's relative
-      // proxy loss into an estimated relative perturbation of the residual stream. That is the
-      // common currency the allocator sums: it sees nonlinearities inside the block (softmax,
-      // gating, norms) and how large the block's update is against the stream it adds to.
+      // Sensitivity: the rest of the model, in full precision, on every probe's output at once,
+      // then each probe's mean per-token relative squared change of the last block's output
+      // (the stream the final norm and the head read) against the full-precision run, divided by
+      // the tensor's relative proxy loss at that width: the gain that converts a relative proxy
+      // loss into a perturbation of the model's output, the common currency the allocator sums.
+      // Widths below kProbeBits are priced by their own probes (errors that large are not in the
+      // linear regime), wider ones by the gain at kProbeBits.
       {
-        const Clock::time_point probe_t0 = Clock::now();
-        const int64_t probe_seqs = std::clamp<int64_t>(kProbeTokens / seq_len, 1, sequences);
-        const size_t probe_len = static_cast<size_t>(probe_seqs * seq_len * hidden_size);
-        const absl::Span<const float> probe_in(hidden.data(), probe_len);
-        const absl::Span<const float> probe_ref(next.data(), probe_len);
-        size_t t = first_item;
-        for (const LinearSite& site : sites) {
-          for (const std::string& name : site.tensors) {
-            if (Cancelled(cancel)) return CancelledError();
-            std::swap(weights[name], probe_weights[name]);
-            auto out = runner_.RunBlock(layer, weights, probe_in, probe_seqs, seq_len, {});
-            std::swap(weights[name], probe_weights[name]);
-            if (!out.ok()) return out.status();
-            const double moved = MeanRelativeChange(*out, probe_ref, hidden_size);
-            const double at_probe = relative_at_probe[t - first_item];
-            const double gain = at_probe > 0.0 ? moved / at_probe : 0.0;
-            for (AllocationCandidate& c : items[t].candidates) c.loss *= gain;
-            ++t;
-          }
+        const int64_t batch_seqs = probe_seqs * static_cast<int64_t>(1 + probes.size());
+        for (int r = layer + 1; r < layers; ++r) {
+          if (Cancelled(cancel)) return CancelledError();
+          WeightMap later;
+          std::map<std::string, std::pair<int64_t, int64_t>> later_shapes;
+          Clock::time_point t0 = Clock::now();
+          if (absl::Status st = read_block_weights(r, &later, &later_shapes); !st.ok()) return st;
+          timings.weights_host += Since(t0);
+          t0 = Clock::now();
+          auto out = runner_.RunBlock(r, later, batch, batch_seqs, probe_seq_len, {});
+          if (!out.ok()) return out.status();
+          batch = std::move(*out);
+          timings.probe += Since(t0);
         }
-        timings.probe += Since(probe_t0);
+        const absl::Span<const float> reference(batch.data(), probe_len);
+        std::map<std::pair<size_t, int>, double> gain;
+        for (size_t p = 0; p < probes.size(); ++p) {
+          const absl::Span<const float> moved_out(batch.data() + (p + 1) * probe_len, probe_len);
+          const double moved = MeanRelativeChange(moved_out, reference, hidden_size);
+          gain[{probes[p].item, probes[p].bits}] =
+              probes[p].relative > 0.0 ? moved / probes[p].relative : 0.0;
+        }
+        for (size_t t = first_item; t < items.size(); ++t) {
+          for (AllocationCandidate& c : items[t].candidates)
+            c.loss *= gain.at({t, GainWidth(c.bits)});
+        }
       }
       hidden = std::move(next);
       ready = layer;

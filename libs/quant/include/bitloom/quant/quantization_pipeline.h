@@ -7,7 +7,8 @@
 //   inputs,
 //      rotated; every tensor LDLQ-quantized at every candidate width to measure its proxy loss;
 //   2. allocate: AllocateBits over all tensors, loss = relative proxy loss × the tensor's measured
-//      sensitivity (the block output's relative change per unit of relative proxy loss);
+//      sensitivity (the relative change of the last block's output per unit of relative proxy
+//      loss, probed with the tensor at each width below 3 bits and at 3 bits);
 //   3. quantize: blocks in order, the inputs of block i being the outputs of the *quantized* blocks
 //   < i;
 //      Hessians re-accumulated from them; LDLQ at the allocated width; tensors go to the sink in a
@@ -94,7 +95,8 @@ struct PipelineTimings {
                                  // (queued on the forward's stream on the GPU path)
   double factor = 0.0;           // the backend's Factor: mean, rotation, damped factorisation
   double measure_ldlq = 0.0;     // the backend's Measure at every candidate width
-  double probe = 0.0;            // sensitivity probes: dequantize + forwards on a prefix
+  double probe = 0.0;            // sensitivity probes: dequantize + forwards on a prefix, through
+                                 // the rest of the model
   double allocate = 0.0;
   double quantize_ldlq = 0.0;    // the backend's Quantize (or RTN)
   double forward = 0.0;          // quantized-path outputs, and replays after a resume

@@ -1,0 +1,147 @@
+// A toy decoder whose blocks hide small errors of one tensor and show large ones, for the tests of
+// the pipeline's sensitivity probe (docs/QUANTIZATION.md, section 5).
+//
+// Block: n = RMSNorm(h), u = A·n, v = B·n, m_j = v_j · (1 + kSpike · relu(|u_j| − τ_j)), h += C·m.
+// τ_j is set at construction a margin above the largest |u_j| that any token of the vocabulary
+// reaches at full precision, so the full-precision gate never fires (the block is h += C·B·n) and
+// A's error is invisible until it is large enough to push some |u_j| past τ_j; then the gate fires
+// hard. This is the pure form of a saturated nonlinearity: GELU far below zero, a softmax locked on
+// one key, a renormalised q or k whose small errors the norm and the softmax absorb. A sensitivity
+// measured where A's error is small (3 bits) says A is free, which is wrong at 1 bit.
+//
+// Sites "mlp_in" (A, B: [inner, hidden]) and "down_in" (C: [hidden, inner]). Tokens do not
+// interact, so the hidden states over the vocabulary are the only inputs a block ever sees at full
+// precision.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bitloom/quant/block_runner.h"
+#include "test_util.h"
+
+namespace bitloom::quant::testing {
+
+class SaturatedGateToyRunner : public BlockRunner {
+ public:
+  // How far above the full-precision range the gate's threshold sits, as a fraction of it.
+  static constexpr float kMargin = 0.15f;
+  // The gate's slope once it fires, per unit of |u| past the threshold.
+  static constexpr float kSpike = 200.0f;
+
+  SaturatedGateToyRunner(int layers, int64_t hidden, int64_t inner, int64_t vocab)
+      : layers_(layers), hidden_(hidden), inner_(inner), vocab_(vocab) {
+    embed_ = Gaussian(vocab * hidden, 1);
+    const float in_scale = 1.0f / std::sqrt(static_cast<float>(hidden));
+    const float out_scale = 0.5f / std::sqrt(static_cast<float>(inner));
+    for (int l = 0; l < layers; ++l) {
+      weights_[Name(l, "a")] = Gaussian(inner * hidden, 10 + l, in_scale);
+      weights_[Name(l, "b")] = Gaussian(inner * hidden, 20 + l, in_scale);
+      // Later blocks write more into the stream: tensors of unequal importance to trade.
+      weights_[Name(l, "c")] = Gaussian(hidden * inner, 30 + l, out_scale * (0.25f + l));
+    }
+    // Thresholds layer by layer from the full-precision states of every token (the gate is open
+    // while its threshold is still infinite, and the block then computes exactly the fp forward).
+    threshold_.assign(layers, std::vector<float>(inner, std::numeric_limits<float>::infinity()));
+    std::vector<int32_t> all(vocab);
+    for (int32_t t = 0; t < vocab; ++t) all[t] = t;
+    std::vector<float> h = *Embed(all);
+    for (int l = 0; l < layers; ++l) {
+      std::vector<float> reach(inner, 0.0f);
+      std::vector<float> n = Normalized(h);
+      const std::vector<float>& a = weights_.at(Name(l, "a"));
+      for (int64_t r = 0; r < vocab; ++r) {
+        for (int64_t j = 0; j < inner; ++j) {
+          reach[j] = std::max(reach[j], std::abs(Dot(&a[j * hidden], &n[r * hidden], hidden)));
+        }
+      }
+      for (int64_t j = 0; j < inner; ++j) threshold_[l][j] = (1.0f + kMargin) * reach[j];
+      h = *RunBlock(l, weights_, h, 1, vocab, {});
+    }
+  }
+  static std::string Name(int l, const char* t) {
+    return "layers." + std::to_string(l) + "." + t + ".weight";
+  }
+  int64_t vocab() const { return vocab_; }
+
+  int num_layers() const override { return layers_; }
+  int64_t hidden_size() const override { return hidden_; }
+  std::vector<LinearSite> Sites(int l) const override {
+    return {{"mlp_in", hidden_, {Name(l, "a"), Name(l, "b")}}, {"down_in", inner_, {Name(l, "c")}}};
+  }
+  absl::StatusOr<std::vector<float>> ReadWeight(const std::string& name, int64_t* rows,
+                                                int64_t* cols) const override {
+    auto it = weights_.find(name);
+    if (it == weights_.end()) return absl::NotFoundError(name);
+    const bool down = name.find(".c.") != std::string::npos;
+    *rows = down ? hidden_ : inner_;
+    *cols = down ? inner_ : hidden_;
+    return it->second;
+  }
+  absl::StatusOr<std::vector<float>> Embed(absl::Span<const int32_t> tokens) const override {
+    std::vector<float> h;
+    for (int32_t t : tokens)
+      h.insert(h.end(), embed_.begin() + t * hidden_, embed_.begin() + (t + 1) * hidden_);
+    return h;
+  }
+  absl::StatusOr<std::vector<float>> RunBlock(int l, const WeightMap& w,
+                                              absl::Span<const float> hidden, int64_t sequences,
+                                              int64_t seq_len,
+                                              const CaptureFn& capture) const override {
+    const int64_t rows = sequences * seq_len, d = hidden_, f = inner_;
+    const auto sites = Sites(l);
+    const auto& a = w.at(Name(l, "a"));
+    const auto& b = w.at(Name(l, "b"));
+    const auto& c = w.at(Name(l, "c"));
+    const std::vector<float> n = Normalized(hidden);
+    std::vector<float> m(rows * f), out(hidden.begin(), hidden.end());
+    if (capture) {
+      if (absl::Status s = capture(sites[0], n, rows); !s.ok()) return s;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < f; ++j) {
+        const float u = Dot(&a[j * d], &n[r * d], d);
+        const float v = Dot(&b[j * d], &n[r * d], d);
+        const float past = std::abs(u) - threshold_[l][j];
+        m[r * f + j] = v * (1.0f + (past > 0.0f ? kSpike * past : 0.0f));
+      }
+    }
+    if (capture) {
+      if (absl::Status s = capture(sites[1], m, rows); !s.ok()) return s;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < d; ++i) out[r * d + i] += Dot(&c[i * f], &m[r * f], f);
+    }
+    return out;
+  }
+
+ private:
+  static float Dot(const float* x, const float* y, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; ++i) s += x[i] * y[i];
+    return s;
+  }
+  std::vector<float> Normalized(absl::Span<const float> h) const {
+    const int64_t d = hidden_, rows = static_cast<int64_t>(h.size()) / d;
+    std::vector<float> n(h.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      double ms = 0;
+      for (int64_t i = 0; i < d; ++i) ms += double(h[r * d + i]) * h[r * d + i];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ms / d + 1e-6));
+      for (int64_t i = 0; i < d; ++i) n[r * d + i] = h[r * d + i] * inv;
+    }
+    return n;
+  }
+
+  int layers_;
+  int64_t hidden_, inner_, vocab_;
+  std::vector<float> embed_;
+  WeightMap weights_;
+  std::vector<std::vector<float>> threshold_;  // [layer][inner]
+};
+
+}  // namespace bitloom::quant::testing
