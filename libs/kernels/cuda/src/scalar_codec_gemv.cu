@@ -95,6 +95,7 @@ struct GemvMatrix {
   uint32_t group_magic;    // ceil(2^31 / blocks_per_group): block → group index without a divide
   int bits;                // K, 1..8
   int first_tile;          // blockIdx.x of this matrix's first 16-row tile
+  bool chunk_one_group;    // group_size is a multiple of 128: a lane's chunk has one scale per row
 };
 
 // The activations every matrix of a launch reads.
@@ -132,42 +133,53 @@ struct LaneRows {
   const uint4* codes1;
   const uint16_t* scales0;
   const uint16_t* scales1;
-  int64_t row_stride_vec;
+  uint32_t last_vec;       // the row's last uint4 of codes
   uint32_t last_group;
   uint32_t group_magic;
+  bool chunk_one_group;    // the 4 blocks of a chunk share one scale group (group_size % 128 == 0)
 };
 
 // Loads of chunk `chunk` into `r` that become possible once block kAfter of the previous chunk
-// is decoded: uint4 u with (4u+3)/K == kAfter, and block kAfter's scales. Past the row: zeros.
+// is decoded: uint4 u with (4u+3)/K == kAfter, and block kAfter's scales.
+//
+// No load is predicated. Indices past the row are clamped to its last uint4 and last group, so
+// a chunk (or part of one) past the row decodes to finite values of that row, which meet zero
+// activations (LoadActivations) and add nothing. A block inside the row never reads clamped data:
+// its words lie below blocks_per_row·K ≤ the row's uint4 count.
 template <int K, int kAfter>
-__device__ __forceinline__ void LoadChunkPart(ChunkRegs<K>& r, const LaneRows& l, uint32_t chunk,
-                                              bool chunk_ok, int blocks_per_row) {
+__device__ __forceinline__ void LoadChunkPart(ChunkRegs<K>& r, const LaneRows& l, uint32_t chunk) {
   using detail::StaticFor;
   StaticFor<K>([&](auto u_c) {
     constexpr int u = decltype(u_c)::value;
     if constexpr ((4 * u + 3) / K == kAfter) {
-      const int64_t vec = static_cast<int64_t>(chunk) * K + u;
-      const bool ok = chunk_ok && vec < l.row_stride_vec;
-      const uint4 v0 = ok ? __ldg(l.codes0 + vec) : make_uint4(0, 0, 0, 0);
-      const uint4 v1 = ok ? __ldg(l.codes1 + vec) : make_uint4(0, 0, 0, 0);
+      const uint32_t vec = min(chunk * K + u, l.last_vec);
+      const uint4 v0 = __ldg(l.codes0 + vec);
+      const uint4 v1 = __ldg(l.codes1 + vec);
       r.w0[4 * u] = v0.x, r.w0[4 * u + 1] = v0.y, r.w0[4 * u + 2] = v0.z, r.w0[4 * u + 3] = v0.w;
       r.w1[4 * u] = v1.x, r.w1[4 * u + 1] = v1.y, r.w1[4 * u + 2] = v1.z, r.w1[4 * u + 3] = v1.w;
     }
   });
-  const uint32_t block = chunk * kBlocksPerChunk + kAfter;
-  const bool ok = chunk_ok && block < static_cast<uint32_t>(blocks_per_row);
-  const uint32_t gi = min(GroupOfBlock(block, l.group_magic), l.last_group);
-  const auto* scales0 = reinterpret_cast<const unsigned short*>(l.scales0);
-  const auto* scales1 = reinterpret_cast<const unsigned short*>(l.scales1);
-  r.s0[kAfter] = ok ? __ldg(scales0 + gi) : static_cast<unsigned short>(0);
-  r.s1[kAfter] = ok ? __ldg(scales1 + gi) : static_cast<unsigned short>(0);
+  if (kAfter > 0 && l.chunk_one_group) {
+    // Block 0's scales of this chunk were loaded after block 0 of the previous one.
+    r.s0[kAfter] = r.s0[0];
+    r.s1[kAfter] = r.s1[0];
+    return;
+  }
+  const uint32_t gi = min(GroupOfBlock(chunk * kBlocksPerChunk + kAfter, l.group_magic), l.last_group);
+  r.s0[kAfter] = __ldg(reinterpret_cast<const unsigned short*>(l.scales0) + gi);
+  r.s1[kAfter] = __ldg(reinterpret_cast<const unsigned short*>(l.scales1) + gi);
 }
 
-// uint4 kV (of 4) of code block `block`'s 32 fp16 activations in row `xrow`, or zeros.
+// What a lane without activations (its batch row g ≥ batch, or a block past the row) reads.
+__device__ const uint4 kZeroActivations[4] = {};
+
+// uint4 kV (of 4) of code block `block`'s 32 fp16 activations in row `xrow`, or zeros. The load
+// is unconditional: a lane with nothing to read reads kZeroActivations.
 template <int kV>
 __device__ __forceinline__ void LoadActivations(uint32_t (&xw)[16], const uint4* xrow,
                                                 uint32_t block, bool ok) {
-  const uint4 q = ok ? __ldg(xrow + block * 4 + kV) : make_uint4(0, 0, 0, 0);
+  const uint4* src = ok ? xrow + block * 4 : kZeroActivations;
+  const uint4 q = __ldg(src + kV);
   xw[4 * kV] = q.x, xw[4 * kV + 1] = q.y, xw[4 * kV + 2] = q.z, xw[4 * kV + 3] = q.w;
 }
 
@@ -194,9 +206,11 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
                    m.codes + r1 * m.row_stride_vec,
                    m.scales + r0 * m.groups_per_row,
                    m.scales + r1 * m.groups_per_row,
-                   m.row_stride_vec,
+                   static_cast<uint32_t>(m.row_stride_vec - 1),
                    static_cast<uint32_t>(m.groups_per_row - 1),
-                   m.group_magic};
+                   m.group_magic,
+                   m.chunk_one_group};
+  const uint32_t exponent = detail::kHalf2Exponent;
   const bool has_x = g < a.batch;
   const uint4* xrow = a.x + (has_x ? g : 0) * a.x_stride_vec;
   const __half2 neg_center = __float2half2_rn(-ScalarGridCenter(K));
@@ -215,7 +229,7 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
   uint32_t chunk = static_cast<uint32_t>(warp) * 4 + t;
   bool chunk_ok = chunk < chunks;
   StaticFor<kBlocksPerChunk>([&](auto b_c) {
-    LoadChunkPart<K, decltype(b_c)::value>(r, l, chunk, chunk_ok, blocks_per_row);
+    LoadChunkPart<K, decltype(b_c)::value>(r, l, chunk);
   });
   detail::WaitForPredecessors();
   uint32_t xw[16];
@@ -243,10 +257,10 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
       StaticFor<8>([&](auto m_c) {
         constexpr int kM = decltype(m_c)::value;
         constexpr int kBase = kBlock * K;
-        const uint32_t a0 = detail::DecodePair<K, 2 * kM, kBase>(r.w0, s0, ncs0);
-        const uint32_t a1 = detail::DecodePair<K, 2 * kM, kBase>(r.w1, s1, ncs1);
-        const uint32_t a2 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w0, s0, ncs0);
-        const uint32_t a3 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w1, s1, ncs1);
+        const uint32_t a0 = detail::DecodePair<K, 2 * kM, kBase>(r.w0, s0, ncs0, exponent);
+        const uint32_t a1 = detail::DecodePair<K, 2 * kM, kBase>(r.w1, s1, ncs1, exponent);
+        const uint32_t a2 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w0, s0, ncs0, exponent);
+        const uint32_t a3 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w1, s1, ncs1, exponent);
         const uint32_t b0 = detail::ActivationPair<K, 2 * kM>(xw);
         const uint32_t b1 = detail::ActivationPair<K, 2 * kM + 1>(xw);
         detail::MmaM16N8K16(acc[kM % kAccSets<K, kMixed>], a0, a1, a2, a3, b0, b1);
@@ -258,7 +272,7 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
         });
       });
       // Block kBlock's code registers are free: start the next chunk's loads that fit in them.
-      LoadChunkPart<K, kBlock>(r, l, next, next_ok, blocks_per_row);
+      LoadChunkPart<K, kBlock>(r, l, next);
     });
     chunk = next;
     chunk_ok = next_ok;
@@ -434,7 +448,8 @@ absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, bool grouped,
                         static_cast<uint32_t>(((uint64_t{1} << 31) + blocks_per_group - 1) /
                                               blocks_per_group),
                         p.bits,
-                        static_cast<int>(tiles)};
+                        static_cast<int>(tiles),
+                        p.group_size % (kBlocksPerChunk * 32) == 0};
     tiles += (p.rows + kTileRows - 1) / kTileRows;
     lo = std::min(lo, p.bits);
     hi = std::max(hi, p.bits);

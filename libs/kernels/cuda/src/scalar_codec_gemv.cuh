@@ -60,10 +60,24 @@ __device__ __forceinline__ void StaticFor(F&& f) {
   StaticForImpl(std::make_integer_sequence<int, N>{}, f);
 }
 
+// The fp16 exponent bits of 1024 in both halves, ORed under the code masks. Kept in a register
+// (kHalf2Exponent is passed as an operand) so that mask-and-OR is one LOP3 with the mask as its
+// immediate; written as two C operators it compiles to two LOP3, one per constant.
+constexpr uint32_t kHalf2Exponent = 0x64006400u;
+
+// (v & kMask) | exponent.
+template <uint32_t kMask>
+__device__ __forceinline__ uint32_t MaskIntoHalf2(uint32_t v, uint32_t exponent) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(v), "n"(kMask), "r"(exponent));
+  return d;
+}
+
 // Pair P of the code block whose K words start at w[kBase]: fp16x2 {w_i, w_{i+G}} = q·s − c·s.
+// `exponent` is kHalf2Exponent.
 template <int K, int P, int kBase, int kWords>
 __device__ __forceinline__ uint32_t DecodePair(const uint32_t (&w)[kWords], __half2 scale,
-                                               __half2 neg_cs) {
+                                               __half2 neg_cs, uint32_t exponent) {
   using Plan = ScalarPairPlan<K>;
   constexpr int kPos = Plan::Pos(P);
   constexpr int kPosHigh = kPos + Plan::kDist - 16;
@@ -84,7 +98,7 @@ __device__ __forceinline__ uint32_t DecodePair(const uint32_t (&w)[kWords], __ha
   constexpr uint32_t kMul = (uint32_t(15 - kPos) << 10) | (uint32_t(15 - kPosHigh) << 26);
   constexpr uint32_t kAdd =
       (0x8000u | (uint32_t(25 - kPos) << 10)) | ((0x8000u | (uint32_t(25 - kPosHigh) << 10)) << 16);
-  const __half2 q = __hfma2(U32AsHalf2((v & kMask) | 0x64006400u), U32AsHalf2(kMul),
+  const __half2 q = __hfma2(U32AsHalf2(MaskIntoHalf2<kMask>(v, exponent)), U32AsHalf2(kMul),
                             U32AsHalf2(kAdd));
   return Half2AsU32(__hfma2(q, scale, neg_cs));
 }
