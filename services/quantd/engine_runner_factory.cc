@@ -33,6 +33,17 @@ class OwningEngineRunner final : public quant::BlockRunner {
                                               const quant::CaptureFn& capture) const override {
     return runner_.RunBlock(layer, weights, hidden, sequences, seq_len, capture);
   }
+  absl::StatusOr<std::vector<float>> RunBlockSubstituted(
+      int layer, const quant::WeightMap& substitutes, absl::Span<const float> hidden,
+      int64_t sequences, int64_t seq_len, const quant::CaptureFn& capture) const override {
+    return runner_.RunBlockSubstituted(layer, substitutes, hidden, sequences, seq_len, capture);
+  }
+  absl::StatusOr<std::vector<float>> RunStoredBlocks(int first, int end,
+                                                     absl::Span<const float> hidden,
+                                                     int64_t sequences,
+                                                     int64_t seq_len) const override {
+    return runner_.RunStoredBlocks(first, end, hidden, sequences, seq_len);
+  }
 
  private:
   const std::unique_ptr<engine::DecoderModel> model_;

@@ -38,6 +38,25 @@ class OwningGpuRunner final : public quant::BlockRunner {
                                               const quant::CaptureFn& capture) const override {
     return runner_->RunBlock(layer, weights, hidden, sequences, seq_len, capture);
   }
+  absl::StatusOr<std::vector<float>> RunBlockSubstituted(
+      int layer, const quant::WeightMap& substitutes, absl::Span<const float> hidden,
+      int64_t sequences, int64_t seq_len, const quant::CaptureFn& capture) const override {
+    return runner_->RunBlockSubstituted(layer, substitutes, hidden, sequences, seq_len, capture);
+  }
+  absl::StatusOr<std::vector<float>> RunStoredBlocks(int first, int end,
+                                                     absl::Span<const float> hidden,
+                                                     int64_t sequences,
+                                                     int64_t seq_len) const override {
+    return runner_->RunStoredBlocks(first, end, hidden, sequences, seq_len);
+  }
+  bool AcceptsRotatedWeights() const override { return runner_->AcceptsRotatedWeights(); }
+  absl::StatusOr<std::vector<float>> RunBlockRotated(int layer,
+                                                     const quant::RotatedWeightMap& substitutes,
+                                                     absl::Span<const float> hidden,
+                                                     int64_t sequences,
+                                                     int64_t seq_len) const override {
+    return runner_->RunBlockRotated(layer, substitutes, hidden, sequences, seq_len);
+  }
   bool CapturesOnDevice() const override { return runner_->CapturesOnDevice(); }
   absl::Status RunBlockOnDevice(int layer, const quant::WeightMap& weights,
                                 absl::Span<const float> hidden, int64_t sequences, int64_t seq_len,

@@ -4,7 +4,10 @@
 // RunBlockOnDevice (device capture), with the calibration split into chunks (3 sequences, chunks of
 // 2) so a short last chunk is covered; then a whole QuantizationPipeline on the GPU (GPU runner and
 // GPU backend) against the CPU (engine runner and CPU backend). Skips without a GPU (CI), except the
-// checks that need none.
+// checks that need none. Substitutes in rotated space (RunBlockRotated) against the same weights
+// rotated back on the host, within the tolerances below. The stored-weight paths (RunBlockSubstituted, RunStoredBlocks, weights
+// resident on the device or not) against RunBlock with the full map, bit for bit; a GPU pipeline
+// cancelled in each stage resumes to the same bytes.
 //
 // Tolerances, as max|gpu − cpu| / max(1, max|cpu|) per tensor (the stored K/V are fp16 in both
 // modes, a 2⁻¹¹ relative rounding the CPU does not make):
@@ -20,8 +23,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -211,13 +216,165 @@ TEST(GpuBlockRunnerTest, RejectsBadCalls) {
       absl::IsInvalidArgument((*gpu)->RunBlock(0, short_weight, hidden, kSequences, kSeqLen, {}).status()));
 }
 
+// The stored-weight paths against RunBlock with the full map, bit for bit (the same kernels on the
+// same rows): RunBlockSubstituted with no and with one substitute, RunBlockOnDevice with no
+// weights, RunStoredBlocks over every block in one device pass and in chunks, each with the
+// stored weights resident on the device and uploaded per call.
+void CompareStoredPaths(const std::string& flavour, int64_t chunk_tokens, bool resident) {
+  Model m = Load(flavour);
+  ASSERT_NE(m.model, nullptr);
+  const EngineBlockRunner cpu(*m.model);
+  auto gpu = GpuBlockRunner::Create(
+      *m.model, m.weights, {.chunk_tokens = chunk_tokens, .resident_weights = resident});
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  auto embedded = cpu.Embed(Tokens(m.model->vocab_size()));
+  ASSERT_TRUE(embedded.ok());
+  std::vector<float> hidden = *embedded;
+  const std::vector<float> first_input = hidden;
+  const DeviceCaptureFn none = [](const LinearSite&, const float*, int64_t, void*) {
+    return absl::OkStatus();
+  };
+  for (int layer = 0; layer < cpu.num_layers(); ++layer) {
+    const WeightMap own = OwnWeights(cpu, layer);
+    auto want = (*gpu)->RunBlock(layer, own, hidden, kSequences, kSeqLen, {});
+    ASSERT_TRUE(want.ok()) << want.status();
+    auto stored = (*gpu)->RunBlockSubstituted(layer, {}, hidden, kSequences, kSeqLen, {});
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    EXPECT_EQ(*stored, *want) << flavour << " layer " << layer << ": stored weights";
+    std::vector<float> on_device;
+    ASSERT_TRUE(
+        (*gpu)->RunBlockOnDevice(layer, {}, hidden, kSequences, kSeqLen, none, &on_device).ok());
+    EXPECT_EQ(on_device, *want) << flavour << " layer " << layer << ": RunBlockOnDevice";
+    // One substitute (a probe's): the others stay the stored ones.
+    WeightMap full = own;
+    WeightMap one;
+    const std::string name = full.rbegin()->first;
+    for (size_t i = 0; i < full[name].size(); i += 3) full[name][i] *= 0.5f;
+    one[name] = full[name];
+    auto want_one = (*gpu)->RunBlock(layer, full, hidden, kSequences, kSeqLen, {});
+    ASSERT_TRUE(want_one.ok()) << want_one.status();
+    auto got_one = (*gpu)->RunBlockSubstituted(layer, one, hidden, kSequences, kSeqLen, {});
+    ASSERT_TRUE(got_one.ok()) << got_one.status();
+    EXPECT_EQ(*got_one, *want_one) << flavour << " layer " << layer << ": one substitute";
+    EXPECT_NE(*got_one, *want) << "the substitute was not used";
+    hidden = std::move(*want);
+  }
+  auto chained = (*gpu)->RunStoredBlocks(0, cpu.num_layers(), first_input, kSequences, kSeqLen);
+  ASSERT_TRUE(chained.ok()) << chained.status();
+  EXPECT_EQ(*chained, hidden) << flavour << ": RunStoredBlocks";
+  auto none_run = (*gpu)->RunStoredBlocks(1, 1, first_input, kSequences, kSeqLen);
+  ASSERT_TRUE(none_run.ok());
+  EXPECT_EQ(*none_run, first_input);
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      (*gpu)->RunStoredBlocks(0, cpu.num_layers() + 1, first_input, kSequences, kSeqLen).status()));
+  EXPECT_EQ((*gpu)->resident_weight_bytes() > 0, resident);
+}
+
+TEST(GpuBlockRunnerTest, StoredWeightsOnePass) {
+  SKIP_WITHOUT_GPU();
+  for (const std::string flavour : {"llama", "gemma3"}) {
+    CompareStoredPaths(flavour, /*chunk_tokens=*/32768, /*resident=*/true);
+  }
+}
+
+TEST(GpuBlockRunnerTest, StoredWeightsChunked) {
+  SKIP_WITHOUT_GPU();
+  CompareStoredPaths("llama", /*chunk_tokens=*/2 * kSeqLen, /*resident=*/true);
+}
+
+TEST(GpuBlockRunnerTest, StoredWeightsNotResident) {
+  SKIP_WITHOUT_GPU();
+  CompareStoredPaths("llama", /*chunk_tokens=*/32768, /*resident=*/false);
+}
+
+// RunBlockRotated (substitutes in rotated space, the site input rotated on the device) against
+// RunBlock with the same substitutes rotated back on the host: the same product in the other
+// order, so equal up to roundings (fp32 GEMMs: kExactTolerance). Every tensor substituted, then one.
+void CompareRotated(const std::string& flavour, bool exact) {
+  Model m = Load(flavour);
+  ASSERT_NE(m.model, nullptr);
+  const EngineBlockRunner cpu(*m.model);
+  auto gpu = GpuBlockRunner::Create(*m.model, m.weights,
+                                    {.chunk_tokens = 2 * kSeqLen, .exact_fp32 = exact});
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  ASSERT_TRUE((*gpu)->AcceptsRotatedWeights());
+  auto embedded = cpu.Embed(Tokens(m.model->vocab_size()));
+  ASSERT_TRUE(embedded.ok());
+  const std::vector<float>& hidden = *embedded;
+  const double tolerance = exact ? kExactTolerance : kFastTolerance;
+  for (int layer = 0; layer < cpu.num_layers(); ++layer) {
+    std::vector<kernels::HadamardRotation> rotations;
+    const std::vector<LinearSite> sites = cpu.Sites(layer);
+    for (size_t s = 0; s < sites.size(); ++s) {
+      auto r = kernels::HadamardRotation::Create(sites[s].dim, 100 + 10 * layer + s);
+      ASSERT_TRUE(r.ok());
+      rotations.push_back(*std::move(r));
+    }
+    WeightMap back;
+    RotatedWeightMap rotated;
+    for (size_t s = 0; s < sites.size(); ++s) {
+      for (const std::string& name : sites[s].tensors) {
+        int64_t rows = 0, cols = 0;
+        std::vector<float> w = *cpu.ReadWeight(name, &rows, &cols);
+        for (size_t i = 0; i < w.size(); i += 4) w[i] *= 0.8f;  // a perturbed W'
+        std::vector<float> b = w;
+        rotations[s].ApplyTranspose(b.data(), rows, &Pool());
+        back[name] = std::move(b);
+        rotated[name] = {std::move(w), &rotations[s]};
+      }
+    }
+    auto want = (*gpu)->RunBlock(layer, back, hidden, kSequences, kSeqLen, {});
+    ASSERT_TRUE(want.ok()) << want.status();
+    auto got = (*gpu)->RunBlockRotated(layer, rotated, hidden, kSequences, kSeqLen);
+    ASSERT_TRUE(got.ok()) << got.status();
+    const double err = RelativeError(*got, *want);
+    std::printf("%s%s layer %d: rotated substitutes %.2e", flavour.c_str(),
+                exact ? " (exact)" : "", layer, err);
+    EXPECT_LE(err, tolerance) << flavour << " layer " << layer;
+    // One rotated substitute (a probe's), the rest stored.
+    const std::string one_name = sites.back().tensors.front();
+    RotatedWeightMap one;
+    one[one_name] = rotated[one_name];
+    WeightMap one_back;
+    one_back[one_name] = back[one_name];
+    auto want_one = (*gpu)->RunBlockSubstituted(layer, one_back, hidden, kSequences, kSeqLen, {});
+    auto got_one = (*gpu)->RunBlockRotated(layer, one, hidden, kSequences, kSeqLen);
+    ASSERT_TRUE(want_one.ok() && got_one.ok());
+    const double err_one = RelativeError(*got_one, *want_one);
+    std::printf(", one %.2e\n", err_one);
+    EXPECT_LE(err_one, tolerance) << flavour << " layer " << layer << " " << one_name;
+    // Repeats itself bit for bit.
+    auto again = (*gpu)->RunBlockRotated(layer, rotated, hidden, kSequences, kSeqLen);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(*again, *got);
+  }
+  RotatedWeightMap bad;
+  bad["layers.0.attn.q_proj.weight"] = {std::vector<float>(3, 1.0f), nullptr};
+  EXPECT_TRUE(
+      absl::IsInvalidArgument((*gpu)->RunBlockRotated(0, bad, hidden, kSequences, kSeqLen).status()));
+}
+
+TEST_P(GpuBlockRunnerFlavourTest, RotatedSubstitutesExact) {
+  SKIP_WITHOUT_GPU();
+  CompareRotated(GetParam(), /*exact=*/true);
+}
+
+TEST_P(GpuBlockRunnerFlavourTest, RotatedSubstitutesFast) {
+  SKIP_WITHOUT_GPU();
+  CompareRotated(GetParam(), /*exact=*/false);
+}
+
 struct Emitted {
   std::vector<v1::TensorEntry> entries;
   std::vector<std::vector<uint8_t>> blobs;
 };
 
-Emitted RunPipeline(const BlockRunner& runner, QuantBackend* backend) {
+Emitted RunPipeline(const BlockRunner& runner, QuantBackend* backend,
+                    const std::string& checkpoint_dir = "", const ProgressFn& progress = {},
+                    const std::atomic<bool>* cancel = nullptr,
+                    absl::StatusOr<PipelineResult>* result = nullptr) {
   PipelineOptions o;
+  o.checkpoint_dir = checkpoint_dir;
   o.target_bits_per_weight = 3.0;
   // 14 tensors of a tiny Llama reach only a coarse set of averages (all K = 3 is 3.13 with scales).
   o.tolerance = 0.15;
@@ -234,8 +391,12 @@ Emitted RunPipeline(const BlockRunner& runner, QuantBackend* backend) {
         out.blobs.emplace_back(b.begin(), b.end());
         return absl::OkStatus();
       },
-      {}, nullptr);
-  EXPECT_TRUE(r.ok()) << r.status();
+      progress, cancel);
+  if (result != nullptr) {
+    *result = r;
+  } else {
+    EXPECT_TRUE(r.ok()) << r.status();
+  }
   return out;
 }
 
@@ -268,6 +429,41 @@ TEST(GpuBlockRunnerTest, PipelineMatchesCpuPath) {
       EXPECT_LE(rel, 0.05) << flavour << " " << a.name();
     }
     EXPECT_LE(width_flips, 1) << flavour;
+  }
+}
+
+// The GPU path resumes bit-identically too: stored weights resident, probes and the quantized path
+// substituted in rotated space, the replays of both stages on the same calls as the first run.
+TEST(GpuBlockRunnerTest, PipelineResumesBitIdentically) {
+  SKIP_WITHOUT_GPU();
+  Model m = Load("llama");
+  ASSERT_NE(m.model, nullptr);
+  auto runner = GpuBlockRunner::Create(*m.model, m.weights);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  auto backend = GpuQuantBackend::Create(&Pool());
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const Emitted reference = RunPipeline(**runner, backend->get());
+  ASSERT_FALSE(reference.entries.empty());
+  for (auto stop_stage : {PipelineProgress::Stage::kMeasure, PipelineProgress::Stage::kQuantize}) {
+    const std::string dir = ::testing::TempDir() + "/bitloom_gpu_resume_" +
+                            std::to_string(static_cast<int>(stop_stage));
+    std::filesystem::remove_all(dir);
+    std::atomic<bool> cancel{false};
+    absl::StatusOr<PipelineResult> first;
+    RunPipeline(
+        **runner, backend->get(), dir,
+        [&](const PipelineProgress& p) {
+          if (p.stage == stop_stage && p.layer == 1) cancel = true;
+        },
+        &cancel, &first);
+    ASSERT_EQ(first.status().code(), absl::StatusCode::kCancelled) << first.status();
+    absl::StatusOr<PipelineResult> second;
+    const Emitted resumed = RunPipeline(**runner, backend->get(), dir, {}, nullptr, &second);
+    ASSERT_TRUE(second.ok()) << second.status();
+    EXPECT_GT(second->resumed_measure_blocks, 0);
+    ASSERT_EQ(resumed.entries.size(), reference.entries.size());
+    EXPECT_EQ(resumed.blobs, reference.blobs) << "stopped in stage " << static_cast<int>(stop_stage);
+    std::filesystem::remove_all(dir);
   }
 }
 

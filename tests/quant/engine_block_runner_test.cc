@@ -274,6 +274,48 @@ TEST(EngineBlockRunner, BlocksWithItsOwnWeightsReproduceForward) {
   EXPECT_TRUE(absl::IsInvalidArgument(runner.RunBlock(0, {}, *hidden, sequences, len, {}).status()));
 }
 
+// The stored-weight calls read the model's own weights in place: RunBlockSubstituted with none or
+// one substitute, and BlockRunner's default RunStoredBlocks, equal RunBlock with the full map.
+TEST(EngineBlockRunner, StoredWeightCallsMatchTheFullMap) {
+  const v1::ModelConfig config = engine::testing::SyntheticConfig("llama");
+  const engine::InMemoryWeightSource weights = engine::testing::SyntheticWeights(config, 9);
+  auto model = engine::DecoderModel::Load(config, weights, nullptr);
+  ASSERT_TRUE(model.ok());
+  const EngineBlockRunner runner(**model);
+  const int64_t sequences = 2, len = 5;
+  auto embedded = runner.Embed(
+      SyntheticTokens(static_cast<int>(sequences * len), (*model)->vocab_size(), 6));
+  ASSERT_TRUE(embedded.ok());
+  std::vector<float> hidden = *embedded;
+  for (int l = 0; l < runner.num_layers(); ++l) {
+    WeightMap full;
+    for (const LinearSite& site : runner.Sites(l)) {
+      for (const std::string& name : site.tensors) {
+        int64_t rows = 0, cols = 0;
+        full[name] = *runner.ReadWeight(name, &rows, &cols);
+      }
+    }
+    auto want = runner.RunBlock(l, full, hidden, sequences, len, {});
+    ASSERT_TRUE(want.ok()) << want.status();
+    auto stored = runner.RunBlockSubstituted(l, {}, hidden, sequences, len, {});
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    EXPECT_EQ(*stored, *want);
+    WeightMap one;
+    const std::string name = full.begin()->first;
+    for (float& v : full[name]) v *= 0.5f;
+    one[name] = full[name];
+    auto got_one = runner.RunBlockSubstituted(l, one, hidden, sequences, len, {});
+    auto want_one = runner.RunBlock(l, full, hidden, sequences, len, {});
+    ASSERT_TRUE(got_one.ok() && want_one.ok());
+    EXPECT_EQ(*got_one, *want_one);
+    EXPECT_NE(*got_one, *want);
+    hidden = std::move(*want);
+  }
+  auto chained = runner.RunStoredBlocks(0, runner.num_layers(), *embedded, sequences, len);
+  ASSERT_TRUE(chained.ok()) << chained.status();
+  EXPECT_EQ(*chained, hidden);
+}
+
 std::string SmolLmPath() {
   const char* env = std::getenv("BITLOOM_MODEL_CACHE");
   const char* home = std::getenv("HOME");

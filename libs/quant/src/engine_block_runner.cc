@@ -78,16 +78,35 @@ absl::StatusOr<std::vector<float>> EngineBlockRunner::RunBlock(int layer, const 
                                                                absl::Span<const float> hidden,
                                                                int64_t sequences, int64_t seq_len,
                                                                const CaptureFn& capture) const {
+  return Forward(layer, weights, /*stored_fallback=*/false, hidden, sequences, seq_len, capture);
+}
+
+absl::StatusOr<std::vector<float>> EngineBlockRunner::RunBlockSubstituted(
+    int layer, const WeightMap& substitutes, absl::Span<const float> hidden, int64_t sequences,
+    int64_t seq_len, const CaptureFn& capture) const {
+  return Forward(layer, substitutes, /*stored_fallback=*/true, hidden, sequences, seq_len, capture);
+}
+
+absl::StatusOr<std::vector<float>> EngineBlockRunner::Forward(int layer, const WeightMap& weights,
+                                                              bool stored_fallback,
+                                                              absl::Span<const float> hidden,
+                                                              int64_t sequences, int64_t seq_len,
+                                                              const CaptureFn& capture) const {
   if (layer < 0 || layer >= num_layers_) {
     return absl::InvalidArgumentError(absl::StrCat("RunBlock: layer ", layer, " outside [0, ", num_layers_, ")"));
   }
   if (sequences <= 0 || seq_len <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("RunBlock: ", sequences, " sequences of ", seq_len));
   }
+  const engine::LayerLinearWeights own = model_.linear_weights(layer);
   engine::LayerLinearWeights w;
   for (const LinearTensor& t : kTensors) {
     const std::string name = formats::LayerTensor(layer, t.suffix);
     auto it = weights.find(name);
+    if (it == weights.end() && stored_fallback) {
+      w.*t.member = own.*t.member;
+      continue;
+    }
     if (it == weights.end()) return absl::InvalidArgumentError(absl::StrCat("RunBlock: no weight for ", name));
     if (it->second.empty()) return absl::InvalidArgumentError(absl::StrCat("RunBlock: ", name, " is empty"));
     w.*t.member = it->second;

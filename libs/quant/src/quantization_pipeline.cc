@@ -89,10 +89,17 @@ bool Cancelled(const std::atomic<bool>* cancel) {
 absl::Status CancelledError() { return absl::CancelledError("quantization cancelled"); }
 
 // An emitted tensor's weights as the quantization pass substitutes them into the next forward:
-// dequantized, then rotated back to the original space (the same calls that made them first).
-absl::StatusOr<std::vector<float>> DequantizedWeight(const v1::TensorEntry& entry,
-                                                     absl::Span<const uint8_t> blob,
-                                                     ThreadPool* pool) {
+// dequantized in rotated space, with the rotation that takes them back (the same calls that made
+// them first).
+struct RestoredWeight {
+  std::vector<float> rotated;
+  kernels::HadamardRotation rotation;
+  int64_t rows = 0;
+};
+
+absl::StatusOr<RestoredWeight> DequantizedWeight(const v1::TensorEntry& entry,
+                                                 absl::Span<const uint8_t> blob,
+                                                 ThreadPool* pool) {
   const auto seed_param = entry.params().find(kernels::kScalarParamRotationSeed);
   uint64_t seed = 0;
   if (entry.shape_size() != 2 || seed_param == entry.params().end() ||
@@ -112,8 +119,7 @@ absl::StatusOr<std::vector<float>> DequantizedWeight(const v1::TensorEntry& entr
   if (absl::Status s = kernels::DequantizeScalarCodec(*layout, blob, back.data(), pool); !s.ok()) {
     return s;
   }
-  rotation->ApplyTranspose(back.data(), rows, pool);
-  return back;
+  return RestoredWeight{std::move(back), *std::move(rotation), rows};
 }
 
 // What one site needs to quantize its tensors: the rotation and the factored rotated Hessian.
@@ -191,6 +197,9 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
 
   PipelineResult result;
   PipelineTimings& timings = result.timings;
+  // Dequantized substitutes go to the runner in rotated space when it rotates on the device (the
+  // host then never applies Rᵀ to a weight); a resume replays them the same way.
+  const bool rotated_substitutes = runner_.AcceptsRotatedWeights();
   auto report = [&](PipelineProgress::Stage stage, int layer, const std::string& tensor,
                     double fraction) {
     if (progress) progress({stage, layer, layers, tensor, fraction});
@@ -226,10 +235,24 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
     }
     return absl::OkStatus();
   };
-  // Runs block `layer` with `weights`, accumulating one Hessian per site; returns the per-site
-  // state.
+  // Blocks [first, end) with their stored weights on `x`. A GPU runner takes them in one call (a
+  // batch that fits one device pass never leaves the device); otherwise block by block, so that a
+  // cancellation is seen between blocks.
+  const auto run_stored = [&](int first, int end, std::vector<float>* x, int64_t seqs,
+                              int64_t len) -> absl::Status {
+    const int step = runner_.CapturesOnDevice() ? std::max(end - first, 1) : 1;
+    for (int r = first; r < end; r += step) {
+      if (Cancelled(cancel)) return CancelledError();
+      auto out = runner_.RunStoredBlocks(r, std::min(r + step, end), *x, seqs, len);
+      if (!out.ok()) return out.status();
+      *x = std::move(*out);
+    }
+    return absl::OkStatus();
+  };
+  // Runs block `layer` with its stored weights, accumulating one Hessian per site; returns the
+  // per-site state.
   const auto site_states = [&](int layer, const std::vector<LinearSite>& sites,
-                               const WeightMap& weights, absl::Span<const float> hidden,
+                               absl::Span<const float> hidden,
                                std::vector<float>* out) -> absl::StatusOr<std::vector<SiteState>> {
     std::vector<std::unique_ptr<SiteHessian>> acc;
     std::map<std::string, size_t> index;
@@ -257,7 +280,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
         if (!h.ok()) return h.status();
         return (*h)->AddOnDevice(x, rows, stream);
       };
-      if (absl::Status st = runner_.RunBlockOnDevice(layer, weights, hidden, sequences, seq_len,
+      if (absl::Status st = runner_.RunBlockOnDevice(layer, {}, hidden, sequences, seq_len,
                                                      capture, out);
           !st.ok())
         return st;
@@ -268,7 +291,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
         if (!h.ok()) return h.status();
         return (*h)->Add(x, rows);
       };
-      auto o_hidden = runner_.RunBlock(layer, weights, hidden, sequences, seq_len, capture);
+      auto o_hidden = runner_.RunBlockSubstituted(layer, {}, hidden, sequences, seq_len, capture);
       if (!o_hidden.ok()) return o_hidden.status();
       if (out != nullptr) *out = std::move(*o_hidden);
     }
@@ -338,15 +361,10 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
         ++result.resumed_measure_blocks;
         continue;
       }
-      for (int r = ready + 1; r < layer; ++r) {
-        if (Cancelled(cancel)) return CancelledError();
-        WeightMap own;
-        std::map<std::string, std::pair<int64_t, int64_t>> own_shapes;
-        if (absl::Status st = read_block_weights(r, &own, &own_shapes); !st.ok()) return st;
+      if (ready + 1 < layer) {
         const Clock::time_point t0 = Clock::now();
-        auto replayed = runner_.RunBlock(r, own, hidden, sequences, seq_len, {});
-        if (!replayed.ok()) return replayed.status();
-        hidden = std::move(*replayed);
+        if (absl::Status st = run_stored(ready + 1, layer, &hidden, sequences, seq_len); !st.ok())
+          return st;
         timings.forward += Since(t0);
       }
       const std::vector<LinearSite> sites = runner_.Sites(layer);
@@ -356,7 +374,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       if (absl::Status st = read_block_weights(layer, &weights, &shapes); !st.ok()) return st;
       timings.weights_host += Since(read_t0);
       std::vector<float> next;
-      auto states = site_states(layer, sites, weights, hidden, &next);
+      auto states = site_states(layer, sites, hidden, &next);
       if (!states.ok()) return states.status();
       const size_t first_item = items.size();
       // The sensitivity probe (docs/QUANTIZATION.md, section 5) runs on about kProbeTokens
@@ -377,7 +395,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       std::vector<float> batch;
       {
         const Clock::time_point t0 = Clock::now();
-        auto reference = runner_.RunBlock(layer, weights, probe_in, probe_seqs, probe_seq_len, {});
+        auto reference =
+            runner_.RunBlockSubstituted(layer, {}, probe_in, probe_seqs, probe_seq_len, {});
         if (!reference.ok()) return reference.status();
         batch = std::move(*reference);
         timings.probe += Since(t0);
@@ -395,7 +414,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           report(PipelineProgress::Stage::kMeasure, layer, name, f0);
           const auto [rows, cols] = shapes[name];
           Clock::time_point t0 = Clock::now();
-          std::vector<float> wr = weights[name];
+          // The probes substitute the quantized tensor alone: the runner keeps the stored weights.
+          std::vector<float> wr = std::move(weights[name]);
           st.rotation.Apply(wr.data(), rows, pool_);
           timings.weights_host += Since(t0);
           t0 = Clock::now();
@@ -447,25 +467,36 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           timings.measure_ldlq += Since(t0);
           // This block's output on the probe prefix with the tensor at each probe width,
           // dequantized and rotated back in place of its full-precision self.
-          t0 = Clock::now();
           for (int k : probe_widths) {
             if (Cancelled(cancel)) return CancelledError();
+            t0 = Clock::now();
             const QuantizedWeight& probe = at_width.at(k);
             std::vector<float> back(rows * cols);
             if (absl::Status ds =
                     kernels::DequantizeScalarCodec(probe.layout, probe.blob, back.data(), pool_);
                 !ds.ok())
               return ds;
-            st.rotation.ApplyTranspose(back.data(), rows, pool_);
-            std::swap(weights[name], back);
-            auto out = runner_.RunBlock(layer, weights, probe_in, probe_seqs, probe_seq_len, {});
-            std::swap(weights[name], back);
+            WeightMap substitute;
+            RotatedWeightMap rotated_substitute;
+            if (rotated_substitutes) {
+              rotated_substitute[name] = {std::move(back), &st.rotation};
+            } else {
+              st.rotation.ApplyTranspose(back.data(), rows, pool_);
+              substitute[name] = std::move(back);
+            }
+            timings.weights_host += Since(t0);
+            t0 = Clock::now();
+            auto out = rotated_substitutes
+                           ? runner_.RunBlockRotated(layer, rotated_substitute, probe_in,
+                                                     probe_seqs, probe_seq_len)
+                           : runner_.RunBlockSubstituted(layer, substitute, probe_in, probe_seqs,
+                                                         probe_seq_len, {});
             if (!out.ok()) return out.status();
             batch.insert(batch.end(), out->begin(), out->end());
             probes.push_back({items.size(), k, std::max(0.0, probe.proxy_loss)});
+            timings.probe += Since(t0);
           }
           items.push_back(std::move(it));
-          timings.probe += Since(t0);
         }
       }
       // Sensitivity: the rest of the model, in full precision, on every probe's output at once,
@@ -477,19 +508,11 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       // linear regime), wider ones by the gain at kProbeBits.
       {
         const int64_t batch_seqs = probe_seqs * static_cast<int64_t>(1 + probes.size());
-        for (int r = layer + 1; r < layers; ++r) {
-          if (Cancelled(cancel)) return CancelledError();
-          WeightMap later;
-          std::map<std::string, std::pair<int64_t, int64_t>> later_shapes;
-          Clock::time_point t0 = Clock::now();
-          if (absl::Status st = read_block_weights(r, &later, &later_shapes); !st.ok()) return st;
-          timings.weights_host += Since(t0);
-          t0 = Clock::now();
-          auto out = runner_.RunBlock(r, later, batch, batch_seqs, probe_seq_len, {});
-          if (!out.ok()) return out.status();
-          batch = std::move(*out);
-          timings.probe += Since(t0);
-        }
+        const Clock::time_point t0 = Clock::now();
+        if (absl::Status st = run_stored(layer + 1, layers, &batch, batch_seqs, probe_seq_len);
+            !st.ok())
+          return st;
+        timings.probe_rest += Since(t0);
         const absl::Span<const float> reference(batch.data(), probe_len);
         std::map<std::pair<size_t, int>, double> gain;
         for (size_t p = 0; p < probes.size(); ++p) {
@@ -591,14 +614,30 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       for (size_t p = 0; p < pending.size(); ++p) {
         if (Cancelled(cancel)) return CancelledError();
         const int r = ready + 1 + static_cast<int>(p);
-        WeightMap restored_weights;
+        // As the first run substituted them (rotated on the device or rotated back here).
+        std::vector<RestoredWeight> replay_weights;
         for (const auto& [entry, blob] : pending[p]) {
           auto w = DequantizedWeight(entry, blob, pool_);
           if (!w.ok()) return w.status();
-          restored_weights[entry.name()] = std::move(*w);
+          replay_weights.push_back(*std::move(w));
+        }
+        WeightMap restored_weights;
+        RotatedWeightMap restored_rotated;
+        for (size_t t = 0; t < replay_weights.size(); ++t) {
+          RestoredWeight& w = replay_weights[t];
+          const std::string& name = pending[p][t].first.name();
+          if (rotated_substitutes) {
+            restored_rotated[name] = {std::move(w.rotated), &w.rotation};
+          } else {
+            w.rotation.ApplyTranspose(w.rotated.data(), w.rows, pool_);
+            restored_weights[name] = std::move(w.rotated);
+          }
         }
         const Clock::time_point t0 = Clock::now();
-        auto replayed = runner_.RunBlock(r, restored_weights, hidden, sequences, seq_len, {});
+        auto replayed =
+            rotated_substitutes
+                ? runner_.RunBlockRotated(r, restored_rotated, hidden, sequences, seq_len)
+                : runner_.RunBlock(r, restored_weights, hidden, sequences, seq_len, {});
         if (!replayed.ok()) return replayed.status();
         hidden = std::move(*replayed);
         timings.forward += Since(t0);
@@ -623,10 +662,11 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           states->push_back({std::move(*rot), nullptr});
         }
       } else {
-        states = site_states(layer, sites, weights, hidden, nullptr);
+        states = site_states(layer, sites, hidden, nullptr);
       }
       if (!states.ok()) return states.status();
       WeightMap dequantized;
+      RotatedWeightMap dequantized_rotated;
       for (size_t s = 0; s < sites.size(); ++s) {
         const SiteState& st = (*states)[s];
         for (const std::string& name : sites[s].tensors) {
@@ -634,7 +674,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           report(PipelineProgress::Stage::kQuantize, layer, name, f0);
           const auto [rows, cols] = shapes[name];
           Clock::time_point t0 = Clock::now();
-          std::vector<float> wr = weights[name];
+          std::vector<float> wr = std::move(weights[name]);
           st.rotation.Apply(wr.data(), rows, pool_);
           timings.weights_host += Since(t0);
           t0 = Clock::now();
@@ -652,8 +692,12 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
                     kernels::DequantizeScalarCodec(q->layout, q->blob, back.data(), pool_);
                 !ds.ok())
               return ds;
-            st.rotation.ApplyTranspose(back.data(), rows, pool_);
-            dequantized[name] = std::move(back);
+            if (rotated_substitutes) {
+              dequantized_rotated[name] = {std::move(back), &st.rotation};
+            } else {
+              st.rotation.ApplyTranspose(back.data(), rows, pool_);
+              dequantized[name] = std::move(back);
+            }
           }
           timings.weights_host += Since(t0);
           v1::TensorEntry entry;
@@ -672,7 +716,10 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       }
       if (!rtn) {
         const Clock::time_point t0 = Clock::now();
-        auto next = runner_.RunBlock(layer, dequantized, hidden, sequences, seq_len, {});
+        auto next = rotated_substitutes ? runner_.RunBlockRotated(layer, dequantized_rotated,
+                                                                  hidden, sequences, seq_len)
+                                        : runner_.RunBlock(layer, dequantized, hidden, sequences,
+                                                           seq_len, {});
         if (!next.ok()) return next.status();
         hidden = std::move(*next);
         timings.forward += Since(t0);

@@ -13,6 +13,7 @@
 #include "bitloom/formats/tensor_names.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/gated_activation.h"
+#include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "bitloom/kernels/cuda/paged_attention.h"
 #include "bitloom/kernels/cuda/qkv_rope.h"
 #include "bitloom/kernels/cuda/residual_rms_norm.h"
@@ -87,7 +88,23 @@ struct GpuBlockRunner::Impl {
   DeviceArray<float> global_inv_freq, local_inv_freq;
   float global_scaling = 1.0f, local_scaling = 1.0f;
   std::vector<LayerParams> layers;
-  DeviceArray<float> linear[kNumLinears];  // the block's substituted weights, fp32
+  const engine::DecoderModel* model = nullptr;  // the stored weights (borrowed)
+  DeviceArray<float> linear[kNumLinears];  // this call's substituted weights, fp32
+  // The stored (source) weights of each block, fp32, once resident (options.resident_weights):
+  // a forward with stored weights then uploads nothing. `refused`: there was no room for it.
+  struct StoredBlock {
+    DeviceArray<float> w[kNumLinears];
+    bool resident = false, refused = false;
+  };
+  std::vector<StoredBlock> stored;
+  int64_t resident_bytes = 0;
+  const float* active[kNumLinears] = {};  // what this call's GEMMs read: linear[i] or stored
+  // Substitutes in rotated space (RunBlockRotated): their GEMM reads R·x. rotate[i] null: x.
+  const kernels::HadamardRotation* rotate[kNumLinears] = {};
+  DeviceArray<int8_t> rotate_base[kNumLinears];  // R's base matrix, p > 1 only
+  DeviceArray<float> rotated_x;                  // R·x of the current site, [rows, in]
+  const float* rotated_from = nullptr;           // the x that rotated_x holds R·x of (else null)
+  const kernels::HadamardRotation* rotated_by = nullptr;
   // One chunk's activations (rows = chunk tokens).
   DeviceArray<float> x, h, q, k, v, q_rope, attn, o, gate, up;
   DeviceArray<uint16_t> k_cache, v_cache;
@@ -127,6 +144,7 @@ struct GpuBlockRunner::Impl {
     }
   }
 
+  std::vector<LinearSite> sites_of(int layer) const { return EngineBlockRunner(*model).Sites(layer); }
   int64_t q_dim() const { return int64_t{cfg.num_heads} * cfg.head_dim; }
   int64_t kv_dim() const { return int64_t{cfg.num_kv_heads} * cfg.head_dim; }
 
@@ -134,10 +152,13 @@ struct GpuBlockRunner::Impl {
   absl::Status Gemm(const float* x_in, int64_t rows, Linear which, int64_t out, int64_t in,
                     const DeviceArray<float>& bias, float* y) {
     const float one = 1.0f, zero = 0.0f;
+    if (rotate[which] != nullptr) {
+      BITLOOM_ASSIGN_OR_RETURN(x_in, RotatedInput(x_in, rows, in, which));
+    }
     // Column-major view: Yᵀ [out, rows] = W [out, in] (Wᵀ stored, ld in) · Xᵀ [in, rows].
     BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
         cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(rows),
-        static_cast<int>(in), &one, linear[which].get(), CUDA_R_32F, static_cast<int>(in), x_in,
+        static_cast<int>(in), &one, active[which], CUDA_R_32F, static_cast<int>(in), x_in,
         CUDA_R_32F, static_cast<int>(in), &zero, y, CUDA_R_32F, static_cast<int>(out),
         options.exact_fp32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32,
         CUBLAS_GEMM_DEFAULT));
@@ -145,9 +166,38 @@ struct GpuBlockRunner::Impl {
     return absl::OkStatus();
   }
 
+  // R·x [rows, in] for substitute `which`, in rotated_x; the q/k/v (gate/up) substitutes of one
+  // site share R, so the second and third reuse the first's rotation of the same x.
+  absl::StatusOr<const float*> RotatedInput(const float* x_in, int64_t rows, int64_t in,
+                                            Linear which) {
+    const kernels::HadamardRotation* r = rotate[which];
+    if (r->size() != in) {
+      return absl::InvalidArgumentError(absl::StrCat("RunBlockRotated: rotation of width ",
+                                                     r->size(), " for an input of width ", in));
+    }
+    if (rotated_from == x_in && rotated_by == r) return rotated_x.get();
+    BITLOOM_RETURN_IF_ERROR(rotated_x.Reserve(rows * in));
+    kc::HadamardRotateParams p;
+    p.rotation = kc::DescribeRotation(*r, rotate_base[which].get());
+    p.x_type = kc::ActivationType::kF32;
+    p.x_stride = in;
+    p.out_type = kc::ActivationType::kF32;
+    p.out_stride = in;
+    for (int64_t r0 = 0; r0 < rows; r0 += kc::kMaxRotateBatch) {
+      p.x = x_in + r0 * in;
+      p.out = rotated_x.get() + r0 * in;
+      p.batch = static_cast<int>(std::min<int64_t>(kc::kMaxRotateBatch, rows - r0));
+      BITLOOM_RETURN_IF_ERROR(kc::LaunchHadamardRotate(p, stream));
+    }
+    rotated_from = x_in;
+    rotated_by = r;
+    return rotated_x.get();
+  }
+
   // out = norm(residual (+= delta)) · (w + offset); out may be null when delta is given.
   absl::Status Norm(float* residual, const float* delta, const DeviceArray<float>& w, float* out,
                     int64_t rows) {
+    rotated_from = nullptr;  // a site's input is rewritten only after a norm
     kc::ResidualRmsNormParams p;
     p.residual = residual;
     p.delta = delta;
@@ -162,17 +212,34 @@ struct GpuBlockRunner::Impl {
   }
 
   absl::Status Reserve(int64_t rows, int64_t chunk_seqs, int64_t seq_len);
-  absl::Status UploadWeights(const std::vector<LinearSite>& sites, const WeightMap& weights);
-  // One chunk of `seqs` sequences: hidden rows [rows, hidden] from `in` (host) through the block;
-  // `see(site index, device x, rows)` after each site's input is ready; the output to `out` (host)
-  // unless null.
+  // dst (device) = src[0, n) (host, pageable) through the pinned weight buffer, queued on the
+  // stream once the buffer's previous DMA is done.
+  absl::Status StageWeight(float* dst, const float* src, size_t n);
+  // Points active[] at the block's weights: each tensor of `weights` uploaded into linear[]; a
+  // missing one INVALID_ARGUMENT unless `stored_fallback`, then the stored weight (resident, made
+  // resident now, or uploaded into linear[] when the device has no room to keep it).
+  // `rotated` (may be null): substitutes in rotated space, taken before `weights`.
+  absl::Status UploadWeights(int layer, const std::vector<LinearSite>& sites,
+                             const WeightMap& weights, bool stored_fallback,
+                             const RotatedWeightMap* rotated = nullptr);
+  // Makes block `layer`'s stored weights resident when options and free memory allow.
+  absl::Status MakeResident(int layer);
+  // One chunk of `seqs` sequences: hidden rows [rows, hidden] from `in` (host; null: x already
+  // holds them) through the block; `see(site index, device x, rows)` after each site's input is
+  // ready; the output to `out` (host) unless null (then it stays in x).
   template <typename See>
   absl::Status Chunk(int layer, const float* in, int64_t seqs, int64_t seq_len, See&& see,
                      float* out);
   template <typename See>
   absl::Status Run(int layer, const std::vector<LinearSite>& sites, const WeightMap& weights,
                    absl::Span<const float> hidden, int64_t sequences, int64_t seq_len, See&& see,
-                   float* out);
+                   float* out, bool stored_fallback, const RotatedWeightMap* rotated = nullptr);
+  absl::Status CheckHidden(absl::Span<const float> hidden, int64_t sequences,
+                           int64_t seq_len) const;
+  // Blocks [first, end) with their stored weights; the last one's output to `out` (host,
+  // hidden.size() values).
+  absl::Status RunStored(int first, int end, absl::Span<const float> hidden, int64_t sequences,
+                         int64_t seq_len, float* out);
 };
 
 absl::Status GpuBlockRunner::Impl::Reserve(int64_t rows, int64_t chunk_seqs, int64_t seq_len) {
@@ -214,8 +281,44 @@ absl::Status GpuBlockRunner::Impl::Reserve(int64_t rows, int64_t chunk_seqs, int
   return absl::OkStatus();
 }
 
-absl::Status GpuBlockRunner::Impl::UploadWeights(const std::vector<LinearSite>& sites,
-                                                 const WeightMap& weights) {
+absl::Status GpuBlockRunner::Impl::StageWeight(float* dst, const float* src, size_t n) {
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  BITLOOM_RETURN_IF_ERROR(staged_weight.Reserve(n));
+  HostCopy(staged_weight.get(), src, n);
+  BITLOOM_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(dst, staged_weight.get(), n * sizeof(float), cudaMemcpyHostToDevice, stream));
+  return absl::OkStatus();
+}
+
+absl::Status GpuBlockRunner::Impl::MakeResident(int layer) {
+  StoredBlock& b = stored[layer];
+  if (b.resident || b.refused) return absl::OkStatus();
+  const engine::LayerLinearWeights own = model->linear_weights(layer);
+  const absl::Span<const float> spans[kNumLinears] = {own.q_proj,    own.k_proj,  own.v_proj,
+                                                      own.o_proj,    own.gate_proj, own.up_proj,
+                                                      own.down_proj};
+  int64_t bytes = 0;
+  for (const auto& w : spans) bytes += static_cast<int64_t>(w.size() * sizeof(float));
+  size_t free_bytes = 0, total_bytes = 0;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (!options.resident_weights ||
+      static_cast<int64_t>(free_bytes) < bytes + options.resident_reserve_bytes) {
+    b.refused = true;
+    return absl::OkStatus();
+  }
+  for (int i = 0; i < kNumLinears; ++i) {
+    BITLOOM_RETURN_IF_ERROR(b.w[i].Reserve(static_cast<int64_t>(spans[i].size())));
+    BITLOOM_RETURN_IF_ERROR(StageWeight(b.w[i].get(), spans[i].data(), spans[i].size()));
+  }
+  b.resident = true;
+  resident_bytes += bytes;
+  return absl::OkStatus();
+}
+
+absl::Status GpuBlockRunner::Impl::UploadWeights(int layer, const std::vector<LinearSite>& sites,
+                                                 const WeightMap& weights, bool stored_fallback,
+                                                 const RotatedWeightMap* rotated) {
+  rotated_from = nullptr;
   const int64_t H = cfg.hidden_size, I = cfg.intermediate_size;
   const int64_t expected[kNumLinears] = {q_dim() * H, kv_dim() * H, kv_dim() * H, H * q_dim(),
                                          I * H,       I * H,        H * I};
@@ -223,27 +326,70 @@ absl::Status GpuBlockRunner::Impl::UploadWeights(const std::vector<LinearSite>& 
   for (const LinearSite& site : sites) {
     for (const std::string& name : site.tensors) {
       if (index >= kNumLinears) return absl::InternalError("GpuBlockRunner: more than 7 linears");
+      rotate[index] = nullptr;
+      if (rotated != nullptr) {
+        auto rt = rotated->find(name);
+        if (rt != rotated->end()) {
+          const std::vector<float>& w = rt->second.rotated;
+          const kernels::HadamardRotation* r = rt->second.rotation;
+          if (r == nullptr || static_cast<int64_t>(w.size()) != expected[index]) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "RunBlockRotated: ", name, ": ", w.size(), " values (the config implies ",
+                expected[index], ")", r == nullptr ? " and no rotation" : ""));
+          }
+          BITLOOM_RETURN_IF_ERROR(linear[index].Reserve(static_cast<int64_t>(w.size())));
+          BITLOOM_RETURN_IF_ERROR(StageWeight(linear[index].get(), w.data(), w.size()));
+          if (r->base_order() > 1) {
+            const std::vector<int8_t>& base = r->base_matrix();
+            BITLOOM_RETURN_IF_ERROR(
+                rotate_base[index].Reserve(static_cast<int64_t>(base.size())));
+            // Pageable and tiny: the copy has read it when it returns.
+            BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rotate_base[index].get(), base.data(),
+                                                         base.size(), cudaMemcpyHostToDevice,
+                                                         stream));
+          }
+          rotate[index] = r;
+          active[index] = linear[index].get();
+          ++index;
+          continue;
+        }
+      }
       auto it = weights.find(name);
-      if (it == weights.end()) {
+      if (it == weights.end() && !stored_fallback) {
         return absl::InvalidArgumentError(absl::StrCat("RunBlock: no weight for ", name));
+      }
+      if (it == weights.end()) {
+        BITLOOM_RETURN_IF_ERROR(MakeResident(layer));
+        StoredBlock& b = stored[layer];
+        if (b.resident) {
+          active[index] = b.w[index].get();
+        } else {
+          // No room to keep it: this call's copy, as for a substitute.
+          const engine::LayerLinearWeights own = model->linear_weights(layer);
+          const absl::Span<const float> spans[kNumLinears] = {
+              own.q_proj, own.k_proj, own.v_proj, own.o_proj, own.gate_proj, own.up_proj,
+              own.down_proj};
+          const absl::Span<const float> w = spans[index];
+          BITLOOM_RETURN_IF_ERROR(linear[index].Reserve(static_cast<int64_t>(w.size())));
+          BITLOOM_RETURN_IF_ERROR(StageWeight(linear[index].get(), w.data(), w.size()));
+          active[index] = linear[index].get();
+        }
+        ++index;
+        continue;
       }
       if (static_cast<int64_t>(it->second.size()) != expected[index]) {
         return absl::InvalidArgumentError(absl::StrCat("RunBlock: ", name, ": ", it->second.size(),
                                                        " values, the config implies ",
                                                        expected[index]));
       }
-      // Through pinned memory: the previous weight's DMA must have left the buffer first.
       const std::vector<float>& w = it->second;
-      BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-      BITLOOM_RETURN_IF_ERROR(staged_weight.Reserve(w.size()));
       BITLOOM_RETURN_IF_ERROR(linear[index].Reserve(static_cast<int64_t>(w.size())));
-      HostCopy(staged_weight.get(), w.data(), w.size());
-      BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(linear[index].get(), staged_weight.get(),
-                                                   w.size() * sizeof(float),
-                                                   cudaMemcpyHostToDevice, stream));
+      BITLOOM_RETURN_IF_ERROR(StageWeight(linear[index].get(), w.data(), w.size()));
+      active[index] = linear[index].get();
       ++index;
     }
   }
+  if (index != kNumLinears) return absl::InternalError("GpuBlockRunner: fewer than 7 linears");
   return absl::OkStatus();
 }
 
@@ -253,8 +399,11 @@ absl::Status GpuBlockRunner::Impl::Chunk(int layer, const float* in, int64_t seq
   const engine::ResolvedConfig& c = cfg;
   const LayerParams& L = layers[layer];
   const int64_t n = seqs * seq_len, H = c.hidden_size, I = c.intermediate_size;
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x.get(), in, static_cast<size_t>(n * H) * sizeof(float),
-                                               cudaMemcpyHostToDevice, stream));
+  if (in != nullptr) {
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x.get(), in,
+                                                 static_cast<size_t>(n * H) * sizeof(float),
+                                                 cudaMemcpyHostToDevice, stream));
+  }
   // Attention: h = norm(x); q, k, v (+ bias); q/k norm, RoPE, K/V to the cache; attend; o_proj.
   BITLOOM_RETURN_IF_ERROR(Norm(x.get(), nullptr, L.attn_norm, h.get(), n));
   BITLOOM_RETURN_IF_ERROR(see(0, h.get(), n));
@@ -341,10 +490,8 @@ absl::Status GpuBlockRunner::Impl::Chunk(int layer, const float* in, int64_t seq
   return absl::OkStatus();
 }
 
-template <typename See>
-absl::Status GpuBlockRunner::Impl::Run(int layer, const std::vector<LinearSite>& sites,
-                                       const WeightMap& weights, absl::Span<const float> hidden,
-                                       int64_t sequences, int64_t seq_len, See&& see, float* out) {
+absl::Status GpuBlockRunner::Impl::CheckHidden(absl::Span<const float> hidden, int64_t sequences,
+                                               int64_t seq_len) const {
   if (sequences <= 0 || seq_len <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("RunBlock: ", sequences, " sequences of ", seq_len));
   }
@@ -357,9 +504,59 @@ absl::Status GpuBlockRunner::Impl::Run(int layer, const std::vector<LinearSite>&
   if (seq_len > (int64_t{1} << 30)) {
     return absl::InvalidArgumentError(absl::StrCat("RunBlock: seq_len ", seq_len, " too long"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status GpuBlockRunner::Impl::RunStored(int first, int end, absl::Span<const float> hidden,
+                                             int64_t sequences, int64_t seq_len, float* out) {
+  BITLOOM_RETURN_IF_ERROR(CheckHidden(hidden, sequences, seq_len));
+  const int64_t chunk_seqs = std::clamp<int64_t>(options.chunk_tokens / seq_len, 1, sequences);
+  const auto no_capture = [](int, const float*, int64_t) { return absl::OkStatus(); };
+  if (chunk_seqs < sequences) {
+    // More than one device pass: block by block through host memory, as RunBlockSubstituted.
+    std::vector<float> cur(hidden.begin(), hidden.end());
+    for (int layer = first; layer < end; ++layer) {
+      float* to = layer + 1 == end ? out : nullptr;
+      std::vector<float> next;
+      if (to == nullptr) next.resize(cur.size());
+      BITLOOM_RETURN_IF_ERROR(Run(layer, sites_of(layer), {}, cur, sequences, seq_len, no_capture,
+                                  to != nullptr ? to : next.data(), /*stored_fallback=*/true));
+      if (to == nullptr) cur = std::move(next);
+    }
+    return absl::OkStatus();
+  }
+  // One pass holds the batch: in once, through every block on the device, out once.
+  BITLOOM_RETURN_IF_ERROR(Reserve(sequences * seq_len, sequences, seq_len));
+  const size_t elems = hidden.size();
+  BITLOOM_RETURN_IF_ERROR(staged_in[0].Reserve(elems));
+  BITLOOM_RETURN_IF_ERROR(staged_out[0].Reserve(elems));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  HostCopy(staged_in[0].get(), hidden.data(), elems);
+  absl::Status status;
+  for (int layer = first; layer < end && status.ok(); ++layer) {
+    status = UploadWeights(layer, sites_of(layer), {}, /*stored_fallback=*/true);
+    if (!status.ok()) break;
+    status = Chunk(layer, layer == first ? staged_in[0].get() : nullptr, sequences, seq_len,
+                   no_capture, layer + 1 == end ? staged_out[0].get() : nullptr);
+  }
+  const absl::Status synced = kc::CudaStatus(cudaStreamSynchronize(stream),
+                                             "cudaStreamSynchronize", __FILE__, __LINE__);
+  if (!status.ok()) return status;
+  if (!synced.ok()) return synced;
+  HostCopy(out, staged_out[0].get(), elems);
+  return absl::OkStatus();
+}
+
+template <typename See>
+absl::Status GpuBlockRunner::Impl::Run(int layer, const std::vector<LinearSite>& sites,
+                                       const WeightMap& weights, absl::Span<const float> hidden,
+                                       int64_t sequences, int64_t seq_len, See&& see, float* out,
+                                       bool stored_fallback, const RotatedWeightMap* rotated) {
+  BITLOOM_RETURN_IF_ERROR(CheckHidden(hidden, sequences, seq_len));
+  const int64_t H = cfg.hidden_size;
   const int64_t chunk_seqs = std::clamp<int64_t>(options.chunk_tokens / seq_len, 1, sequences);
   BITLOOM_RETURN_IF_ERROR(Reserve(chunk_seqs * seq_len, chunk_seqs, seq_len));
-  BITLOOM_RETURN_IF_ERROR(UploadWeights(sites, weights));
+  BITLOOM_RETURN_IF_ERROR(UploadWeights(layer, sites, weights, stored_fallback, rotated));
   const size_t chunk_elems = static_cast<size_t>(chunk_seqs * seq_len * H);
   for (int b = 0; b < 2; ++b) {
     BITLOOM_RETURN_IF_ERROR(staged_in[b].Reserve(chunk_elems));
@@ -463,6 +660,8 @@ absl::StatusOr<std::unique_ptr<GpuBlockRunner>> GpuBlockRunner::Create(
   const int layers =
       options.num_layers > 0 && options.num_layers < c.num_layers ? options.num_layers : c.num_layers;
   impl->layers.resize(layers);
+  impl->stored.resize(layers);
+  impl->model = &model;
   for (int i = 0; i < layers; ++i) {
     LayerParams& L = impl->layers[i];
     L.sliding = c.layer_is_sliding[i];
@@ -492,7 +691,9 @@ absl::StatusOr<std::unique_ptr<GpuBlockRunner>> GpuBlockRunner::Create(
 
 GpuBlockRunner::GpuBlockRunner(const engine::DecoderModel& model, GpuBlockRunnerOptions options,
                                std::unique_ptr<Impl> impl)
-    : host_(model, {.num_layers = options.num_layers}), impl_(std::move(impl)) {}
+    : host_(model, {.num_layers = options.num_layers}),
+      rotate_substitutes_(options.rotate_substitutes),
+      impl_(std::move(impl)) {}
 
 GpuBlockRunner::~GpuBlockRunner() = default;
 
@@ -517,9 +718,60 @@ absl::StatusOr<std::vector<float>> GpuBlockRunner::RunBlock(int layer, const Wei
     return capture(sites[site], m.host_site, rows);
   };
   std::vector<float> out(hidden.size());
-  BITLOOM_RETURN_IF_ERROR(m.Run(layer, sites, weights, hidden, sequences, seq_len, see, out.data()));
+  BITLOOM_RETURN_IF_ERROR(m.Run(layer, sites, weights, hidden, sequences, seq_len, see, out.data(),
+                                /*stored_fallback=*/false));
   return out;
 }
+
+absl::StatusOr<std::vector<float>> GpuBlockRunner::RunBlockSubstituted(
+    int layer, const WeightMap& substitutes, absl::Span<const float> hidden, int64_t sequences,
+    int64_t seq_len, const CaptureFn& capture) const {
+  if (capture) {
+    // Host captures are for tests and the CPU backend: the full map, through RunBlock.
+    return BlockRunner::RunBlockSubstituted(layer, substitutes, hidden, sequences, seq_len,
+                                            capture);
+  }
+  if (layer < 0 || layer >= num_layers()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RunBlock: layer ", layer, " outside [0, ", num_layers(), ")"));
+  }
+  const auto no_capture = [](int, const float*, int64_t) { return absl::OkStatus(); };
+  std::vector<float> out(hidden.size());
+  BITLOOM_RETURN_IF_ERROR(impl_->Run(layer, Sites(layer), substitutes, hidden, sequences, seq_len,
+                                     no_capture, out.data(), /*stored_fallback=*/true));
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> GpuBlockRunner::RunStoredBlocks(int first, int end,
+                                                                   absl::Span<const float> hidden,
+                                                                   int64_t sequences,
+                                                                   int64_t seq_len) const {
+  if (first < 0 || end > num_layers() || first > end) {
+    return absl::InvalidArgumentError(absl::StrCat("RunStoredBlocks: blocks [", first, ", ", end,
+                                                   ") outside [0, ", num_layers(), ")"));
+  }
+  if (first == end) return std::vector<float>(hidden.begin(), hidden.end());
+  std::vector<float> out(hidden.size());
+  BITLOOM_RETURN_IF_ERROR(impl_->RunStored(first, end, hidden, sequences, seq_len, out.data()));
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> GpuBlockRunner::RunBlockRotated(
+    int layer, const RotatedWeightMap& substitutes, absl::Span<const float> hidden,
+    int64_t sequences, int64_t seq_len) const {
+  if (layer < 0 || layer >= num_layers()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RunBlock: layer ", layer, " outside [0, ", num_layers(), ")"));
+  }
+  const auto no_capture = [](int, const float*, int64_t) { return absl::OkStatus(); };
+  std::vector<float> out(hidden.size());
+  BITLOOM_RETURN_IF_ERROR(impl_->Run(layer, Sites(layer), {}, hidden, sequences, seq_len,
+                                     no_capture, out.data(), /*stored_fallback=*/true,
+                                     &substitutes));
+  return out;
+}
+
+int64_t GpuBlockRunner::resident_weight_bytes() const { return impl_->resident_bytes; }
 
 absl::Status GpuBlockRunner::RunBlockOnDevice(int layer, const WeightMap& weights,
                                               absl::Span<const float> hidden, int64_t sequences,
@@ -537,7 +789,7 @@ absl::Status GpuBlockRunner::RunBlockOnDevice(int layer, const WeightMap& weight
   };
   if (out != nullptr) out->resize(hidden.size());
   return m.Run(layer, sites, weights, hidden, sequences, seq_len, see,
-               out == nullptr ? nullptr : out->data());
+               out == nullptr ? nullptr : out->data(), /*stored_fallback=*/true);
 }
 
 }  // namespace bitloom::quant::cuda

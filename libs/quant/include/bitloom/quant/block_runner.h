@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "bitloom/kernels/hadamard.h"
 
 namespace bitloom::quant {
 
@@ -33,6 +34,16 @@ struct LinearSite {
 
 // fp32 weights by full tensor name, row-major [out, in].
 using WeightMap = std::map<std::string, std::vector<float>>;
+
+// A substitute in its site's rotated space: the weight is W = W'·R (each row rotated back by Rᵀ),
+// W' [out, in] row-major (a quantized tensor dequantized as the codec stores it) and R the site's
+// rotation, which the caller keeps alive for the call. A runner that rotates on the device applies
+// R to the site's input instead (W·x = W'·(R·x)), so the host never rotates the weight back.
+struct RotatedWeight {
+  std::vector<float> rotated;                         // W'
+  const kernels::HadamardRotation* rotation = nullptr;  // R, n = in
+};
+using RotatedWeightMap = std::map<std::string, RotatedWeight>;
 
 // Called for every site during RunBlock with the site's inputs, x [rows, site.dim] (rows = tokens),
 // once or, when a runner processes the rows in chunks, once per chunk in row order: the rows of all
@@ -70,11 +81,41 @@ class BlockRunner {
                                                       int64_t sequences, int64_t seq_len,
                                                       const CaptureFn& capture) const = 0;
 
+  // RunBlock with the block's stored weights (ReadWeight's) for every tensor `substitutes` lacks:
+  // the pipeline substitutes only what it changed, so a runner that keeps the stored weights
+  // where its forward reads them (GpuBlockRunner keeps them on the device) copies nothing else.
+  // The default reads the missing weights and calls RunBlock.
+  virtual absl::StatusOr<std::vector<float>> RunBlockSubstituted(int layer,
+                                                                 const WeightMap& substitutes,
+                                                                 absl::Span<const float> hidden,
+                                                                 int64_t sequences, int64_t seq_len,
+                                                                 const CaptureFn& capture) const;
+  // Blocks [first, end) in order with their stored weights, each block's output the next one's
+  // input; returns the last one's output (hidden itself when first == end). A GPU runner keeps a
+  // batch that fits one device pass on the device from the first block to the last. The default
+  // calls RunBlockSubstituted per block.
+  virtual absl::StatusOr<std::vector<float>> RunStoredBlocks(int first, int end,
+                                                             absl::Span<const float> hidden,
+                                                             int64_t sequences,
+                                                             int64_t seq_len) const;
+
+  // Whether RunBlockRotated is implemented (a runner that rotates activations on the GPU).
+  virtual bool AcceptsRotatedWeights() const { return false; }
+  // RunBlockSubstituted with substitutes in rotated space (RotatedWeight), no capture. Equal to
+  // rotating each one back with Rᵀ and calling RunBlockSubstituted, up to the roundings of the
+  // other order. UNIMPLEMENTED unless AcceptsRotatedWeights().
+  virtual absl::StatusOr<std::vector<float>> RunBlockRotated(
+      int /*layer*/, const RotatedWeightMap& /*substitutes*/, absl::Span<const float> /*hidden*/,
+      int64_t /*sequences*/, int64_t /*seq_len*/) const {
+    return absl::UnimplementedError("RunBlockRotated: this runner takes unrotated weights only");
+  }
+
   // Whether RunBlockOnDevice is implemented (a GPU runner).
   virtual bool CapturesOnDevice() const { return false; }
-  // RunBlock with the sites' inputs handed over in device memory, so that a GPU Hessian
-  // accumulator reads them where they are. The output goes to *out, or nowhere when out is null
-  // (a pass run only for its captures). UNIMPLEMENTED unless CapturesOnDevice().
+  // RunBlockSubstituted (stored weights for what `weights` lacks) with the sites' inputs handed
+  // over in device memory, so that a GPU Hessian accumulator reads them where they are. The output
+  // goes to *out, or nowhere when out is null (a pass run only for its captures). UNIMPLEMENTED
+  // unless CapturesOnDevice().
   virtual absl::Status RunBlockOnDevice(int /*layer*/, const WeightMap& /*weights*/,
                                         absl::Span<const float> /*hidden*/, int64_t /*sequences*/,
                                         int64_t /*seq_len*/, const DeviceCaptureFn& /*capture*/,

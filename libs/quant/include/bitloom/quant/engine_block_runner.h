@@ -50,8 +50,19 @@ class EngineBlockRunner : public BlockRunner {
                                               absl::Span<const float> hidden, int64_t sequences,
                                               int64_t seq_len,
                                               const CaptureFn& capture) const override;
+  // The model's own weights for what `substitutes` lacks, read in place (no copy).
+  absl::StatusOr<std::vector<float>> RunBlockSubstituted(int layer, const WeightMap& substitutes,
+                                                         absl::Span<const float> hidden,
+                                                         int64_t sequences, int64_t seq_len,
+                                                         const CaptureFn& capture) const override;
 
  private:
+  // RunBlock; with `stored_fallback`, a tensor missing from `weights` is the model's own.
+  absl::StatusOr<std::vector<float>> Forward(int layer, const WeightMap& weights,
+                                             bool stored_fallback, absl::Span<const float> hidden,
+                                             int64_t sequences, int64_t seq_len,
+                                             const CaptureFn& capture) const;
+
   const engine::DecoderModel& model_;
   int num_layers_;
 };

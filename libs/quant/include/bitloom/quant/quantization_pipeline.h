@@ -95,8 +95,9 @@ struct PipelineTimings {
                                  // (queued on the forward's stream on the GPU path)
   double factor = 0.0;           // the backend's Factor: mean, rotation, damped factorisation
   double measure_ldlq = 0.0;     // the backend's Measure at every candidate width
-  double probe = 0.0;            // sensitivity probes: dequantize + forwards on a prefix, through
-                                 // the rest of the model
+  double probe = 0.0;            // sensitivity probes: the probed block's forwards on a prefix
+                                 // (their substitutes' dequantization counts as weights_host)
+  double probe_rest = 0.0;       // the rest of the model on every probe's output
   double allocate = 0.0;
   double quantize_ldlq = 0.0;    // the backend's Quantize (or RTN)
   double forward = 0.0;          // quantized-path outputs, and replays after a resume

@@ -5,7 +5,7 @@
 //
 // What is whose. Sites(), ReadWeight(), Embed(), num_layers() and hidden_size() are the CPU
 // engine's EngineBlockRunner over the same DecoderModel (the same names, order, shapes and bits);
-// only RunBlock runs elsewhere. The forward is the GPU decoder's sequence of shared kernels
+// only the forwards run elsewhere. The forward is the GPU decoder's sequence of shared kernels
 // (libs/kernels/cuda; engine's gpu_decoder_model.cc EnqueueForward combines them the same way):
 // ResidualRmsNorm, the linears as cuBLAS GEMMs over the pipeline's substituted fp32 weights,
 // QkvRope into a paged fp16 K/V cache with a trivial contiguous page table (one run of pages per
@@ -26,12 +26,16 @@
 //
 // Memory. Calibration rows go through in chunks of whole sequences (chunk_tokens); the device holds
 // one chunk's activations (about 4·chunk·(3·hidden + 3·q_dim + 2·kv_dim + 2·intermediate) bytes:
-// 7.4 GB at Llama-3-8B shapes and 32768 tokens) and one block's fp32 weights, allocated on first
-// use and kept. Hidden states stay in host memory between calls, as the interface has them: each
-// chunk goes through pinned staging buffers, two of each direction, so that the host copies of one
-// chunk (spread over the pool) overlap the device's work on the next, and the link runs at DMA
-// speed (pageable copies ran at ~3 GB/s on the H100 machine, most of a Llama-3-8B forward); the
-// weights go through one pinned buffer too. Pinned: 4 chunks of hidden states (2 GB at 8B and
+// 7.4 GB at Llama-3-8B shapes and 32768 tokens) and one block's fp32 substituted weights, allocated
+// on first use and kept, and, with resident_weights, every block's stored fp32 weights from their
+// first use on (0.87 GB per block at 8B, 27.9 GB for the model), so forwards with stored weights
+// (RunBlockSubstituted, RunStoredBlocks, RunBlockOnDevice) upload only what the caller substitutes.
+// Hidden states stay in host memory between calls, as the interface has them (RunStoredBlocks keeps
+// a batch of at most one chunk on the device from its first block to its last): each chunk goes
+// through pinned staging buffers, two of each direction, so that the host copies of one chunk
+// (spread over the pool) overlap the device's work on the next, and the link runs at DMA speed
+// (pageable copies ran at ~3 GB/s on the H100 machine, most of a Llama-3-8B forward); the weights
+// go through one pinned buffer too. Pinned: 4 chunks of hidden states (2 GB at 8B and
 // 32768 tokens) plus the largest weight.
 //
 // Ownership and threading: borrows the model, which must outlive the runner; owns a CUDA stream
@@ -66,6 +70,16 @@ struct GpuBlockRunnerOptions {
   // Splits the host copies between the caller's memory and the pinned staging buffers over its
   // threads; null: one thread. Must outlive the runner.
   ThreadPool* pool = nullptr;
+  // Keep each block's stored weights on the device (fp32) from their first use on, so forwards
+  // with stored weights (RunBlockSubstituted, RunStoredBlocks, RunBlockOnDevice) upload only the
+  // substitutes. A block stays on the host, uploaded per call, when fewer than
+  // resident_reserve_bytes of device memory would be left free after it (room for the chunk's
+  // activations, which are allocated first, and the GPU backend's Hessians and LDLQ buffers).
+  bool resident_weights = true;
+  int64_t resident_reserve_bytes = int64_t{16} << 30;
+  // Take substitutes in rotated space (AcceptsRotatedWeights), rotating the sites' inputs on the
+  // device; false: the pipeline rotates them back on the host.
+  bool rotate_substitutes = true;
 };
 
 class GpuBlockRunner final : public BlockRunner {
@@ -97,11 +111,33 @@ class GpuBlockRunner final : public BlockRunner {
                                               absl::Span<const float> hidden, int64_t sequences,
                                               int64_t seq_len,
                                               const CaptureFn& capture) const override;
+  // Stored weights as the options say (resident or uploaded from the model); a host `capture`
+  // goes through RunBlock with the full map.
+  absl::StatusOr<std::vector<float>> RunBlockSubstituted(int layer, const WeightMap& substitutes,
+                                                         absl::Span<const float> hidden,
+                                                         int64_t sequences, int64_t seq_len,
+                                                         const CaptureFn& capture) const override;
+  // A batch of at most chunk_tokens (whole sequences) goes to the device once and back once.
+  absl::StatusOr<std::vector<float>> RunStoredBlocks(int first, int end,
+                                                     absl::Span<const float> hidden,
+                                                     int64_t sequences,
+                                                     int64_t seq_len) const override;
+  // Each rotated substitute's GEMM reads R·x, rotated by the inference kernel
+  // (kernels/cuda/hadamard_rotation.h, fp32, the CPU's Apply to the bit) into a scratch buffer of
+  // [chunk rows, in] fp32; stored weights for the rest.
+  bool AcceptsRotatedWeights() const override { return rotate_substitutes_; }
+  absl::StatusOr<std::vector<float>> RunBlockRotated(int layer,
+                                                     const RotatedWeightMap& substitutes,
+                                                     absl::Span<const float> hidden,
+                                                     int64_t sequences,
+                                                     int64_t seq_len) const override;
   bool CapturesOnDevice() const override { return true; }
   absl::Status RunBlockOnDevice(int layer, const WeightMap& weights,
                                 absl::Span<const float> hidden, int64_t sequences, int64_t seq_len,
                                 const DeviceCaptureFn& capture,
                                 std::vector<float>* out) const override;
+  // Device memory the resident stored weights hold now (bytes).
+  int64_t resident_weight_bytes() const;
 
  private:
   struct Impl;
@@ -109,6 +145,7 @@ class GpuBlockRunner final : public BlockRunner {
                  std::unique_ptr<Impl> impl);
 
   const EngineBlockRunner host_;
+  const bool rotate_substitutes_;
   const std::unique_ptr<Impl> impl_;
 };
 
