@@ -318,18 +318,24 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
 
     const LinearOutput gate_up[] = {{&L.gate_proj, ws.gate, I}, {&L.up_proj, ws.up, I}};
     BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(gate_up, ws.h, H, n, scratch, stream));
-    kc::GatedActivationParams gp;
-    gp.gate = ws.gate;
-    gp.gate_stride = I;
-    gp.up = ws.up;
-    gp.up_stride = I;
-    gp.out_f32 = ws.act;
-    gp.rows = n;
-    gp.dim = I;
-    gp.activation = c.activation;
-    BITLOOM_RETURN_IF_ERROR(kc::LaunchGatedActivation(gp, stream));
     const LinearOutput down[] = {{&L.down_proj, ws.o, H}};
-    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(down, ws.act, I, n, scratch, stream));
+    if (L.down_proj.quantized) {
+      // The down projection's rotation forms act(gate) · up as it loads them.
+      const gpu::GatedInput gated{ws.up, I, c.activation};
+      BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(down, ws.gate, I, n, scratch, stream, &gated));
+    } else {
+      kc::GatedActivationParams gp;
+      gp.gate = ws.gate;
+      gp.gate_stride = I;
+      gp.up = ws.up;
+      gp.up_stride = I;
+      gp.out_f32 = ws.act;
+      gp.rows = n;
+      gp.dim = I;
+      gp.activation = c.activation;
+      BITLOOM_RETURN_IF_ERROR(kc::LaunchGatedActivation(gp, stream));
+      BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(down, ws.act, I, n, scratch, stream));
+    }
     if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(ws.o, nullptr, L.post_mlp_norm, ws.o));
     // The residual add, fused with the next norm: the next layer's attention norm, or the final norm.
     const float* next = li + 1 < c.num_layers ? weights.layers[li + 1].attn_norm : weights.final_norm;

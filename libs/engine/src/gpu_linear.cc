@@ -75,7 +75,8 @@ absl::Status RunDequantGemm(const GpuLinear& w, const LinearOutput& out, int64_t
 }  // namespace
 
 absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float* x, int64_t x_stride,
-                            int64_t rows, const LinearScratch& scratch, cudaStream_t stream) {
+                            int64_t rows, const LinearScratch& scratch, cudaStream_t stream,
+                            const GatedInput* gated) {
   if (rows <= 0) return absl::OkStatus();
   // What the scratch holds for this x: the rotation last applied (width, seed), and whether the fp16
   // copy exists. Decided on the host while enqueuing, so the sequence is the same at every replay.
@@ -107,6 +108,11 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float*
           rp.out_type = cuda::ActivationType::kF16;
           rp.out_stride = w.rotated_stride;
           rp.batch = static_cast<int>(std::min<int64_t>(cuda::kMaxRotateBatch, rows - r0));
+          if (gated != nullptr) {
+            rp.up = gated->up + r0 * gated->up_stride;
+            rp.up_stride = gated->up_stride;
+            rp.activation = gated->activation;
+          }
           BITLOOM_RETURN_IF_ERROR(cuda::LaunchHadamardRotate(rp, stream));
         }
         have_rotated = true;
@@ -120,6 +126,10 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float*
         pending.push_back(&out);
       }
     } else {
+      if (gated != nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "RunLinearGroup: ", w.name, " is dense; a gated input needs every layer quantized"));
+      }
       BITLOOM_RETURN_IF_ERROR(flush());
       if (!have_dense) {
         BITLOOM_RETURN_IF_ERROR(LaunchRowsToF16({x, x_stride, scratch.dense_in, w.cols, rows, w.cols}, stream));

@@ -72,8 +72,21 @@ struct LinearOutput {
   int64_t y_stride = 0;
 };
 
+// A gated MLP's down-projection input before its activation: the rows the layers multiply are
+// act(x) · up, x being the gate. The rotation of a quantized layer forms them as it loads
+// (LaunchHadamardRotate's gated input), bit-identical to LaunchGatedActivation then the rotation,
+// so the activation is neither launched nor written.
+struct GatedInput {
+  const float* up = nullptr;  // device [rows, up_stride] fp32
+  int64_t up_stride = 0;
+  kernels::Activation activation = kernels::Activation::kSilu;
+};
+
 // Runs every output's layer on x [rows, x_stride] fp32 (all read the same x; cols must match).
+// With `gated`, x is the gate of act(x) · up and every layer must be quantized (INVALID_ARGUMENT
+// otherwise: a dense layer needs the activation materialised by the caller).
 absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float* x, int64_t x_stride,
-                            int64_t rows, const LinearScratch& scratch, cudaStream_t stream);
+                            int64_t rows, const LinearScratch& scratch, cudaStream_t stream,
+                            const GatedInput* gated = nullptr);
 
 }  // namespace bitloom::engine::gpu

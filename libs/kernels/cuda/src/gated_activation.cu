@@ -10,6 +10,7 @@
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/gated_activation.h"
 #include "dependent_launch.cuh"
+#include "gated_activation.cuh"
 #include "launch.h"
 
 namespace bitloom::kernels::cuda {
@@ -18,23 +19,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxGridY = 65535;
 
-// x · σ(a) as x / (1 + exp(−a)). For a → −∞ exp overflows to +inf and the result is ±0, the limit.
-__device__ __forceinline__ float TimesSigmoid(float x, float a) {
-  return __fdiv_rn(x, __fadd_rn(1.0f, expf(-a)));
-}
-
-template <Activation kAct>
-__device__ __forceinline__ float Act(float x) {
-  if constexpr (kAct == Activation::kSilu) {
-    return TimesSigmoid(x, x);
-  } else {
-    // 0.5·x·(1 + tanh(u)) = x·σ(2u), u = √(2/π)·(x + 0.044715·x³).
-    constexpr float kTwoSqrtTwoOverPi = 1.5957691216057308f;  // 2·√(2/π)
-    const float x3 = x * x * x;
-    return TimesSigmoid(x, kTwoSqrtTwoOverPi * (x + 0.044715f * x3));
-  }
-}
-
 template <Activation kAct>
 __global__ void GatedActivationKernel(GatedActivationParams p) {
   detail::AllowDependentLaunch();
@@ -42,7 +26,7 @@ __global__ void GatedActivationKernel(GatedActivationParams p) {
   const int64_t col = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (col >= p.dim) return;
   for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
-    const float v = __fmul_rn(Act<kAct>(p.gate[r * p.gate_stride + col]), p.up[r * p.up_stride + col]);
+    const float v = detail::Gated<kAct>(p.gate[r * p.gate_stride + col], p.up[r * p.up_stride + col]);
     if (p.out_f32 != nullptr) p.out_f32[r * p.dim + col] = v;
     if (p.out_f16 != nullptr) reinterpret_cast<__half*>(p.out_f16)[r * p.dim + col] = __float2half_rn(v);
   }

@@ -17,6 +17,7 @@
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "dependent_launch.cuh"
 #include "device_util.cuh"
+#include "gated_activation.cuh"
 #include "hadamard_rotation_tiled.cuh"
 #include "launch.h"
 
@@ -56,6 +57,9 @@ struct RotateArgs {
   int64_t x_stride;
   void* out;
   int64_t out_stride;
+  const float* up;  // gated input (x is the gate), or null
+  int64_t up_stride;
+  Activation activation;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -78,12 +82,14 @@ __global__ void HadamardRotateKernel(RotateArgs a) {
   detail::AllowDependentLaunch();
   detail::WaitForPredecessors();
   const Tin* x = static_cast<const Tin*>(a.x) + blockIdx.x * a.x_stride;
+  const float* up = a.up == nullptr ? nullptr : a.up + blockIdx.x * a.up_stride;
   Tout* out = static_cast<Tout*>(a.out) + blockIdx.x * a.out_stride;
   const int tid = threadIdx.x;
   const int nthreads = blockDim.x;
 
   for (int64_t i = tid; i < a.n; i += nthreads) {
-    const float v = LoadAsFloat(x + i);
+    float v = LoadAsFloat(x + i);
+    if (up != nullptr) v = detail::Gated(a.activation, v, up[i]);
     row[i] = (detail::SplitMix64At(a.seed, i) >> 63) ? -v : v;  // exact: the CPU multiplies by ±1
   }
   if (a.mix) {
@@ -164,7 +170,10 @@ struct TiledArgs {
   int log_gpb;          // p = 1, C > 1: log2(groups per block)
   int cols;             // p > 1: columns per block (the last block may own fewer)
   uint32_t cols_magic;  // ceil(2^32 / cols), C > 1: owner of column j = umulhi(j, magic)
-  bool vector_load;     // x rows are 16-byte aligned: pass 0 loads 16-byte vectors
+  bool vector_load;     // x (and up) rows are 16-byte aligned: pass 0 loads 16-byte vectors
+  const float* up;      // gated input (x is the gate), or null
+  int64_t up_stride;    // elements
+  Activation activation;
 };
 
 template <typename Tin>
@@ -254,8 +263,8 @@ __device__ __forceinline__ void MixGroup(int g, const float (&y)[P], float norm,
 //   phase 1  tiles of 16 elements whose chunk indices differ in bits [b, b+4); a thread does those
 //            4 butterfly stages in registers. Passes b = 0, 4, 8, ... with the last one shifted to
 //            end at the chunk's top bit (its stages below 4·pass are already done and skipped).
-//            Pass 0 loads x (16 contiguous elements, 16-byte loads when aligned) and applies the
-//            SplitMix64 signs; between passes the tiles go through `work` (shared [n/C] fp32,
+//            Pass 0 loads x (16 contiguous elements, 16-byte loads when aligned; with a gated
+//            input also 16 of up, and forms act(x)·up) and applies the SplitMix64 signs; between passes the tiles go through `work` (shared [n/C] fp32,
 //            SwizzleWork: conflict-free for the pass-0 16-byte stores and the strided passes) and
 //            one __syncthreads. The last pass stores each element where phase 2 reads it:
 //              p > 1:  recv[k][j − colstart] of the block owning column j (columns split in C
@@ -289,6 +298,7 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
   detail::WaitForPredecessors();
 
   const Tin* x = static_cast<const Tin*>(a.x) + row * a.x_stride;
+  const float* up = a.up == nullptr ? nullptr : a.up + row * a.up_stride;
   Tout* out = static_cast<Tout*>(a.out) + row * a.out_stride;
   const int l = 1 << a.log_l;
   const int chunk = a.n / c;
@@ -307,6 +317,11 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
       float v[kTile];
       if (pass == 0) {  // b = 0: u0 = 16·t
         LoadTile(x + chunk0 + u0, a.vector_load, v);
+        if (up != nullptr) {
+          float w[kTile];
+          LoadTile(up + chunk0 + u0, a.vector_load, w);
+          detail::Unroll<kTile>([&]<int q>() { v[q] = detail::Gated(a.activation, v[q], w[q]); });
+        }
         uint64_t state = a.seed + static_cast<uint64_t>(chunk0 + u0 + 1) * detail::kSplitMixGamma;
         detail::Unroll<kTile>([&]<int q>() {
           v[q] = __uint_as_float(__float_as_uint(v[q]) ^ detail::SplitMixSignBit(state));
@@ -434,6 +449,14 @@ absl::Status Validate(const HadamardRotateParams& p) {
   }
   if (p.x == nullptr || p.out == nullptr)
     return absl::InvalidArgumentError("LaunchHadamardRotate: x and out must be non-null");
+  if (p.up != nullptr && p.x_type != ActivationType::kF32) {
+    return absl::InvalidArgumentError(
+        "LaunchHadamardRotate: a gated input (up set) needs x_type kF32 (the gate)");
+  }
+  if (p.up != nullptr && p.up_stride < r.n) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: up_stride ", p.up_stride,
+                                                   " must be >= n = ", r.n));
+  }
   if (p.x_stride < r.n || p.out_stride < r.n) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: x_stride ", p.x_stride,
                                                    " and out_stride ", p.out_stride,
@@ -570,7 +593,9 @@ absl::Status LaunchRowPerBlock(const HadamardRotateParams& p, cudaStream_t strea
                r.seed,       r.base_order > 1 && r.base_is_hadamard,
                r.norm,       r.base,
                p.x,          p.x_stride,
-               p.out,        p.out_stride};
+               p.out,        p.out_stride,
+               p.up,         p.up_stride,
+               p.activation};
   const int64_t smem = SharedBytes(r);
   const int threads = r.n >= 4096 ? 1024 : 256;
   auto* kernel = &HadamardRotateKernel<Tin, Tout>;
@@ -604,7 +629,12 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
   a.log_gpb = plan.log_gpb;
   a.cols = plan.cols;
   a.cols_magic = plan.cols_magic;
-  a.vector_load = reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && (p.x_stride * elem) % 16 == 0;
+  a.vector_load = reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && (p.x_stride * elem) % 16 == 0 &&
+                  (p.up == nullptr || (reinterpret_cast<uintptr_t>(p.up) % 16 == 0 &&
+                                       (p.up_stride * 4) % 16 == 0));
+  a.up = p.up;
+  a.up_stride = p.up_stride;
+  a.activation = p.activation;
   auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P>;
   if (plan.shared_bytes > 48 * 1024) {
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(

@@ -9,6 +9,11 @@
 // is what the scalar-codec GEMV needs (its code blocks are 32 columns and the columns past
 // in_features must meet x' = 0). The usual output is fp16 into the GEMV's activation workspace.
 //
+// The input may instead be a gated MLP's two halves (`up` set): the rotation then reads x as the
+// gate and rotates act(gate) · up, computed with LaunchGatedActivation's operations, so the result
+// equals that kernel followed by this one bit for bit while the activation never goes through
+// memory: one kernel and one round trip of the intermediate vector less per down projection.
+//
 // Two schedules (docs/KERNELS.md, "Rotation"). The register-tiled one covers every width whose L
 // is at least 16 and whose p is 1 or one of the Paley orders 12, 20, 28, 36, 60 (all the real model
 // widths): each thread holds 16 elements and does 4 butterfly stages in registers per pass, and a
@@ -27,6 +32,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "bitloom/kernels/activations.h"
 #include "bitloom/kernels/hadamard.h"
 
 namespace bitloom::kernels::cuda {
@@ -59,6 +65,10 @@ struct HadamardRotateParams {
   ActivationType out_type = ActivationType::kF16;
   int64_t out_stride = 0;  // elements, >= n; columns [n, out_stride) are written with zeros
   int batch = 0;           // rows, 1..kMaxRotateBatch
+  // Gated input: null for plain x; else x is the gate (x_type kF32) and R·(act(x) · up) is formed.
+  const float* up = nullptr;  // device [batch, up_stride] fp32
+  int64_t up_stride = 0;      // elements, >= n
+  Activation activation = Activation::kSilu;
   // Left at their defaults the launcher picks; tests and benchmarks force a schedule with them.
   RotateSchedule schedule = RotateSchedule::kAuto;
   int cluster_blocks = 0;  // register-tiled only: thread blocks per row, 1..8 (> 1: a cluster,
@@ -93,9 +103,9 @@ absl::StatusOr<RotateLaunchInfo> PlanHadamardRotate(int sm, const HadamardRotate
 // on H100); the register-tiled one needs about 8·n / cluster_blocks bytes per block.
 bool IsSupported(int sm, const HadamardRotateParams& params);
 
-// out[b] = R·x[b] for b < batch, zero-padded to out_stride. INVALID_ARGUMENT for null pointers,
-// strides < n, batch outside 1..kMaxRotateBatch, p·L != n, a missing base matrix, or a forced
-// schedule that cannot run the shape; INTERNAL for a CUDA launch error. Rows too wide for shared
+// out[b] = R·x[b] (or R·(act(x[b]) · up[b])) for b < batch, zero-padded to out_stride.
+// INVALID_ARGUMENT for null pointers, strides < n, batch outside 1..kMaxRotateBatch, p·L != n, a
+// missing base matrix, a gated input with fp16 x, or a forced schedule that cannot run the shape; INTERNAL for a CUDA launch error. Rows too wide for shared
 // memory fail at launch (check IsSupported first). The first launch on each device queries its
 // compute capability once (cached).
 absl::Status LaunchHadamardRotate(const HadamardRotateParams& params, cudaStream_t stream);
