@@ -229,15 +229,34 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
     p.hidden = H;
     return kc::LaunchResidualRmsNorm(p, stream);
   };
+  // A group reading the residual stream (+ delta) RMS-normalised with `weight` (q/k/v, gate/up): a
+  // quantized group normalises inside its rotation, so the norm is neither launched nor written;
+  // otherwise the norm kernel writes ws.h first.
+  auto normed_group = [&](absl::Span<const LinearOutput> group, const float* delta,
+                          const float* weight) -> absl::Status {
+    if (!gpu::AllQuantized(group)) {
+      BITLOOM_RETURN_IF_ERROR(norm(ws.x, delta, weight, ws.h));
+      return gpu::RunLinearGroup(group, {ws.h, H}, n, scratch, stream);
+    }
+    gpu::LinearInput in;
+    in.norm.residual = ws.x;
+    in.norm.residual_stride = H;
+    in.norm.delta = delta;
+    in.norm.delta_stride = H;
+    in.norm.weight = weight;
+    in.norm.weight_offset = c.norm_weight_offset;
+    in.norm.eps = c.rms_norm_eps;
+    return gpu::RunLinearGroup(group, in, n, scratch, stream);
+  };
 
   BITLOOM_RETURN_IF_ERROR(kc::LaunchEmbeddingGather(
       {weights.embed, ws.ids, ws.x, c.vocab_size, H, n, c.embedding_scale, nullptr}, stream));
-  BITLOOM_RETURN_IF_ERROR(norm(ws.x, nullptr, weights.layers[0].attn_norm, ws.h));
   for (int li = 0; li < c.num_layers; ++li) {
     const gpu::GpuLayerWeights& L = weights.layers[li];
     const bool sliding = c.layer_is_sliding[li];
     const LinearOutput qkv[] = {{&L.q_proj, ws.q, q_dim}, {&L.k_proj, ws.k, kv_dim}, {&L.v_proj, ws.v, kv_dim}};
-    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(qkv, ws.h, H, n, scratch, stream));
+    // The previous layer's residual add (its MLP output in ws.o) happens in this norm.
+    BITLOOM_RETURN_IF_ERROR(normed_group(qkv, li == 0 ? nullptr : ws.o, L.attn_norm));
 
     uint16_t* k_cache = reinterpret_cast<uint16_t*>(kv->Keys(li));
     uint16_t* v_cache = reinterpret_cast<uint16_t*>(kv->Values(li));
@@ -312,17 +331,17 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
       BITLOOM_RETURN_IF_ERROR(kc::LaunchPagedPrefillAttention(ap, stream));
     }
     const LinearOutput o_out[] = {{&L.o_proj, ws.o, H}};
-    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(o_out, ws.attn, q_dim, n, scratch, stream));
+    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(o_out, {ws.attn, q_dim}, n, scratch, stream));
     if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(ws.o, nullptr, L.post_attn_norm, ws.o));
-    BITLOOM_RETURN_IF_ERROR(norm(ws.x, ws.o, L.mlp_norm, ws.h));
 
     const LinearOutput gate_up[] = {{&L.gate_proj, ws.gate, I}, {&L.up_proj, ws.up, I}};
-    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(gate_up, ws.h, H, n, scratch, stream));
+    BITLOOM_RETURN_IF_ERROR(normed_group(gate_up, ws.o, L.mlp_norm));
     const LinearOutput down[] = {{&L.down_proj, ws.o, H}};
     if (L.down_proj.quantized) {
       // The down projection's rotation forms act(gate) · up as it loads them.
-      const gpu::GatedInput gated{ws.up, I, c.activation};
-      BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(down, ws.gate, I, n, scratch, stream, &gated));
+      gpu::LinearInput in{ws.gate, I};
+      in.gated = {ws.up, I, c.activation};
+      BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(down, in, n, scratch, stream));
     } else {
       kc::GatedActivationParams gp;
       gp.gate = ws.gate;
@@ -334,18 +353,18 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
       gp.dim = I;
       gp.activation = c.activation;
       BITLOOM_RETURN_IF_ERROR(kc::LaunchGatedActivation(gp, stream));
-      BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(down, ws.act, I, n, scratch, stream));
+      BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(down, {ws.act, I}, n, scratch, stream));
     }
     if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(ws.o, nullptr, L.post_mlp_norm, ws.o));
-    // The residual add, fused with the next norm: the next layer's attention norm, or the final norm.
-    const float* next = li + 1 < c.num_layers ? weights.layers[li + 1].attn_norm : weights.final_norm;
-    BITLOOM_RETURN_IF_ERROR(norm(ws.x, ws.o, next, ws.h));
   }
   if (!head) return absl::OkStatus();
+  // The last layer's residual add, fused with the final norm.
+  BITLOOM_RETURN_IF_ERROR(norm(ws.x, ws.o, weights.final_norm, ws.h));
   const int first = decode ? 0 : head_row;
   const int head_rows = decode ? n : 1;
   const LinearOutput logits[] = {{&weights.head, ws.logits, c.vocab_size}};
-  BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(logits, ws.h + int64_t{first} * H, H, head_rows, scratch, stream));
+  BITLOOM_RETURN_IF_ERROR(
+      gpu::RunLinearGroup(logits, {ws.h + int64_t{first} * H, H}, head_rows, scratch, stream));
   if (c.final_logit_softcap > 0.0f) {
     BITLOOM_RETURN_IF_ERROR(
         gpu::LaunchSoftcap({ws.logits, c.vocab_size, head_rows, c.vocab_size, c.final_logit_softcap}, stream));

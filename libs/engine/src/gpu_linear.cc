@@ -74,10 +74,21 @@ absl::Status RunDequantGemm(const GpuLinear& w, const LinearOutput& out, int64_t
 
 }  // namespace
 
-absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float* x, int64_t x_stride,
-                            int64_t rows, const LinearScratch& scratch, cudaStream_t stream,
-                            const GatedInput* gated) {
+bool AllQuantized(absl::Span<const LinearOutput> outputs) {
+  for (const LinearOutput& out : outputs) {
+    if (!out.linear->quantized) return false;
+  }
+  return true;
+}
+
+absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows,
+                            const LinearScratch& scratch, cudaStream_t stream) {
   if (rows <= 0) return absl::OkStatus();
+  const float* x = in.x;
+  const int64_t x_stride = in.x_stride;
+  const bool fused = in.gated.up != nullptr || in.norm.residual != nullptr;
+  // The norm input's residual update: applied by the group's first rotation only.
+  kernels::cuda::RotateNormInput norm = in.norm;
   // What the scratch holds for this x: the rotation last applied (width, seed), and whether the fp16
   // copy exists. Decided on the host while enqueuing, so the sequence is the same at every replay.
   bool have_rotated = false;
@@ -101,20 +112,26 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float*
         for (int64_t r0 = 0; r0 < rows; r0 += cuda::kMaxRotateBatch) {
           cuda::HadamardRotateParams rp;
           rp.rotation = w.rotation;
-          rp.x = x + r0 * x_stride;
+          rp.x = norm.residual != nullptr ? nullptr : x + r0 * x_stride;
           rp.x_type = cuda::ActivationType::kF32;
           rp.x_stride = x_stride;
           rp.out = scratch.rotated + r0 * w.rotated_stride;
           rp.out_type = cuda::ActivationType::kF16;
           rp.out_stride = w.rotated_stride;
           rp.batch = static_cast<int>(std::min<int64_t>(cuda::kMaxRotateBatch, rows - r0));
-          if (gated != nullptr) {
-            rp.up = gated->up + r0 * gated->up_stride;
-            rp.up_stride = gated->up_stride;
-            rp.activation = gated->activation;
+          if (in.gated.up != nullptr) {
+            rp.up = in.gated.up + r0 * in.gated.up_stride;
+            rp.up_stride = in.gated.up_stride;
+            rp.activation = in.gated.activation;
+          }
+          if (norm.residual != nullptr) {
+            rp.norm = norm;
+            rp.norm.residual += r0 * norm.residual_stride;
+            if (norm.delta != nullptr) rp.norm.delta += r0 * norm.delta_stride;
           }
           BITLOOM_RETURN_IF_ERROR(cuda::LaunchHadamardRotate(rp, stream));
         }
+        norm.delta = nullptr;  // the residual now holds the sum
         have_rotated = true;
         rotated_n = w.rotation.n;
         rotated_seed = w.rotation.seed;
@@ -126,9 +143,9 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float*
         pending.push_back(&out);
       }
     } else {
-      if (gated != nullptr) {
+      if (fused) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "RunLinearGroup: ", w.name, " is dense; a gated input needs every layer quantized"));
+            "RunLinearGroup: ", w.name, " is dense; a gated or norm input needs every layer quantized"));
       }
       BITLOOM_RETURN_IF_ERROR(flush());
       if (!have_dense) {

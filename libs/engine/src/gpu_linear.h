@@ -77,16 +77,30 @@ struct LinearOutput {
 // (LaunchHadamardRotate's gated input), bit-identical to LaunchGatedActivation then the rotation,
 // so the activation is neither launched nor written.
 struct GatedInput {
-  const float* up = nullptr;  // device [rows, up_stride] fp32
+  const float* up = nullptr;  // device [rows, up_stride] fp32; null: not gated
   int64_t up_stride = 0;
   kernels::Activation activation = kernels::Activation::kSilu;
 };
 
-// Runs every output's layer on x [rows, x_stride] fp32 (all read the same x; cols must match).
-// With `gated`, x is the gate of act(x) · up and every layer must be quantized (INVALID_ARGUMENT
-// otherwise: a dense layer needs the activation materialised by the caller).
-absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const float* x, int64_t x_stride,
-                            int64_t rows, const LinearScratch& scratch, cudaStream_t stream,
-                            const GatedInput* gated = nullptr);
+// What the layers of a group multiply: rows x, or one of the two inputs the rotation of a
+// quantized group builds as it loads (then every layer must be quantized: INVALID_ARGUMENT
+// otherwise, a dense layer needs the input materialised by the caller):
+//  - gated: x is the gate of act(x) · up;
+//  - norm (norm.residual set, x null): the residual stream, += delta and RMS-normalised inside the
+//    rotation (LaunchHadamardRotate's norm input). The residual is updated once per group even
+//    when its layers need several rotations.
+struct LinearInput {
+  const float* x = nullptr;  // device [rows, x_stride] fp32
+  int64_t x_stride = 0;
+  GatedInput gated;
+  kernels::cuda::RotateNormInput norm;
+};
+
+// Whether every output's layer is quantized (the fused inputs above apply).
+bool AllQuantized(absl::Span<const LinearOutput> outputs);
+
+// Runs every output's layer on `in` (all read the same input; cols must match).
+absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows,
+                            const LinearScratch& scratch, cudaStream_t stream);
 
 }  // namespace bitloom::engine::gpu

@@ -17,6 +17,7 @@
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "dependent_launch.cuh"
 #include "device_util.cuh"
+#include "block_reduce.cuh"
 #include "gated_activation.cuh"
 #include "hadamard_rotation_tiled.cuh"
 #include "launch.h"
@@ -60,7 +61,13 @@ struct RotateArgs {
   const float* up;  // gated input (x is the gate), or null
   int64_t up_stride;
   Activation activation;
+  RotateNormInput rms;  // residual RMSNorm input when rms.residual is set (x is the residual)
 };
+
+// RmsNormF32's 1/√(Σx²/n + eps): in double, rounded once to fp32 (as LaunchResidualRmsNorm).
+__device__ __forceinline__ float InvRms(double sum_sq, int64_t n, float eps) {
+  return static_cast<float>(1.0 / sqrt(sum_sq / static_cast<double>(n) + static_cast<double>(eps)));
+}
 
 // ---------------------------------------------------------------------------------------------
 // One block per row: the fallback for every shape the register-tiled kernel does not cover (p not
@@ -87,14 +94,32 @@ __global__ void HadamardRotateKernel(RotateArgs a) {
   const int tid = threadIdx.x;
   const int nthreads = blockDim.x;
 
+  const bool rms = a.rms.residual != nullptr;
+  float* residual = rms ? a.rms.residual + blockIdx.x * a.rms.residual_stride : nullptr;
+  const float* delta =
+      rms && a.rms.delta != nullptr ? a.rms.delta + blockIdx.x * a.rms.delta_stride : nullptr;
+  double sum_sq = 0.0;
   for (int64_t i = tid; i < a.n; i += nthreads) {
-    float v = LoadAsFloat(x + i);
-    if (up != nullptr) v = detail::Gated(a.activation, v, up[i]);
+    float v;
+    if (rms) {
+      v = residual[i];
+      if (delta != nullptr) {
+        v = __fadd_rn(v, delta[i]);
+        residual[i] = v;
+      }
+      sum_sq += static_cast<double>(v) * static_cast<double>(v);
+      v = __fmul_rn(v, __fadd_rn(a.rms.weight[i], a.rms.weight_offset));
+    } else {
+      v = LoadAsFloat(x + i);
+      if (up != nullptr) v = detail::Gated(a.activation, v, up[i]);
+    }
     row[i] = (detail::SplitMix64At(a.seed, i) >> 63) ? -v : v;  // exact: the CPU multiplies by ±1
   }
   if (a.mix) {
     for (int64_t i = tid; i < a.p * a.p; i += nthreads) base[i] = a.base[i];
   }
+  // The row's 1/rms multiplies the outputs (R is linear); BlockSum also orders the row's stores.
+  const float scale = rms ? a.norm * InvRms(detail::BlockSum(sum_sq), a.n, a.rms.eps) : a.norm;
   __syncthreads();
 
   // Butterfly k of a stage: segment k / (L/2), then within it pair (j, j+h) with j = blk·2h + off.
@@ -131,7 +156,7 @@ __global__ void HadamardRotateKernel(RotateArgs a) {
     } else {
       v = row[e];
     }
-    StoreFromFloat(out + e, v * a.norm);
+    StoreFromFloat(out + e, v * scale);
   }
   for (int64_t e = a.n + tid; e < a.out_stride; e += nthreads) StoreFromFloat(out + e, 0.0f);
 }
@@ -174,6 +199,7 @@ struct TiledArgs {
   const float* up;      // gated input (x is the gate), or null
   int64_t up_stride;    // elements
   Activation activation;
+  RotateNormInput rms;  // residual RMSNorm input when rms.residual is set (x is the residual)
 };
 
 template <typename Tin>
@@ -213,6 +239,37 @@ __device__ __forceinline__ void LoadTile<float>(const float* x, bool vector_load
   } else {
     detail::Unroll<kTile>([&]<int q>() { v[q] = x[q]; });
   }
+}
+
+__device__ __forceinline__ void StoreTile(float* x, bool vector_store, const float (&v)[kTile]) {
+  if (vector_store) {
+    detail::Unroll<4>([&]<int i>() {
+      reinterpret_cast<float4*>(x)[i] = make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
+    });
+  } else {
+    detail::Unroll<kTile>([&]<int q>() { x[q] = v[q]; });
+  }
+}
+
+// Pass 0's input tile of a residual-RMSNorm rotation: residual += delta (stored back), Σr² into
+// sum_sq (double, as LaunchResidualRmsNorm), then r ⊙ (weight + offset); 1/rms comes later.
+__device__ __forceinline__ void LoadNormTile(const RotateNormInput& rms, int64_t row, int e0,
+                                             bool vector_load, float (&v)[kTile],
+                                             double& sum_sq) {
+  float* residual = rms.residual + row * rms.residual_stride + e0;
+  LoadTile(residual, vector_load, v);
+  if (rms.delta != nullptr) {
+    float d[kTile];
+    LoadTile(rms.delta + row * rms.delta_stride + e0, vector_load, d);
+    detail::Unroll<kTile>([&]<int q>() { v[q] = __fadd_rn(v[q], d[q]); });
+    StoreTile(residual, vector_load, v);
+  }
+  float w[kTile];
+  LoadTile(rms.weight + e0, vector_load, w);
+  detail::Unroll<kTile>([&]<int q>() {
+    sum_sq += static_cast<double>(v[q]) * static_cast<double>(v[q]);
+    v[q] = __fmul_rn(v[q], __fadd_rn(w[q], rms.weight_offset));
+  });
 }
 
 // The tile's butterfly stages over its index bits t = first..3 in increasing order (the CPU's
@@ -264,7 +321,9 @@ __device__ __forceinline__ void MixGroup(int g, const float (&y)[P], float norm,
 //            4 butterfly stages in registers. Passes b = 0, 4, 8, ... with the last one shifted to
 //            end at the chunk's top bit (its stages below 4·pass are already done and skipped).
 //            Pass 0 loads x (16 contiguous elements, 16-byte loads when aligned; with a gated
-//            input also 16 of up, and forms act(x)·up) and applies the SplitMix64 signs; between passes the tiles go through `work` (shared [n/C] fp32,
+//            input also 16 of up, and forms act(x)·up; with a norm input the residual tile,
+//            delta added and stored back, Σr² summed, times the norm weight) and applies the
+//            SplitMix64 signs; between passes the tiles go through `work` (shared [n/C] fp32,
 //            SwizzleWork: conflict-free for the pass-0 16-byte stores and the strided passes) and
 //            one __syncthreads. The last pass stores each element where phase 2 reads it:
 //              p > 1:  recv[k][j − colstart] of the block owning column j (columns split in C
@@ -280,6 +339,12 @@ __device__ __forceinline__ void MixGroup(int g, const float (&y)[P], float norm,
 //                      i = g·R .. g·R+R−1 with B compile-time (one FADD per term), stored.
 //              p = 1:  task g: the tile recv[0..15][g], the remaining log2 C stages, stored.
 //            No block reads a peer after that barrier, so blocks may exit without another.
+//   norm     (norm input only) each warp's Σr² goes to shared memory after pass 0; the outputs
+//            are scaled by norm·inv_rms instead of norm. C = 1: every thread sums the warp
+//            partials (after pass 0's barrier; the plan refuses p = 1, C = 1 with one pass, whose
+//            only pass stores the outputs). C > 1: after the passes, threads 0..C−1 push the
+//            block's total into slot `rank` of every peer (st.shared::cluster, before the
+//            cluster barrier that precedes phase 2), and phase 2 sums the C slots in rank order.
 //   rank 0 zero-fills the output columns [n, out_stride).
 // The thread count covers the larger phase's task count (rounded to a warp, at most 512; more
 // tasks loop). Shared memory: 4·(n/C + recv) bytes, 32 KiB for n = 28672 at C = 7.
@@ -300,28 +365,45 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
   const Tin* x = static_cast<const Tin*>(a.x) + row * a.x_stride;
   const float* up = a.up == nullptr ? nullptr : a.up + row * a.up_stride;
   Tout* out = static_cast<Tout*>(a.out) + row * a.out_stride;
+  const bool rms = a.rms.residual != nullptr;
+  __shared__ double warp_sum_sq[kTiledMaxThreads / 32];
+  __shared__ double rank_sum_sq[kMaxClusterBlocks];
+  double sum_sq = 0.0;
+  float scale = a.norm;  // norm·inv_rms once the row's Σr² is known
   const int l = 1 << a.log_l;
   const int chunk = a.n / c;
   const int chunk0 = rank * chunk;
   const int tasks = chunk / kTile;
   const int npass = (a.log_sub + 3) / 4;
   const uint32_t recv_addr = detail::SharedAddress(recv);
+  auto block_sum_sq = [&] {
+    double total = 0.0;
+    for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) total += warp_sum_sq[w];
+    return total;
+  };
 
   for (int pass = 0; pass < npass; ++pass) {
     const bool last = pass + 1 == npass;
     const int b = min(4 * pass, a.log_sub - 4);
     const int first = 4 * pass - b;
     if (last && clustered) detail::ClusterWaitAcquire();  // every peer has started
+    if (P == 1 && !clustered && rms && last) {
+      scale = a.norm * InvRms(block_sum_sq(), a.n, a.rms.eps);  // pass 0's partials are visible
+    }
     for (int t = threadIdx.x; t < tasks; t += blockDim.x) {
       const int u0 = ((t >> b) << (b + 4)) | (t & ((1 << b) - 1));
       float v[kTile];
-      if (pass == 0) {  // b = 0: u0 = 16·t
+      if (pass == 0 && rms) {
+        LoadNormTile(a.rms, row, chunk0 + u0, a.vector_load, v, sum_sq);
+      } else if (pass == 0) {  // b = 0: u0 = 16·t
         LoadTile(x + chunk0 + u0, a.vector_load, v);
         if (up != nullptr) {
           float w[kTile];
           LoadTile(up + chunk0 + u0, a.vector_load, w);
           detail::Unroll<kTile>([&]<int q>() { v[q] = detail::Gated(a.activation, v[q], w[q]); });
         }
+      }
+      if (pass == 0) {
         uint64_t state = a.seed + static_cast<uint64_t>(chunk0 + u0 + 1) * detail::kSplitMixGamma;
         detail::Unroll<kTile>([&]<int q>() {
           v[q] = __uint_as_float(__float_as_uint(v[q]) ^ detail::SplitMixSignBit(state));
@@ -343,7 +425,7 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
       } else if constexpr (P == 1) {
         if (!clustered) {
           detail::Unroll<kTile>(
-              [&]<int q>() { StoreFromFloat(out + u0 + (q << b), v[q] * a.norm); });
+              [&]<int q>() { StoreFromFloat(out + u0 + (q << b), v[q] * scale); });
         } else {
           const int log_g = a.log_l - 4;
           detail::Unroll<kTile>([&]<int q>() {
@@ -369,15 +451,35 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
         }
       }
     }
+    if (pass == 0 && rms) {
+      sum_sq = detail::WarpSum(sum_sq);
+      if ((threadIdx.x & 31) == 0) warp_sum_sq[threadIdx.x >> 5] = sum_sq;
+    }
     if (!last) __syncthreads();
   }
 
+  if (rms && clustered) {
+    __syncthreads();  // every warp's partial (pass 0 may have been the only pass)
+    if (static_cast<int>(threadIdx.x) < c) {
+      const uint32_t slot = detail::SharedAddress(&rank_sum_sq[rank]);
+      detail::StoreSharedCluster(detail::MapSharedRank(slot, threadIdx.x), block_sum_sq());
+    }
+  }
   if (P > 1 || clustered) {
     if (clustered) {
       detail::ClusterArriveRelease();
       detail::ClusterWaitAcquire();
     } else {
       __syncthreads();
+    }
+    if (rms) {
+      double total = 0.0;
+      if (clustered) {
+        for (int r = 0; r < c; ++r) total += rank_sum_sq[r];
+      } else {
+        total = block_sum_sq();
+      }
+      scale = a.norm * InvRms(total, a.n, a.rms.eps);
     }
   }
 
@@ -392,7 +494,7 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
         TileButterflies(v, first);
         const int g = rank * gpb + gl;
         detail::Unroll<kTile>(
-            [&]<int q>() { StoreFromFloat(out + (q << log_g) + g, v[q] * a.norm); });
+            [&]<int q>() { StoreFromFloat(out + (q << log_g) + g, v[q] * scale); });
       }
     }
   } else {
@@ -406,7 +508,7 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
       const int jl = task - g * cols_here;
       float y[P];
       detail::Unroll<P>([&]<int k>() { y[k] = recv[k * a.recv_stride + jl]; });
-      MixGroup<P, kR>(g, y, a.norm, out, l, col0 + jl, std::make_integer_sequence<int, kGroups>{});
+      MixGroup<P, kR>(g, y, scale, out, l, col0 + jl, std::make_integer_sequence<int, kGroups>{});
     }
   }
   if (rank == 0) {
@@ -417,6 +519,14 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
 
 // ---------------------------------------------------------------------------------------------
 // Host side.
+
+// The rows pass 0 reads: x, or the residual of a norm input.
+const void* InputRows(const HadamardRotateParams& p) {
+  return p.norm.residual != nullptr ? p.norm.residual : p.x;
+}
+int64_t InputStride(const HadamardRotateParams& p) {
+  return p.norm.residual != nullptr ? p.norm.residual_stride : p.x_stride;
+}
 
 int64_t SharedBytes(const RotationDesc& r) {
   const bool mix = r.base_order > 1 && r.base_is_hadamard;
@@ -447,8 +557,27 @@ absl::Status Validate(const HadamardRotateParams& p) {
   if (r.base_order > 1 && r.base_is_hadamard && r.base == nullptr) {
     return absl::InvalidArgumentError("LaunchHadamardRotate: rotation.base is null but p > 1");
   }
-  if (p.x == nullptr || p.out == nullptr)
-    return absl::InvalidArgumentError("LaunchHadamardRotate: x and out must be non-null");
+  const RotateNormInput& rms = p.norm;
+  if (rms.residual != nullptr) {
+    if (p.x != nullptr || p.up != nullptr) {
+      return absl::InvalidArgumentError(
+          "LaunchHadamardRotate: a norm input (norm.residual set) takes no x and no up");
+    }
+    if (rms.weight == nullptr)
+      return absl::InvalidArgumentError("LaunchHadamardRotate: norm.weight must be non-null");
+    if (rms.residual_stride < r.n || (rms.delta != nullptr && rms.delta_stride < r.n)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "LaunchHadamardRotate: norm.residual_stride ", rms.residual_stride,
+          " and norm.delta_stride ", rms.delta_stride, " must be >= n = ", r.n));
+    }
+    if (p.x_type != ActivationType::kF32) {
+      return absl::InvalidArgumentError("LaunchHadamardRotate: a norm input needs x_type kF32");
+    }
+  } else if (p.x == nullptr) {
+    return absl::InvalidArgumentError("LaunchHadamardRotate: x must be non-null");
+  }
+  if (p.out == nullptr)
+    return absl::InvalidArgumentError("LaunchHadamardRotate: out must be non-null");
   if (p.up != nullptr && p.x_type != ActivationType::kF32) {
     return absl::InvalidArgumentError(
         "LaunchHadamardRotate: a gated input (up set) needs x_type kF32 (the gate)");
@@ -457,7 +586,7 @@ absl::Status Validate(const HadamardRotateParams& p) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: up_stride ", p.up_stride,
                                                    " must be >= n = ", r.n));
   }
-  if (p.x_stride < r.n || p.out_stride < r.n) {
+  if ((rms.residual == nullptr && p.x_stride < r.n) || p.out_stride < r.n) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: x_stride ", p.x_stride,
                                                    " and out_stride ", p.out_stride,
                                                    " must be >= n = ", r.n));
@@ -513,7 +642,10 @@ int DefaultCluster(const RotationDesc& r, int sm) {
   return 1;
 }
 
-absl::Status PlanTiled(const RotationDesc& r, int sm, int cluster_request, TiledPlan* plan) {
+// `norm`: the params carry a norm input, whose 1/rms is applied when the outputs are stored, which
+// needs a barrier after pass 0: p = 1 on one block with a single pass has none.
+absl::Status PlanTiled(const RotationDesc& r, int sm, int cluster_request, bool norm,
+                       TiledPlan* plan) {
   const int64_t p = r.base_order;
   const int64_t l = r.pow2_order;
   if (!IsTiledOrder(p) || (p > 1 && !r.base_is_hadamard) || l < kTile) {
@@ -537,6 +669,11 @@ absl::Status PlanTiled(const RotationDesc& r, int sm, int cluster_request, Tiled
   t.log_sub = p == 1 ? log_l - Log2(c) : log_l;
   const int64_t chunk = r.n / c;
   const int npass = (t.log_sub + 3) / 4;
+  if (norm && p == 1 && c == 1 && npass == 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LaunchHadamardRotate: the register-tiled schedule takes a norm input from n = 32 on, not ",
+        r.n));
+  }
   t.work_floats = npass > 1 ? static_cast<int>(chunk) : 0;
   int64_t tasks2 = 0;
   if (p == 1) {
@@ -576,10 +713,13 @@ absl::StatusOr<RotateSchedule> ChooseSchedule(int sm, const HadamardRotateParams
     // Many rows: the fewest blocks per row that plan (shared memory, a divisor of p).
     for (int c = 1; c <= kMaxClusterBlocks; ++c) {
       if (c > 1 && sm < 90) break;
-      if (PlanTiled(p.rotation, sm, c, tiled).ok()) return RotateSchedule::kRegisterTiled;
+      if (PlanTiled(p.rotation, sm, c, p.norm.residual != nullptr, tiled).ok()) {
+        return RotateSchedule::kRegisterTiled;
+      }
     }
   }
-  const absl::Status s = PlanTiled(p.rotation, sm, p.cluster_blocks, tiled);
+  const absl::Status s =
+      PlanTiled(p.rotation, sm, p.cluster_blocks, p.norm.residual != nullptr, tiled);
   if (s.ok()) return RotateSchedule::kRegisterTiled;
   if (p.schedule == RotateSchedule::kRegisterTiled || p.cluster_blocks != 0) return s;
   return RotateSchedule::kRowPerBlock;
@@ -592,10 +732,10 @@ absl::Status LaunchRowPerBlock(const HadamardRotateParams& p, cudaStream_t strea
                r.pow2_order, Log2(r.pow2_order),
                r.seed,       r.base_order > 1 && r.base_is_hadamard,
                r.norm,       r.base,
-               p.x,          p.x_stride,
+               InputRows(p),  InputStride(p),
                p.out,        p.out_stride,
                p.up,         p.up_stride,
-               p.activation};
+               p.activation, p.norm};
   const int64_t smem = SharedBytes(r);
   const int threads = r.n >= 4096 ? 1024 : 256;
   auto* kernel = &HadamardRotateKernel<Tin, Tout>;
@@ -614,8 +754,8 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
   const RotationDesc& r = p.rotation;
   const int64_t elem = sizeof(Tin);
   TiledArgs a{};
-  a.x = p.x;
-  a.x_stride = p.x_stride;
+  a.x = InputRows(p);
+  a.x_stride = InputStride(p);
   a.out = p.out;
   a.out_stride = p.out_stride;
   a.seed = r.seed;
@@ -629,12 +769,16 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
   a.log_gpb = plan.log_gpb;
   a.cols = plan.cols;
   a.cols_magic = plan.cols_magic;
-  a.vector_load = reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && (p.x_stride * elem) % 16 == 0 &&
-                  (p.up == nullptr || (reinterpret_cast<uintptr_t>(p.up) % 16 == 0 &&
-                                       (p.up_stride * 4) % 16 == 0));
+  auto rows_aligned = [](const void* base, int64_t stride_bytes) {
+    return base == nullptr || (reinterpret_cast<uintptr_t>(base) % 16 == 0 && stride_bytes % 16 == 0);
+  };
+  a.vector_load = rows_aligned(a.x, a.x_stride * elem) && rows_aligned(p.up, p.up_stride * 4) &&
+                  rows_aligned(p.norm.delta, p.norm.delta_stride * 4) &&
+                  rows_aligned(p.norm.weight, 0);
   a.up = p.up;
   a.up_stride = p.up_stride;
   a.activation = p.activation;
+  a.rms = p.norm;
   auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P>;
   if (plan.shared_bytes > 48 * 1024) {
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(

@@ -165,6 +165,14 @@ __device__ __forceinline__ void StoreSharedCluster(uint32_t cluster_addr, float 
 #endif
 }
 
+__device__ __forceinline__ void StoreSharedCluster(uint32_t cluster_addr, double v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.shared::cluster.f64 [%0], %1;\n" ::"r"(cluster_addr), "d"(v) : "memory");
+#else
+  __trap();
+#endif
+}
+
 __device__ __forceinline__ uint32_t SharedAddress(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }

@@ -14,6 +14,12 @@
 // equals that kernel followed by this one bit for bit while the activation never goes through
 // memory: one kernel and one round trip of the intermediate vector less per down projection.
 //
+// Or the input may be a decoder layer's residual stream (`norm.residual` set): the rotation then
+// does LaunchResidualRmsNorm's work in front, residual += delta written back, and rotates the
+// normalised row. R is linear, so the row's 1/rms is applied after the transform (its sum of
+// squares is reduced across the cluster while the butterflies run); the result agrees with
+// norm-then-rotate to a few fp32 ulps, not bit for bit.
+//
 // Two schedules (docs/KERNELS.md, "Rotation"). The register-tiled one covers every width whose L
 // is at least 16 and whose p is 1 or one of the Paley orders 12, 20, 28, 36, 60 (all the real model
 // widths): each thread holds 16 elements and does 4 butterfly stages in registers per pass, and a
@@ -38,6 +44,19 @@
 namespace bitloom::kernels::cuda {
 
 enum class ActivationType : uint8_t { kF32 = 0, kF16 = 1 };  // fp16 = IEEE binary16 bits
+
+// A residual RMSNorm in front of the rotation (see the file comment). The rotated row is
+// (r · inv_rms) ⊙ (weight + weight_offset) with r = residual + delta and inv_rms =
+// 1/√(mean(r²) + eps), Σr² accumulated in double as LaunchResidualRmsNorm does.
+struct RotateNormInput {
+  float* residual = nullptr;      // device [batch, residual_stride] fp32, updated in place
+  int64_t residual_stride = 0;    // elements, >= n
+  const float* delta = nullptr;   // device [batch, delta_stride] fp32, or null (no add)
+  int64_t delta_stride = 0;       // elements, >= n when delta is set
+  const float* weight = nullptr;  // device [n] fp32
+  float weight_offset = 0.0f;     // Gemma's (1 + w): 1
+  float eps = 0.0f;
+};
 
 // R described by value for the device. Built from the host rotation by DescribeRotation().
 struct RotationDesc {
@@ -69,6 +88,8 @@ struct HadamardRotateParams {
   const float* up = nullptr;  // device [batch, up_stride] fp32
   int64_t up_stride = 0;      // elements, >= n
   Activation activation = Activation::kSilu;
+  // Residual RMSNorm input: with norm.residual set, x must be null (the residual is the input).
+  RotateNormInput norm;
   // Left at their defaults the launcher picks; tests and benchmarks force a schedule with them.
   RotateSchedule schedule = RotateSchedule::kAuto;
   int cluster_blocks = 0;  // register-tiled only: thread blocks per row, 1..8 (> 1: a cluster,
@@ -103,9 +124,11 @@ absl::StatusOr<RotateLaunchInfo> PlanHadamardRotate(int sm, const HadamardRotate
 // on H100); the register-tiled one needs about 8·n / cluster_blocks bytes per block.
 bool IsSupported(int sm, const HadamardRotateParams& params);
 
-// out[b] = R·x[b] (or R·(act(x[b]) · up[b])) for b < batch, zero-padded to out_stride.
+// out[b] = R·x[b] (or R·(act(x[b]) · up[b]), or R·RmsNorm(residual[b] + delta[b])) for b < batch,
+// zero-padded to out_stride.
 // INVALID_ARGUMENT for null pointers, strides < n, batch outside 1..kMaxRotateBatch, p·L != n, a
-// missing base matrix, a gated input with fp16 x, or a forced schedule that cannot run the shape; INTERNAL for a CUDA launch error. Rows too wide for shared
+// missing base matrix, a gated input with fp16 x, a norm input with x or up also set or a null
+// weight, or a forced schedule that cannot run the shape; INTERNAL for a CUDA launch error. Rows too wide for shared
 // memory fail at launch (check IsSupported first). The first launch on each device queries its
 // compute capability once (cached).
 absl::Status LaunchHadamardRotate(const HadamardRotateParams& params, cudaStream_t stream);
