@@ -659,13 +659,15 @@ TEST(CudaScalarCodecGemvGroup, DependentLaunchKeepsResults) {
   SetDependentLaunch(dependent);
 }
 
-// The launch plan is host arithmetic: one wave on the device, as many warps per block as fit.
+// The launch plan is host arithmetic: one wave on the device, as many warps per block as fit, or
+// 4-warp blocks in several waves when even 2-warp blocks do not fit one wave.
 TEST(CudaScalarCodecGemvGroup, PlanKeepsEveryBlockResident) {
-  auto shape = [](int64_t rows, int64_t cols) {
+  auto shape = [](int64_t rows, int64_t cols, int batch = 1) {
     ScalarCodecGemvParams p;
     p.rows = rows;
     p.cols = cols;
     p.blocks_per_row = (cols + 31) / 32;
+    p.batch = batch;
     return p;
   };
   struct Case {
@@ -679,15 +681,18 @@ TEST(CudaScalarCodecGemvGroup, PlanKeepsEveryBlockResident) {
       {{shape(37, 576)}, 3, 2},                                           // 2 super-chunks
       {{shape(4096, 4096), shape(1024, 4096), shape(1024, 4096)}, 384, 5},  // 3 blocks of 5 per SM
       {{shape(8192, 8192)}, 512, 4},
-      {{shape(14336, 4096), shape(14336, 4096)}, 1792, 1},                // 16 one-warp blocks
-      {{shape(57344, 8192)}, 3584, 1},                                    // more than one wave
+      {{shape(14336, 4096), shape(14336, 4096)}, 1792, 4},                // waves of 4-warp blocks
+      {{shape(57344, 8192)}, 3584, 4},
+      {{shape(14336, 4096)}, 896, 2},                                     // one wave of 2-warp blocks
+      {{shape(5000, 256)}, 313, 1},                                       // one super-chunk
+      {{shape(14336, 4096, 8), shape(14336, 4096, 8)}, 1792, 1},          // batch 8: one wave
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << "tiles " << c.tiles);
     const GemvLaunchPlan plan = PlanScalarCodecGemv(c.group, 132);
     EXPECT_EQ(plan.tiles, c.tiles);
     EXPECT_EQ(plan.warps, c.warps);
-    EXPECT_TRUE(plan.warps == 1 || plan.tiles <= 132 * (16 / plan.warps));
+    EXPECT_TRUE(plan.warps == 1 || plan.warps == 4 || plan.tiles <= 132 * (16 / plan.warps));
   }
   // Fewer SMs, fewer warps per block: 384 tiles on 78 SMs fit as 5 blocks of 3 warps per SM.
   EXPECT_EQ(PlanScalarCodecGemv(cases[3].group, 78).warps, 3);

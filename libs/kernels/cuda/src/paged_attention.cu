@@ -127,6 +127,9 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
   const int start = a.window > 0 ? max(0, len - a.window) : 0;
   const int lo = start + split * a.split_len;
   const int hi = min(len, lo + a.split_len);
+  // The plan sizes splits for the longest sequence the launch allows (it is captured once per
+  // graph bucket); splits past this sequence's length hold nothing and the combine skips them.
+  if (a.num_splits > 1 && lo >= hi) return;
 
   float q[H][8];
 #pragma unroll
@@ -252,6 +255,7 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
 }
 
 // Merges the splits of one (sequence, head): grid (num_heads, batch), D threads, thread = dim.
+// Only the splits that hold tokens of this sequence exist (the others exited without writing).
 // Every split's (m, l) is loaded at once (thread s takes split s) and the max found with shuffles;
 // the weighted sums then run in split order, unrolled so the acc loads of 8 splits are in flight
 // together (a loop of dependent-looking loads had cost one L2 round trip per split).
@@ -265,7 +269,9 @@ __global__ void __launch_bounds__(D) DecodeCombineKernel(const DecodeArgs a) {
   detail::WaitForPredecessors();
   const int64_t bh = int64_t{blockIdx.y} * a.num_heads + blockIdx.x;
   const int64_t row0 = bh * a.num_splits;
-  const int splits = a.num_splits;
+  const int len = a.seq_lens[blockIdx.y];
+  const int start = a.window > 0 ? max(0, len - a.window) : 0;
+  const int splits = min(a.num_splits, (len - start + a.split_len - 1) / a.split_len);
   const float* ml = a.ws_ml + row0 * 2;
   float mx = -INFINITY;
   for (int s = threadIdx.x; s < splits; s += D) {
@@ -563,8 +569,11 @@ absl::Status ValidatePrefill(const PagedPrefillAttentionParams& p) {
   return absl::OkStatus();
 }
 
-DecodeArgs MakeDecodeArgs(const PagedDecodeAttentionParams& p, const DecodeAttentionPlan& plan) {
-  DecodeArgs a{};
+// The fields the decode and prefill kernels' arguments share: the cache, q and out, the heads and
+// the score options.
+template <typename Args, typename Params>
+Args MakeCommonArgs(const Params& p) {
+  Args a{};
   a.k = p.cache.k;
   a.v = p.cache.v;
   a.block_tables = p.cache.block_tables;
@@ -575,15 +584,20 @@ DecodeArgs MakeDecodeArgs(const PagedDecodeAttentionParams& p, const DecodeAtten
   a.q_f16 = p.q_type == ActivationType::kF16;
   a.out = p.out;
   a.out_f16 = p.out_type == ActivationType::kF16;
-  a.seq_lens = p.seq_lens;
   a.num_heads = p.num_heads;
   a.group = p.num_heads / p.cache.num_kv_heads;
-  a.head_chunks = plan.head_chunks;
-  a.num_splits = plan.num_splits;
-  a.split_len = plan.split_len;
   a.scale = p.scale;
   a.softcap = p.logit_softcap;
   a.window = p.sliding_window;
+  return a;
+}
+
+DecodeArgs MakeDecodeArgs(const PagedDecodeAttentionParams& p, const DecodeAttentionPlan& plan) {
+  DecodeArgs a = MakeCommonArgs<DecodeArgs>(p);
+  a.seq_lens = p.seq_lens;
+  a.head_chunks = plan.head_chunks;
+  a.num_splits = plan.num_splits;
+  a.split_len = plan.split_len;
   if (plan.num_splits > 1) {
     const int64_t rows = int64_t{p.batch} * p.num_heads * plan.num_splits;
     a.ws_acc = static_cast<float*>(p.workspace);
@@ -613,25 +627,10 @@ absl::Status LaunchDecodeDim(const PagedDecodeAttentionParams& p, const DecodeAt
 }
 
 PrefillArgs MakePrefillArgs(const PagedPrefillAttentionParams& p) {
-  PrefillArgs a{};
-  a.k = p.cache.k;
-  a.v = p.cache.v;
-  a.block_tables = p.cache.block_tables;
-  a.max_pages_per_seq = p.cache.max_pages_per_seq;
-  a.page_shift = Log2(p.cache.page_size);
-  a.num_kv_heads = p.cache.num_kv_heads;
-  a.q = p.q;
-  a.q_f16 = p.q_type == ActivationType::kF16;
-  a.out = p.out;
-  a.out_f16 = p.out_type == ActivationType::kF16;
+  PrefillArgs a = MakeCommonArgs<PrefillArgs>(p);
   a.token_seq = p.token_seq;
   a.token_pos = p.token_pos;
   a.num_tokens = p.num_tokens;
-  a.num_heads = p.num_heads;
-  a.group = p.num_heads / p.cache.num_kv_heads;
-  a.scale = p.scale;
-  a.softcap = p.logit_softcap;
-  a.window = p.sliding_window;
   a.row_tiles =
       static_cast<int>((int64_t{p.num_tokens} * a.group + detail::kMmaRows - 1) / detail::kMmaRows);
   return a;

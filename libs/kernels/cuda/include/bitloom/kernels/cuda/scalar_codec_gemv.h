@@ -52,9 +52,11 @@ struct ScalarCodecGemvParams {
 
 // The launch shape of LaunchScalarCodecGemv(Group): one thread block per 16-row tile of every
 // entry, `warps` warps per block splitting the columns. warps is the largest (≤ 8, ≤ the row's
-// 512-column super-chunks) for which every block is resident at once on `multiprocessors` SMs
-// (16 warps per SM at the kernel's 128 registers), else 1: one wave whose warps stream several
-// super-chunks each, rather than waves of warps that each wait for one load. Params must be valid.
+// 512-column super-chunks) ≥ 2 for which every block is resident at once on `multiprocessors` SMs
+// (16 warps per SM at the kernel's 128 registers); when none is, at batch ≤ 4, 4 (≤ the
+// super-chunks): several waves of 4-warp blocks measured faster than one wave of one-warp blocks
+// streaming whole rows; at batch 5-8, that one wave (W = 1) (docs/KERNELS.md, "Launch shape").
+// Params must be valid.
 struct GemvLaunchPlan {
   int64_t tiles = 0;
   int warps = 0;
