@@ -28,6 +28,23 @@ namespace {
 
 using testing::DeviceBuffer;
 
+// The plain rotation of fp32 rows x into out: the reference the fused inputs are compared with
+// (the launcher's choice of schedule), and the starting point of the fused launch's params.
+HadamardRotateParams PlainRotation(const HadamardRotation& rot, const DeviceBuffer& base,
+                                   const void* x, int64_t x_stride, void* out,
+                                   ActivationType out_type, int64_t out_stride, int batch) {
+  HadamardRotateParams p;
+  p.rotation = DescribeRotation(rot, base.as<int8_t>());
+  p.x = x;
+  p.x_type = ActivationType::kF32;
+  p.x_stride = x_stride;
+  p.out = out;
+  p.out_type = out_type;
+  p.out_stride = out_stride;
+  p.batch = batch;
+  return p;
+}
+
 struct GatedCase {
   int64_t n;
   int batch;
@@ -72,15 +89,8 @@ void CheckGatedRotation(const GatedCase& c) {
   gp.dim = c.n;
   gp.activation = c.activation;
   ASSERT_TRUE(LaunchGatedActivation(gp, nullptr).ok());
-  HadamardRotateParams rp;
-  rp.rotation = DescribeRotation(*rot, d_base.as<int8_t>());
-  rp.x = d_act.as<void>();
-  rp.x_type = ActivationType::kF32;
-  rp.x_stride = c.n;
-  rp.out = d_want.as<void>();
-  rp.out_type = c.out_type;
-  rp.out_stride = out_stride;
-  rp.batch = c.batch;
+  HadamardRotateParams rp = PlainRotation(*rot, d_base, d_act.as<void>(), c.n, d_want.as<void>(),
+                                          c.out_type, out_stride, c.batch);
   ASSERT_TRUE(LaunchHadamardRotate(rp, nullptr).ok());
 
   // Fused: the rotation reads gate and up.
@@ -243,14 +253,8 @@ void CheckNormRotation(const NormCase& c) {
   np.tokens = c.batch;
   np.hidden = c.n;
   ASSERT_TRUE(LaunchResidualRmsNorm(np, nullptr).ok());
-  HadamardRotateParams rp;
-  rp.rotation = DescribeRotation(*rot, d_base.as<int8_t>());
-  rp.x = d_h.as<void>();
-  rp.x_stride = c.n;
-  rp.out = d_want.as<void>();
-  rp.out_type = c.out_type;
-  rp.out_stride = out_stride;
-  rp.batch = c.batch;
+  HadamardRotateParams rp = PlainRotation(*rot, d_base, d_h.as<void>(), c.n, d_want.as<void>(),
+                                          c.out_type, out_stride, c.batch);
   ASSERT_TRUE(LaunchHadamardRotate(rp, nullptr).ok());
 
   // Fused.
