@@ -23,27 +23,23 @@
 
 #include "bitloom/quant/block_runner.h"
 #include "test_util.h"
+#include "toy_block_runner.h"
 
 namespace bitloom::quant::testing {
 
-class SaturatedGateToyRunner : public BlockRunner {
+class SaturatedGateToyRunner : public ToyBlockRunner {
  public:
   // How far above the full-precision range the gate's threshold sits, as a fraction of it.
   static constexpr float kMargin = 0.15f;
   // The gate's slope once it fires, per unit of |u| past the threshold.
   static constexpr float kSpike = 200.0f;
 
+  // Later blocks write more into the stream (C grows with the layer): tensors of unequal
+  // importance to trade.
   SaturatedGateToyRunner(int layers, int64_t hidden, int64_t inner, int64_t vocab)
-      : layers_(layers), hidden_(hidden), inner_(inner), vocab_(vocab) {
-    embed_ = Gaussian(vocab * hidden, 1);
-    const float in_scale = 1.0f / std::sqrt(static_cast<float>(hidden));
-    const float out_scale = 0.5f / std::sqrt(static_cast<float>(inner));
-    for (int l = 0; l < layers; ++l) {
-      weights_[Name(l, "a")] = Gaussian(inner * hidden, 10 + l, in_scale);
-      weights_[Name(l, "b")] = Gaussian(inner * hidden, 20 + l, in_scale);
-      // Later blocks write more into the stream: tensors of unequal importance to trade.
-      weights_[Name(l, "c")] = Gaussian(hidden * inner, 30 + l, out_scale * (0.25f + l));
-    }
+      : ToyBlockRunner(layers, hidden, inner, vocab, 1.0f, [inner](int l) {
+          return 0.5f / std::sqrt(static_cast<float>(inner)) * (0.25f + l);
+        }) {
     // Thresholds layer by layer from the full-precision states of every token (the gate is open
     // while its threshold is still infinite, and the block then computes exactly the fp forward).
     threshold_.assign(layers, std::vector<float>(inner, std::numeric_limits<float>::infinity()));
@@ -53,46 +49,22 @@ class SaturatedGateToyRunner : public BlockRunner {
     for (int l = 0; l < layers; ++l) {
       std::vector<float> reach(inner, 0.0f);
       std::vector<float> n = Normalized(h);
-      const std::vector<float>& a = weights_.at(Name(l, "a"));
+      const std::vector<float>& a = weights().at(Name(l, "a"));
       for (int64_t r = 0; r < vocab; ++r) {
         for (int64_t j = 0; j < inner; ++j) {
           reach[j] = std::max(reach[j], std::abs(Dot(&a[j * hidden], &n[r * hidden], hidden)));
         }
       }
       for (int64_t j = 0; j < inner; ++j) threshold_[l][j] = (1.0f + kMargin) * reach[j];
-      h = *RunBlock(l, weights_, h, 1, vocab, {});
+      h = *RunBlock(l, weights(), h, 1, vocab, {});
     }
   }
-  static std::string Name(int l, const char* t) {
-    return "layers." + std::to_string(l) + "." + t + ".weight";
-  }
-  int64_t vocab() const { return vocab_; }
 
-  int num_layers() const override { return layers_; }
-  int64_t hidden_size() const override { return hidden_; }
-  std::vector<LinearSite> Sites(int l) const override {
-    return {{"mlp_in", hidden_, {Name(l, "a"), Name(l, "b")}}, {"down_in", inner_, {Name(l, "c")}}};
-  }
-  absl::StatusOr<std::vector<float>> ReadWeight(const std::string& name, int64_t* rows,
-                                                int64_t* cols) const override {
-    auto it = weights_.find(name);
-    if (it == weights_.end()) return absl::NotFoundError(name);
-    const bool down = name.find(".c.") != std::string::npos;
-    *rows = down ? hidden_ : inner_;
-    *cols = down ? inner_ : hidden_;
-    return it->second;
-  }
-  absl::StatusOr<std::vector<float>> Embed(absl::Span<const int32_t> tokens) const override {
-    std::vector<float> h;
-    for (int32_t t : tokens)
-      h.insert(h.end(), embed_.begin() + t * hidden_, embed_.begin() + (t + 1) * hidden_);
-    return h;
-  }
   absl::StatusOr<std::vector<float>> RunBlock(int l, const WeightMap& w,
                                               absl::Span<const float> hidden, int64_t sequences,
                                               int64_t seq_len,
                                               const CaptureFn& capture) const override {
-    const int64_t rows = sequences * seq_len, d = hidden_, f = inner_;
+    const int64_t rows = sequences * seq_len, d = hidden_size(), f = inner();
     const auto sites = Sites(l);
     const auto& a = w.at(Name(l, "a"));
     const auto& b = w.at(Name(l, "b"));
@@ -125,22 +97,7 @@ class SaturatedGateToyRunner : public BlockRunner {
     for (int64_t i = 0; i < n; ++i) s += x[i] * y[i];
     return s;
   }
-  std::vector<float> Normalized(absl::Span<const float> h) const {
-    const int64_t d = hidden_, rows = static_cast<int64_t>(h.size()) / d;
-    std::vector<float> n(h.size());
-    for (int64_t r = 0; r < rows; ++r) {
-      double ms = 0;
-      for (int64_t i = 0; i < d; ++i) ms += double(h[r * d + i]) * h[r * d + i];
-      const float inv = static_cast<float>(1.0 / std::sqrt(ms / d + 1e-6));
-      for (int64_t i = 0; i < d; ++i) n[r * d + i] = h[r * d + i] * inv;
-    }
-    return n;
-  }
 
-  int layers_;
-  int64_t hidden_, inner_, vocab_;
-  std::vector<float> embed_;
-  WeightMap weights_;
   std::vector<std::vector<float>> threshold_;  // [layer][inner]
 };
 

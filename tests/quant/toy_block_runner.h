@@ -1,6 +1,7 @@
 // A toy decoder for pipeline tests with configurable widths: blocks of h += C·(silu(A·n) ⊙ (B·n)),
 // n = RMSNorm(h). Sites "mlp_in" (A, B: [inner, hidden]) and "down_in" (C: [hidden, inner]);
 // embeddings [vocab, hidden]. Tokens do not interact, which the pipeline does not care about.
+// Other toys derive from it for its weights, sites and embedding and replace RunBlock.
 #pragma once
 
 #include <cmath>
@@ -16,16 +17,8 @@ namespace bitloom::quant::testing {
 class ToyBlockRunner : public BlockRunner {
  public:
   ToyBlockRunner(int layers, int64_t hidden, int64_t inner, int64_t vocab)
-      : layers_(layers), hidden_(hidden), inner_(inner), vocab_(vocab) {
-    embed_ = Gaussian(vocab * hidden, 1);
-    const float in_scale = 1.2f / std::sqrt(static_cast<float>(hidden));
-    const float out_scale = 0.8f / std::sqrt(static_cast<float>(inner));
-    for (int l = 0; l < layers; ++l) {
-      weights_[Name(l, "a")] = Gaussian(inner * hidden, 10 + l, in_scale);
-      weights_[Name(l, "b")] = Gaussian(inner * hidden, 20 + l, in_scale);
-      weights_[Name(l, "c")] = Gaussian(hidden * inner, 30 + l, out_scale);
-    }
-  }
+      : ToyBlockRunner(layers, hidden, inner, vocab, 1.2f,
+                       [inner](int) { return 0.8f / std::sqrt(static_cast<float>(inner)); }) {}
   static std::string Name(int l, const char* t) {
     return "layers." + std::to_string(l) + "." + t + ".weight";
   }
@@ -60,13 +53,8 @@ class ToyBlockRunner : public BlockRunner {
     const auto& a = w.at(Name(l, "a"));
     const auto& b = w.at(Name(l, "b"));
     const auto& c = w.at(Name(l, "c"));
-    std::vector<float> n(rows * d), m(rows * f), out(hidden.begin(), hidden.end());
-    for (int64_t r = 0; r < rows; ++r) {
-      double ms = 0;
-      for (int64_t i = 0; i < d; ++i) ms += double(hidden[r * d + i]) * hidden[r * d + i];
-      const float inv = static_cast<float>(1.0 / std::sqrt(ms / d + 1e-6));
-      for (int64_t i = 0; i < d; ++i) n[r * d + i] = hidden[r * d + i] * inv;
-    }
+    const std::vector<float> n = Normalized(hidden);
+    std::vector<float> m(rows * f), out(hidden.begin(), hidden.end());
     if (capture) {
       if (absl::Status s = capture(sites[0], n, rows); !s.ok()) return s;
     }
@@ -92,6 +80,36 @@ class ToyBlockRunner : public BlockRunner {
     }
     return out;
   }
+
+ protected:
+  // A and B of every layer ~ N(0, in_gain²/hidden), C of layer l ~ N(0, out_scale(l)²).
+  template <typename OutScale>
+  ToyBlockRunner(int layers, int64_t hidden, int64_t inner, int64_t vocab, float in_gain,
+                 OutScale out_scale)
+      : layers_(layers), hidden_(hidden), inner_(inner), vocab_(vocab) {
+    embed_ = Gaussian(vocab * hidden, 1);
+    const float in_scale = in_gain / std::sqrt(static_cast<float>(hidden));
+    for (int l = 0; l < layers; ++l) {
+      weights_[Name(l, "a")] = Gaussian(inner * hidden, 10 + l, in_scale);
+      weights_[Name(l, "b")] = Gaussian(inner * hidden, 20 + l, in_scale);
+      weights_[Name(l, "c")] = Gaussian(hidden * inner, 30 + l, out_scale(l));
+    }
+  }
+
+  // RMSNorm (no weight) of each row of h, Σx² in double.
+  std::vector<float> Normalized(absl::Span<const float> h) const {
+    const int64_t d = hidden_, rows = static_cast<int64_t>(h.size()) / d;
+    std::vector<float> n(h.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      double ms = 0;
+      for (int64_t i = 0; i < d; ++i) ms += double(h[r * d + i]) * h[r * d + i];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ms / d + 1e-6));
+      for (int64_t i = 0; i < d; ++i) n[r * d + i] = h[r * d + i] * inv;
+    }
+    return n;
+  }
+  const WeightMap& weights() const { return weights_; }
+  int64_t inner() const { return inner_; }
 
  private:
   int layers_;
