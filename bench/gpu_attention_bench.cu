@@ -257,8 +257,7 @@ absl::Status Run(int iters) {
   }
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamDestroy(stream));
 
-  std::printf("{\n  \"device\": \"%s\",\n  \"sm\": %d,\n  \"multiprocessors\": %d,\n", prop.name,
-              sm, prop.multiProcessorCount);
+  bench::PrintDeviceJson(prop, sm);
   bench::PrintCopyBandwidthJson(copy_gbps);
   std::printf(
       "  \"timing\": \"median over %d replays of a CUDA graph of 32..256 launches (3 warm-up "
@@ -279,14 +278,7 @@ absl::Status Run(int iters) {
 }  // namespace bitloom::kernels::cuda
 
 int main(int argc, char** argv) {
-  int iters = 20;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) iters = std::atoi(argv[++i]);
-  }
-  const absl::Status s = bitloom::kernels::cuda::Run(std::max(iters, 1));
-  if (!s.ok()) {
-    std::fprintf(stderr, "gpu_attention_bench: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  return 0;
+  return bitloom::bench::ExitCode(
+      "gpu_attention_bench",
+      bitloom::kernels::cuda::Run(bitloom::bench::IterationsFlag(argc, argv, 20)));
 }

@@ -7,7 +7,10 @@
 // "graph" or "stream"); with kFail it is an error. MeasureCopyBandwidth is the bandwidth
 // reference: cudaMemcpyAsync D2D of kCopyBytes (1 GiB), 2 warm-up copies then the median of 10,
 // GB/s = 2·bytes / time (bytes read + bytes written), 1 GB = 1e9 bytes; PrintCopyBandwidthJson
-// prints that figure and its convention as JSON fields, PrintJsonRows the rows of a JSON array.
+// prints that figure and its convention as JSON fields, PrintJsonRows the rows of a JSON array,
+// PrintDeviceJson the object's opening and the device fields. IterationsFlag, HasFlag and ExitCode
+// are the kernel benches' command line: --iters N, boolean flags, and a status turned into the
+// process's exit code (naming the bench on failure).
 #ifndef BITLOOM_BENCH_GPU_BENCH_UTIL_CUH_
 #define BITLOOM_BENCH_GPU_BENCH_UTIL_CUH_
 
@@ -16,6 +19,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -163,6 +168,32 @@ inline void PrintCopyBandwidthJson(double gbps) {
 inline void PrintJsonRows(const std::vector<std::string>& rows) {
   for (size_t i = 0; i < rows.size(); ++i)
     std::printf("    %s%s\n", rows[i].c_str(), i + 1 < rows.size() ? "," : "");
+}
+
+inline void PrintDeviceJson(const cudaDeviceProp& prop, int sm) {
+  std::printf("{\n  \"device\": \"%s\",\n  \"sm\": %d,\n  \"multiprocessors\": %d,\n", prop.name,
+              sm, prop.multiProcessorCount);
+}
+
+inline int IterationsFlag(int argc, char** argv, int default_iters) {
+  int iters = default_iters;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--iters") == 0) iters = std::atoi(argv[i + 1]);
+  }
+  return std::max(iters, 1);
+}
+
+inline bool HasFlag(int argc, char** argv, const char* flag) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], flag) == 0) return true;
+  }
+  return false;
+}
+
+inline int ExitCode(const char* bench, const absl::Status& status) {
+  if (status.ok()) return 0;
+  std::fprintf(stderr, "%s: %s\n", bench, status.ToString().c_str());
+  return 1;
 }
 
 }  // namespace bitloom::bench

@@ -461,8 +461,7 @@ absl::Status Run(int iters, bool groups_only) {
   cublasDestroy(cublas);
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamDestroy(stream));
 
-  std::printf("{\n  \"device\": \"%s\",\n  \"sm\": %d,\n  \"multiprocessors\": %d,\n", prop.name,
-              sm, prop.multiProcessorCount);
+  bench::PrintDeviceJson(prop, sm);
   bench::PrintCopyBandwidthJson(copy_gbps);
   std::printf(
       "  \"timing\": \"median over %d replays of a CUDA graph of %d launches (3 warm-up replays), "
@@ -487,16 +486,8 @@ absl::Status Run(int iters, bool groups_only) {
 }  // namespace bitloom::kernels::cuda
 
 int main(int argc, char** argv) {
-  int iters = 20;
-  bool groups_only = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) iters = std::atoi(argv[++i]);
-    if (std::strcmp(argv[i], "--groups_only") == 0) groups_only = true;
-  }
-  const absl::Status s = bitloom::kernels::cuda::Run(std::max(iters, 1), groups_only);
-  if (!s.ok()) {
-    std::fprintf(stderr, "gpu_gemv_bench: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  return 0;
+  return bitloom::bench::ExitCode(
+      "gpu_gemv_bench",
+      bitloom::kernels::cuda::Run(bitloom::bench::IterationsFlag(argc, argv, 20),
+                                  bitloom::bench::HasFlag(argc, argv, "--groups_only")));
 }

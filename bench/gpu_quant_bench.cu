@@ -317,8 +317,7 @@ absl::Status Run(const Settings& s) {
   }
   std::fprintf(stderr, "%-18s %12.3f %14.1f\n", "total", layer_total, layer_total * kLayers);
 
-  std::printf("{\n  \"device\": \"%s\",\n  \"sm\": %d,\n  \"multiprocessors\": %d,\n", prop.name,
-              prop.major * 10 + prop.minor, prop.multiProcessorCount);
+  bench::PrintDeviceJson(prop, prop.major * 10 + prop.minor);
   std::printf(
       "  \"model\": {\"name\": \"llama3-8b-shaped (random weights)\", \"hidden\": %ld, "
       "\"heads\": %ld, \"kv_rows\": %ld, \"intermediate\": %ld, \"layers\": %d},\n",

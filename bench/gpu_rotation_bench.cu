@@ -145,8 +145,7 @@ absl::Status Run(int iters) {
   }
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamDestroy(stream));
 
-  std::printf("{\n  \"device\": \"%s\",\n  \"sm\": %d,\n  \"multiprocessors\": %d,\n", prop.name,
-              sm, prop.multiProcessorCount);
+  bench::PrintDeviceJson(prop, sm);
   std::printf(
       "  \"timing\": \"median over %d replays of a CUDA graph of %d launches (3 warm-up replays), "
       "same L2-resident buffers\",\n",
@@ -161,14 +160,7 @@ absl::Status Run(int iters) {
 }  // namespace bitloom::kernels::cuda
 
 int main(int argc, char** argv) {
-  int iters = 50;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) iters = std::atoi(argv[++i]);
-  }
-  const absl::Status s = bitloom::kernels::cuda::Run(std::max(iters, 1));
-  if (!s.ok()) {
-    std::fprintf(stderr, "gpu_rotation_bench: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  return 0;
+  return bitloom::bench::ExitCode(
+      "gpu_rotation_bench",
+      bitloom::kernels::cuda::Run(bitloom::bench::IterationsFlag(argc, argv, 50)));
 }
