@@ -60,44 +60,13 @@ class SaturatedGateToyRunner : public ToyBlockRunner {
     }
   }
 
-  absl::StatusOr<std::vector<float>> RunBlock(int l, const WeightMap& w,
-                                              absl::Span<const float> hidden, int64_t sequences,
-                                              int64_t seq_len,
-                                              const CaptureFn& capture) const override {
-    const int64_t rows = sequences * seq_len, d = hidden_size(), f = inner();
-    const auto sites = Sites(l);
-    const auto& a = w.at(Name(l, "a"));
-    const auto& b = w.at(Name(l, "b"));
-    const auto& c = w.at(Name(l, "c"));
-    const std::vector<float> n = Normalized(hidden);
-    std::vector<float> m(rows * f), out(hidden.begin(), hidden.end());
-    if (capture) {
-      if (absl::Status s = capture(sites[0], n, rows); !s.ok()) return s;
-    }
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t j = 0; j < f; ++j) {
-        const float u = Dot(&a[j * d], &n[r * d], d);
-        const float v = Dot(&b[j * d], &n[r * d], d);
-        const float past = std::abs(u) - threshold_[l][j];
-        m[r * f + j] = v * (1.0f + (past > 0.0f ? kSpike * past : 0.0f));
-      }
-    }
-    if (capture) {
-      if (absl::Status s = capture(sites[1], m, rows); !s.ok()) return s;
-    }
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t i = 0; i < d; ++i) out[r * d + i] += Dot(&c[i * f], &m[r * f], f);
-    }
-    return out;
+ protected:
+  float Gate(int l, int64_t j, float u, float v) const override {
+    const float past = std::abs(u) - threshold_[l][j];
+    return v * (1.0f + (past > 0.0f ? kSpike * past : 0.0f));
   }
 
  private:
-  static float Dot(const float* x, const float* y, int64_t n) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; ++i) s += x[i] * y[i];
-    return s;
-  }
-
   std::vector<std::vector<float>> threshold_;  // [layer][inner]
 };
 

@@ -1,7 +1,7 @@
 // A toy decoder for pipeline tests with configurable widths: blocks of h += C·(silu(A·n) ⊙ (B·n)),
 // n = RMSNorm(h). Sites "mlp_in" (A, B: [inner, hidden]) and "down_in" (C: [hidden, inner]);
 // embeddings [vocab, hidden]. Tokens do not interact, which the pipeline does not care about.
-// Other toys derive from it for its weights, sites and embedding and replace RunBlock.
+// Other toys derive from it for its weights, sites and embedding and replace the gate (Gate).
 #pragma once
 
 #include <cmath>
@@ -60,28 +60,32 @@ class ToyBlockRunner : public BlockRunner {
     }
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < f; ++j) {
-        float ga = 0, gb = 0;
-        for (int64_t i = 0; i < d; ++i) {
-          ga += a[j * d + i] * n[r * d + i];
-          gb += b[j * d + i] * n[r * d + i];
-        }
-        m[r * f + j] = ga / (1.0f + std::exp(-ga)) * gb;
+        m[r * f + j] = Gate(l, j, Dot(&a[j * d], &n[r * d], d), Dot(&b[j * d], &n[r * d], d));
       }
     }
     if (capture) {
       if (absl::Status s = capture(sites[1], m, rows); !s.ok()) return s;
     }
     for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t i = 0; i < d; ++i) {
-        float s = 0;
-        for (int64_t j = 0; j < f; ++j) s += c[i * f + j] * m[r * f + j];
-        out[r * d + i] += s;
-      }
+      for (int64_t i = 0; i < d; ++i) out[r * d + i] += Dot(&c[i * f], &m[r * f], f);
     }
     return out;
   }
 
  protected:
+  // Unit j of layer l's gated unit from u = (A·n)_j and v = (B·n)_j: SwiGLU, silu(u)·v.
+  virtual float Gate(int l, int64_t j, float u, float v) const {
+    (void)l;
+    (void)j;
+    return u / (1.0f + std::exp(-u)) * v;
+  }
+
+  static float Dot(const float* x, const float* y, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; ++i) s += x[i] * y[i];
+    return s;
+  }
+
   // A and B of every layer ~ N(0, in_gain²/hidden), C of layer l ~ N(0, out_scale(l)²).
   template <typename OutScale>
   ToyBlockRunner(int layers, int64_t hidden, int64_t inner, int64_t vocab, float in_gain,
