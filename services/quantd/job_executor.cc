@@ -327,7 +327,8 @@ absl::StatusOr<JobOutcome> ExecuteJob(const v1::Job& job, const JobEnvironment& 
                     << ", pipeline " << pipeline_s << " [embed "
                     << t.embed << ", capture forwards+Hessians " << t.capture_forward
                     << ", factor " << t.factor << ", measure LDLQ " << t.measure_ldlq << ", probes "
-                    << t.probe << ", probes' rest of the model " << t.probe_rest << ", allocate " << t.allocate << ", quantize LDLQ "
+                    << t.probe << ", probes' rest of the model " << t.probe_rest << ", output Fisher "
+                    << t.output_fisher << ", allocate " << t.allocate << ", quantize LDLQ "
                     << t.quantize_ldlq << ", forwards " << t.forward << ", host weights "
                     << t.weights_host << ", checkpoints " << t.checkpoints << "], write "
                     << write_s;

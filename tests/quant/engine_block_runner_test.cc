@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <random>
 #include <sstream>
 
 #include "bitloom/engine/artifact_weight_source.h"
@@ -18,6 +20,8 @@
 #include "bitloom/formats/checkpoint.h"
 #include "bitloom/formats/tensor_names.h"
 #include "bitloom/formats/tokenizer.h"
+#include "bitloom/kernels/matmul_f32.h"
+#include "bitloom/kernels/rms_norm.h"
 #include "bitloom/modelstore/artifact_reader.h"
 #include "bitloom/modelstore/artifact_writer.h"
 #include "bitloom/quant/quantization_pipeline.h"
@@ -272,6 +276,42 @@ TEST(EngineBlockRunner, BlocksWithItsOwnWeightsReproduceForward) {
   EXPECT_TRUE(absl::IsNotFound(runner.ReadWeight("layers.0.attn_norm.weight", &rows, &cols).status()));
   EXPECT_TRUE(absl::IsNotFound(runner.ReadWeight("layers.99.attn.q_proj.weight", &rows, &cols).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(runner.RunBlock(0, {}, *hidden, sequences, len, {}).status()));
+}
+
+// output_layer() is what HeadLogits applies: the final norm then the head (tied or not, Gemma's
+// 1 + w), bit for bit; a runner over the first blocks only has none.
+TEST(EngineBlockRunner, OutputLayerIsWhatHeadLogitsApplies) {
+  for (const char* family : {"llama", "gemma3"}) {
+    const v1::ModelConfig config = engine::testing::SyntheticConfig(family);
+    const engine::InMemoryWeightSource weights = engine::testing::SyntheticWeights(config, 8);
+    auto model = engine::DecoderModel::Load(config, weights, nullptr);
+    ASSERT_TRUE(model.ok()) << family;
+    const std::optional<OutputLayer> out = EngineBlockRunner(**model).output_layer();
+    ASSERT_TRUE(out.has_value()) << family;
+    const int64_t d = (*model)->resolved().hidden_size, vocab = (*model)->vocab_size();
+    ASSERT_EQ(out->vocab, vocab);
+    ASSERT_EQ(static_cast<int64_t>(out->head.size()), vocab * d);
+    std::vector<float> h(3 * d);
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    for (float& x : h) x = normal(rng);
+    std::vector<float> u(h.size()), logits(3 * vocab);
+    ASSERT_TRUE(kernels::RmsNormF32({h.data(), out->norm_weight.data(), u.data(), 3, d, out->norm_eps,
+                                     out->norm_weight_offset},
+                                    nullptr)
+                    .ok());
+    ASSERT_TRUE(
+        kernels::MatmulF32({u.data(), out->head.data(), nullptr, logits.data(), 3, vocab, d}, nullptr).ok());
+    auto want = (*model)->HeadLogits(h);
+    ASSERT_TRUE(want.ok());
+    if ((*model)->resolved().final_logit_softcap > 0.0f) continue;  // the soft-cap is not part of it
+    EXPECT_EQ(logits, *want) << family;
+  }
+  const v1::ModelConfig config = engine::testing::SyntheticConfig("llama");
+  const engine::InMemoryWeightSource weights = engine::testing::SyntheticWeights(config, 8);
+  auto model = engine::DecoderModel::Load(config, weights, nullptr);
+  ASSERT_TRUE(model.ok());
+  EXPECT_FALSE(EngineBlockRunner(**model, {.num_layers = 1}).output_layer().has_value());
 }
 
 // The stored-weight calls read the model's own weights in place: RunBlockSubstituted with none or

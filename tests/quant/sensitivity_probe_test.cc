@@ -10,60 +10,17 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "bitloom/kernels/hadamard.h"
-#include "bitloom/kernels/scalar_codec.h"
 #include "bitloom/quant/quantization_pipeline.h"
 #include "saturated_gate_toy_runner.h"
+#include "toy_artifact.h"
 
 namespace bitloom::quant {
 namespace {
 
+using testing::QuantizeToy;
 using testing::SaturatedGateToyRunner;
 
 constexpr int64_t kHidden = 128, kInner = 256, kVocab = 50, kSequences = 4, kSeqLen = 32;
-
-struct Artifact {
-  std::vector<v1::TensorEntry> entries;
-  WeightMap weights;  // dequantized and rotated back: what an engine would multiply by
-};
-
-absl::StatusOr<Artifact> Quantize(const SaturatedGateToyRunner& runner, const PipelineOptions& o) {
-  ThreadPool pool(2);
-  QuantizationPipeline pipeline(runner, o, &pool);
-  std::vector<int32_t> calibration(kSequences * kSeqLen);
-  for (size_t i = 0; i < calibration.size(); ++i) {
-    calibration[i] = static_cast<int32_t>((i * 7 + i / 3) % kVocab);
-  }
-  Artifact art;
-  absl::Status decoded = absl::OkStatus();
-  auto r = pipeline.Run(
-      calibration, kSequences, kSeqLen,
-      [&](const v1::TensorEntry& e, absl::Span<const uint8_t> blob) -> absl::Status {
-        auto layout = kernels::MakeScalarCodecLayout(e.shape(0), e.shape(1),
-                                                     static_cast<int>(e.bits_per_weight()),
-                                                     static_cast<int>(e.group_size()));
-        if (!layout.ok()) return layout.status();
-        uint64_t seed = 0;
-        if (!absl::SimpleAtoi(e.params().at(kernels::kScalarParamRotationSeed), &seed)) {
-          return absl::DataLossError("rotation seed");
-        }
-        auto rotation = kernels::HadamardRotation::Create(static_cast<int64_t>(e.shape(1)), seed);
-        if (!rotation.ok()) return rotation.status();
-        std::vector<float> w(e.shape(0) * e.shape(1));
-        if (absl::Status s = kernels::DequantizeScalarCodec(*layout, blob, w.data(), nullptr);
-            !s.ok()) {
-          return s;
-        }
-        rotation->ApplyTranspose(w.data(), static_cast<int64_t>(e.shape(0)), nullptr);
-        art.weights[e.name()] = std::move(w);
-        art.entries.push_back(e);
-        return absl::OkStatus();
-      },
-      {}, nullptr);
-  if (!r.ok()) return r.status();
-  return art;
-}
 
 // Mean over every token of the vocabulary of ‖h'_L − h_L‖² / ‖h_L‖², the last block's output with
 // the artifact's weights against full precision: how much of the model the quantization moved.
@@ -117,8 +74,8 @@ Comparison CompareAtTwoBits(const SaturatedGateToyRunner& runner) {
   uniform.uniform_bits = 2;
   PipelineOptions variable = Options();
   variable.target_bits_per_weight = 2.5;
-  auto u = Quantize(runner, uniform);
-  auto v = Quantize(runner, variable);
+  auto u = QuantizeToy(runner, uniform, kSequences, kSeqLen, kVocab);
+  auto v = QuantizeToy(runner, variable, kSequences, kSeqLen, kVocab);
   EXPECT_TRUE(u.ok()) << u.status();
   EXPECT_TRUE(v.ok()) << v.status();
   Comparison c;

@@ -113,6 +113,7 @@ class ToyBlockRunner : public BlockRunner {
     return n;
   }
   const WeightMap& weights() const { return weights_; }
+  WeightMap& mutable_weights() { return weights_; }
   int64_t inner() const { return inner_; }
 
  private:

@@ -74,6 +74,16 @@ absl::StatusOr<std::vector<float>> EngineBlockRunner::Embed(absl::Span<const int
   return model_.EmbedTokens(tokens);
 }
 
+std::optional<OutputLayer> EngineBlockRunner::output_layer() const {
+  const engine::ResolvedConfig& c = model_.resolved();
+  if (num_layers_ < c.num_layers) return std::nullopt;
+  return OutputLayer{.norm_weight = model_.final_norm(),
+                     .norm_eps = c.rms_norm_eps,
+                     .norm_weight_offset = c.norm_weight_offset,
+                     .head = model_.output_head(),
+                     .vocab = c.vocab_size};
+}
+
 absl::StatusOr<std::vector<float>> EngineBlockRunner::RunBlock(int layer, const WeightMap& weights,
                                                                absl::Span<const float> hidden,
                                                                int64_t sequences, int64_t seq_len,

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -13,6 +14,7 @@
 #include "bitloom/kernels/scalar_codec.h"
 #include "bitloom/quant/bit_allocation.h"
 #include "bitloom/quant/scalar_quantizer.h"
+#include "output_fisher.h"
 #include "pipeline_checkpoint.h"
 
 namespace bitloom::quant {
@@ -32,7 +34,8 @@ constexpr int64_t kProbeTokens = 512;
 // Bumped whenever what a measure checkpoint holds changes meaning, so old checkpoints are refused.
 // 4: no hidden states in any checkpoint (a resumed run replays the finished blocks' forwards).
 // 5: losses priced at the model's output, widths below kProbeBits by their own probes.
-constexpr uint64_t kMeasureFormat = 5;
+// 6: the model's output change measured through the head's Fisher information (OutputFisher).
+constexpr uint64_t kMeasureFormat = 6;
 
 // The widths the sensitivity probe runs at, ascending: every candidate below kProbeBits, and
 // kProbeBits (also when it is not a candidate).
@@ -327,6 +330,31 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
     // forward an uninterrupted run made.
     int ready = -1;
     bool resuming = true;
+    // The probe prefix (see below) and the Fisher information of the model's output on it, built
+    // before the first block that is measured (not restored) from the full-precision model's last
+    // output on the prefix, the same computation in a fresh and in a resumed run.
+    const int64_t probe_seqs = std::clamp<int64_t>(kProbeTokens / seq_len, 1, sequences);
+    const int64_t probe_seq_len = std::min(seq_len, kProbeTokens);
+    std::optional<internal::OutputFisher> fisher;
+    const auto build_fisher = [&]() -> absl::Status {
+      const std::optional<OutputLayer> output = runner_.output_layer();
+      if (!output) return absl::OkStatus();
+      const Clock::time_point t0 = Clock::now();
+      std::vector<int32_t> prefix;
+      for (int64_t q = 0; q < probe_seqs; ++q) {
+        const auto row = calibration.begin() + static_cast<std::ptrdiff_t>(q * seq_len);
+        prefix.insert(prefix.end(), row, row + static_cast<std::ptrdiff_t>(probe_seq_len));
+      }
+      auto last = runner_.Embed(prefix);
+      if (!last.ok()) return last.status();
+      if (absl::Status st = run_stored(0, layers, &*last, probe_seqs, probe_seq_len); !st.ok())
+        return st;
+      auto built = internal::OutputFisher::Build(*output, *last, hidden_size, pool_);
+      if (!built.ok()) return built.status();
+      fisher = std::move(*built);
+      timings.output_fisher += Since(t0);
+      return absl::OkStatus();
+    };
     for (int layer = 0; layer < layers; ++layer) {
       if (Cancelled(cancel)) return CancelledError();
       const double f0 = kMeasureShare * layer / layers;
@@ -361,6 +389,9 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
         ++result.resumed_measure_blocks;
         continue;
       }
+      if (!fisher) {
+        if (absl::Status st = build_fisher(); !st.ok()) return st;
+      }
       if (ready + 1 < layer) {
         const Clock::time_point t0 = Clock::now();
         if (absl::Status st = run_stored(ready + 1, layer, &hidden, sequences, seq_len); !st.ok())
@@ -383,8 +414,6 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       // `batch` collects the block outputs the probe needs: first the full-precision one, then one
       // per (tensor, probe width) with that tensor quantized; the rest of the model then runs on
       // all of them at once.
-      const int64_t probe_seqs = std::clamp<int64_t>(kProbeTokens / seq_len, 1, sequences);
-      const int64_t probe_seq_len = std::min(seq_len, kProbeTokens);
       std::vector<float> probe_in;
       for (int64_t q = 0; q < probe_seqs; ++q) {
         const auto row = hidden.begin() + static_cast<std::ptrdiff_t>(q * seq_len * hidden_size);
@@ -500,12 +529,13 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
         }
       }
       // Sensitivity: the rest of the model, in full precision, on every probe's output at once,
-      // then each probe's mean per-token relative squared change of the last block's output
-      // (the stream the final norm and the head read) against the full-precision run, divided by
-      // the tensor's relative proxy loss at that width: the gain that converts a relative proxy
-      // loss into a perturbation of the model's output, the common currency the allocator sums.
-      // Widths below kProbeBits are priced by their own probes (errors that large are not in the
-      // linear regime), wider ones by the gain at kProbeBits.
+      // then how far each probe moved the model's output from the full-precision run: the mean
+      // KL divergence of the next-token distribution to second order (OutputFisher), or, for a
+      // runner without an output layer, the mean per-token relative squared change of the last
+      // block's output. Divided by the tensor's relative proxy loss at that width, it is the gain
+      // that converts a relative proxy loss into a perturbation of the model's output, the common
+      // currency the allocator sums. Widths below kProbeBits are priced by their own probes
+      // (errors that large are not in the linear regime), wider ones by the gain at kProbeBits.
       {
         const int64_t batch_seqs = probe_seqs * static_cast<int64_t>(1 + probes.size());
         const Clock::time_point t0 = Clock::now();
@@ -514,10 +544,24 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           return st;
         timings.probe_rest += Since(t0);
         const absl::Span<const float> reference(batch.data(), probe_len);
+        const absl::Span<const float> all_moved(batch.data() + probe_len, probes.size() * probe_len);
+        std::vector<double> moved_by(probes.size());
+        if (fisher) {
+          const Clock::time_point fisher_t0 = Clock::now();
+          auto divergence = fisher->MeanDivergence(reference, all_moved,
+                                                   static_cast<int64_t>(probes.size()), pool_);
+          if (!divergence.ok()) return divergence.status();
+          moved_by = std::move(*divergence);
+          timings.output_fisher += Since(fisher_t0);
+        } else {
+          for (size_t p = 0; p < probes.size(); ++p) {
+            moved_by[p] = MeanRelativeChange(all_moved.subspan(p * probe_len, probe_len), reference,
+                                             hidden_size);
+          }
+        }
         std::map<std::pair<size_t, int>, double> gain;
         for (size_t p = 0; p < probes.size(); ++p) {
-          const absl::Span<const float> moved_out(batch.data() + (p + 1) * probe_len, probe_len);
-          const double moved = MeanRelativeChange(moved_out, reference, hidden_size);
+          const double moved = moved_by[p];
           gain[{probes[p].item, probes[p].bits}] =
               probes[p].relative > 0.0 ? moved / probes[p].relative : 0.0;
         }

@@ -141,6 +141,11 @@ class DecoderModel {
   // output head, final soft-capping.
   absl::StatusOr<std::vector<float>> HeadLogits(absl::Span<const float> hidden) const;
 
+  // The final norm's weight [hidden] and the output head [vocab, hidden] (the embedding when tied),
+  // the parameters HeadLogits() applies (views into the model, valid while it lives).
+  absl::Span<const float> final_norm() const { return final_norm_; }
+  absl::Span<const float> output_head() const { return lm_head_.empty() ? embed_ : lm_head_; }
+
   // The model's own linear weights of `layer` (views into the model, valid while it lives).
   LayerLinearWeights linear_weights(int layer) const;
 

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,18 @@ struct RotatedWeight {
   const kernels::HadamardRotation* rotation = nullptr;  // R, n = in
 };
 using RotatedWeightMap = std::map<std::string, RotatedWeight>;
+
+// The model's output layer after the last block: the final RMSNorm (kernels::RmsNormF32's
+// conventions) and the head, so the pipeline can price a change of the last block's output by what
+// it does to the next-token distribution (docs/QUANTIZATION.md, section 5). Views into the runner's
+// model, valid while the runner lives.
+struct OutputLayer {
+  absl::Span<const float> norm_weight;  // [hidden]
+  float norm_eps = 1e-6f;
+  float norm_weight_offset = 0.0f;      // 1 for Gemma's x·(1 + w)
+  absl::Span<const float> head;         // [vocab, hidden] row-major (the embedding when tied)
+  int64_t vocab = 0;
+};
 
 // Called for every site during RunBlock with the site's inputs, x [rows, site.dim] (rows = tokens),
 // once or, when a runner processes the rows in chunks, once per chunk in row order: the rows of all
@@ -98,6 +111,12 @@ class BlockRunner {
                                                              absl::Span<const float> hidden,
                                                              int64_t sequences,
                                                              int64_t seq_len) const;
+
+  // The output layer that reads the last block's output, or nullopt when there is none to price
+  // by (a runner over the first blocks of a model only, a toy without a head): the pipeline then
+  // prices by the relative change of the last block's output. A final logit soft-cap is not part
+  // of it (its slope is at most 1 and is taken as 1).
+  virtual std::optional<OutputLayer> output_layer() const { return std::nullopt; }
 
   // Whether RunBlockRotated is implemented (a runner that rotates activations on the GPU).
   virtual bool AcceptsRotatedWeights() const { return false; }

@@ -44,6 +44,8 @@ class EngineBlockRunner : public BlockRunner {
   absl::StatusOr<std::vector<float>> ReadWeight(const std::string& name, int64_t* rows,
                                                 int64_t* cols) const override;
   absl::StatusOr<std::vector<float>> Embed(absl::Span<const int32_t> tokens) const override;
+  // The model's final norm and head; nullopt when the runner covers only the first blocks.
+  std::optional<OutputLayer> output_layer() const override;
   // Positions run 0..seq_len-1 in every sequence. INVALID_ARGUMENT when `weights` lacks a tensor of
   // Sites(layer) or has one of the wrong size.
   absl::StatusOr<std::vector<float>> RunBlock(int layer, const WeightMap& weights,

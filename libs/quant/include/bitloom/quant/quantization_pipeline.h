@@ -98,6 +98,7 @@ struct PipelineTimings {
   double probe = 0.0;            // sensitivity probes: the probed block's forwards on a prefix
                                  // (their substitutes' dequantization counts as weights_host)
   double probe_rest = 0.0;       // the rest of the model on every probe's output
+  double output_fisher = 0.0;    // the output's Fisher information and the probes' divergences
   double allocate = 0.0;
   double quantize_ldlq = 0.0;    // the backend's Quantize (or RTN)
   double forward = 0.0;          // quantized-path outputs, and replays after a resume

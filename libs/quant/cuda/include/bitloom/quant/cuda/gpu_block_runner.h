@@ -3,9 +3,9 @@
 // hands every site's inputs to the GPU Hessian accumulator without leaving the device
 // (RunBlockOnDevice).
 //
-// What is whose. Sites(), ReadWeight(), Embed(), num_layers() and hidden_size() are the CPU
-// engine's EngineBlockRunner over the same DecoderModel (the same names, order, shapes and bits);
-// only the forwards run elsewhere. The forward is the GPU decoder's sequence of shared kernels
+// What is whose. Sites(), ReadWeight(), Embed(), output_layer(), num_layers() and hidden_size()
+// are the CPU engine's EngineBlockRunner over the same DecoderModel (the same names, order, shapes
+// and bits); only the forwards run elsewhere. The forward is the GPU decoder's sequence of shared kernels
 // (libs/kernels/cuda; engine's gpu_decoder_model.cc EnqueueForward combines them the same way):
 // ResidualRmsNorm, the linears as cuBLAS GEMMs over the pipeline's substituted fp32 weights,
 // QkvRope into a paged fp16 K/V cache with a trivial contiguous page table (one run of pages per
@@ -105,6 +105,7 @@ class GpuBlockRunner final : public BlockRunner {
   absl::StatusOr<std::vector<float>> Embed(absl::Span<const int32_t> tokens) const override {
     return host_.Embed(tokens);
   }
+  std::optional<OutputLayer> output_layer() const override { return host_.output_layer(); }
   // `capture` sees each site's inputs once per chunk, copied to the host. INVALID_ARGUMENT as
   // EngineBlockRunner::RunBlock.
   absl::StatusOr<std::vector<float>> RunBlock(int layer, const WeightMap& weights,
