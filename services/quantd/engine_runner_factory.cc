@@ -1,6 +1,7 @@
 #include "engine_runner_factory.h"
 
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "bitloom/core/status_macros.h"
@@ -26,6 +27,9 @@ class OwningEngineRunner final : public quant::BlockRunner {
   }
   absl::StatusOr<std::vector<float>> Embed(absl::Span<const int32_t> tokens) const override {
     return runner_.Embed(tokens);
+  }
+  std::optional<quant::OutputLayer> output_layer() const override {
+    return runner_.output_layer();
   }
   absl::StatusOr<std::vector<float>> RunBlock(int layer, const quant::WeightMap& weights,
                                               absl::Span<const float> hidden, int64_t sequences,

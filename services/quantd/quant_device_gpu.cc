@@ -1,5 +1,6 @@
 // The GPU half of quant_device.h, in builds with the CUDA path (bitloom::quant_cuda).
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "bitloom/core/logging.h"
@@ -32,6 +33,9 @@ class OwningGpuRunner final : public quant::BlockRunner {
   absl::StatusOr<std::vector<float>> Embed(absl::Span<const int32_t> tokens) const override {
     return runner_->Embed(tokens);
   }
+  std::optional<quant::OutputLayer> output_layer() const override {
+    return runner_->output_layer();
+  }
   absl::StatusOr<std::vector<float>> RunBlock(int layer, const quant::WeightMap& weights,
                                               absl::Span<const float> hidden, int64_t sequences,
                                               int64_t seq_len,
@@ -50,12 +54,10 @@ class OwningGpuRunner final : public quant::BlockRunner {
     return runner_->RunStoredBlocks(first, end, hidden, sequences, seq_len);
   }
   bool AcceptsRotatedWeights() const override { return runner_->AcceptsRotatedWeights(); }
-  absl::StatusOr<std::vector<float>> RunBlockRotated(int layer,
-                                                     const quant::RotatedWeightMap& substitutes,
-                                                     absl::Span<const float> hidden,
-                                                     int64_t sequences,
-                                                     int64_t seq_len) const override {
-    return runner_->RunBlockRotated(layer, substitutes, hidden, sequences, seq_len);
+  absl::Status RunBlockRotated(int layer, const quant::RotatedWeightMap& substitutes,
+                               absl::Span<const float> hidden, int64_t sequences, int64_t seq_len,
+                               std::vector<float>* out) const override {
+    return runner_->RunBlockRotated(layer, substitutes, hidden, sequences, seq_len, out);
   }
   bool CapturesOnDevice() const override { return runner_->CapturesOnDevice(); }
   absl::Status RunBlockOnDevice(int layer, const quant::WeightMap& weights,

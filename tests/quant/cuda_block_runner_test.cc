@@ -325,9 +325,10 @@ void CompareRotated(const std::string& flavour, bool exact) {
     }
     auto want = (*gpu)->RunBlock(layer, back, hidden, kSequences, kSeqLen, {});
     ASSERT_TRUE(want.ok()) << want.status();
-    auto got = (*gpu)->RunBlockRotated(layer, rotated, hidden, kSequences, kSeqLen);
-    ASSERT_TRUE(got.ok()) << got.status();
-    const double err = RelativeError(*got, *want);
+    std::vector<float> got;
+    const absl::Status ran = (*gpu)->RunBlockRotated(layer, rotated, hidden, kSequences, kSeqLen, &got);
+    ASSERT_TRUE(ran.ok()) << ran;
+    const double err = RelativeError(got, *want);
     std::printf("%s%s layer %d: rotated substitutes %.2e", flavour.c_str(),
                 exact ? " (exact)" : "", layer, err);
     EXPECT_LE(err, tolerance) << flavour << " layer " << layer;
@@ -338,20 +339,24 @@ void CompareRotated(const std::string& flavour, bool exact) {
     WeightMap one_back;
     one_back[one_name] = back[one_name];
     auto want_one = (*gpu)->RunBlockSubstituted(layer, one_back, hidden, kSequences, kSeqLen, {});
-    auto got_one = (*gpu)->RunBlockRotated(layer, one, hidden, kSequences, kSeqLen);
-    ASSERT_TRUE(want_one.ok() && got_one.ok());
-    const double err_one = RelativeError(*got_one, *want_one);
+    std::vector<float> got_one;
+    ASSERT_TRUE(want_one.ok() &&
+                (*gpu)->RunBlockRotated(layer, one, hidden, kSequences, kSeqLen, &got_one).ok());
+    const double err_one = RelativeError(got_one, *want_one);
     std::printf(", one %.2e\n", err_one);
     EXPECT_LE(err_one, tolerance) << flavour << " layer " << layer << " " << one_name;
-    // Repeats itself bit for bit.
-    auto again = (*gpu)->RunBlockRotated(layer, rotated, hidden, kSequences, kSeqLen);
-    ASSERT_TRUE(again.ok());
-    EXPECT_EQ(*again, *got);
+    // Repeats itself bit for bit, also into a buffer of the right size that it reuses in place.
+    std::vector<float> again = got_one;
+    const float* storage = again.data();
+    ASSERT_TRUE((*gpu)->RunBlockRotated(layer, rotated, hidden, kSequences, kSeqLen, &again).ok());
+    EXPECT_EQ(again, got);
+    EXPECT_EQ(again.data(), storage);
   }
   RotatedWeightMap bad;
+  std::vector<float> got_bad;
   bad["layers.0.attn.q_proj.weight"] = {std::vector<float>(3, 1.0f), nullptr};
   EXPECT_TRUE(
-      absl::IsInvalidArgument((*gpu)->RunBlockRotated(0, bad, hidden, kSequences, kSeqLen).status()));
+      absl::IsInvalidArgument((*gpu)->RunBlockRotated(0, bad, hidden, kSequences, kSeqLen, &got_bad)));
 }
 
 TEST_P(GpuBlockRunnerFlavourTest, RotatedSubstitutesExact) {

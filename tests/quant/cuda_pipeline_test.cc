@@ -174,10 +174,12 @@ TEST(CudaPipeline, HessianStateMatchesTheCpu) {
   ASSERT_TRUE(sg.ok() && sc.ok());
   EXPECT_EQ(sg->rows(), kTokens);
   const std::vector<double> mg = sg->Mean(), mc = sc->Mean();
+  // The backend's accumulators take TF32 products (GpuHessianOptions::tf32_products): within
+  // their bound, 2.5e-3 of √(H_ii·H_jj) (quant_cuda_test checks the exact fp32 path to 1e-5).
   for (int64_t i = 0; i < kDim; ++i) {
     for (int64_t j = 0; j < kDim; ++j) {
       const double scale = std::sqrt(mc[i * kDim + i] * mc[j * kDim + j]);
-      ASSERT_NEAR(mg[i * kDim + j], mc[i * kDim + j], 1e-5 * scale) << i << ", " << j;
+      ASSERT_NEAR(mg[i * kDim + j], mc[i * kDim + j], 2.5e-3 * scale) << i << ", " << j;
     }
   }
   // A factor of one backend is refused by the other.

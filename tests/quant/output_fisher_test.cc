@@ -24,6 +24,11 @@ namespace bitloom::quant {
 namespace {
 
 using internal::OutputFisher;
+
+// The CPU backend's product (QuantBackend::Matmul).
+internal::MatmulFn Cpu(ThreadPool* pool) {
+  return [pool](const kernels::MatmulF32Params& p) { return kernels::MatmulF32(p, pool); };
+}
 using testing::Gaussian;
 
 constexpr int64_t kHidden = 32, kVocab = 40;
@@ -67,9 +72,9 @@ TEST(OutputFisher, MatchesTheExactDivergenceForSmallChanges) {
     std::vector<float> moved = Gaussian(kHidden, 200 + seed, 0.01f);
     for (int64_t i = 0; i < kHidden; ++i) moved[i] += ref[i];
     ThreadPool pool(2);
-    auto f = OutputFisher::Build(h.Layer(), ref, kHidden, &pool);
+    auto f = OutputFisher::Build(h.Layer(), ref, kHidden, Cpu(&pool), &pool);
     ASSERT_TRUE(f.ok()) << f.status();
-    auto d = f->MeanDivergence(ref, moved, 1, &pool);
+    auto d = f->MeanDivergence(ref, moved, 1, Cpu(&pool), &pool);
     ASSERT_TRUE(d.ok()) << d.status();
     const double exact = Kl(Distribution(ref, h.norm, h.head, kHidden, kVocab),
                             Distribution(moved, h.norm, h.head, kHidden, kVocab));
@@ -85,25 +90,26 @@ TEST(OutputFisher, AveragesOverTokensAndPricesEachRunApart) {
   std::vector<float> moved = Gaussian(3 * tokens * kHidden, 12, 0.02f);
   for (size_t i = 0; i < moved.size(); ++i) moved[i] += ref[i % ref.size()];
   ThreadPool pool(2);
-  auto f = OutputFisher::Build(h.Layer(), ref, kHidden, &pool);
+  auto f = OutputFisher::Build(h.Layer(), ref, kHidden, Cpu(&pool), &pool);
   ASSERT_TRUE(f.ok()) << f.status();
-  auto all = f->MeanDivergence(ref, moved, 3, &pool);
+  auto all = f->MeanDivergence(ref, moved, 3, Cpu(&pool), &pool);
   ASSERT_TRUE(all.ok()) << all.status();
   ASSERT_EQ(all->size(), 3u);
   const size_t run = ref.size();
   for (int b = 0; b < 3; ++b) {
-    auto one = f->MeanDivergence(ref, absl::MakeConstSpan(moved).subspan(b * run, run), 1, &pool);
+    auto one = f->MeanDivergence(ref, absl::MakeConstSpan(moved).subspan(b * run, run), 1,
+                                 Cpu(&pool), &pool);
     ASSERT_TRUE(one.ok());
     EXPECT_DOUBLE_EQ((*one)[0], (*all)[b]);
     EXPECT_GT((*all)[b], 0.0);
   }
   // Nothing moved, nothing lost; a scaled stream is the same after the final norm.
-  auto same = f->MeanDivergence(ref, ref, 1, &pool);
+  auto same = f->MeanDivergence(ref, ref, 1, Cpu(&pool), &pool);
   ASSERT_TRUE(same.ok());
   EXPECT_EQ((*same)[0], 0.0);
   std::vector<float> scaled = ref;
   for (float& x : scaled) x *= 4.0f;
-  auto scale = f->MeanDivergence(ref, scaled, 1, &pool);
+  auto scale = f->MeanDivergence(ref, scaled, 1, Cpu(&pool), &pool);
   ASSERT_TRUE(scale.ok());
   EXPECT_LT((*scale)[0], 1e-9);
 }
@@ -115,15 +121,15 @@ TEST(OutputFisher, DirectionsTheHeadIgnoresCostNothing) {
   }
   const std::vector<float> ref = Gaussian(kHidden, 21);
   ThreadPool pool(2);
-  auto f = OutputFisher::Build(h.Layer(), ref, kHidden, &pool);
+  auto f = OutputFisher::Build(h.Layer(), ref, kHidden, Cpu(&pool), &pool);
   ASSERT_TRUE(f.ok()) << f.status();
   // Swapping two unread coordinates keeps the row's norm, so the read half is unchanged.
   std::vector<float> hidden_move = ref;
   std::swap(hidden_move[kHidden - 1], hidden_move[kHidden - 2]);
   std::vector<float> seen_move = ref;
   std::swap(seen_move[0], seen_move[1]);
-  auto unseen = f->MeanDivergence(ref, hidden_move, 1, &pool);
-  auto seen = f->MeanDivergence(ref, seen_move, 1, &pool);
+  auto unseen = f->MeanDivergence(ref, hidden_move, 1, Cpu(&pool), &pool);
+  auto seen = f->MeanDivergence(ref, seen_move, 1, Cpu(&pool), &pool);
   ASSERT_TRUE(unseen.ok() && seen.ok());
   EXPECT_EQ((*unseen)[0], 0.0);
   EXPECT_GT((*seen)[0], 1e-4);
@@ -133,12 +139,15 @@ TEST(OutputFisher, RejectsShapesThatDoNotFit) {
   const Head h;
   ThreadPool pool(2);
   const std::vector<float> ref = Gaussian(kHidden, 1);
-  EXPECT_TRUE(absl::IsInvalidArgument(OutputFisher::Build(h.Layer(), ref, kHidden + 1, &pool).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(
-      OutputFisher::Build(h.Layer(), absl::MakeConstSpan(ref).subspan(1), kHidden, &pool).status()));
-  auto f = OutputFisher::Build(h.Layer(), ref, kHidden, &pool);
+      OutputFisher::Build(h.Layer(), ref, kHidden + 1, Cpu(&pool), &pool).status()));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(OutputFisher::Build(h.Layer(), absl::MakeConstSpan(ref).subspan(1),
+                                                  kHidden, Cpu(&pool), &pool)
+                                  .status()));
+  auto f = OutputFisher::Build(h.Layer(), ref, kHidden, Cpu(&pool), &pool);
   ASSERT_TRUE(f.ok());
-  EXPECT_TRUE(absl::IsInvalidArgument(f->MeanDivergence(ref, ref, 2, &pool).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(f->MeanDivergence(ref, ref, 2, Cpu(&pool), &pool).status()));
 }
 
 // A toy whose head reads only the first half of the stream and whose last block writes only into

@@ -256,6 +256,12 @@ TEST_F(QuantdJobsTest, CreatesWatchesAndPublishesAtTheTargetBits) {
   EXPECT_DOUBLE_EQ(done.progress().fraction_done(), 1.0);
   EXPECT_EQ(done.progress().num_layers(), 4u);
   EXPECT_NEAR(done.achieved_bits_per_weight(), 2.5, 0.01);
+  // The job priced its tensors through the model's head (quantd's runner exposes the output
+  // layer): the timings line reports the time spent on the output's Fisher information.
+  std::smatch fisher;
+  const std::string log = quantd_->Log();
+  ASSERT_TRUE(std::regex_search(log, fisher, std::regex("output Fisher ([0-9.e+-]+)"))) << log;
+  EXPECT_GT(std::stod(fisher[1].str()), 0.0) << log;
 
   v1::ListArtifactsResponse artifacts;
   ASSERT_TRUE(stub_->ListArtifacts(Ctx().get(), {}, &artifacts).ok());

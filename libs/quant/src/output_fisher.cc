@@ -6,7 +6,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "bitloom/kernels/matmul_f32.h"
 #include "bitloom/kernels/rms_norm.h"
 
 namespace bitloom::quant::internal {
@@ -24,10 +23,9 @@ std::vector<float> Transposed(const std::vector<float>& x, int64_t rows, int64_t
 // a · aᵀ for a [rows, k]: [rows, rows], symmetric to the bit (each entry is one DotF32 of two
 // rows, and the product of two floats does not depend on their order).
 absl::StatusOr<std::vector<float>> Gram(const std::vector<float>& a, int64_t rows, int64_t k,
-                                        ThreadPool* pool) {
+                                        const MatmulFn& matmul) {
   std::vector<float> g(rows * rows);
-  if (absl::Status s = kernels::MatmulF32({a.data(), a.data(), nullptr, g.data(), rows, rows, k}, pool);
-      !s.ok()) {
+  if (absl::Status s = matmul({a.data(), a.data(), nullptr, g.data(), rows, rows, k}); !s.ok()) {
     return s;
   }
   return g;
@@ -39,9 +37,10 @@ absl::StatusOr<std::vector<float>> OutputFisher::Normalized(absl::Span<const flo
                                                             ThreadPool* pool) const {
   std::vector<float> u(hidden.size());
   const int64_t rows = static_cast<int64_t>(hidden.size()) / hidden_;
-  if (absl::Status s = kernels::RmsNormF32({hidden.data(), output_.norm_weight.data(), u.data(), rows,
-                                            hidden_, output_.norm_eps, output_.norm_weight_offset},
-                                           pool);
+  if (absl::Status s =
+          kernels::RmsNormF32({hidden.data(), output_.norm_weight.data(), u.data(), rows, hidden_,
+                               output_.norm_eps, output_.norm_weight_offset},
+                              pool);
       !s.ok()) {
     return s;
   }
@@ -49,14 +48,15 @@ absl::StatusOr<std::vector<float>> OutputFisher::Normalized(absl::Span<const flo
 }
 
 absl::StatusOr<OutputFisher> OutputFisher::Build(const OutputLayer& output,
-                                                 absl::Span<const float> hidden, int64_t hidden_size,
+                                                 absl::Span<const float> hidden,
+                                                 int64_t hidden_size, const MatmulFn& matmul,
                                                  ThreadPool* pool) {
   const int64_t d = hidden_size, vocab = output.vocab;
   if (d <= 0 || static_cast<int64_t>(output.norm_weight.size()) != d || vocab <= 0 ||
       static_cast<int64_t>(output.head.size()) != vocab * d) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "OutputFisher: norm weight of ", output.norm_weight.size(), " and head of ", output.head.size(),
-        " values do not fit hidden_size ", d, " and vocab ", vocab));
+        "OutputFisher: norm weight of ", output.norm_weight.size(), " and head of ",
+        output.head.size(), " values do not fit hidden_size ", d, " and vocab ", vocab));
   }
   if (hidden.empty() || hidden.size() % d != 0) {
     return absl::InvalidArgumentError(
@@ -69,8 +69,7 @@ absl::StatusOr<OutputFisher> OutputFisher::Build(const OutputLayer& output,
 
   // p_t = softmax(W·u_t), in place over the logits; p̄ its mean over tokens.
   std::vector<float> p(tokens * vocab);
-  if (absl::Status s =
-          kernels::MatmulF32({u->data(), output.head.data(), nullptr, p.data(), tokens, vocab, d}, pool);
+  if (absl::Status s = matmul({u->data(), output.head.data(), nullptr, p.data(), tokens, vocab, d});
       !s.ok()) {
     return s;
   }
@@ -90,7 +89,8 @@ absl::StatusOr<OutputFisher> OutputFisher::Build(const OutputLayer& output,
   // The rows that hold all but kTailMass of p̄ (ties: lower id first), at most kMaxVocabRows.
   std::vector<int64_t> order(vocab);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return mean[a] > mean[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return mean[a] > mean[b]; });
   int64_t kept = 0;
   for (double mass = 0.0; kept < std::min(vocab, kMaxVocabRows) && mass < 1.0 - kTailMass; ++kept) {
     mass += mean[order[kept]];
@@ -106,19 +106,18 @@ absl::StatusOr<OutputFisher> OutputFisher::Build(const OutputLayer& output,
   }
   std::vector<float>().swap(p);
   std::vector<float> m(tokens * d);
-  if (absl::Status s =
-          kernels::MatmulF32({p_kept.data(), w_t.data(), nullptr, m.data(), tokens, d, kept}, pool);
+  if (absl::Status s = matmul({p_kept.data(), w_t.data(), nullptr, m.data(), tokens, d, kept});
       !s.ok()) {
     return s;
   }
   // F̄ = Wᵀ diag(p̄) W − (1/tokens) Σ_t m_t m_tᵀ.
-  auto spread = Gram(Transposed(m, tokens, d), d, tokens, pool);
+  auto spread = Gram(Transposed(m, tokens, d), d, tokens, matmul);
   if (!spread.ok()) return spread.status();
   for (int64_t j = 0; j < kept; ++j) {
     const float scale = static_cast<float>(std::sqrt(mean[order[j]]));
     for (int64_t i = 0; i < d; ++i) w_t[i * kept + j] *= scale;
   }
-  auto weighted = Gram(w_t, d, kept, pool);
+  auto weighted = Gram(w_t, d, kept, matmul);
   if (!weighted.ok()) return weighted.status();
   f.fisher_ = std::move(*weighted);
   const float inv_tokens = 1.0f / static_cast<float>(tokens);
@@ -129,11 +128,13 @@ absl::StatusOr<OutputFisher> OutputFisher::Build(const OutputLayer& output,
 absl::StatusOr<std::vector<double>> OutputFisher::MeanDivergence(absl::Span<const float> reference,
                                                                  absl::Span<const float> moved,
                                                                  int64_t batches,
+                                                                 const MatmulFn& matmul,
                                                                  ThreadPool* pool) const {
   if (reference.empty() || reference.size() % hidden_ != 0 || batches < 0 ||
       moved.size() != reference.size() * static_cast<size_t>(batches)) {
-    return absl::InvalidArgumentError(absl::StrCat("MeanDivergence: ", moved.size(), " moved values are not ",
-                                                   batches, " runs of the reference's ", reference.size()));
+    return absl::InvalidArgumentError(absl::StrCat("MeanDivergence: ", moved.size(),
+                                                   " moved values are not ", batches,
+                                                   " runs of the reference's ", reference.size()));
   }
   const int64_t tokens = static_cast<int64_t>(reference.size()) / hidden_;
   const int64_t rows = batches * tokens;
@@ -147,8 +148,8 @@ absl::StatusOr<std::vector<double>> OutputFisher::MeanDivergence(absl::Span<cons
     for (int64_t i = 0; i < hidden_; ++i) row[i] -= base[i];
   }
   std::vector<float> pulled(rows * hidden_);  // F̄·δ per row (F̄ symmetric)
-  if (absl::Status s = kernels::MatmulF32(
-          {delta->data(), fisher_.data(), nullptr, pulled.data(), rows, hidden_, hidden_}, pool);
+  if (absl::Status s =
+          matmul({delta->data(), fisher_.data(), nullptr, pulled.data(), rows, hidden_, hidden_});
       !s.ok()) {
     return s;
   }

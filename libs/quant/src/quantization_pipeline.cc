@@ -330,12 +330,18 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
     // forward an uninterrupted run made.
     int ready = -1;
     bool resuming = true;
+    // The block's output; swapped with `hidden` after each block, so the two buffers alternate and
+    // a runner that writes in place of a buffer of the right size allocates nothing.
+    std::vector<float> next;
     // The probe prefix (see below) and the Fisher information of the model's output on it, built
     // before the first block that is measured (not restored) from the full-precision model's last
     // output on the prefix, the same computation in a fresh and in a resumed run.
     const int64_t probe_seqs = std::clamp<int64_t>(kProbeTokens / seq_len, 1, sequences);
     const int64_t probe_seq_len = std::min(seq_len, kProbeTokens);
     std::optional<internal::OutputFisher> fisher;
+    const internal::MatmulFn matmul = [this](const kernels::MatmulF32Params& p) {
+      return backend_->Matmul(p);
+    };
     const auto build_fisher = [&]() -> absl::Status {
       const std::optional<OutputLayer> output = runner_.output_layer();
       if (!output) return absl::OkStatus();
@@ -349,7 +355,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       if (!last.ok()) return last.status();
       if (absl::Status st = run_stored(0, layers, &*last, probe_seqs, probe_seq_len); !st.ok())
         return st;
-      auto built = internal::OutputFisher::Build(*output, *last, hidden_size, pool_);
+      auto built = internal::OutputFisher::Build(*output, *last, hidden_size, matmul, pool_);
       if (!built.ok()) return built.status();
       fisher = std::move(*built);
       timings.output_fisher += Since(t0);
@@ -404,7 +410,6 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       const Clock::time_point read_t0 = Clock::now();
       if (absl::Status st = read_block_weights(layer, &weights, &shapes); !st.ok()) return st;
       timings.weights_host += Since(read_t0);
-      std::vector<float> next;
       auto states = site_states(layer, sites, hidden, &next);
       if (!states.ok()) return states.status();
       const size_t first_item = items.size();
@@ -421,7 +426,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
                         row + static_cast<std::ptrdiff_t>(probe_seq_len * hidden_size));
       }
       const size_t probe_len = probe_in.size();
-      std::vector<float> batch;
+      std::vector<float> batch, probe_out;
       {
         const Clock::time_point t0 = Clock::now();
         auto reference =
@@ -515,13 +520,18 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
             }
             timings.weights_host += Since(t0);
             t0 = Clock::now();
-            auto out = rotated_substitutes
-                           ? runner_.RunBlockRotated(layer, rotated_substitute, probe_in,
-                                                     probe_seqs, probe_seq_len)
-                           : runner_.RunBlockSubstituted(layer, substitute, probe_in, probe_seqs,
-                                                         probe_seq_len, {});
-            if (!out.ok()) return out.status();
-            batch.insert(batch.end(), out->begin(), out->end());
+            if (rotated_substitutes) {
+              if (absl::Status ran = runner_.RunBlockRotated(layer, rotated_substitute, probe_in,
+                                                             probe_seqs, probe_seq_len, &probe_out);
+                  !ran.ok())
+                return ran;
+            } else {
+              auto out = runner_.RunBlockSubstituted(layer, substitute, probe_in, probe_seqs,
+                                                     probe_seq_len, {});
+              if (!out.ok()) return out.status();
+              probe_out = std::move(*out);
+            }
+            batch.insert(batch.end(), probe_out.begin(), probe_out.end());
             probes.push_back({items.size(), k, std::max(0.0, probe.proxy_loss)});
             timings.probe += Since(t0);
           }
@@ -548,8 +558,8 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
         std::vector<double> moved_by(probes.size());
         if (fisher) {
           const Clock::time_point fisher_t0 = Clock::now();
-          auto divergence = fisher->MeanDivergence(reference, all_moved,
-                                                   static_cast<int64_t>(probes.size()), pool_);
+          auto divergence = fisher->MeanDivergence(
+              reference, all_moved, static_cast<int64_t>(probes.size()), matmul, pool_);
           if (!divergence.ok()) return divergence.status();
           moved_by = std::move(*divergence);
           timings.output_fisher += Since(fisher_t0);
@@ -570,7 +580,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
             c.loss *= gain.at({t, GainWidth(c.bits)});
         }
       }
-      hidden = std::move(next);
+      hidden.swap(next);
       ready = layer;
       if (!o.checkpoint_dir.empty()) {
         const Clock::time_point t0 = Clock::now();
@@ -626,6 +636,23 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
   // As in stage 1, `hidden` is the output of quantized block `ready`; restored blocks wait in
   // `pending` until a block that must be computed needs their outputs.
   std::vector<float> hidden = std::move(*embedded);
+  std::vector<float> next;  // alternates with `hidden`, as in stage 1
+  // hidden = block `layer`'s output with the quantized weights (rotated ones when the runner takes
+  // them, else the unrotated map).
+  const auto forward = [&](int layer, const WeightMap& weights,
+                           const RotatedWeightMap& rotated) -> absl::Status {
+    if (rotated_substitutes) {
+      if (absl::Status st = runner_.RunBlockRotated(layer, rotated, hidden, sequences, seq_len, &next);
+          !st.ok())
+        return st;
+    } else {
+      auto out = runner_.RunBlock(layer, weights, hidden, sequences, seq_len, {});
+      if (!out.ok()) return out.status();
+      next = std::move(*out);
+    }
+    hidden.swap(next);
+    return absl::OkStatus();
+  };
   int ready = -1;
   std::vector<std::vector<std::pair<v1::TensorEntry, std::vector<uint8_t>>>> pending;
   bool resuming = true;
@@ -678,12 +705,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
           }
         }
         const Clock::time_point t0 = Clock::now();
-        auto replayed =
-            rotated_substitutes
-                ? runner_.RunBlockRotated(r, restored_rotated, hidden, sequences, seq_len)
-                : runner_.RunBlock(r, restored_weights, hidden, sequences, seq_len, {});
-        if (!replayed.ok()) return replayed.status();
-        hidden = std::move(*replayed);
+        if (absl::Status st = forward(r, restored_weights, restored_rotated); !st.ok()) return st;
         timings.forward += Since(t0);
       }
       ready += static_cast<int>(pending.size());
@@ -760,12 +782,7 @@ absl::StatusOr<PipelineResult> QuantizationPipeline::Run(absl::Span<const int32_
       }
       if (!rtn) {
         const Clock::time_point t0 = Clock::now();
-        auto next = rotated_substitutes ? runner_.RunBlockRotated(layer, dequantized_rotated,
-                                                                  hidden, sequences, seq_len)
-                                        : runner_.RunBlock(layer, dequantized, hidden, sequences,
-                                                           seq_len, {});
-        if (!next.ok()) return next.status();
-        hidden = std::move(*next);
+        if (absl::Status st = forward(layer, dequantized, dequantized_rotated); !st.ok()) return st;
         timings.forward += Since(t0);
       }
       ready = layer;

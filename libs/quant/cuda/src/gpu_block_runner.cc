@@ -756,19 +756,18 @@ absl::StatusOr<std::vector<float>> GpuBlockRunner::RunStoredBlocks(int first, in
   return out;
 }
 
-absl::StatusOr<std::vector<float>> GpuBlockRunner::RunBlockRotated(
-    int layer, const RotatedWeightMap& substitutes, absl::Span<const float> hidden,
-    int64_t sequences, int64_t seq_len) const {
+absl::Status GpuBlockRunner::RunBlockRotated(int layer, const RotatedWeightMap& substitutes,
+                                             absl::Span<const float> hidden, int64_t sequences,
+                                             int64_t seq_len, std::vector<float>* out) const {
   if (layer < 0 || layer >= num_layers()) {
     return absl::InvalidArgumentError(
         absl::StrCat("RunBlock: layer ", layer, " outside [0, ", num_layers(), ")"));
   }
+  if (out == nullptr) return absl::InvalidArgumentError("RunBlockRotated: null out");
   const auto no_capture = [](int, const float*, int64_t) { return absl::OkStatus(); };
-  std::vector<float> out(hidden.size());
-  BITLOOM_RETURN_IF_ERROR(impl_->Run(layer, Sites(layer), {}, hidden, sequences, seq_len,
-                                     no_capture, out.data(), /*stored_fallback=*/true,
-                                     &substitutes));
-  return out;
+  out->resize(hidden.size());
+  return impl_->Run(layer, Sites(layer), {}, hidden, sequences, seq_len, no_capture, out->data(),
+                    /*stored_fallback=*/true, &substitutes);
 }
 
 int64_t GpuBlockRunner::resident_weight_bytes() const { return impl_->resident_bytes; }

@@ -71,7 +71,12 @@ absl::Status GpuHessianAccumulator::Add(const void* x, ActivationDtype dtype, in
     const float beta = partial_rows_ > 0 ? 1.0f : 0.0f;
     // X row-major [take, dim] is column-major Xc [dim, take] (ld); XᵀX = Xc·Xcᵀ. Column-major
     // lower = row-major upper, the triangle the fold reads.
-    if (dtype == ActivationDtype::kF32) {
+    if (dtype == ActivationDtype::kF32 && options_.tf32_products) {
+      BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
+          state_->cublas, CUBLAS_OP_N, CUBLAS_OP_T, n, n, static_cast<int>(take), &one, piece,
+          CUDA_R_32F, static_cast<int>(ld), piece, CUDA_R_32F, static_cast<int>(ld), &beta,
+          state_->partial.get(), CUDA_R_32F, n, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+    } else if (dtype == ActivationDtype::kF32) {
       BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasSsyrk(
           state_->cublas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, n, static_cast<int>(take), &one,
           static_cast<const float*>(piece), static_cast<int>(ld), &beta, state_->partial.get(),

@@ -1,14 +1,17 @@
 #include "bitloom/quant/cuda/gpu_quant_backend.h"
 
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "bitloom/core/status_macros.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/quant/cuda/gpu_hessian_accumulator.h"
 #include "device_array.h"
+#include "library_status.h"
 
 namespace bitloom::quant::cuda {
 
@@ -18,6 +21,12 @@ constexpr cudaStream_t kStream = nullptr;
 struct GpuQuantBackend::Staging {
   internal::DeviceArray<float> rows;      // up to kStagingRows activation rows
   internal::DeviceArray<double> hessian;  // [dim, dim]: the mean, rotated in place
+  internal::DeviceArray<float> x, w, y;   // Matmul's operands
+  cublasHandle_t cublas = nullptr;        // Matmul's, made on first use
+
+  ~Staging() {
+    if (cublas != nullptr) cublasDestroy(cublas);
+  }
 };
 
 namespace {
@@ -117,7 +126,9 @@ absl::StatusOr<std::unique_ptr<GpuQuantBackend>> GpuQuantBackend::Create(ThreadP
 }
 
 absl::StatusOr<std::unique_ptr<SiteHessian>> GpuQuantBackend::NewHessian(int64_t dim) {
-  auto acc = GpuHessianAccumulator::Create(dim);
+  // TF32 products: the capture passes' Hessians on the tensor cores (docs/QUANTIZATION.md,
+  // section 9; the rounding is far below the damping).
+  auto acc = GpuHessianAccumulator::Create(dim, {.tf32_products = true});
   if (!acc.ok()) return acc.status();
   return std::make_unique<GpuSiteHessian>(std::move(*acc), &staging_->rows);
 }
@@ -172,6 +183,51 @@ absl::StatusOr<std::vector<QuantizedWeight>> GpuQuantBackend::Measure(
     }
   }
   return out;
+}
+
+absl::Status GpuQuantBackend::Matmul(const kernels::MatmulF32Params& p) {
+  if (p.x == nullptr || p.w == nullptr || p.y == nullptr || p.m < 0 || p.n < 0 || p.k < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("GpuQuantBackend::Matmul: m ", p.m, ", n ", p.n,
+                                                   ", k ", p.k, " or a null pointer"));
+  }
+  if (p.m == 0 || p.n == 0) return absl::OkStatus();
+  const int64_t limit = int64_t{1} << 31;
+  if (p.m >= limit || p.n >= limit || p.k >= limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GpuQuantBackend::Matmul: m ", p.m, ", n ", p.n, ", k ", p.k, " exceed int"));
+  }
+  Staging& st = *staging_;
+  if (st.cublas == nullptr) {
+    BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasCreate(&st.cublas));
+    BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasSetMathMode(st.cublas, CUBLAS_DEFAULT_MATH));
+  }
+  BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasSetStream(st.cublas, kStream));
+  BITLOOM_RETURN_IF_ERROR(st.x.Reserve(std::max<int64_t>(p.m * p.k, 1)));
+  BITLOOM_RETURN_IF_ERROR(st.w.Reserve(std::max<int64_t>(p.n * p.k, 1)));
+  BITLOOM_RETURN_IF_ERROR(st.y.Reserve(p.m * p.n));
+  const auto bytes = [](int64_t count) { return static_cast<size_t>(count) * sizeof(float); };
+  BITLOOM_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(st.x.get(), p.x, bytes(p.m * p.k), cudaMemcpyHostToDevice, kStream));
+  BITLOOM_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(st.w.get(), p.w, bytes(p.n * p.k), cudaMemcpyHostToDevice, kStream));
+  // Row-major y [m, n] = x·wᵀ is column-major yᵀ [n, m] = w·xᵀ: w is column-major [k, n] (ld k)
+  // transposed, x column-major [k, m] (ld k).
+  const float one = 1.0f, zero = 0.0f;
+  BITLOOM_CUBLAS_RETURN_IF_ERROR(cublasSgemm(st.cublas, CUBLAS_OP_T, CUBLAS_OP_N,
+                                             static_cast<int>(p.n), static_cast<int>(p.m),
+                                             static_cast<int>(p.k), &one, st.w.get(),
+                                             static_cast<int>(p.k), st.x.get(),
+                                             static_cast<int>(p.k), &zero, st.y.get(),
+                                             static_cast<int>(p.n)));
+  BITLOOM_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(p.y, st.y.get(), bytes(p.m * p.n), cudaMemcpyDeviceToHost, kStream));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(kStream));
+  if (p.bias != nullptr) {
+    for (int64_t r = 0; r < p.m; ++r) {
+      for (int64_t c = 0; c < p.n; ++c) p.y[r * p.n + c] += p.bias[c];
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace bitloom::quant::cuda

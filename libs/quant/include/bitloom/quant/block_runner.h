@@ -120,12 +120,14 @@ class BlockRunner {
 
   // Whether RunBlockRotated is implemented (a runner that rotates activations on the GPU).
   virtual bool AcceptsRotatedWeights() const { return false; }
-  // RunBlockSubstituted with substitutes in rotated space (RotatedWeight), no capture. Equal to
-  // rotating each one back with Rᵀ and calling RunBlockSubstituted, up to the roundings of the
-  // other order. UNIMPLEMENTED unless AcceptsRotatedWeights().
-  virtual absl::StatusOr<std::vector<float>> RunBlockRotated(
-      int /*layer*/, const RotatedWeightMap& /*substitutes*/, absl::Span<const float> /*hidden*/,
-      int64_t /*sequences*/, int64_t /*seq_len*/) const {
+  // RunBlockSubstituted with substitutes in rotated space (RotatedWeight), no capture, the output
+  // in *out (resized to hidden's size; a buffer of that size is reused as it is, so a caller that
+  // alternates two buffers allocates and touches no new memory per block; it must not hold
+  // `hidden`). Equal to rotating each substitute back with Rᵀ and calling RunBlockSubstituted, up
+  // to the roundings of the other order. UNIMPLEMENTED unless AcceptsRotatedWeights().
+  virtual absl::Status RunBlockRotated(int /*layer*/, const RotatedWeightMap& /*substitutes*/,
+                                       absl::Span<const float> /*hidden*/, int64_t /*sequences*/,
+                                       int64_t /*seq_len*/, std::vector<float>* /*out*/) const {
     return absl::UnimplementedError("RunBlockRotated: this runner takes unrotated weights only");
   }
 

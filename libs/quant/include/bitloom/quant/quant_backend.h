@@ -23,6 +23,7 @@
 #include "absl/types/span.h"
 #include "bitloom/core/thread_pool.h"
 #include "bitloom/kernels/hadamard.h"
+#include "bitloom/kernels/matmul_f32.h"
 #include "bitloom/quant/hessian.h"
 #include "bitloom/quant/scalar_quantizer.h"
 
@@ -81,6 +82,10 @@ class QuantBackend {
   virtual absl::StatusOr<std::vector<QuantizedWeight>> Measure(
       absl::Span<const float> w, int64_t rows, int64_t cols, const SiteFactor& factor,
       absl::Span<const int> bits, const ScalarQuantizerOptions& options, int blob_bits) = 0;
+  // y = x·wᵀ with kernels::MatmulF32's parameters, host memory in and out: the pipeline's dense
+  // products beyond LDLQ (the output's Fisher information, output_fisher.h). The CPU backend is
+  // MatmulF32 itself; the GPU backend multiplies with cuBLAS in fp32, equal up to summation order.
+  virtual absl::Status Matmul(const kernels::MatmulF32Params& params) = 0;
 };
 
 // The CPU backend: HessianAccumulator, RotateHessian, FactorHessian, QuantizeLdlq on `pool` (may
@@ -102,6 +107,9 @@ class CpuQuantBackend final : public QuantBackend {
                                                        absl::Span<const int> bits,
                                                        const ScalarQuantizerOptions& options,
                                                        int blob_bits) override;
+  absl::Status Matmul(const kernels::MatmulF32Params& params) override {
+    return kernels::MatmulF32(params, pool_);
+  }
 
  private:
   ThreadPool* pool_;

@@ -127,11 +127,9 @@ class GpuBlockRunner final : public BlockRunner {
   // (kernels/cuda/hadamard_rotation.h, fp32, the CPU's Apply to the bit) into a scratch buffer of
   // [chunk rows, in] fp32; stored weights for the rest.
   bool AcceptsRotatedWeights() const override { return rotate_substitutes_; }
-  absl::StatusOr<std::vector<float>> RunBlockRotated(int layer,
-                                                     const RotatedWeightMap& substitutes,
-                                                     absl::Span<const float> hidden,
-                                                     int64_t sequences,
-                                                     int64_t seq_len) const override;
+absl::Status RunBlockRotated(int layer, const RotatedWeightMap& substitutes,
+                               absl::Span<const float> hidden, int64_t sequences, int64_t seq_len,
+                               std::vector<float>* out) const override;
   bool CapturesOnDevice() const override { return true; }
   absl::Status RunBlockOnDevice(int layer, const WeightMap& weights,
                                 absl::Span<const float> hidden, int64_t sequences, int64_t seq_len,

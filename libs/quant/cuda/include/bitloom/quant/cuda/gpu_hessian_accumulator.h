@@ -3,8 +3,8 @@
 // copies activations to the host.
 //
 // Precision. Activations arrive as fp32 or fp16 [rows, dim] on the device. Each Add runs one
-// cuBLAS product per piece: SSYRK for fp32 (fp32 products and sums on the CUDA cores; TF32 is never
-// enabled) and GemmEx for fp16 (fp16 × fp16 products are exact in fp32, summed in fp32 on the
+// cuBLAS product per piece: SSYRK for fp32 (fp32 products and sums on the CUDA cores; TF32 only
+// with GpuHessianOptions::tf32_products) and GemmEx for fp16 (fp16 × fp16 products are exact in fp32, summed in fp32 on the
 // tensor cores). The fp32 partial sum covers at most `flush_rows` rows; it is then folded into an
 // fp64 total (upper triangle, the CPU accumulator's layout), so the rounding error of an entry is
 // that of one fp32 sum of ≤ flush_rows terms (typically √flush_rows · 2⁻²⁴ ≈ 5e-6 relative to
@@ -34,6 +34,12 @@ struct GpuHessianOptions {
   // Rows summed in fp32 before the partial is folded into the fp64 total. Smaller: less rounding,
   // one more dim² fp64 pass per flush (1.4 ms at dim 14336 on an H100).
   int64_t flush_rows = 8192;
+  // fp32 activations: multiply on the tensor cores with the inputs rounded to TF32 (10-bit
+  // mantissa; products and sums stay fp32, then fp64) instead of SSYRK on the CUDA cores: about 4x
+  // the throughput for twice the products (the full square). An entry then moves by at most ~2e-3
+  // of √(H_ii·H_jj) (the rounding of both factors; Cauchy–Schwarz bounds the sum of |x_i·x_j|),
+  // far below LDLQ's damping (1% of the mean diagonal). fp16 activations are unaffected.
+  bool tf32_products = false;
 };
 
 class GpuHessianAccumulator {

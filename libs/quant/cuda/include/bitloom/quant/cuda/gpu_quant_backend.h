@@ -57,6 +57,8 @@ class GpuQuantBackend final : public QuantBackend {
                                                        absl::Span<const int> bits,
                                                        const ScalarQuantizerOptions& options,
                                                        int blob_bits) override;
+  // cuBLAS SGEMM (fp32 products and sums, no TF32) through device copies of x, w and y.
+  absl::Status Matmul(const kernels::MatmulF32Params& params) override;
 
  private:
   struct Staging;
