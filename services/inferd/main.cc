@@ -29,6 +29,9 @@ ABSL_FLAG(std::string, vram_budget, "0.9",
 ABSL_FLAG(std::string, device, "auto",
           "Where models run: auto (the GPU when built with CUDA and one is visible), cpu, or gpu "
           "(refuses to start without one)");
+ABSL_FLAG(bool, gpu_sampling, true,
+          "GPU engine: sample decode steps on the GPU, so only token ids come back each step (false: "
+          "every step's logits are copied to the host and sampled there; the same tokens)");
 ABSL_FLAG(int, threads, 0,
           "CPU threads for the CPU engine's forward passes (shared by every model); 0 means one per "
           "core");
@@ -59,7 +62,7 @@ int main(int argc, char** argv) {
       .default_listen_address = "0.0.0.0:50051",
       .default_metrics_address = "0.0.0.0:9091",
       .health_service_names = {"bitloom.v1.InferenceService"},
-      .extra_flags = {"vram_budget", "threads", "device"},
+      .extra_flags = {"vram_budget", "threads", "device", "gpu_sampling"},
       .usage = "inferd: serves Bitloom artifacts over gRPC."};
   if (absl::Status s = bitloom::service::InitDaemon(identity, argc, argv); !s.ok()) return Fail(s);
   auto budget = bitloom::inferd::ParseMemoryBudget(absl::GetFlag(FLAGS_vram_budget));
@@ -101,7 +104,8 @@ int main(int argc, char** argv) {
   if (threads > 1) engine_threads = std::make_unique<bitloom::ThreadPool>(threads - 1);
 
   bitloom::inferd::ServedModels models(store->get(), pool_bytes, engine_threads.get(),
-                                       serving_metrics->get(), vram_pool.get());
+                                       serving_metrics->get(), vram_pool.get(),
+                                       absl::GetFlag(FLAGS_gpu_sampling));
   bitloom::inferd::InferenceServiceImpl service(&models, &registry, device);
   bitloom::service::ServerRunner runner(bitloom::service::ServerOptionsFromFlags(identity), &registry,
                                        &(*telemetry)->request_metrics());

@@ -9,6 +9,7 @@
 #include "bitloom/core/logging.h"
 #include "bitloom/engine/generate.h"
 #include "bitloom/engine/sampler.h"
+#include "bitloom/formats/unicode.h"
 #include "bitloom/kernels/softmax.h"
 
 namespace bitloom::inferd {
@@ -48,6 +49,8 @@ struct ModelScheduler::Sequence {
 
 namespace {
 
+bool WantsLogprobs(const engine::GenerationParams& params) { return params.logprobs || params.top_logprobs > 0; }
+
 void FillLogprobs(absl::Span<const float> logits, const engine::GenerationParams& params,
                   const formats::Tokenizer& tokenizer, v1::GeneratedToken* token) {
   const double lse = kernels::LogSumExpF32(logits.data(), static_cast<int64_t>(logits.size()));
@@ -65,7 +68,10 @@ void FillLogprobs(absl::Span<const float> logits, const engine::GenerationParams
     v1::TokenLogprob* top = token->add_top_logprobs();
     top->set_token_id(static_cast<uint32_t>(order[i]));
     top->set_logprob(static_cast<float>(logits[order[i]] - lse));
-    top->set_text(std::string(tokenizer.TokenToPiece(order[i])));
+    // A piece may be part of a UTF-8 character (byte-level BPE, byte fallback); the proto's string
+    // must be valid UTF-8 or the message does not serialize (the stream would stall), so such bytes
+    // read as U+FFFD.
+    top->set_text(formats::unicode::SanitizeUtf8(tokenizer.TokenToPiece(order[i])));
   }
 }
 
@@ -246,25 +252,29 @@ void ModelScheduler::ReleaseDone(std::vector<std::unique_ptr<Sequence>>& running
 void ModelScheduler::DecodeBatch(absl::Span<Sequence* const> batch) {
   std::vector<int> ids;
   std::vector<int32_t> tokens;
+  std::vector<SequenceEngine::SamplingRow> rows;
   for (Sequence* seq : batch) {
     ids.push_back(seq->id);
     // The newest token has not been run yet.
     tokens.push_back(seq->output.back());
+    rows.push_back({.sampler = &*seq->sampler,
+                    .prompt = seq->request.ids,
+                    .output = seq->output,
+                    .want_logits = WantsLogprobs(seq->request.params)});
   }
-  absl::StatusOr<std::vector<float>> logits = engine_->Decode(ids, tokens);
-  if (!logits.ok()) {
-    BITLOOM_LOG(ERROR) << "decode step failed: " << logits.status();
+  absl::StatusOr<SequenceEngine::SampledStep> step = engine_->DecodeAndSample(ids, tokens, rows);
+  if (!step.ok()) {
+    BITLOOM_LOG(ERROR) << "decode step failed: " << step.status();
     for (Sequence* seq : batch) {
-      Defer(*seq, [message = absl::StrCat("forward pass: ", logits.status().message())](RequestObserver& o) {
+      Defer(*seq, [message = absl::StrCat("forward pass: ", step.status().message())](RequestObserver& o) {
         o.OnFailed(absl::InternalError(message));
       });
       seq->done = true;
     }
     return;
   }
-  const size_t vocab = static_cast<size_t>(engine_->vocab_size());
   for (size_t i = 0; i < batch.size(); ++i) {
-    batch[i]->done = EmitToken(*batch[i], absl::MakeConstSpan(*logits).subspan(i * vocab, vocab));
+    batch[i]->done = EmitToken(*batch[i], step->tokens[i], step->logits[i]);
   }
 }
 
@@ -295,12 +305,13 @@ ModelScheduler::Outcome ModelScheduler::AdvancePrefill(Sequence& seq, int& prefi
     });
     return Outcome::kFinished;
   }
-  return EmitToken(seq, *logits) ? Outcome::kFinished : Outcome::kWorked;
+  // The first token is drawn on the host from the prompt's logits, whatever the engine.
+  const int32_t id = seq.sampler->Sample(*logits, prompt, seq.output);
+  return EmitToken(seq, id, *logits) ? Outcome::kFinished : Outcome::kWorked;
 }
 
-bool ModelScheduler::EmitToken(Sequence& seq, absl::Span<const float> logits) {
+bool ModelScheduler::EmitToken(Sequence& seq, int32_t id, absl::Span<const float> logits) {
   const SchedulerRequest& request = seq.request;
-  const int32_t id = seq.sampler->Sample(logits, request.ids, seq.output);
   const absl::Time now = absl::Now();
   if (seq.output.empty()) {
     seq.first_token_time = now;
@@ -317,7 +328,7 @@ bool ModelScheduler::EmitToken(Sequence& seq, absl::Span<const float> logits) {
   v1::GenerateResponse response;
   v1::GeneratedToken* token = response.add_tokens();
   token->set_token_id(static_cast<uint32_t>(id));
-  if (request.params.logprobs || request.params.top_logprobs > 0) {
+  if (WantsLogprobs(request.params)) {
     FillLogprobs(logits, request.params, *tokenizer_, token);
   }
   // An id the model knows but the tokenizer does not (padded embedding rows) has no text.

@@ -6,10 +6,11 @@
 // admitted sequence one unit of work: a sequence still prefilling its prompt runs its next chunk (at
 // most `prefill_chunk_tokens`, and all prefills of one step share a budget of
 // `prefill_tokens_per_step`, so a long prompt never stalls the tokens of the others for long), in
-// admission order; then every decoding sequence runs one token, in one engine Decode() per
-// max_batch() sequences (the GPU runs each as one batched forward pass; the CPU engine runs the
-// sequences one after another). Sequences join and leave between steps; a finished, cancelled or
-// failed sequence frees its slot as soon as its prefill chunk or decode batch is done.
+// admission order; then every decoding sequence runs one token, in one engine DecodeAndSample() per
+// max_batch() sequences (the GPU runs each as one batched forward pass and samples on the device;
+// the CPU engine runs the sequences one after another and samples on the host). Sequences join and
+// leave between steps; a finished, cancelled or failed sequence frees its slot as soon as its
+// prefill chunk or decode batch is done.
 //
 // The engine (SequenceEngine: CpuSequenceEngine or GpuSequenceEngine) holds the KV memory, reserved
 // when the model is loaded, never per request: `slots` sequences of `context_length` tokens each,
@@ -109,13 +110,15 @@ class ModelScheduler {
   Outcome Advance(Sequence& seq, int& prefill_budget);
   Outcome AdvancePrefill(Sequence& seq, int& prefill_budget);
   Outcome AdvanceScore(Sequence& seq, int& prefill_budget);
-  // Runs one token of every sequence of `batch` (all decoding, at most max_batch()) and emits them;
-  // marks the finished ones done.
+  // Runs one token of every sequence of `batch` (all decoding, at most max_batch()) through the
+  // engine's DecodeAndSample() (on the GPU only token ids come back, plus the logits of requests
+  // that asked for logprobs) and emits them; marks the finished ones done.
   void DecodeBatch(absl::Span<Sequence* const> batch);
   // Releases the done sequences of `running`, updates the gauges and runs the deferred callbacks.
   void ReleaseDone(std::vector<std::unique_ptr<Sequence>>& running);
-  // Samples from `logits` [vocab], streams the token; true when the sequence finished.
-  bool EmitToken(Sequence& seq, absl::Span<const float> logits);
+  // Streams `id`, the sequence's next token, with its logprobs from `logits` [vocab] when the request
+  // asked for them (`logits` is empty otherwise); true when the sequence finished.
+  bool EmitToken(Sequence& seq, int32_t id, absl::Span<const float> logits);
   // Sends the last message of a generation with `reason` (text held back for stop strings released
   // unless reason is a stop string).
   void FinishGeneration(Sequence& seq, v1::FinishReason reason, v1::GenerateResponse response);

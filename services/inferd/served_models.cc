@@ -47,8 +47,8 @@ absl::Status NotServable(const std::string& artifact, const absl::Status& status
 }  // namespace
 
 ServedModels::ServedModels(modelstore::ModelStore* store, uint64_t pool_capacity_bytes, ThreadPool* threads,
-                           const ServingMetrics* metrics, engine::VramPool* device_pool)
-    : store_(store), threads_(threads), metrics_(metrics), device_pool_(device_pool) {
+                           const ServingMetrics* metrics, engine::VramPool* device_pool, bool sample_on_gpu)
+    : store_(store), threads_(threads), metrics_(metrics), device_pool_(device_pool), sample_on_gpu_(sample_on_gpu) {
   usage_.capacity_bytes = device_pool != nullptr ? device_pool->capacity() : pool_capacity_bytes;
 }
 
@@ -176,7 +176,7 @@ absl::StatusOr<v1::ModelInfo> ServedModels::LoadOnGpu(const modelstore::Artifact
   absl::Status built = BuildFrontEnd(artifact, *model);
   if (built.ok()) {
     absl::StatusOr<std::unique_ptr<SequenceEngine>> engine =
-        LoadGpuEngine(artifact, device_pool_, options, slots, &regions);
+        LoadGpuEngine(artifact, device_pool_, options, slots, sample_on_gpu_, &regions);
     if (engine.ok()) {
       model->engine = *std::move(engine);
       StartScheduler(*model, slots);

@@ -73,8 +73,9 @@ class ServedModels {
  public:
   // `store`, `threads` (may be null: one thread), `metrics` (may be null) and `device_pool` (null:
   // the CPU engine, in a host pool of pool_capacity_bytes) are not owned and must outlive this object.
+  // `sample_on_gpu` (inferd's --gpu_sampling): GPU models sample their decode steps on the device.
   ServedModels(modelstore::ModelStore* store, uint64_t pool_capacity_bytes, ThreadPool* threads,
-               const ServingMetrics* metrics, engine::VramPool* device_pool = nullptr);
+               const ServingMetrics* metrics, engine::VramPool* device_pool = nullptr, bool sample_on_gpu = true);
   ~ServedModels();  // shuts every scheduler down
 
   absl::StatusOr<v1::ModelInfo> Load(const v1::LoadModelRequest& request);
@@ -110,6 +111,7 @@ class ServedModels {
   ThreadPool* threads_;
   const ServingMetrics* metrics_;
   engine::VramPool* device_pool_;
+  const bool sample_on_gpu_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const ServedModel>> models_;  // guarded by mu_
   std::set<std::string> loading_;                                     // guarded by mu_

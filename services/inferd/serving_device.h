@@ -39,8 +39,11 @@ absl::StatusOr<std::unique_ptr<engine::VramPool>> CreateDevicePool(const MemoryB
 // Uploads `artifact` into `pool` as options.model_id (regions named after it) and returns its
 // engine: `slots` sequences of options.context_length tokens, their KV cache reserved in full
 // (slots · ceil(context_length / kv_page_tokens) fp16 pages), decoded min(slots, 64) per forward
-// pass. RESOURCE_EXHAUSTED (naming the pool's capacity, free bytes and largest free extent) when a
-// region does not fit; nothing stays allocated on error. The artifact is needed only during the call.
+// pass. With `sample_on_device` the decode steps sample on the GPU (GpuSequenceEngine), which adds
+// the sampler's scratch and 8·vocab bytes of token counts per slot to the workspace; without it
+// every step's logits come to the host. RESOURCE_EXHAUSTED (naming the pool's capacity, free bytes
+// and largest free extent) when a region does not fit; nothing stays allocated on error. The
+// artifact is needed only during the call.
 // `regions` receives the bytes of the model's three regions.
 struct GpuRegionBytes {
   uint64_t weights = 0;
@@ -50,7 +53,7 @@ struct GpuRegionBytes {
 absl::StatusOr<std::unique_ptr<SequenceEngine>> LoadGpuEngine(const modelstore::ArtifactReader& artifact,
                                                               engine::VramPool* pool,
                                                               const LoadOptions& options, int slots,
-                                                              GpuRegionBytes* regions);
+                                                              bool sample_on_device, GpuRegionBytes* regions);
 
 namespace internal {
 // Defined by serving_device_gpu.cc or serving_device_cpu_only.cc.

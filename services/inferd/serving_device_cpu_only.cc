@@ -8,7 +8,7 @@ absl::StatusOr<std::unique_ptr<engine::VramPool>> CreateDevicePool(const MemoryB
 }
 
 absl::StatusOr<std::unique_ptr<SequenceEngine>> LoadGpuEngine(const modelstore::ArtifactReader&,
-                                                              engine::VramPool*, const LoadOptions&, int,
+                                                              engine::VramPool*, const LoadOptions&, int, bool,
                                                               GpuRegionBytes*) {
   return absl::FailedPreconditionError("GPU serving: this build has no CUDA engine");
 }

@@ -33,7 +33,7 @@ absl::StatusOr<std::unique_ptr<engine::VramPool>> CreateDevicePool(const MemoryB
 absl::StatusOr<std::unique_ptr<SequenceEngine>> LoadGpuEngine(const modelstore::ArtifactReader& artifact,
                                                               engine::VramPool* pool,
                                                               const LoadOptions& options, int slots,
-                                                              GpuRegionBytes* regions) {
+                                                              bool sample_on_device, GpuRegionBytes* regions) {
   const int pages_per_sequence =
       static_cast<int>((options.context_length + options.kv_page_tokens - 1) / options.kv_page_tokens);
   engine::GpuModelOptions gpu;
@@ -42,8 +42,10 @@ absl::StatusOr<std::unique_ptr<SequenceEngine>> LoadGpuEngine(const modelstore::
   gpu.max_seq_len = static_cast<int>(options.context_length);
   gpu.kv_pages = pages_per_sequence * slots;
   gpu.page_size = static_cast<int>(options.kv_page_tokens);
-  // The scheduler samples on the host (penalties, logprobs and stop rules need the logits there).
-  gpu.enable_sampling = false;
+  // Decode steps sample on the GPU (GpuSequenceEngine::DecodeAndSample), with token counts for the
+  // penalties of every slot; without sampling on the GPU, neither is reserved.
+  gpu.enable_sampling = sample_on_device;
+  gpu.token_count_sequences = sample_on_device ? slots : 0;
   gpu.embedding_in_host = options.embedding_in_host;
   absl::StatusOr<std::unique_ptr<engine::GpuDecoderModel>> model =
       engine::GpuDecoderModel::Load(artifact, pool, gpu);
@@ -59,7 +61,7 @@ absl::StatusOr<std::unique_ptr<SequenceEngine>> LoadGpuEngine(const modelstore::
   *regions = GpuRegionBytes{.weights = (*model)->weights_bytes(),
                             .kv_cache = (*model)->kv_bytes(),
                             .workspace = (*model)->workspace_bytes()};
-  return std::make_unique<GpuSequenceEngine>(*std::move(model), slots);
+  return std::make_unique<GpuSequenceEngine>(*std::move(model), slots, sample_on_device);
 }
 
 namespace internal {

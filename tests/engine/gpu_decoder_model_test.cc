@@ -774,9 +774,105 @@ TEST(GpuDecoderModel, OnGpuSamplingGreedyIsTheArgmax) {
   ASSERT_TRUE(drawn.ok()) << drawn.status();
   EXPECT_GE((*drawn)[0], 0);
   EXPECT_LT((*drawn)[0], m.vocab_size());
+  // Without token counts (SmallOptions: token_count_sequences = 0) a penalty cannot be sampled here.
   kernels::cuda::SamplingRowParams penalised;
   penalised.repetition_penalty = 1.2f;
-  EXPECT_TRUE(absl::IsUnimplemented(m.DecodeAndSample({&b, 1}, {&tb, 1}, {&penalised, 1}, {}).status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(m.DecodeAndSample({&b, 1}, {&tb, 1}, {&penalised, 1}, {}).status()));
+  EXPECT_FALSE(m.HasTokenCounts(b));
+}
+
+// On-GPU sampling with the device's token counts gives the host Sampler's tokens: two reference
+// sequences decoded with DecodeStep() and sampled by Sampler::Sample, two twins (same prompt, same
+// seeds) decoded and sampled by DecodeAndSample() with uniforms from Sampler::DrawUniform(). One pair
+// is penalised, the other not (its count row is not gathered). The count rows are reused across the
+// parameter sets, so a new sequence's counts must start at zero.
+TEST(GpuDecoderModel, OnGpuSamplingWithPenaltiesMatchesTheHostSampler) {
+  SKIP_WITHOUT_GPU();
+  ScratchDir dir;
+  const v1::ModelConfig config = GpuConfig("smollm2_tied");
+  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
+  auto reader = Open(dir.Join("m.bitloom"));
+  auto pool = DevicePool(uint64_t{128} << 20);
+  GpuModelOptions o = SmallOptions();
+  o.token_count_sequences = 4;
+  auto gpu = GpuDecoderModel::Load(*reader, pool.get(), o);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  GpuDecoderModel& m = **gpu;
+  // Repeated ids, so the prompt counts are above one.
+  std::vector<int32_t> prompt = Prompt(9, m.vocab_size(), 21);
+  for (int i = 0; i < 9; ++i) prompt.push_back(prompt[i % 3]);
+
+  GenerationParams plain;
+  plain.temperature = 0.8f;
+  plain.seed = 5;
+  std::vector<GenerationParams> penalised(3);
+  penalised[0].repetition_penalty = 1.3f;  // greedy
+  penalised[1].temperature = 0.9f;
+  penalised[1].top_k = 50;
+  penalised[1].presence_penalty = 0.8f;
+  penalised[1].frequency_penalty = 0.4f;
+  penalised[1].seed = 7;
+  penalised[2].temperature = 1.1f;
+  penalised[2].top_p = 0.9f;
+  penalised[2].min_p = 0.02f;
+  penalised[2].repetition_penalty = 1.2f;
+  penalised[2].frequency_penalty = -0.3f;
+  penalised[2].seed = 9;
+  auto row = [](const GenerationParams& p) {
+    kernels::cuda::SamplingRowParams r;
+    r.temperature = p.temperature;
+    r.top_k = static_cast<int32_t>(p.top_k);
+    r.top_p = p.top_p;
+    r.min_p = p.min_p;
+    r.repetition_penalty = p.repetition_penalty;
+    r.presence_penalty = p.presence_penalty;
+    r.frequency_penalty = p.frequency_penalty;
+    return r;
+  };
+  int differing = 0;  // penalised draws that are not the raw argmax
+  for (size_t set = 0; set < penalised.size(); ++set) {
+    SCOPED_TRACE(set);
+    const GenerationParams& pp = penalised[set];
+    const SequenceId ref[] = {*m.AddSequence(), *m.AddSequence()};
+    const SequenceId dev[] = {*m.AddSequence(), *m.AddSequence()};
+    for (SequenceId s : dev) EXPECT_TRUE(m.HasTokenCounts(s));
+    Sampler ref_samplers[] = {Sampler(pp), Sampler(plain)};
+    Sampler dev_samplers[] = {Sampler(pp), Sampler(plain)};
+    std::vector<int32_t> ref_out[2], dev_out[2];
+    for (int i = 0; i < 2; ++i) {
+      auto lr = m.Prefill(ref[i], prompt);
+      auto ld = m.Prefill(dev[i], prompt);
+      ASSERT_TRUE(lr.ok() && ld.ok());
+      ref_out[i].push_back(ref_samplers[i].Sample(*lr, prompt, ref_out[i]));
+      dev_out[i].push_back(dev_samplers[i].Sample(*ld, prompt, dev_out[i]));
+    }
+    const kernels::cuda::SamplingRowParams rows[] = {row(pp), row(plain)};
+    for (int t = 0; t < 24; ++t) {
+      SCOPED_TRACE(t);
+      const int32_t ref_in[] = {ref_out[0].back(), ref_out[1].back()};
+      auto logits = m.DecodeStep(ref, ref_in);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      const int32_t dev_in[] = {dev_out[0].back(), dev_out[1].back()};
+      double uniforms[2];
+      for (int i = 0; i < 2; ++i) {
+        uniforms[i] = dev_samplers[i].params().temperature != 0.0f ? dev_samplers[i].DrawUniform() : 0.0;
+      }
+      auto sampled = m.DecodeAndSample(dev, dev_in, rows, uniforms);
+      ASSERT_TRUE(sampled.ok()) << sampled.status();
+      const size_t V = static_cast<size_t>(m.vocab_size());
+      for (int i = 0; i < 2; ++i) {
+        const absl::Span<const float> r = absl::MakeConstSpan(*logits).subspan(i * V, V);
+        ref_out[i].push_back(ref_samplers[i].Sample(r, prompt, ref_out[i]));
+        dev_out[i].push_back((*sampled)[i]);
+        if (i == 0 && ArgMax(r) != ref_out[i].back()) ++differing;
+      }
+      ASSERT_EQ(dev_out[0], ref_out[0]);
+      ASSERT_EQ(dev_out[1], ref_out[1]);
+    }
+    for (SequenceId s : ref) ASSERT_TRUE(m.Release(s).ok());
+    for (SequenceId s : dev) ASSERT_TRUE(m.Release(s).ok());
+  }
+  EXPECT_GT(differing, 0);
 }
 
 // The real SmolLM2 artifacts (fp16 import, quantized), when present: BITLOOM_GPU_TEST_ARTIFACTS

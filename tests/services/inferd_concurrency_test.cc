@@ -3,8 +3,10 @@
 // "gpu": the gpu-labelled build of this file, which skips without a GPU). Each client asks for a
 // greedy continuation of its own prompt; run together (continuous batching: one decode batch of up
 // to 64 sequences per step) each must get exactly the tokens it gets alone, with no error, and when
-// all are done no KV page may be left in use. Also: --device values and the start-up refusal of
-// --device=gpu where no GPU is visible.
+// all are done no KV page may be left in use. Seeded sampled requests (temperature, top-k/p, min-p,
+// every penalty, logprobs) get the same tokens and logprobs from a second daemon that samples on the
+// host (--gpu_sampling=false; on the CPU both sample on the host). Also: --device values and the
+// start-up refusal of --device=gpu where no GPU is visible.
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -77,6 +79,7 @@ double Sample(const std::string& body, const std::string& series) {
 // Everything one Generate stream returned.
 struct Stream {
   std::vector<uint32_t> ids;
+  std::vector<float> logprobs;  // when asked for
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   grpc::Status status;
 };
@@ -91,11 +94,13 @@ std::vector<uint32_t> Prompt(int i, uint32_t vocab) {
   return ids;
 }
 
-Stream Generate(const std::shared_ptr<grpc::Channel>& channel, const std::vector<uint32_t>& prompt) {
+Stream Generate(const std::shared_ptr<grpc::Channel>& channel, const std::vector<uint32_t>& prompt,
+                const v1::SamplingParams& sampling = {}) {
   auto stub = v1::InferenceService::NewStub(channel);
   v1::GenerateRequest request;
   request.set_model_id(kModelId);
   for (uint32_t id : prompt) request.mutable_token_ids()->add_ids(id);
+  *request.mutable_sampling() = sampling;
   request.mutable_sampling()->set_max_new_tokens(kNewTokens);
   request.mutable_sampling()->set_ignore_eos(true);  // every client runs all its steps
   grpc::ClientContext context;
@@ -104,7 +109,10 @@ Stream Generate(const std::shared_ptr<grpc::Channel>& channel, const std::vector
   Stream out;
   v1::GenerateResponse message;
   while (reader->Read(&message)) {
-    for (const v1::GeneratedToken& token : message.tokens()) out.ids.push_back(token.token_id());
+    for (const v1::GeneratedToken& token : message.tokens()) {
+      out.ids.push_back(token.token_id());
+      if (sampling.logprobs()) out.logprobs.push_back(token.logprob());
+    }
     if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) out.finish = message.finish_reason();
   }
   out.status = reader->Finish();
@@ -129,12 +137,35 @@ class InferdConcurrencyTest : public ::testing::Test {
     ThreadPool threads(4);
     ASSERT_TRUE(engine::WriteSyntheticArtifact(*config, options, **writer, &threads).ok());
 
-    daemon_ = std::make_unique<DaemonProcess>(
+    daemon_ = StartDaemon(/*gpu_sampling=*/true);
+    ASSERT_NE(daemon_, nullptr);
+    channel_ = grpc::CreateChannel(daemon_->grpc_address(), grpc::InsecureChannelCredentials());
+  }
+
+  std::unique_ptr<DaemonProcess> StartDaemon(bool gpu_sampling) {
+    auto daemon = std::make_unique<DaemonProcess>(
         Binary("services/inferd/inferd"),
         std::vector<std::string>{"--store_path=" + store_dir_, absl::StrCat("--vram_budget=", kBudget),
-                                 "--shutdown_grace=2s", "--threads=2", absl::StrCat("--device=", kDevice)});
-    ASSERT_TRUE(daemon_->Start().ok()) << daemon_->Log();
-    channel_ = grpc::CreateChannel(daemon_->grpc_address(), grpc::InsecureChannelCredentials());
+                                 "--shutdown_grace=2s", "--threads=2", absl::StrCat("--device=", kDevice),
+                                 absl::StrCat("--gpu_sampling=", gpu_sampling ? "true" : "false")});
+    const absl::Status started = daemon->Start();
+    EXPECT_TRUE(started.ok()) << started << daemon->Log();
+    return started.ok() ? std::move(daemon) : nullptr;
+  }
+
+  // Loads the artifact as kModelId with kClients slots; the model's vocabulary (0 on failure).
+  static uint32_t Load(const std::shared_ptr<grpc::Channel>& channel, DaemonProcess& daemon) {
+    auto stub = v1::InferenceService::NewStub(channel);
+    v1::LoadModelRequest load;
+    load.set_artifact_name(kArtifact);
+    load.set_model_id(kModelId);
+    load.set_context_length(256);
+    load.set_max_batch_size(kClients);
+    v1::LoadModelResponse loaded;
+    grpc::ClientContext context;
+    const grpc::Status status = stub->LoadModel(&context, load, &loaded);
+    EXPECT_TRUE(status.ok()) << status.error_message() << daemon.Log();
+    return status.ok() ? loaded.model().vocab_size() : 0;
   }
 
   void TearDown() override {
@@ -223,6 +254,51 @@ TEST_F(InferdConcurrencyTest, SixtyFourStreamsGetWhatEachGetsAlone) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   EXPECT_EQ(left, 0);
+}
+
+// Client i's sampling: seeded draws with every filter and penalty in turn; a few greedy with a
+// penalty, a few with logprobs.
+v1::SamplingParams Sampled(int i) {
+  v1::SamplingParams p;
+  p.set_temperature(i % 7 == 6 ? 0.0f : 0.6f + 0.1f * static_cast<float>(i % 5));
+  p.set_seed(1000 + static_cast<uint64_t>(i));
+  if (i % 2 == 0) p.set_top_k(40);
+  if (i % 3 == 0) p.set_top_p(0.9f);
+  if (i % 4 == 1) p.set_min_p(0.05f);
+  if (i % 3 == 0 || i % 7 == 6) p.set_repetition_penalty(1.3f);
+  if (i % 3 == 1) p.set_presence_penalty(0.6f);
+  if (i % 4 == 2) p.set_frequency_penalty(i % 8 == 2 ? 0.5f : -0.4f);
+  if (i % 5 == 0) {
+    p.set_logprobs(true);
+    p.set_top_logprobs(2);
+  }
+  return p;
+}
+
+// The same seeded requests through a daemon that samples decode steps on the GPU and one that
+// copies the logits to the host and samples there: the same tokens and logprobs. Each request runs
+// alone (a batch of one in both), so both see bit-identical logits.
+TEST_F(InferdConcurrencyTest, SampledStreamsMatchTheHostSampler) {
+  constexpr int kRequests = 16;
+  const uint32_t vocab = Load(channel_, *daemon_);
+  ASSERT_GT(vocab, 0u);
+  std::vector<Stream> device(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    device[i] = Generate(channel_, Prompt(i, vocab), Sampled(i));
+    ASSERT_TRUE(device[i].status.ok()) << i << ": " << device[i].status.error_message() << daemon_->Log();
+    ASSERT_EQ(device[i].ids.size(), kNewTokens) << i;
+  }
+  std::unique_ptr<DaemonProcess> host_daemon = StartDaemon(/*gpu_sampling=*/false);
+  ASSERT_NE(host_daemon, nullptr);
+  auto host_channel = grpc::CreateChannel(host_daemon->grpc_address(), grpc::InsecureChannelCredentials());
+  ASSERT_EQ(Load(host_channel, *host_daemon), vocab);
+  for (int i = 0; i < kRequests; ++i) {
+    const Stream host = Generate(host_channel, Prompt(i, vocab), Sampled(i));
+    ASSERT_TRUE(host.status.ok()) << i << ": " << host.status.error_message();
+    EXPECT_EQ(device[i].ids, host.ids) << "request " << i;
+    EXPECT_EQ(device[i].logprobs, host.logprobs) << "request " << i;
+  }
+  EXPECT_EQ(host_daemon->Terminate(), 0) << host_daemon->Log();
 }
 
 // --device=gpu where no GPU is visible (CUDA_VISIBLE_DEVICES empty, or a build without CUDA) stops

@@ -19,6 +19,7 @@
 #include "gpu_decoder_ops.h"
 #include "gpu_linear.h"
 #include "gpu_model_weights.h"
+#include "gpu_token_counts.h"
 
 namespace bitloom::engine {
 
@@ -78,6 +79,14 @@ struct Workspace {
   kc::SamplingRowParams* sampling_rows = nullptr;  // [bucket_max]
   double* uniforms = nullptr;                       // [bucket_max]
   int32_t* sampled = nullptr;                       // [bucket_max]
+  // Token counts for penalties (token_count_sequences > 0): a row per counted sequence, and the rows
+  // of a batch's penalised sequences gathered in batch order for the sampler.
+  int32_t* prompt_counts = nullptr;        // [token_count_sequences, vocab]
+  int32_t* output_counts = nullptr;        // [token_count_sequences, vocab]
+  int32_t* batch_prompt_counts = nullptr;  // [bucket_max, vocab]
+  int32_t* batch_output_counts = nullptr;  // [bucket_max, vocab]
+  int32_t* count_rows = nullptr;           // [bucket_max]: each decode row's counts row (-1: none)
+  int32_t* gather_rows = nullptr;          // [bucket_max]: each penalised row's counts row (-1: skip)
 };
 
 struct GpuDecoderModel::Impl {
@@ -99,6 +108,10 @@ struct GpuDecoderModel::Impl {
   SequenceId next_seq = 1;
   // Host staging of the per-step inputs (pageable: cudaMemcpyAsync has consumed them on return).
   std::vector<int32_t> h_ids, h_positions, h_token_seq, h_seq_lens, h_tables;
+  // Token counts: the counts row of each counted open sequence, and the free rows (last taken next).
+  absl::flat_hash_map<SequenceId, int32_t> count_row;
+  std::vector<int32_t> free_count_rows;
+  std::vector<int32_t> h_count_rows, h_gather_rows;  // [bucket_max] staging
 
   ~Impl() {
     for (cudaGraphExec_t& g : graphs) {
@@ -120,6 +133,12 @@ struct GpuDecoderModel::Impl {
   absl::Status EnqueueForward(int n, bool decode, int head_row, bool head);
   absl::Status RunDecode(absl::Span<const SequenceId> seqs, absl::Span<const int32_t> tokens);
   absl::Status CheckTokens(absl::Span<const int32_t> tokens) const;
+  bool counting() const { return ws.prompt_counts != nullptr; }
+  // The counts row of `seq`, or -1.
+  int32_t CountRow(SequenceId seq) const {
+    const auto it = count_row.find(seq);
+    return it == count_row.end() ? -1 : it->second;
+  }
 };
 
 absl::Status GpuDecoderModel::Impl::LayoutWorkspace(uint8_t* base, uint64_t* bytes, const gpu::GpuWeightPlan& plan) {
@@ -203,6 +222,15 @@ absl::Status GpuDecoderModel::Impl::LayoutWorkspace(uint8_t* base, uint64_t* byt
     ws.sampling_rows = reinterpret_cast<kc::SamplingRowParams*>(take(B * sizeof(kc::SamplingRowParams)));
     ws.uniforms = reinterpret_cast<double*>(take(B * sizeof(double)));
     ws.sampled = reinterpret_cast<int32_t*>(take(B * 4));
+    if (options.token_count_sequences > 0) {
+      const uint64_t S = static_cast<uint64_t>(options.token_count_sequences);
+      ws.prompt_counts = reinterpret_cast<int32_t*>(take(S * V * 4));
+      ws.output_counts = reinterpret_cast<int32_t*>(take(S * V * 4));
+      ws.batch_prompt_counts = reinterpret_cast<int32_t*>(take(B * V * 4));
+      ws.batch_output_counts = reinterpret_cast<int32_t*>(take(B * V * 4));
+      ws.count_rows = reinterpret_cast<int32_t*>(take(B * 4));
+      ws.gather_rows = reinterpret_cast<int32_t*>(take(B * 4));
+    }
   }
   *bytes = end;
   return absl::OkStatus();
@@ -408,6 +436,10 @@ absl::StatusOr<std::unique_ptr<GpuDecoderModel>> GpuDecoderModel::Load(const mod
     return absl::InvalidArgumentError(
         absl::StrCat("prefill_chunk: ", o.prefill_chunk, " must be a multiple of 8 in [8, 65536]"));
   }
+  if (o.token_count_sequences < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token_count_sequences: ", o.token_count_sequences, " is negative"));
+  }
   if ((o.kv_pages > 0) == (o.kv_bytes > 0)) {
     return absl::InvalidArgumentError("kv_pages / kv_bytes: set exactly one of the two");
   }
@@ -468,6 +500,11 @@ absl::StatusOr<std::unique_ptr<GpuDecoderModel>> GpuDecoderModel::Load(const mod
   impl->h_token_seq.assign(impl->rows, 0);
   impl->h_seq_lens.assign(impl->bucket_max, 0);
   impl->h_tables.assign(static_cast<size_t>(impl->bucket_max) * impl->max_pages, 0);
+  impl->h_count_rows.assign(impl->bucket_max, -1);
+  impl->h_gather_rows.assign(impl->bucket_max, -1);
+  if (impl->counting()) {
+    for (int r = o.token_count_sequences - 1; r >= 0; --r) impl->free_count_rows.push_back(r);
+  }
 
   // One graph per bucket, captured now so that serving never instantiates one. Capture only
   // records launches: the workspace's contents do not matter here.
@@ -517,10 +554,39 @@ absl::StatusOr<SequenceId> GpuDecoderModel::AddSequence() {
   }
   const SequenceId seq = impl_->next_seq++;
   BITLOOM_RETURN_IF_ERROR(kv.Reserve(seq, 0));
+  Impl& m = *impl_;
+  if (m.counting() && !m.free_count_rows.empty()) {
+    // Zeroed in stream order, before any kernel of this sequence counts into the row.
+    const int32_t row = m.free_count_rows.back();
+    const size_t row_bytes = static_cast<size_t>(m.cfg.vocab_size) * sizeof(int32_t);
+    absl::Status zeroed = kc::CudaStatus(
+        cudaMemsetAsync(m.ws.prompt_counts + static_cast<int64_t>(row) * m.cfg.vocab_size, 0, row_bytes, m.stream),
+        "cudaMemsetAsync(prompt counts)", __FILE__, __LINE__);
+    if (zeroed.ok()) {
+      zeroed = kc::CudaStatus(
+          cudaMemsetAsync(m.ws.output_counts + static_cast<int64_t>(row) * m.cfg.vocab_size, 0, row_bytes, m.stream),
+          "cudaMemsetAsync(output counts)", __FILE__, __LINE__);
+    }
+    if (!zeroed.ok()) {
+      kv.Release(seq).IgnoreError();
+      return zeroed;
+    }
+    m.free_count_rows.pop_back();
+    m.count_row[seq] = row;
+  }
   return seq;
 }
 
-absl::Status GpuDecoderModel::Release(SequenceId seq) { return impl_->kv->Release(seq); }
+absl::Status GpuDecoderModel::Release(SequenceId seq) {
+  Impl& m = *impl_;
+  if (const auto it = m.count_row.find(seq); it != m.count_row.end()) {
+    m.free_count_rows.push_back(it->second);
+    m.count_row.erase(it);
+  }
+  return m.kv->Release(seq);
+}
+
+bool GpuDecoderModel::HasTokenCounts(SequenceId seq) const { return impl_->CountRow(seq) >= 0; }
 
 int GpuDecoderModel::Length(SequenceId seq) const { return impl_->kv->Length(seq); }
 
@@ -566,6 +632,11 @@ absl::StatusOr<std::vector<float>> GpuDecoderModel::Prefill(SequenceId seq, absl
                                                    cudaMemcpyHostToDevice, stream));
       BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m.ws.token_seq, m.h_token_seq.data(), len * sizeof(int32_t),
                                                    cudaMemcpyHostToDevice, stream));
+      if (const int32_t row = m.CountRow(seq); row >= 0) {
+        BITLOOM_RETURN_IF_ERROR(gpu::LaunchCountTokens(
+            {.counts = m.ws.prompt_counts, .vocab = m.cfg.vocab_size, .ids = m.ws.ids, .row = row, .n = len},
+            stream));
+      }
       const bool last = c0 + len == n;
       BITLOOM_RETURN_IF_ERROR(m.EnqueueForward(len, /*decode=*/false, len - 1, /*head=*/last));
     }
@@ -628,6 +699,7 @@ absl::Status GpuDecoderModel::Impl::RunDecode(absl::Span<const SequenceId> seqs,
     h_positions[i] = real ? lengths[i] : -1;  // a padding row stores nothing and sees nothing
     h_token_seq[i] = i;
     h_seq_lens[i] = real ? lengths[i] + 1 : 0;
+    h_count_rows[i] = real ? CountRow(seqs[i]) : -1;
     absl::Span<int32_t> row(h_tables.data() + static_cast<size_t>(i) * max_pages, max_pages);
     if (real) {
       if (absl::Status s = cache.FillBlockTable(seqs[i], row); !s.ok()) return s;
@@ -647,6 +719,13 @@ absl::Status GpuDecoderModel::Impl::RunDecode(absl::Span<const SequenceId> seqs,
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ws.block_tables, h_tables.data(),
                                                  static_cast<size_t>(B) * max_pages * sizeof(int32_t),
                                                  cudaMemcpyHostToDevice, stream));
+    if (counting()) {
+      // This step's tokens join their sequences' output counts (before the sampler reads them).
+      BITLOOM_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(ws.count_rows, h_count_rows.data(), B * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+      BITLOOM_RETURN_IF_ERROR(gpu::LaunchCountTokens(
+          {.counts = ws.output_counts, .vocab = cfg.vocab_size, .ids = ws.ids, .rows = ws.count_rows, .n = B}, stream));
+    }
     if (options.use_cuda_graphs) {
       BITLOOM_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(graphs[bucket], stream));
       return absl::OkStatus();
@@ -690,14 +769,24 @@ absl::StatusOr<std::vector<int32_t>> GpuDecoderModel::DecodeAndSample(
   if (rows.size() != b) {
     return absl::InvalidArgumentError(absl::StrCat("DecodeAndSample: ", b, " sequences but ", rows.size(), " rows"));
   }
+  if (b < 1 || b > static_cast<size_t>(m.options.max_batch)) {
+    return absl::InvalidArgumentError(absl::StrCat("DecodeAndSample: ", b, " sequences, expected 1..max_batch = ",
+                                                   m.options.max_batch));
+  }
   bool greedy_only = true;
+  bool penalised = false;
   for (size_t i = 0; i < b; ++i) {
     const kc::SamplingRowParams& r = rows[i];
-    if ((r.repetition_penalty != 0.0f && r.repetition_penalty != 1.0f) || r.presence_penalty != 0.0f ||
-        r.frequency_penalty != 0.0f) {
-      return absl::UnimplementedError(absl::StrCat(
-          "DecodeAndSample: row ", i, " has a penalty; the on-GPU path keeps no token counts (use DecodeStep)"));
+    const bool penalty = (r.repetition_penalty != 0.0f && r.repetition_penalty != 1.0f) ||
+                         r.presence_penalty != 0.0f || r.frequency_penalty != 0.0f;
+    const int32_t count_row = m.CountRow(seqs[i]);
+    if (penalty && count_row < 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "DecodeAndSample: row ", i, " has a penalty but sequence ", seqs[i],
+          " has no token counts on the device (token_count_sequences = ", m.options.token_count_sequences, ")"));
     }
+    m.h_gather_rows[i] = penalty ? count_row : -1;
+    penalised = penalised || penalty;
     if (r.temperature != 0.0f) greedy_only = false;
   }
   if (!greedy_only && uniforms.size() != b) {
@@ -711,10 +800,23 @@ absl::StatusOr<std::vector<int32_t>> GpuDecoderModel::DecodeAndSample(
     BITLOOM_CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(m.ws.uniforms, uniforms.data(), b * sizeof(double), cudaMemcpyHostToDevice, m.stream));
   }
+  if (penalised) {
+    // The penalised rows' counts in batch order; the sampler reads no counts of the other rows.
+    BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m.ws.gather_rows, m.h_gather_rows.data(), b * sizeof(int32_t),
+                                                 cudaMemcpyHostToDevice, m.stream));
+    const int batch = static_cast<int>(b);
+    const int64_t vocab = m.cfg.vocab_size;
+    BITLOOM_RETURN_IF_ERROR(gpu::LaunchGatherCountRows(
+        {m.ws.prompt_counts, m.ws.batch_prompt_counts, m.ws.gather_rows, batch, vocab}, m.stream));
+    BITLOOM_RETURN_IF_ERROR(gpu::LaunchGatherCountRows(
+        {m.ws.output_counts, m.ws.batch_output_counts, m.ws.gather_rows, batch, vocab}, m.stream));
+  }
   kc::SamplingParams sp;
   sp.logits = m.ws.logits;
   sp.logits_stride = m.cfg.vocab_size;
   sp.rows = m.ws.sampling_rows;
+  sp.prompt_counts = penalised ? m.ws.batch_prompt_counts : nullptr;
+  sp.output_counts = penalised ? m.ws.batch_output_counts : nullptr;
   sp.uniforms = greedy_only ? nullptr : m.ws.uniforms;
   sp.tokens = m.ws.sampled;
   sp.batch = static_cast<int>(b);
@@ -728,6 +830,19 @@ absl::StatusOr<std::vector<int32_t>> GpuDecoderModel::DecodeAndSample(
       cudaMemcpyAsync(out.data(), m.ws.sampled, b * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
   return out;
+}
+
+absl::StatusOr<std::vector<float>> GpuDecoderModel::ReadLogits(int row) {
+  Impl& m = *impl_;
+  if (row < 0 || row >= m.options.max_batch) {
+    return absl::InvalidArgumentError(absl::StrCat("ReadLogits: row ", row, " is outside [0, max_batch = ",
+                                                   m.options.max_batch, ")"));
+  }
+  std::vector<float> logits(m.cfg.vocab_size);
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data(), m.ws.logits + static_cast<int64_t>(row) * m.cfg.vocab_size,
+                                               logits.size() * sizeof(float), cudaMemcpyDeviceToHost, m.stream));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
+  return logits;
 }
 
 }  // namespace bitloom::engine

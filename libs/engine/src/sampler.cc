@@ -95,13 +95,15 @@ std::vector<double> Sampler::Distribution(absl::Span<const float> logits) const 
   return p;
 }
 
+// 53 random bits -> u in [0, 1), independent of the standard library's distributions.
+double Sampler::DrawUniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+
 int32_t Sampler::Sample(absl::Span<const float> logits, absl::Span<const int32_t> prompt,
                         absl::Span<const int32_t> output) {
   const std::vector<float> penalised = ApplyPenalties(logits, prompt, output);
   if (params_.temperature == 0.0f) return ArgMax(penalised);
   const std::vector<double> p = Distribution(penalised);
-  // 53 random bits -> u in [0, 1), independent of the standard library's distributions.
-  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+  const double u = DrawUniform();
   double cum = 0.0;
   int32_t last_nonzero = 0;
   for (size_t i = 0; i < p.size(); ++i) {

@@ -7,7 +7,8 @@
 // the pool under options.model_id: `weights` (the artifact's blobs copied verbatim by UploadWeights,
 // plus fp16 copies of the dense tensors the kernels read as fp16), `kv_cache` (the paged fp16 cache
 // of the shared layout) and `workspace` (every activation buffer of a decode step of max_batch
-// sequences and of a prefill chunk, the logits, the sampler's scratch and the per-step inputs).
+// sequences and of a prefill chunk, the logits, the sampler's scratch and token counts, and the
+// per-step inputs).
 // Nothing is allocated on the device after Load(): the pool's memory is the only cudaMalloc.
 // Linear layers run as CODEC_HADAMARD_SCALAR GEMVs on the rotated fp16 activation (decode), as
 // fp16-expanded weight slices times cuBLAS (prefill), or, for an unquantized (F16/BF16/F32) tensor,
@@ -71,6 +72,12 @@ struct GpuModelOptions {
   bool use_cuda_graphs = true;
   // Reserve the on-GPU sampler's workspace for max_batch rows (DecodeAndSample()).
   bool enable_sampling = true;
+  // Sequences (open at once) whose token counts the device keeps for the sampler's penalties, with
+  // enable_sampling: a prompt and an output row of vocab int32 each per sequence, plus both rows
+  // for every batch slot (the penalised rows gathered in batch order), so the workspace grows by
+  // 8·vocab·(token_count_sequences + bucket) bytes (1 MiB per sequence for Llama-3's 128256 ids). 0:
+  // no counts, and DecodeAndSample() refuses rows with penalties.
+  int token_count_sequences = 0;
   // Keep the token-embedding table in pinned host memory that the GPU reads directly (one row of
   // hidden·2 bytes per token over PCIe) instead of the weights region: saves vocab·hidden·2 bytes of
   // VRAM (2.1 GB on Llama-3-70B) for a few microseconds per step. INVALID_ARGUMENT for a model whose
@@ -130,13 +137,25 @@ class GpuDecoderModel {
 
   // DecodeStepOnDevice() then the on-GPU sampler (kernels/cuda/sampling.h) on its logits: one
   // token per sequence. rows[i] are seqs[i]'s sampling parameters and uniforms[i] its variate in
-  // [0, 1) (drawn on the host as Sampler does; ignored for temperature 0). Penalties need the
-  // prompt/output counts, which this path does not keep: a row with a repetition, presence or
-  // frequency penalty is UNIMPLEMENTED (use DecodeStep() and the host Sampler). FAILED_PRECONDITION
-  // when options.enable_sampling was false.
+  // [0, 1) (drawn on the host as Sampler does; ignored for temperature 0; `uniforms` may be empty
+  // when every row is greedy). The logits stay in device_logits() (ReadLogits()).
+  //
+  // Penalties use the sequence's token counts on the device (options.token_count_sequences): its
+  // prompt counts are every token Prefill() appended to it, its output counts every token a decode
+  // step (DecodeStep, DecodeStepOnDevice, DecodeAndSample) ran for it, this step's included, which
+  // is what Sampler::Sample is given as prompt and output when generation prefills the prompt and
+  // then feeds each sampled token back. Counts start at zero in AddSequence(); after a failed call
+  // they may include that call's tokens (the caller releases such a sequence). A penalised row whose
+  // sequence has no counts (token_count_sequences were all taken, or 0) is FAILED_PRECONDITION, as is
+  // any call when options.enable_sampling was false.
   absl::StatusOr<std::vector<int32_t>> DecodeAndSample(
       absl::Span<const SequenceId> seqs, absl::Span<const int32_t> tokens,
       absl::Span<const kernels::cuda::SamplingRowParams> rows, absl::Span<const double> uniforms);
+  // Row `row` [vocab] of the last decode step's logits, copied to the host. INVALID_ARGUMENT outside
+  // [0, max_batch).
+  absl::StatusOr<std::vector<float>> ReadLogits(int row);
+  // Whether `seq` has token counts on the device (penalties can be sampled on the GPU).
+  bool HasTokenCounts(SequenceId seq) const;
 
   // Bytes of the three pool regions (weights, kv_cache, workspace).
   uint64_t weights_bytes() const;

@@ -42,6 +42,12 @@ class Sampler {
   // where masked). For temperature 0, a one-hot on the argmax.
   std::vector<double> Distribution(absl::Span<const float> logits) const;
 
+  // The variate of step 7: 53 raw bits of the generator as u ∈ [0, 1). Sample() draws one per call
+  // when temperature > 0 (none when greedy); a caller that samples elsewhere (the GPU sampler, which
+  // takes u as an input) draws it here instead, so the sequence of draws, and the tokens, stay the same.
+  double DrawUniform();
+
+  const GenerationParams& params() const { return params_; }
   uint64_t seed() const { return seed_; }
 
  private:
