@@ -1,15 +1,12 @@
 // gpu_attention_bench: paged attention over the fp16 KV cache against the memory-bandwidth limit of
 // the GPU it runs on. JSON on stdout, a short table on stderr.
 //
-//   gpu_attention_bench [--iters N] [--decode_only] > attention.json
+//   gpu_attention_bench [--iters N] > attention.json
 //
 // Decode: Llama-3-8B's attention (32 query heads, 8 kv heads, head_dim 128, page 16, fp16 q, fp32
-// out), every sequence at context 512, 4096 or 16384 with that as the max_seq_len bound, and at 64
-// or 600 under a bound of 2048 (the engine plans for its longest allowed context, so most splits
-// are empty and a short sequence has one split with data), batch 1, 4 or 16. Each case runs both
-// merge paths (merge_in_kernel true: one kernel; false: split kernel + combine kernel, the A/B).
-// For each: the median time of LaunchPagedDecodeAttention, the bytes it must read (K and V of every
-// cached token + fp16 q + block tables; output, workspace and the merge are not counted),
+// out), every sequence at context 512, 4096 or 16384, batch 1, 4 or 16. For each: the median time
+// of LaunchPagedDecodeAttention (split kernel + combine), the bytes it must read (K and V of every
+// cached token + fp16 q + block tables; output, workspace and the combine pass are not counted),
 // achieved GB/s = bytes / time, and that over the device-to-device copy bandwidth measured in the
 // same run (cudaMemcpyAsync D2D of 1 GiB, GB/s = 2·bytes / time, median of 10 copies;
 // 1 GB = 1e9 B).
@@ -58,11 +55,7 @@ constexpr int kHeads = 32;
 constexpr int kKvHeads = 8;
 constexpr int kHeadDim = 128;
 constexpr int kPageSize = 16;
-struct DecodeContext {
-  int len;    // every sequence's length
-  int bound;  // max_seq_len of the launch
-};
-const DecodeContext kContexts[] = {{512, 512}, {4096, 4096}, {16384, 16384}, {64, 2048}, {600, 2048}};
+const int kContexts[] = {512, 4096, 16384};
 const int kBatches[] = {1, 4, 16};
 
 __device__ uint32_t Hash(uint64_t i, uint32_t seed) {
@@ -92,19 +85,16 @@ absl::Status TimeLaunches(cudaStream_t stream, int iters, int launches,
                              seconds, how);
 }
 
-// `copies` independent caches of `batch` sequences of `len` tokens on one pool of scattered pages;
-// block-table rows address `bound` tokens (entries past `len` are page 0 and never read).
+// `copies` independent caches of `batch` sequences of `len` tokens on one pool of scattered pages.
 struct CachePool {
   DeviceMemory k, v, tables;
   int pages_per_seq = 0;
-  int row_pages = 0;
   int copies = 0;
   int batch = 0;
 
-  absl::Status Build(int batch_in, int len, int64_t bytes_per_copy, int bound = 0) {
+  absl::Status Build(int batch_in, int len, int64_t bytes_per_copy) {
     batch = batch_in;
     pages_per_seq = (len + kPageSize - 1) / kPageSize;
-    row_pages = std::max(pages_per_seq, (bound + kPageSize - 1) / kPageSize);
     copies = static_cast<int>(std::clamp<int64_t>(
         (kWorkingSetBytes + bytes_per_copy - 1) / bytes_per_copy, 1, kMaxLaunches));
     const int64_t pages = int64_t{copies} * batch * pages_per_seq;
@@ -116,14 +106,9 @@ struct CachePool {
     std::vector<int32_t> ids(static_cast<size_t>(pages));
     std::iota(ids.begin(), ids.end(), 0);
     std::shuffle(ids.begin(), ids.end(), std::mt19937_64(99));
-    const int64_t rows = int64_t{copies} * batch;
-    std::vector<int32_t> table(static_cast<size_t>(rows * row_pages), 0);
-    for (int64_t r = 0; r < rows; ++r) {
-      std::copy_n(ids.begin() + r * pages_per_seq, pages_per_seq, table.begin() + r * row_pages);
-    }
-    if (absl::Status s = tables.Allocate(rows * row_pages * 4); !s.ok()) return s;
+    if (absl::Status s = tables.Allocate(pages * 4); !s.ok()) return s;
     BITLOOM_CUDA_RETURN_IF_ERROR(
-        cudaMemcpy(tables.get(), table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+        cudaMemcpy(tables.get(), ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
     return absl::OkStatus();
   }
 
@@ -134,13 +119,13 @@ struct CachePool {
     c.page_size = kPageSize;
     c.num_kv_heads = kKvHeads;
     c.head_dim = kHeadDim;
-    c.block_tables = tables.get<int32_t>() + int64_t{copy} * batch * row_pages;
-    c.max_pages_per_seq = row_pages;
+    c.block_tables = tables.get<int32_t>() + int64_t{copy} * batch * pages_per_seq;
+    c.max_pages_per_seq = pages_per_seq;
     return c;
   }
 };
 
-absl::Status Run(int iters, bool decode_only) {
+absl::Status Run(int iters) {
   cudaStream_t stream;
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaDeviceProp prop;
@@ -159,14 +144,13 @@ absl::Status Run(int iters, bool decode_only) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
 
   std::vector<std::string> decode_json;
-  std::fprintf(stderr, "%-7s %5s %5s %6s %7s %-7s %9s %8s %6s\n", "context", "bound", "batch",
-               "splits", "launches", "merge", "time_us", "GB/s", "frac");
-  for (const DecodeContext& dc : kContexts) {
-    const int ctx = dc.len;
+  std::fprintf(stderr, "%-7s %5s %6s %7s %9s %8s %6s\n", "context", "batch", "splits", "launches",
+               "time_us", "GB/s", "frac");
+  for (int ctx : kContexts) {
     for (int batch : kBatches) {
       const int64_t kv_bytes = int64_t{batch} * ctx * kKvHeads * kHeadDim * 2 * 2;
       CachePool pool;
-      if (absl::Status s = pool.Build(batch, ctx, kv_bytes, dc.bound); !s.ok()) return s;
+      if (absl::Status s = pool.Build(batch, ctx, kv_bytes); !s.ok()) return s;
       const int launches = std::clamp(pool.copies, kMinLaunches, kMaxLaunches);
       DeviceMemory q, out, lens;
       const int64_t qn = int64_t{batch} * kHeads * kHeadDim;
@@ -186,44 +170,37 @@ absl::Status Run(int iters, bool decode_only) {
       p.seq_lens = lens.get<int32_t>();
       p.batch = batch;
       p.num_heads = kHeads;
-      p.max_seq_len = dc.bound;
+      p.max_seq_len = ctx;
       p.scale = scale;
       const DecodeAttentionPlan plan = PlanDecodeAttention(p);
       DeviceMemory ws;
       p.workspace_bytes = DecodeAttentionWorkspaceBytes(p);
       if (absl::Status s = ws.Allocate(static_cast<int64_t>(p.workspace_bytes)); !s.ok()) return s;
       p.workspace = ws.get();
-      if (absl::Status s = ClearDecodeAttentionTickets(p, stream); !s.ok()) return s;
       if (!IsSupported(sm, p))
         return absl::FailedPreconditionError("decode attention not supported");
-      for (const bool merge : {true, false}) {
-        p.merge_in_kernel = merge;
-        auto launch = [&](int i) {
-          PagedDecodeAttentionParams pi = p;
-          pi.cache = pool.Describe(i % pool.copies);
-          return LaunchPagedDecodeAttention(pi, stream);
-        };
-        double secs = 0.0;
-        std::string how;
-        if (absl::Status s = TimeLaunches(stream, iters, launches, launch, &secs, &how); !s.ok())
-          return s;
-        const double bytes =
-            static_cast<double>(kv_bytes + qn * 2 + int64_t{batch} * pool.pages_per_seq * 4);
-        const double gbps = bytes / secs / 1e9;
-        const char* merge_name = merge ? "in_kernel" : "combine_kernel";
-        decode_json.push_back(absl::StrCat(
-            "{\"model\":\"llama3-8b\",\"heads\":", kHeads, ",\"kv_heads\":", kKvHeads,
-            ",\"head_dim\":", kHeadDim, ",\"page_size\":", kPageSize, ",\"context\":", ctx,
-            ",\"max_seq_len\":", dc.bound, ",\"batch\":", batch,
-            ",\"num_splits\":", plan.num_splits, ",\"split_len\":", plan.split_len,
-            ",\"merge\":\"", merge_name, "\",\"time_us\":", secs * 1e6,
-            ",\"bytes_read\":", static_cast<int64_t>(bytes), ",\"gbps\":", gbps,
-            ",\"fraction_of_copy_bw\":", gbps / copy_gbps, ",\"working_set_mb\":",
-            std::min(launches, pool.copies) * kv_bytes / 1e6, ",\"timing\":\"", how, "\"}"));
-        std::fprintf(stderr, "%-7d %5d %5d %6d %7d %-7s %9.2f %8.0f %6.3f\n", ctx, dc.bound, batch,
-                     plan.num_splits, launches, merge ? "kernel" : "combine", secs * 1e6, gbps,
-                     gbps / copy_gbps);
-      }
+      auto launch = [&](int i) {
+        PagedDecodeAttentionParams pi = p;
+        pi.cache = pool.Describe(i % pool.copies);
+        return LaunchPagedDecodeAttention(pi, stream);
+      };
+      double secs = 0.0;
+      std::string how;
+      if (absl::Status s = TimeLaunches(stream, iters, launches, launch, &secs, &how); !s.ok())
+        return s;
+      const double bytes =
+          static_cast<double>(kv_bytes + qn * 2 + int64_t{batch} * pool.pages_per_seq * 4);
+      const double gbps = bytes / secs / 1e9;
+      decode_json.push_back(absl::StrCat(
+          "{\"model\":\"llama3-8b\",\"heads\":", kHeads, ",\"kv_heads\":", kKvHeads,
+          ",\"head_dim\":", kHeadDim, ",\"page_size\":", kPageSize, ",\"context\":", ctx,
+          ",\"batch\":", batch, ",\"num_splits\":", plan.num_splits,
+          ",\"split_len\":", plan.split_len, ",\"time_us\":", secs * 1e6,
+          ",\"bytes_read\":", static_cast<int64_t>(bytes), ",\"gbps\":", gbps,
+          ",\"fraction_of_copy_bw\":", gbps / copy_gbps, ",\"working_set_mb\":",
+          std::min(launches, pool.copies) * kv_bytes / 1e6, ",\"timing\":\"", how, "\"}"));
+      std::fprintf(stderr, "%-7d %5d %6d %7d %9.2f %8.0f %6.3f\n", ctx, batch, plan.num_splits,
+                   launches, secs * 1e6, gbps, gbps / copy_gbps);
     }
   }
 
@@ -231,7 +208,6 @@ absl::Status Run(int iters, bool decode_only) {
   std::vector<std::string> prefill_json;
   const int kPrefill[][2] = {{0, 512}, {0, 2048}, {0, 4096}, {4096, 129}};
   for (const auto& pf : kPrefill) {
-    if (decode_only) break;
     const int prefix = pf[0], fresh = pf[1], len = prefix + fresh;
     CachePool pool;
     if (absl::Status s = pool.Build(1, len, kWorkingSetBytes); !s.ok()) return s;  // one copy
@@ -289,7 +265,7 @@ absl::Status Run(int iters, bool decode_only) {
       iters, static_cast<long long>(kWorkingSetBytes >> 20));
   std::printf(
       "  \"bytes_read\": \"fp16 K and V of every cached token + fp16 q + block tables; output, "
-      "split workspace and merge not counted\",\n");
+      "split workspace and combine pass not counted\",\n");
   std::printf("  \"decode\": [\n");
   bench::PrintJsonRows(decode_json);
   std::printf("  ],\n  \"prefill\": [\n");
@@ -304,6 +280,5 @@ absl::Status Run(int iters, bool decode_only) {
 int main(int argc, char** argv) {
   return bitloom::bench::ExitCode(
       "gpu_attention_bench",
-      bitloom::kernels::cuda::Run(bitloom::bench::IterationsFlag(argc, argv, 20),
-                                  bitloom::bench::HasFlag(argc, argv, "--decode_only")));
+      bitloom::kernels::cuda::Run(bitloom::bench::IterationsFlag(argc, argv, 20)));
 }

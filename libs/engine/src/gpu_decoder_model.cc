@@ -186,11 +186,8 @@ absl::Status GpuDecoderModel::Impl::LayoutWorkspace(uint8_t* base, uint64_t* byt
   }
   ws.dequant = ws.dequant_elems > 0 ? reinterpret_cast<uint16_t*>(take(static_cast<uint64_t>(ws.dequant_elems) * 2))
                                     : nullptr;
-  // Decode attention's split partials and tickets, shared by the buckets and the two window kinds:
-  // the largest partials plus the largest ticket region, since one launch's partials (from the
-  // start) must not reach another's tickets (at the end). The whole workspace is zeroed below,
-  // which is the tickets' initial state; every launch leaves them zero (paged_attention.h).
-  size_t attention_partials = 0, attention_tickets = 0;
+  // Decode attention's split partials: the largest over the buckets and the two window kinds.
+  size_t attention = 0;
   for (int b : kBuckets) {
     if (b > bucket_max) break;
     for (int window : {0, c.sliding_window}) {
@@ -203,13 +200,11 @@ absl::Status GpuDecoderModel::Impl::LayoutWorkspace(uint8_t* base, uint64_t* byt
       p.num_heads = c.num_heads;
       p.max_seq_len = options.max_seq_len;
       p.sliding_window = window;
-      const size_t tickets = kc::DecodeAttentionTicketBytes(p);
-      attention_partials = std::max(attention_partials, kc::DecodeAttentionWorkspaceBytes(p) - tickets);
-      attention_tickets = std::max(attention_tickets, tickets);
+      attention = std::max(attention, kc::DecodeAttentionWorkspaceBytes(p));
     }
   }
-  ws.attention_ws_bytes = attention_partials + attention_tickets;
-  ws.attention_ws = take(ws.attention_ws_bytes);
+  ws.attention_ws_bytes = attention;
+  ws.attention_ws = take(attention);
   ws.cublas_ws = plan.has_dense_linear() || ws.dequant != nullptr ? take(kCublasWorkspaceBytes) : nullptr;
   if (options.enable_sampling) {
     size_t sampling = 0;

@@ -1,7 +1,7 @@
 // Paged attention kernels (see paged_attention.h; design and numbers in docs/KERNELS.md).
 //
-// Decode (PagedDecodeKernel; DecodeCombineKernel only on the A/B path). Grid (num_splits,
-// num_kv_heads·head_chunks, batch), 128 threads. A block serves H = heads_per_block query heads that share one kv head, over
+// Decode (PagedDecodeKernel, then DecodeCombineKernel). Grid (num_splits, num_kv_heads·head_chunks,
+// batch), 128 threads. A block serves H = heads_per_block query heads that share one kv head, over
 // one split of one sequence's visible range [start, len): split s covers [start + s·split_len,
 // start + (s+1)·split_len) ∩ [start, len), where start = max(0, len − window) (or 0). Every K/V row
 // it reads is therefore visible, so no per-key mask beyond the range test.
@@ -17,19 +17,7 @@
 //   - End: the streams meet in shared memory (m, l: [streams][H]; acc: [streams][H][D], 32 KB at
 //     H = 8 for every D since streams·D = 1024) and are merged. One split: the normalised output
 //     is written directly. Several: the block writes its (max, sum) and unnormalised accumulator to
-//     the workspace and the last block of its group merges the splits (below).
-//   - Splits of a sequence: `count` = the splits that hold its tokens, from its length (at least 1:
-//     an empty sequence's split 0 runs and writes zeros); the others exit at once. count = 1 (a
-//     short sequence under a long bound, the common case in serving): split 0 writes the output.
-//   - Merge without a second kernel: each block of a group (sequence, kv head, head chunk) with
-//     count > 1 writes its partial, fences (__threadfence by every writer, then the barrier), and
-//     thread 0 takes a ticket (atomicAdd on the group's counter at the end of the workspace). The
-//     block that draws ticket count − 1 knows every other partial is visible; it resets the counter
-//     to 0 for the next launch (graph replays) and merges the group's H heads × D dims with its
-//     128 threads (detail::MergeDecodeSplits, DecodeCombineKernel's arithmetic: same bits). The
-//     merge reads only what this grid wrote, so it needs no extra dependent-launch wait; the next
-//     launch touches the counters only after its griddepcontrol.wait, when this grid is complete.
-//     Shared memory for the merge's weights reuses s_acc (512·H floats of its 1024·H).
+//     the workspace and the combine kernel (grid (num_heads, batch), D threads) merges the splits.
 // The split count (PlanDecodeAttention) aims at ~kTargetBlocks blocks in flight with at least
 // kMinSplitLen tokens per split; it depends on shapes only, so the launch can be captured in a
 // graph.
@@ -62,8 +50,6 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
@@ -110,10 +96,8 @@ struct DecodeArgs {
   float scale;
   float softcap;
   int window;
-  float* ws_acc;           // [batch, num_heads, num_splits, D]
-  float* ws_ml;            // [batch, num_heads, num_splits, 2]: max, sum
-  unsigned* ws_tickets;    // [batch, num_kv_heads·head_chunks], zero between launches
-  bool merge_in_kernel;    // false: DecodeCombineKernel merges
+  float* ws_acc;  // [batch, num_heads, num_splits, D]
+  float* ws_ml;   // [batch, num_heads, num_splits, 2]: max, sum
 };
 
 template <int D, int H>
@@ -125,7 +109,6 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
   __shared__ float s_m[kStreams][H];
   __shared__ float s_l[kStreams][H];
   __shared__ __align__(16) float s_acc[kStreams][H][D];
-  static_assert(2 * kDecodeMaxSplits * H <= kStreams * H * D, "the merge's scratch fits in s_acc");
   detail::AllowDependentLaunch();
   detail::WaitForPredecessors();
 
@@ -145,10 +128,8 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
   const int lo = start + split * a.split_len;
   const int hi = min(len, lo + a.split_len);
   // The plan sizes splits for the longest sequence the launch allows (it is captured once per
-  // graph bucket); splits past this sequence's length hold nothing and the merge skips them.
-  const int count = max(1, min(a.num_splits, (len - start + a.split_len - 1) / a.split_len));
-  if (split >= count) return;
-  const bool direct = a.num_splits == 1 || (a.merge_in_kernel && count == 1);
+  // graph bucket); splits past this sequence's length hold nothing and the combine skips them.
+  if (a.num_splits > 1 && lo >= hi) return;
 
   float q[H][8];
 #pragma unroll
@@ -260,7 +241,7 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
       val = fmaf(w, s_acc[st][h][d], val);
     }
     const int64_t bh = int64_t{b} * a.num_heads + head0 + h;
-    if (direct) {
+    if (a.num_splits == 1) {
       detail::StoreFloat1(a.out, a.out_f16, bh * D + d, sum > 0.0f ? val / sum : 0.0f);
     } else {
       const int64_t row = bh * a.num_splits + split;
@@ -271,27 +252,9 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
       }
     }
   }
-  if (direct || !a.merge_in_kernel) return;
-
-  __shared__ bool s_last;
-  __threadfence();  // this thread's partial stores are visible device-wide before the ticket
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    unsigned* ticket = a.ws_tickets + int64_t{b} * gridDim.y + blockIdx.y;
-    s_last = atomicAdd(ticket, 1u) == static_cast<unsigned>(count - 1);
-    if (s_last) *ticket = 0u;  // all `count` blocks have drawn: leave it zero for the next launch
-  }
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();
-  const int64_t bh0 = int64_t{b} * a.num_heads + head0;
-  detail::MergeDecodeSplits<D, H, kDecodeThreads, kDecodeMaxSplits>(
-      {a.ws_acc, a.ws_ml, bh0 * a.num_splits, a.num_splits, count}, heads, &s_acc[0][0][0], a.out,
-      a.out_f16, bh0 * D);
 }
 
-// The A/B path (merge_in_kernel = false): merges the splits of one (sequence, head) after the split
-// kernel: grid (num_heads, batch), D threads, thread = dim.
+// Merges the splits of one (sequence, head): grid (num_heads, batch), D threads, thread = dim.
 // Only the splits that hold tokens of this sequence exist (the others exited without writing).
 // Every split's (m, l) is loaded at once (thread s takes split s) and the max found with shuffles;
 // the weighted sums then run in split order, unrolled so the acc loads of 8 splits are in flight
@@ -577,8 +540,7 @@ absl::Status ValidateDecode(const PagedDecodeAttentionParams& p) {
   if (int64_t{p.cache.num_kv_heads} * plan.head_chunks > 65535)
     return bad("num_kv_heads·head_chunks exceeds the grid limit 65535");
   const size_t need = DecodeAttentionWorkspaceBytes(p);
-  if (need > 0 && (p.workspace == nullptr || p.workspace_bytes / 16 * 16 < need ||
-                   !Aligned16(p.workspace)))
+  if (need > 0 && (p.workspace == nullptr || p.workspace_bytes < need || !Aligned16(p.workspace)))
     return bad("workspace needs ", need, " bytes, 16-byte aligned (have ", p.workspace_bytes, ")");
   return absl::OkStatus();
 }
@@ -630,34 +592,16 @@ Args MakeCommonArgs(const Params& p) {
   return a;
 }
 
-// BITLOOM_DECODE_COMBINE_KERNEL=1: every launch of this process takes the two-kernel path.
-bool CombineKernelForced() {
-  static const bool forced = [] {
-    const char* v = std::getenv("BITLOOM_DECODE_COMBINE_KERNEL");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
-  return forced;
-}
-
-// The tickets: the last DecodeAttentionTicketBytes below workspace_bytes rounded down to 16.
-unsigned* TicketRegion(const PagedDecodeAttentionParams& p) {
-  const size_t end = p.workspace_bytes / 16 * 16;
-  return reinterpret_cast<unsigned*>(static_cast<uint8_t*>(p.workspace) + end -
-                                     DecodeAttentionTicketBytes(p));
-}
-
 DecodeArgs MakeDecodeArgs(const PagedDecodeAttentionParams& p, const DecodeAttentionPlan& plan) {
   DecodeArgs a = MakeCommonArgs<DecodeArgs>(p);
   a.seq_lens = p.seq_lens;
   a.head_chunks = plan.head_chunks;
   a.num_splits = plan.num_splits;
   a.split_len = plan.split_len;
-  a.merge_in_kernel = p.merge_in_kernel && !CombineKernelForced();
   if (plan.num_splits > 1) {
     const int64_t rows = int64_t{p.batch} * p.num_heads * plan.num_splits;
     a.ws_acc = static_cast<float*>(p.workspace);
     a.ws_ml = a.ws_acc + rows * p.cache.head_dim;
-    a.ws_tickets = TicketRegion(p);
   }
   return a;
 }
@@ -677,7 +621,7 @@ absl::Status LaunchDecodeDim(const PagedDecodeAttentionParams& p, const DecodeAt
       !s.ok()) {
     return s;
   }
-  if (plan.num_splits == 1 || a.merge_in_kernel) return absl::OkStatus();
+  if (plan.num_splits == 1) return absl::OkStatus();
   const dim3 cgrid(static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
   return detail::LaunchKernel({cgrid, dim3(D)}, stream, DecodeCombineKernel<D>, a);
 }
@@ -752,35 +696,9 @@ DecodeAttentionPlan PlanDecodeAttention(const PagedDecodeAttentionParams& p) {
 size_t DecodeAttentionWorkspaceBytes(const PagedDecodeAttentionParams& p) {
   const DecodeAttentionPlan plan = PlanDecodeAttention(p);
   if (plan.num_splits <= 1) return 0;
-  const size_t partials = static_cast<size_t>(std::max(p.batch, 0)) *
-                          static_cast<size_t>(std::max(p.num_heads, 0)) *
-                          static_cast<size_t>(plan.num_splits) *
-                          static_cast<size_t>(std::max(p.cache.head_dim, 0) + 2) * sizeof(float);
-  return (partials + 15) / 16 * 16 + DecodeAttentionTicketBytes(p);
-}
-
-size_t DecodeAttentionTicketBytes(const PagedDecodeAttentionParams& p) {
-  const DecodeAttentionPlan plan = PlanDecodeAttention(p);
-  if (plan.num_splits <= 1) return 0;
-  const size_t tickets = static_cast<size_t>(std::max(p.batch, 0)) *
-                         static_cast<size_t>(std::max(p.cache.num_kv_heads, 0)) *
-                         static_cast<size_t>(plan.head_chunks) * sizeof(unsigned);
-  return (tickets + 15) / 16 * 16;
-}
-
-absl::Status ClearDecodeAttentionTickets(const PagedDecodeAttentionParams& params,
-                                         cudaStream_t stream) {
-  const size_t bytes = DecodeAttentionTicketBytes(params);
-  if (bytes == 0) return absl::OkStatus();
-  if (params.workspace == nullptr || !Aligned16(params.workspace) ||
-      params.workspace_bytes / 16 * 16 < DecodeAttentionWorkspaceBytes(params)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ClearDecodeAttentionTickets: workspace needs ",
-                     DecodeAttentionWorkspaceBytes(params), " bytes, 16-byte aligned (have ",
-                     params.workspace_bytes, ")"));
-  }
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(TicketRegion(params), 0, bytes, stream));
-  return absl::OkStatus();
+  return static_cast<size_t>(std::max(p.batch, 0)) * static_cast<size_t>(std::max(p.num_heads, 0)) *
+         static_cast<size_t>(plan.num_splits) *
+         static_cast<size_t>(std::max(p.cache.head_dim, 0) + 2) * sizeof(float);
 }
 
 bool IsSupported(int sm, const PagedDecodeAttentionParams& params) {

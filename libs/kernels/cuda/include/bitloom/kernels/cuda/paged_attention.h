@@ -1,6 +1,6 @@
 // Attention over the paged fp16 KV cache on the GPU: decode (one new query token per sequence,
-// flash-decoding: the KV range is split across thread blocks and the last block of each group to
-// finish merges the partial softmaxes) and prefill (new query tokens of one or several sequences, causal against everything
+// flash-decoding: the KV range is split across thread blocks and the partial softmaxes are
+// combined) and prefill (new query tokens of one or several sequences, causal against everything
 // cached up to each token's own position, flash-attention tiles with an online softmax, on the
 // tensor cores unless exact_fp32 asks for the fp32 kernel).
 //
@@ -19,17 +19,6 @@
 // (decode: batch, heads, head_dim, max_seq_len bound, window); sequence lengths and positions are
 // read on the device only. Decode's partial results go to a caller-provided workspace
 // (DecodeAttentionWorkspaceBytes).
-//
-// Decode workspace contract. The workspace holds the splits' partials (from its start, overwritten
-// by every launch) and, at its end, one ticket counter per (sequence, kv head, head chunk): the
-// blocks of a split sequence count themselves in there and the last one merges. The tickets must be
-// zero before the first launch (zero the whole workspace once when it is allocated, or call
-// ClearDecodeAttentionTickets), and every completed launch leaves them zero again, so CUDA-graph
-// replays need nothing in between. Tickets sit in the last DecodeAttentionTicketBytes bytes below
-// workspace_bytes rounded down to 16, partials at the start: launches of several shapes (batch
-// buckets, windowed and global layers) may share one workspace sized the largest partials
-// (DecodeAttentionWorkspaceBytes − DecodeAttentionTicketBytes) plus the largest ticket region, and
-// pass the same workspace_bytes. Launches sharing a workspace must be ordered (one stream).
 //
 // Ownership: the caller owns every device buffer. Launchers are asynchronous on `stream`, allocate
 // nothing, never synchronise and never log; they are thread-safe. Plain C++ header.
@@ -75,15 +64,8 @@ struct PagedDecodeAttentionParams {
   float scale = 0.0f;          // score multiplier, usually 1/√head_dim
   float logit_softcap = 0.0f;  // 0: off
   int sliding_window = 0;      // 0: global attention
-  // Device, 16-byte aligned, workspace_bytes rounded down to 16 >= DecodeAttentionWorkspaceBytes;
-  // tickets zero before a launch (the contract above).
-  void* workspace = nullptr;
+  void* workspace = nullptr;  // device, >= DecodeAttentionWorkspaceBytes(*this) bytes, 16-B aligned
   size_t workspace_bytes = 0;
-  // true (default): the split blocks merge among themselves (one kernel). false: the previous
-  // two-kernel path, a combine kernel after the split kernel, for A/B measurements; same results
-  // to the bit. BITLOOM_DECODE_COMBINE_KERNEL=1 in the environment forces false for a process
-  // (read once; a captured graph keeps the path it was captured with).
-  bool merge_in_kernel = true;
 };
 
 inline constexpr int kDecodeMaxBatch = 65535;  // grid.z
@@ -93,7 +75,7 @@ inline constexpr int kDecodeMaxSplits = 256;
 struct DecodeAttentionPlan {
   int heads_per_block = 1;  // query heads of one kv head that a thread block serves (1, 2, 4 or 8)
   int head_chunks = 1;      // blocks per kv head: ceil(group / heads_per_block)
-  int num_splits = 1;       // blocks along each sequence's visible KV range; 1: no merge
+  int num_splits = 1;       // blocks along each sequence's visible KV range; 1: no combine pass
   int split_len = 0;        // tokens per split, a multiple of 16; num_splits·split_len covers the
                             // range min(max_seq_len, sliding_window or ∞)
 };
@@ -101,27 +83,17 @@ struct DecodeAttentionPlan {
 // Reads only batch, num_heads, cache.num_kv_heads, cache.head_dim, max_seq_len and sliding_window.
 DecodeAttentionPlan PlanDecodeAttention(const PagedDecodeAttentionParams& params);
 
-// Workspace: 0 when the plan has one split, else the partials (max, sum, accumulator) of every
-// split, batch·num_heads·num_splits·(head_dim + 2)·4 bytes rounded up to 16, plus the tickets
-// (DecodeAttentionTicketBytes). A pure function of the same shape fields.
+// Workspace for the partial (max, sum, accumulator) of every split: 0 when the plan has one split,
+// else batch·num_heads·num_splits·(head_dim + 2)·4 bytes. A pure function of the same shape fields;
+// size it per batch-size bucket.
 size_t DecodeAttentionWorkspaceBytes(const PagedDecodeAttentionParams& params);
-
-// The ticket region at the end of the workspace: 0 with one split, else
-// batch·num_kv_heads·head_chunks·4 bytes rounded up to 16.
-size_t DecodeAttentionTicketBytes(const PagedDecodeAttentionParams& params);
-
-// Zeroes the ticket region of params.workspace on `stream` (cudaMemsetAsync; capture-safe). Needed
-// once per workspace before its first launch, unless the caller zeroed the whole workspace.
-// INVALID_ARGUMENT for a short or misaligned workspace; INTERNAL for a CUDA error.
-absl::Status ClearDecodeAttentionTickets(const PagedDecodeAttentionParams& params,
-                                         cudaStream_t stream);
 
 // Whether the kernels run these params on compute capability `sm`: sm_80 or newer and valid params.
 bool IsSupported(int sm, const PagedDecodeAttentionParams& params);
 
 // out[b, h] = attention of q[b, h] over positions [0, seq_lens[b]) of sequence b. INVALID_ARGUMENT
 // for inconsistent, null or misaligned params or a short workspace; INTERNAL for a CUDA launch
-// error. One kernel launch (two with merge_in_kernel = false and more than one split).
+// error. Two launches (split kernel, combine kernel) when the plan has more than one split.
 absl::Status LaunchPagedDecodeAttention(const PagedDecodeAttentionParams& params,
                                         cudaStream_t stream);
 
