@@ -805,12 +805,16 @@ TEST(GpuDecoderModel, OnGpuSamplingWithPenaltiesMatchesTheHostSampler) {
   GenerationParams plain;
   plain.temperature = 0.8f;
   plain.seed = 5;
+  // The random model's next-token distribution is sharp: with a frequency penalty of 0.4 and no
+  // penalty on the greedy set, no penalised draw left the raw argmax (H200). The frequency penalties
+  // below grow with every repeat of the leading token, so they move the choice within 24 steps.
   std::vector<GenerationParams> penalised(3);
   penalised[0].repetition_penalty = 1.3f;  // greedy
+  penalised[0].frequency_penalty = 1.5f;
   penalised[1].temperature = 0.9f;
   penalised[1].top_k = 50;
   penalised[1].presence_penalty = 0.8f;
-  penalised[1].frequency_penalty = 0.4f;
+  penalised[1].frequency_penalty = 2.0f;
   penalised[1].seed = 7;
   penalised[2].temperature = 1.1f;
   penalised[2].top_p = 0.9f;
