@@ -805,9 +805,10 @@ TEST(GpuDecoderModel, OnGpuSamplingWithPenaltiesMatchesTheHostSampler) {
   GenerationParams plain;
   plain.temperature = 0.8f;
   plain.seed = 5;
-  // The random model's next-token distribution is sharp: with a frequency penalty of 0.4 and no
-  // penalty on the greedy set, no penalised draw left the raw argmax (H200). The frequency penalties
-  // below grow with every repeat of the leading token, so they move the choice within 24 steps.
+  // The random model's next-token distribution is sharp: with only a repetition penalty of 1.3 on
+  // the greedy set and a frequency penalty of 0.4 on the sampled one, no penalised draw left the raw
+  // argmax (H200). The frequency penalties below grow with every repeat of the leading token, so
+  // they move the choice within 24 steps.
   std::vector<GenerationParams> penalised(3);
   penalised[0].repetition_penalty = 1.3f;  // greedy
   penalised[0].frequency_penalty = 1.5f;
