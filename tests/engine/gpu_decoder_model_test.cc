@@ -65,8 +65,18 @@ class ScratchDir : public testing::ScratchDir {
 
 // The synthetic flavour with head_dim 64 (the synthetic configs use 16-32), or "smollm2_shape":
 // random weights in SmolLM2-135M's real shapes (30 layers, 576 wide, 9/3 heads, vocab 49152), so
-// the real rotation sizes (576 = Paley 36 × 16, 1536), GQA group 3 and a 49152-row head run.
+// the real rotation sizes (576 = Paley 36 × 16, 1536), GQA group 3 and a 49152-row head run; or
+// "llama_pow2": power-of-two widths (512, 1024), where batch-1 steps take the rotating GEMVs.
 v1::ModelConfig GpuConfig(const std::string& flavour) {
+  if (flavour == "llama_pow2") {
+    v1::ModelConfig c = testing::SyntheticConfig("llama");
+    c.set_hidden_size(512);
+    c.set_intermediate_size(1024);
+    c.set_num_attention_heads(8);
+    c.set_num_key_value_heads(2);
+    c.set_head_dim(64);
+    return c;
+  }
   if (flavour == "smollm2_shape") {
     v1::ModelConfig c = testing::SyntheticConfig("smollm2_tied");
     c.set_vocab_size(49152);
@@ -453,6 +463,7 @@ INSTANTIATE_TEST_SUITE_P(
                       FlavourCase{"qwen2", LinearForm::kQuantized}, FlavourCase{"qwen3", LinearForm::kQuantized},
                       FlavourCase{"gemma3", LinearForm::kQuantized}, FlavourCase{"gemma3", LinearForm::kF16},
                       FlavourCase{"smollm2_shape", LinearForm::kQuantized},
+                      FlavourCase{"llama_pow2", LinearForm::kQuantized},
                       FlavourCase{"smollm2_shape", LinearForm::kF16}),
     [](const ::testing::TestParamInfo<FlavourCase>& param_info) {
       return param_info.param.flavour + (param_info.param.form == LinearForm::kQuantized ? "_quantized" : "_fp16");
@@ -678,6 +689,50 @@ TEST(GpuDecoderModel, GraphsMatchDirectLaunchesBitForBit) {
         ASSERT_TRUE((*b)->Release(ib[s]).ok());
       }
     }
+  }
+}
+
+// Batch-1 steps on power-of-two widths: the GEMVs that rotate their own input (q/k/v and gate/up
+// with the residual norm, writing the residual to the other buffer; o_proj plain) against the
+// rotation kernels, over enough steps and layers that a residual left in the wrong buffer shows.
+// They differ at most by the last bit of 1/rms, hence a tolerance far below the CPU comparison's.
+TEST(GpuDecoderModel, RotatingGemvMatchesRotationKernels) {
+  SKIP_WITHOUT_GPU();
+  ScratchDir dir;
+  v1::ModelConfig config = GpuConfig("llama_pow2");
+  config.set_num_layers(3);  // an odd count: the final norm reads whichever buffer holds the residual
+  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
+  auto reader = Open(dir.Join("m.bitloom"));
+  auto pool = DevicePool(uint64_t{256} << 20);
+  GpuModelOptions rotating = SmallOptionsNamed("rotating");
+  GpuModelOptions kernels = SmallOptionsNamed("kernels");
+  kernels.rotating_gemv = false;
+  for (const bool graphs : {true, false}) {
+    SCOPED_TRACE(absl::StrCat("graphs ", graphs));
+    rotating.use_cuda_graphs = kernels.use_cuda_graphs = graphs;
+    rotating.model_id = absl::StrCat("rotating", graphs);
+    kernels.model_id = absl::StrCat("kernels", graphs);
+    auto a = GpuDecoderModel::Load(*reader, pool.get(), rotating);
+    auto b = GpuDecoderModel::Load(*reader, pool.get(), kernels);
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(b.ok()) << b.status();
+    const std::vector<int32_t> prompt = Prompt(9, config.vocab_size(), 5);
+    const SequenceId sa = *(*a)->AddSequence(), sb = *(*b)->AddSequence();
+    auto la = (*a)->Prefill(sa, prompt);
+    auto lb = (*b)->Prefill(sb, prompt);
+    ASSERT_TRUE(la.ok() && lb.ok());
+    ASSERT_EQ(*la, *lb) << "prefill (several rows) never rotates inside the GEMV";
+    int32_t next = ArgMax(*la);
+    for (int t = 0; t < 24; ++t) {
+      auto da = (*a)->DecodeStep({sa}, {next});
+      auto db = (*b)->DecodeStep({sb}, {next});
+      ASSERT_TRUE(da.ok()) << da.status();
+      ASSERT_TRUE(db.ok()) << db.status();
+      EXPECT_LE(RelativeDifference(*da, *db), 1e-4) << "step " << t;
+      next = ArgMax(*da);
+    }
+    ASSERT_TRUE((*a)->Release(sa).ok());
+    ASSERT_TRUE((*b)->Release(sb).ok());
   }
 }
 

@@ -56,6 +56,7 @@ struct Workspace {
   int32_t* seq_lens = nullptr;   // [bucket_max]: decode only; 0 for a padding row
   int32_t* block_tables = nullptr;  // [bucket_max, max_pages_per_seq]
   float* x = nullptr;            // residual stream [rows, hidden]
+  float* x_spare = nullptr;      // [1, hidden]: the residual's second buffer for rotating GEMVs
   float* h = nullptr;            // normed [rows, hidden]
   float* q = nullptr;            // [rows, q_dim]
   float* k = nullptr;            // [rows, kv_dim]
@@ -161,6 +162,7 @@ absl::Status GpuDecoderModel::Impl::LayoutWorkspace(uint8_t* base, uint64_t* byt
   ws.seq_lens = reinterpret_cast<int32_t*>(take(B * 4));
   ws.block_tables = reinterpret_cast<int32_t*>(take(B * static_cast<uint64_t>(max_pages) * 4));
   ws.x = reinterpret_cast<float*>(take(R * H * 4));
+  ws.x_spare = reinterpret_cast<float*>(take(H * 4));
   ws.h = reinterpret_cast<float*>(take(R * H * 4));
   ws.q = reinterpret_cast<float*>(take(R * q_dim * 4));
   ws.k = reinterpret_cast<float*>(take(R * kv_dim * 4));
@@ -257,24 +259,37 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
     p.hidden = H;
     return kc::LaunchResidualRmsNorm(p, stream);
   };
+  // The residual stream: ws.x, or ws.x_spare after an odd number of rotating GEMVs with a norm
+  // input (each writes the updated residual to the other buffer). Decided while enqueuing, so
+  // every replay of a captured step takes the same buffers.
+  float* residual = ws.x;
+  float* residual_spare = ws.x_spare;
   // A group reading the residual stream (+ delta) RMS-normalised with `weight` (q/k/v, gate/up): a
   // quantized group normalises inside its rotation, so the norm is neither launched nor written;
   // otherwise the norm kernel writes ws.h first.
   auto normed_group = [&](absl::Span<const LinearOutput> group, const float* delta,
                           const float* weight) -> absl::Status {
     if (!gpu::AllQuantized(group)) {
-      BITLOOM_RETURN_IF_ERROR(norm(ws.x, delta, weight, ws.h));
+      BITLOOM_RETURN_IF_ERROR(norm(residual, delta, weight, ws.h));
       return gpu::RunLinearGroup(group, {ws.h, H}, n, scratch, stream);
     }
     gpu::LinearInput in;
-    in.norm.residual = ws.x;
+    in.norm.residual = residual;
     in.norm.residual_stride = H;
     in.norm.delta = delta;
     in.norm.delta_stride = H;
     in.norm.weight = weight;
     in.norm.weight_offset = c.norm_weight_offset;
     in.norm.eps = c.rms_norm_eps;
-    return gpu::RunLinearGroup(group, in, n, scratch, stream);
+    in.allow_rotating_gemv = options.rotating_gemv;
+    in.residual_out = residual_spare;
+    if (!gpu::UsesRotatingGemv(group, in, n)) {
+      in.residual_out = nullptr;
+      return gpu::RunLinearGroup(group, in, n, scratch, stream);
+    }
+    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(group, in, n, scratch, stream));
+    std::swap(residual, residual_spare);
+    return absl::OkStatus();
   };
 
   BITLOOM_RETURN_IF_ERROR(kc::LaunchEmbeddingGather(
@@ -359,7 +374,9 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
       BITLOOM_RETURN_IF_ERROR(kc::LaunchPagedPrefillAttention(ap, stream));
     }
     const LinearOutput o_out[] = {{&L.o_proj, ws.o, H}};
-    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(o_out, {ws.attn, q_dim}, n, scratch, stream));
+    gpu::LinearInput attn_in{ws.attn, q_dim};
+    attn_in.allow_rotating_gemv = options.rotating_gemv;
+    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(o_out, attn_in, n, scratch, stream));
     if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(ws.o, nullptr, L.post_attn_norm, ws.o));
 
     const LinearOutput gate_up[] = {{&L.gate_proj, ws.gate, I}, {&L.up_proj, ws.up, I}};
@@ -387,7 +404,7 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
   }
   if (!head) return absl::OkStatus();
   // The last layer's residual add, fused with the final norm.
-  BITLOOM_RETURN_IF_ERROR(norm(ws.x, ws.o, weights.final_norm, ws.h));
+  BITLOOM_RETURN_IF_ERROR(norm(residual, ws.o, weights.final_norm, ws.h));
   const int first = decode ? 0 : head_row;
   const int head_rows = decode ? n : 1;
   const LinearOutput logits[] = {{&weights.head, ws.logits, c.vocab_size}};

@@ -72,7 +72,56 @@ absl::Status RunDequantGemm(const GpuLinear& w, const LinearOutput& out, int64_t
   return absl::OkStatus();
 }
 
+absl::Status AddBiases(absl::Span<const LinearOutput> outputs, int64_t rows, cudaStream_t stream) {
+  for (const LinearOutput& out : outputs) {
+    if (out.linear->bias != nullptr) {
+      BITLOOM_RETURN_IF_ERROR(LaunchAddBias({out.y, out.y_stride, out.linear->bias, rows, out.linear->rows}, stream));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The rotating launch's input for `in`: the first layer's rotation (UsesRotatingGemv has checked
+// that every layer shares it).
+cuda::GemvRotatingInput RotatingInput(const GpuLinear& first, const LinearInput& in) {
+  cuda::GemvRotatingInput r;
+  r.rotation = first.rotation;
+  if (in.norm.residual != nullptr) {
+    r.norm = in.norm;
+    r.residual_out = in.residual_out;
+  } else {
+    r.x = in.x;
+  }
+  return r;
+}
+
+// The group's GEMV entries for one row; x is not set (the rotating launch forms it).
+size_t RotatingEntries(absl::Span<const LinearOutput> outputs,
+                       cuda::ScalarCodecGemvParams (&params)[cuda::kGemvMaxGroup]) {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    params[i] = outputs[i].linear->gemv;
+    params[i].y = outputs[i].y;
+    params[i].y_stride = outputs[i].y_stride;
+    params[i].batch = 1;
+  }
+  return outputs.size();
+}
+
 }  // namespace
+
+bool UsesRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows) {
+  if (!in.allow_rotating_gemv || rows != 1 || in.gated.up != nullptr || outputs.empty() ||
+      outputs.size() > static_cast<size_t>(cuda::kGemvMaxGroup) || !AllQuantized(outputs)) {
+    return false;
+  }
+  const GpuLinear& first = *outputs.front().linear;
+  for (const LinearOutput& out : outputs) {
+    if (out.linear->rotation.n != first.rotation.n || out.linear->rotation.seed != first.rotation.seed) return false;
+  }
+  cuda::ScalarCodecGemvParams params[cuda::kGemvMaxGroup];
+  const size_t count = RotatingEntries(outputs, params);
+  return cuda::PreferRotatingGemv({params, count}, RotatingInput(first, in));
+}
 
 bool AllQuantized(absl::Span<const LinearOutput> outputs) {
   for (const LinearOutput& out : outputs) {
@@ -84,6 +133,17 @@ bool AllQuantized(absl::Span<const LinearOutput> outputs) {
 absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows,
                             const LinearScratch& scratch, cudaStream_t stream) {
   if (rows <= 0) return absl::OkStatus();
+  if (UsesRotatingGemv(outputs, in, rows)) {
+    cuda::ScalarCodecGemvParams params[cuda::kGemvMaxGroup];
+    const size_t count = RotatingEntries(outputs, params);
+    BITLOOM_RETURN_IF_ERROR(cuda::LaunchScalarCodecGemvGroupRotating(
+        {params, count}, RotatingInput(*outputs.front().linear, in), stream));
+    return AddBiases(outputs, rows, stream);
+  }
+  if (in.residual_out != nullptr) {
+    return absl::InvalidArgumentError(
+        "RunLinearGroup: residual_out is only for a group that UsesRotatingGemv (the update is in place otherwise)");
+  }
   const float* x = in.x;
   const int64_t x_stride = in.x_stride;
   const bool fused = in.gated.up != nullptr || in.norm.residual != nullptr;
@@ -159,13 +219,7 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const Linear
   }
   BITLOOM_RETURN_IF_ERROR(flush());
   // Biases last: every layer's output is complete once the grouped launches are enqueued.
-  for (const LinearOutput& out : outputs) {
-    if (out.linear->bias != nullptr) {
-      BITLOOM_RETURN_IF_ERROR(
-          LaunchAddBias({out.y, out.y_stride, out.linear->bias, rows, out.linear->rows}, stream));
-    }
-  }
-  return absl::OkStatus();
+  return AddBiases(outputs, rows, stream);
 }
 
 }  // namespace bitloom::engine::gpu

@@ -1,7 +1,9 @@
 // GpuLinear: one linear layer y = x·Wᵀ (+ b) of the GPU decoder, over weights already in the pool,
 // and LinearGroup, which runs the linear layers that read one activation (q/k/v, gate/up) so that
 // the input is prepared once per distinct form:
-//  - CODEC_HADAMARD_SCALAR: x' = R·x in fp16 (LaunchHadamardRotate, zero-padded to 32 columns).
+//  - CODEC_HADAMARD_SCALAR: x' = R·x in fp16 (LaunchHadamardRotate, zero-padded to 32 columns),
+//    or, for one row on a power-of-two width when the caller allows it (UsesRotatingGemv), inside
+//    the GEMV's own thread blocks (LaunchScalarCodecGemvGroupRotating): one launch per group.
 //    Layers whose rotations have the same width and seed (the quantizer's shared input sites) reuse
 //    one rotated copy. Then, for up to kGemmMinRows − 1 rows (decode), the batch-≤8 GEMV over
 //    8-row slices, the layers on one rotated copy (q/k/v, gate/up) in one grouped launch
@@ -89,15 +91,27 @@ struct GatedInput {
 //  - norm (norm.residual set, x null): the residual stream, += delta and RMS-normalised inside the
 //    rotation (LaunchHadamardRotate's norm input). The residual is updated once per group even
 //    when its layers need several rotations.
+//
+// allow_rotating_gemv lets a quantized group of one row rotate inside its GEMV (UsesRotatingGemv
+// says whether it will). The GEMV's blocks all read the residual, so with a norm input the update
+// goes to residual_out instead of back in place: the caller passes a second residual buffer there
+// and from then on uses it as the residual stream.
 struct LinearInput {
   const float* x = nullptr;  // device [rows, x_stride] fp32
   int64_t x_stride = 0;
   GatedInput gated;
   kernels::cuda::RotateNormInput norm;
+  bool allow_rotating_gemv = false;
+  float* residual_out = nullptr;  // norm input of a rotating GEMV: receives residual + delta
 };
 
 // Whether every output's layer is quantized (the fused inputs above apply).
 bool AllQuantized(absl::Span<const LinearOutput> outputs);
+
+// Whether RunLinearGroup(outputs, in, rows, ...) runs as one rotating GEMV launch: allowed, one
+// row, not gated, every layer quantized with one shared rotation, and the launch fits the GPU in
+// one wave (PreferRotatingGemv). A norm input must carry residual_out for this to be true.
+bool UsesRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows);
 
 // Runs every output's layer on `in` (all read the same input; cols must match).
 absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows,

@@ -64,11 +64,6 @@ struct RotateArgs {
   RotateNormInput rms;  // residual RMSNorm input when rms.residual is set (x is the residual)
 };
 
-// RmsNormF32's 1/√(Σx²/n + eps): in double, rounded once to fp32 (as LaunchResidualRmsNorm).
-__device__ __forceinline__ float InvRms(double sum_sq, int64_t n, float eps) {
-  return static_cast<float>(1.0 / sqrt(sum_sq / static_cast<double>(n) + static_cast<double>(eps)));
-}
-
 // ---------------------------------------------------------------------------------------------
 // One block per row: the fallback for every shape the register-tiled kernel does not cover (p not
 // 1 or a listed Paley order, the identity base, L < 16) and its reference.
@@ -119,7 +114,7 @@ __global__ void HadamardRotateKernel(RotateArgs a) {
     for (int64_t i = tid; i < a.p * a.p; i += nthreads) base[i] = a.base[i];
   }
   // The row's 1/rms multiplies the outputs (R is linear); BlockSum also orders the row's stores.
-  const float scale = rms ? a.norm * InvRms(detail::BlockSum(sum_sq), a.n, a.rms.eps) : a.norm;
+  const float scale = rms ? a.norm * detail::InvRms(detail::BlockSum(sum_sq), a.n, a.rms.eps) : a.norm;
   __syncthreads();
 
   // Butterfly k of a stage: segment k / (L/2), then within it pair (j, j+h) with j = blk·2h + off.
@@ -164,7 +159,6 @@ __global__ void HadamardRotateKernel(RotateArgs a) {
 // ---------------------------------------------------------------------------------------------
 // Register-tiled schedule.
 
-constexpr int kTile = 16;              // elements per thread tile: 4 butterfly stages in registers
 constexpr int kTiledMaxThreads = 512;  // caps registers at 128 per thread (p = 60 holds 60 + 6)
 constexpr int kMaxClusterBlocks = 8;   // the portable cluster size
 constexpr int kElementsPerBlock = 2048;  // default chunk: 128 threads, one warp per sub-partition
@@ -202,90 +196,24 @@ struct TiledArgs {
   RotateNormInput rms;  // residual RMSNorm input when rms.residual is set (x is the residual)
 };
 
-template <typename Tin>
-__device__ __forceinline__ void LoadTile(const Tin* x, bool vector_load, float (&v)[kTile]);
-
-template <>
-__device__ __forceinline__ void LoadTile<__half>(const __half* x, bool vector_load,
-                                                 float (&v)[kTile]) {
-  if (vector_load) {
-    const uint4* p = reinterpret_cast<const uint4*>(x);
-    const uint4 w[2] = {p[0], p[1]};
-    detail::Unroll<2>([&]<int i>() {
-      const uint32_t u[4] = {w[i].x, w[i].y, w[i].z, w[i].w};
-      detail::Unroll<4>([&]<int k>() {
-        const float2 f = __half22float2(detail::U32AsHalf2(u[k]));
-        v[8 * i + 2 * k] = f.x;
-        v[8 * i + 2 * k + 1] = f.y;
-      });
-    });
-  } else {
-    detail::Unroll<kTile>([&]<int q>() { v[q] = __half2float(x[q]); });
-  }
-}
-
-template <>
-__device__ __forceinline__ void LoadTile<float>(const float* x, bool vector_load,
-                                                float (&v)[kTile]) {
-  if (vector_load) {
-    const float4* p = reinterpret_cast<const float4*>(x);
-    detail::Unroll<4>([&]<int i>() {
-      const float4 f = p[i];
-      v[4 * i] = f.x;
-      v[4 * i + 1] = f.y;
-      v[4 * i + 2] = f.z;
-      v[4 * i + 3] = f.w;
-    });
-  } else {
-    detail::Unroll<kTile>([&]<int q>() { v[q] = x[q]; });
-  }
-}
-
-__device__ __forceinline__ void StoreTile(float* x, bool vector_store, const float (&v)[kTile]) {
-  if (vector_store) {
-    detail::Unroll<4>([&]<int i>() {
-      reinterpret_cast<float4*>(x)[i] = make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
-    });
-  } else {
-    detail::Unroll<kTile>([&]<int q>() { x[q] = v[q]; });
-  }
-}
-
 // Pass 0's input tile of a residual-RMSNorm rotation: residual += delta (stored back), Σr² into
 // sum_sq (double, as LaunchResidualRmsNorm), then r ⊙ (weight + offset); 1/rms comes later.
 __device__ __forceinline__ void LoadNormTile(const RotateNormInput& rms, int64_t row, int e0,
-                                             bool vector_load, float (&v)[kTile],
+                                             bool vector_load, float (&v)[detail::kTile],
                                              double& sum_sq) {
   float* residual = rms.residual + row * rms.residual_stride + e0;
-  LoadTile(residual, vector_load, v);
+  detail::LoadTile(residual, vector_load, v);
   if (rms.delta != nullptr) {
-    float d[kTile];
-    LoadTile(rms.delta + row * rms.delta_stride + e0, vector_load, d);
-    detail::Unroll<kTile>([&]<int q>() { v[q] = __fadd_rn(v[q], d[q]); });
-    StoreTile(residual, vector_load, v);
+    float d[detail::kTile];
+    detail::LoadTile(rms.delta + row * rms.delta_stride + e0, vector_load, d);
+    detail::Unroll<detail::kTile>([&]<int q>() { v[q] = __fadd_rn(v[q], d[q]); });
+    detail::StoreTile(residual, vector_load, v);
   }
-  float w[kTile];
-  LoadTile(rms.weight + e0, vector_load, w);
-  detail::Unroll<kTile>([&]<int q>() {
+  float w[detail::kTile];
+  detail::LoadTile(rms.weight + e0, vector_load, w);
+  detail::Unroll<detail::kTile>([&]<int q>() {
     sum_sq += static_cast<double>(v[q]) * static_cast<double>(v[q]);
     v[q] = __fmul_rn(v[q], __fadd_rn(w[q], rms.weight_offset));
-  });
-}
-
-// The tile's butterfly stages over its index bits t = first..3 in increasing order (the CPU's
-// h = 1, 2, 4, ... order), each the CPU's (a+b, a−b) on the same pairs.
-__device__ __forceinline__ void TileButterflies(float (&v)[kTile], int first) {
-  detail::Unroll<4>([&]<int t>() {
-    constexpr int kH = 1 << t;
-    if (t >= first) {
-      detail::Unroll<kTile / 2>([&]<int i>() {
-        constexpr int kLo = (i / kH) * 2 * kH + i % kH;
-        const float a = v[kLo];
-        const float b = v[kLo + kH];
-        v[kLo] = a + b;
-        v[kLo + kH] = a - b;
-      });
-    }
   });
 }
 
@@ -373,7 +301,7 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
   const int l = 1 << a.log_l;
   const int chunk = a.n / c;
   const int chunk0 = rank * chunk;
-  const int tasks = chunk / kTile;
+  const int tasks = chunk / detail::kTile;
   const int npass = (a.log_sub + 3) / 4;
   const uint32_t recv_addr = detail::SharedAddress(recv);
   auto block_sum_sq = [&] {
@@ -388,47 +316,47 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
     const int first = 4 * pass - b;
     if (last && clustered) detail::ClusterWaitAcquire();  // every peer has started
     if (P == 1 && !clustered && rms && last) {
-      scale = a.norm * InvRms(block_sum_sq(), a.n, a.rms.eps);  // pass 0's partials are visible
+      scale = a.norm * detail::InvRms(block_sum_sq(), a.n, a.rms.eps);  // pass 0's partials are visible
     }
     for (int t = threadIdx.x; t < tasks; t += blockDim.x) {
       const int u0 = ((t >> b) << (b + 4)) | (t & ((1 << b) - 1));
-      float v[kTile];
+      float v[detail::kTile];
       if (pass == 0 && rms) {
         LoadNormTile(a.rms, row, chunk0 + u0, a.vector_load, v, sum_sq);
       } else if (pass == 0) {  // b = 0: u0 = 16·t
-        LoadTile(x + chunk0 + u0, a.vector_load, v);
+        detail::LoadTile(x + chunk0 + u0, a.vector_load, v);
         if (up != nullptr) {
-          float w[kTile];
-          LoadTile(up + chunk0 + u0, a.vector_load, w);
-          detail::Unroll<kTile>([&]<int q>() { v[q] = detail::Gated(a.activation, v[q], w[q]); });
+          float w[detail::kTile];
+          detail::LoadTile(up + chunk0 + u0, a.vector_load, w);
+          detail::Unroll<detail::kTile>([&]<int q>() { v[q] = detail::Gated(a.activation, v[q], w[q]); });
         }
       }
       if (pass == 0) {
         uint64_t state = a.seed + static_cast<uint64_t>(chunk0 + u0 + 1) * detail::kSplitMixGamma;
-        detail::Unroll<kTile>([&]<int q>() {
+        detail::Unroll<detail::kTile>([&]<int q>() {
           v[q] = __uint_as_float(__float_as_uint(v[q]) ^ detail::SplitMixSignBit(state));
           state += detail::kSplitMixGamma;
         });
       } else {
-        detail::Unroll<kTile>([&]<int q>() { v[q] = work[detail::SwizzleWork(u0 + (q << b))]; });
+        detail::Unroll<detail::kTile>([&]<int q>() { v[q] = work[detail::SwizzleWork(u0 + (q << b))]; });
       }
-      TileButterflies(v, first);
+      detail::TileButterflies(v, first);
       if (!last) {
         if (pass == 0) {
-          detail::Unroll<kTile / 4>([&]<int i>() {
+          detail::Unroll<detail::kTile / 4>([&]<int i>() {
             *reinterpret_cast<float4*>(work + detail::SwizzleWork(u0 + 4 * i)) =
                 make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
           });
         } else {
-          detail::Unroll<kTile>([&]<int q>() { work[detail::SwizzleWork(u0 + (q << b))] = v[q]; });
+          detail::Unroll<detail::kTile>([&]<int q>() { work[detail::SwizzleWork(u0 + (q << b))] = v[q]; });
         }
       } else if constexpr (P == 1) {
         if (!clustered) {
-          detail::Unroll<kTile>(
+          detail::Unroll<detail::kTile>(
               [&]<int q>() { StoreFromFloat(out + u0 + (q << b), v[q] * scale); });
         } else {
           const int log_g = a.log_l - 4;
-          detail::Unroll<kTile>([&]<int q>() {
+          detail::Unroll<detail::kTile>([&]<int q>() {
             const int w = chunk0 + u0 + (q << b);
             const int g = w & ((1 << log_g) - 1);
             const int owner = g >> a.log_gpb;
@@ -440,9 +368,9 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
         const int k = (chunk0 + u0) >> a.log_l;  // the tile's segment (b + 4 <= log L)
         const int j0 = (chunk0 + u0) & (l - 1);
         if (!clustered) {
-          detail::Unroll<kTile>([&]<int q>() { recv[k * a.recv_stride + j0 + (q << b)] = v[q]; });
+          detail::Unroll<detail::kTile>([&]<int q>() { recv[k * a.recv_stride + j0 + (q << b)] = v[q]; });
         } else {
-          detail::Unroll<kTile>([&]<int q>() {
+          detail::Unroll<detail::kTile>([&]<int q>() {
             const int j = j0 + (q << b);
             const int owner = static_cast<int>(__umulhi(static_cast<uint32_t>(j), a.cols_magic));
             const int slot = k * a.recv_stride + j - owner * a.cols;
@@ -479,7 +407,7 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
       } else {
         total = block_sum_sq();
       }
-      scale = a.norm * InvRms(total, a.n, a.rms.eps);
+      scale = a.norm * detail::InvRms(total, a.n, a.rms.eps);
     }
   }
 
@@ -489,11 +417,11 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
       const int log_g = a.log_l - 4;
       const int first = 4 - (a.log_l - a.log_sub);  // the log2 C stages the chunks could not do
       for (int gl = threadIdx.x; gl < gpb; gl += blockDim.x) {
-        float v[kTile];
-        detail::Unroll<kTile>([&]<int q>() { v[q] = recv[(q << a.log_gpb) + gl]; });
-        TileButterflies(v, first);
+        float v[detail::kTile];
+        detail::Unroll<detail::kTile>([&]<int q>() { v[q] = recv[(q << a.log_gpb) + gl]; });
+        detail::TileButterflies(v, first);
         const int g = rank * gpb + gl;
-        detail::Unroll<kTile>(
+        detail::Unroll<detail::kTile>(
             [&]<int q>() { StoreFromFloat(out + (q << log_g) + g, v[q] * scale); });
       }
     }
@@ -627,7 +555,7 @@ struct TiledPlan {
 // Whether cluster size c can run the shape: C | p for p > 1 with every block owning a column,
 // a power of two leaving chunks of >= 16 for p = 1.
 bool ClusterFits(int64_t p, int64_t l, int c) {
-  if (p == 1) return (c & (c - 1)) == 0 && l / c >= kTile;
+  if (p == 1) return (c & (c - 1)) == 0 && l / c >= detail::kTile;
   const int64_t cols = (l + c - 1) / c;
   return p % c == 0 && (c - 1) * cols < l;
 }
@@ -648,7 +576,7 @@ absl::Status PlanTiled(const RotationDesc& r, int sm, int cluster_request, bool 
                        TiledPlan* plan) {
   const int64_t p = r.base_order;
   const int64_t l = r.pow2_order;
-  if (!IsTiledOrder(p) || (p > 1 && !r.base_is_hadamard) || l < kTile) {
+  if (!IsTiledOrder(p) || (p > 1 && !r.base_is_hadamard) || l < detail::kTile) {
     return absl::InvalidArgumentError(absl::StrCat(
         "LaunchHadamardRotate: the register-tiled schedule needs L >= 16 and p in {1, 12, 20, "
         "28, 36, 60} with a Paley base, not p=",
@@ -678,10 +606,10 @@ absl::Status PlanTiled(const RotationDesc& r, int sm, int cluster_request, bool 
   int64_t tasks2 = 0;
   if (p == 1) {
     if (c > 1) {
-      const int64_t gpb = (l / kTile) / c;
+      const int64_t gpb = (l / detail::kTile) / c;
       t.log_gpb = Log2(gpb);
       t.recv_stride = static_cast<int>(gpb);
-      t.recv_floats = static_cast<int>(kTile * gpb);
+      t.recv_floats = static_cast<int>(detail::kTile * gpb);
       tasks2 = gpb;
     }
   } else {
@@ -692,7 +620,7 @@ absl::Status PlanTiled(const RotationDesc& r, int sm, int cluster_request, bool 
     if (c > 1) t.cols_magic = static_cast<uint32_t>(((uint64_t{1} << 32) + t.cols - 1) / t.cols);
     tasks2 = int64_t{t.cols} * (p / MixRowsPerTask(static_cast<int>(p)));
   }
-  const int64_t tasks = std::max<int64_t>(chunk / kTile, tasks2);
+  const int64_t tasks = std::max<int64_t>(chunk / detail::kTile, tasks2);
   t.threads = static_cast<int>(std::clamp<int64_t>((tasks + 31) / 32 * 32, 32, kTiledMaxThreads));
   t.shared_bytes = 4 * (int64_t{t.work_floats} + t.recv_floats);
   if (t.shared_bytes > MaxSharedBytes(sm)) {

@@ -1,12 +1,15 @@
 // Device helpers of the register-tiled Hadamard rotation (hadamard_rotation.cu): the Paley base
 // matrices as compile-time sign tables, the SplitMix64 sign bit, the shared-memory swizzle of the
-// butterfly passes, and the thread-block-cluster primitives (distributed shared memory, sm_90+).
+// butterfly passes, the thread-block-cluster primitives (distributed shared memory, sm_90+), and
+// the register tiles of the butterfly passes (also used by block_rotation.cuh).
 #pragma once
 
 #include <cuda_fp16.h>
 
 #include <cstdint>
 #include <utility>
+
+#include "device_util.cuh"
 
 namespace bitloom::kernels::cuda::detail {
 
@@ -175,6 +178,84 @@ __device__ __forceinline__ void StoreSharedCluster(uint32_t cluster_addr, double
 
 __device__ __forceinline__ uint32_t SharedAddress(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// RmsNormF32's 1/√(Σx²/n + eps): in double, rounded once to fp32 (as LaunchResidualRmsNorm).
+__device__ __forceinline__ float InvRms(double sum_sq, int64_t n, float eps) {
+  return static_cast<float>(1.0 / sqrt(sum_sq / static_cast<double>(n) + static_cast<double>(eps)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Register tiles: a thread's 16 elements whose indices differ in 4 consecutive bits, so that 4
+// butterfly stages run in registers.
+
+inline constexpr int kTile = 16;
+
+// 16 consecutive elements from x (16-byte vector loads when x is 16-byte aligned).
+template <typename Tin>
+__device__ __forceinline__ void LoadTile(const Tin* x, bool vector_load, float (&v)[kTile]);
+
+template <>
+__device__ __forceinline__ void LoadTile<__half>(const __half* x, bool vector_load,
+                                                 float (&v)[kTile]) {
+  if (vector_load) {
+    const uint4* p = reinterpret_cast<const uint4*>(x);
+    const uint4 w[2] = {p[0], p[1]};
+    detail::Unroll<2>([&]<int i>() {
+      const uint32_t u[4] = {w[i].x, w[i].y, w[i].z, w[i].w};
+      detail::Unroll<4>([&]<int k>() {
+        const float2 f = __half22float2(detail::U32AsHalf2(u[k]));
+        v[8 * i + 2 * k] = f.x;
+        v[8 * i + 2 * k + 1] = f.y;
+      });
+    });
+  } else {
+    detail::Unroll<kTile>([&]<int q>() { v[q] = __half2float(x[q]); });
+  }
+}
+
+template <>
+__device__ __forceinline__ void LoadTile<float>(const float* x, bool vector_load,
+                                                float (&v)[kTile]) {
+  if (vector_load) {
+    const float4* p = reinterpret_cast<const float4*>(x);
+    detail::Unroll<4>([&]<int i>() {
+      const float4 f = p[i];
+      v[4 * i] = f.x;
+      v[4 * i + 1] = f.y;
+      v[4 * i + 2] = f.z;
+      v[4 * i + 3] = f.w;
+    });
+  } else {
+    detail::Unroll<kTile>([&]<int q>() { v[q] = x[q]; });
+  }
+}
+
+__device__ __forceinline__ void StoreTile(float* x, bool vector_store, const float (&v)[kTile]) {
+  if (vector_store) {
+    detail::Unroll<4>([&]<int i>() {
+      reinterpret_cast<float4*>(x)[i] = make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
+    });
+  } else {
+    detail::Unroll<kTile>([&]<int q>() { x[q] = v[q]; });
+  }
+}
+
+// The tile's butterfly stages over its index bits t = first..3 in increasing order (the CPU's
+// h = 1, 2, 4, ... order), each the CPU's (a+b, a−b) on the same pairs.
+__device__ __forceinline__ void TileButterflies(float (&v)[kTile], int first) {
+  detail::Unroll<4>([&]<int t>() {
+    constexpr int kH = 1 << t;
+    if (t >= first) {
+      detail::Unroll<kTile / 2>([&]<int i>() {
+        constexpr int kLo = (i / kH) * 2 * kH + i % kH;
+        const float a = v[kLo];
+        const float b = v[kLo + kH];
+        v[kLo] = a + b;
+        v[kLo + kH] = a - b;
+      });
+    }
+  });
 }
 
 }  // namespace bitloom::kernels::cuda::detail

@@ -62,6 +62,7 @@
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
+#include "block_rotation.cuh"
 #include "dependent_launch.cuh"
 #include "device_properties.h"
 #include "launch.h"
@@ -179,20 +180,25 @@ __device__ __forceinline__ void LoadChunkPart(ChunkRegs<K>& r, const LaneRows& l
 __device__ const uint4 kZeroActivations[4] = {};
 
 // uint4 kV (of 4) of code block `block`'s 32 fp16 activations in row `xrow`, or zeros. The load
-// is unconditional: a lane with nothing to read reads kZeroActivations.
-template <int kV>
+// is unconditional: a lane with nothing to read reads kZeroActivations. kSharedX: xrow is the
+// block's own rotated row in shared memory (a generic load; __ldg is for global memory only).
+template <int kV, bool kSharedX>
 __device__ __forceinline__ void LoadActivations(uint32_t (&xw)[16], const uint4* xrow,
                                                 uint32_t block, bool ok) {
   const uint4* src = ok ? xrow + block * 4 : kZeroActivations;
-  const uint4 q = __ldg(src + kV);
+  const uint4 q = kSharedX ? src[kV] : __ldg(src + kV);
   xw[4 * kV] = q.x, xw[4 * kV + 1] = q.y, xw[4 * kV + 2] = q.z, xw[4 * kV + 3] = q.w;
 }
 
 // One 16-row tile of matrix `m` with K-bit codes: the whole body of a thread block.
-template <int K, bool kMixed>
+// prepare_x(), called by every thread once the kernel ahead has finished, returns the activations'
+// row 0: a.x, or (kSharedX) the row the block has just rotated into its shared memory, which then
+// every lane reads (batch 1: the mma columns g > 0 compute copies that are never stored).
+template <int K, bool kMixed, bool kSharedX = false, typename PrepareX>
 __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMatrix& m,
                                          int64_t tile_row,
-                                         float (*partial)[kTileRows][kGemvMaxBatch]) {
+                                         float (*partial)[kTileRows][kGemvMaxBatch],
+                                         PrepareX&& prepare_x) {
   using detail::StaticFor;
   static_assert(detail::LastMmaReadingActivations<K>(0) >= 0 &&
                     detail::LastMmaReadingActivations<K>(1) >= 0 &&
@@ -216,8 +222,7 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
                    m.group_magic,
                    m.chunk_one_group};
   const uint32_t exponent = detail::kHalf2Exponent;
-  const bool has_x = g < a.batch;
-  const uint4* xrow = a.x + (has_x ? g : 0) * a.x_stride_vec;
+  const bool has_x = kSharedX || g < a.batch;
   const __half2 neg_center = __float2half2_rn(-ScalarGridCenter(K));
   const int blocks_per_row = a.blocks_per_row;
   const uint32_t chunks = (blocks_per_row + kBlocksPerChunk - 1) / kBlocksPerChunk;
@@ -237,9 +242,10 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
     LoadChunkPart<K, decltype(b_c)::value>(r, l, chunk);
   });
   detail::WaitForPredecessors();
+  const uint4* xrow = prepare_x() + (kSharedX || !has_x ? 0 : g * a.x_stride_vec);
   uint32_t xw[16];
   StaticFor<4>([&](auto v_c) {
-    LoadActivations<decltype(v_c)::value>(
+    LoadActivations<decltype(v_c)::value, kSharedX>(
         xw, xrow, chunk * kBlocksPerChunk,
         has_x && chunk_ok && chunk * kBlocksPerChunk < uint32_t(blocks_per_row));
   });
@@ -272,7 +278,7 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
         StaticFor<4>([&](auto v_c) {
           constexpr int v = decltype(v_c)::value;
           if constexpr (detail::LastMmaReadingActivations<K>(v) == kM) {
-            LoadActivations<v>(xw, xrow, nb, nb_ok);
+            LoadActivations<v, kSharedX>(xw, xrow, nb, nb_ok);
           }
         });
       });
@@ -307,10 +313,14 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
 
 // Blocks [m[i].first_tile, m[i + 1].first_tile) are matrix i's row tiles. kLoK..kHiK: the K the
 // kernel is compiled for (the group's K must lie in it); the branch on K is block-uniform.
-template <int kLoK, int kHiK>
+// kRotating: the block first rotates the activation row `r` into its dynamic shared memory
+// (block_rotation.cuh: fp32 work [n], then the fp16 row) and multiplies that; otherwise r is
+// unused and the activations are a.act.x.
+template <int kLoK, int kHiK, bool kRotating>
 __global__ void __launch_bounds__(kMaxWarps * 32, 2)
-    ScalarCodecGemvKernel(const GemvGroupArgs a) {
+    ScalarCodecGemvKernel(const GemvGroupArgs a, const detail::BlockRotateInput r) {
   __shared__ float partial[kMaxWarps][kTileRows][kGemvMaxBatch];
+  extern __shared__ float4 rotate_smem[];
   detail::AllowDependentLaunch();
   const int block = static_cast<int>(blockIdx.x);
   int e = 0;
@@ -320,38 +330,50 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
   }
   const GemvMatrix& m = a.m[e];
   const int64_t tile_row = static_cast<int64_t>(block - m.first_tile) * kTileRows;
+  auto prepare_x = [&]() -> const uint4* {
+    if constexpr (kRotating) {
+      float* work = reinterpret_cast<float*>(rotate_smem);
+      __half* row = reinterpret_cast<__half*>(work + (1 << r.log_n));
+      detail::RotateRowInBlock(r, work, row);
+      return reinterpret_cast<const uint4*>(row);
+    } else {
+      return a.act.x;
+    }
+  };
   if constexpr (kLoK == kHiK) {
-    GemvTile<kLoK, false>(a.act, m, tile_row, partial);
+    GemvTile<kLoK, false, kRotating>(a.act, m, tile_row, partial, prepare_x);
   } else {
     const int bits = m.bits;
     detail::StaticFor<kHiK - kLoK + 1>([&](auto k_c) {
       constexpr int K = kLoK + decltype(k_c)::value;
-      if (bits == K) GemvTile<K, true>(a.act, m, tile_row, partial);
+      if (bits == K) GemvTile<K, true, kRotating>(a.act, m, tile_row, partial, prepare_x);
     });
   }
 }
 
-using GemvKernelFn = void (*)(GemvGroupArgs);
+using GemvKernelFn = void (*)(GemvGroupArgs, detail::BlockRotateInput);
 
 // The narrowest instantiation whose K range covers [lo, hi].
+template <bool kRotating>
 GemvKernelFn PickKernel(int lo, int hi) {
   if (lo == hi) {
     switch (lo) {
-      case 1: return ScalarCodecGemvKernel<1, 1>;
-      case 2: return ScalarCodecGemvKernel<2, 2>;
-      case 3: return ScalarCodecGemvKernel<3, 3>;
-      case 4: return ScalarCodecGemvKernel<4, 4>;
-      case 5: return ScalarCodecGemvKernel<5, 5>;
-      case 6: return ScalarCodecGemvKernel<6, 6>;
-      case 7: return ScalarCodecGemvKernel<7, 7>;
-      default: return ScalarCodecGemvKernel<8, 8>;
+      case 1: return ScalarCodecGemvKernel<1, 1, kRotating>;
+      case 2: return ScalarCodecGemvKernel<2, 2, kRotating>;
+      case 3: return ScalarCodecGemvKernel<3, 3, kRotating>;
+      case 4: return ScalarCodecGemvKernel<4, 4, kRotating>;
+      case 5: return ScalarCodecGemvKernel<5, 5, kRotating>;
+      case 6: return ScalarCodecGemvKernel<6, 6, kRotating>;
+      case 7: return ScalarCodecGemvKernel<7, 7, kRotating>;
+      default: return ScalarCodecGemvKernel<8, 8, kRotating>;
     }
   }
-  return hi <= 4 ? ScalarCodecGemvKernel<1, 4> : ScalarCodecGemvKernel<1, 8>;
+  return hi <= 4 ? ScalarCodecGemvKernel<1, 4, kRotating> : ScalarCodecGemvKernel<1, 8, kRotating>;
 }
 
 // `where` prefixes every message: "LaunchScalarCodecGemv: " or "...Group: entry i: ".
-absl::Status Validate(const ScalarCodecGemvParams& p, const std::string& where) {
+// `own_x`: the launch rotates its own activations (x and x_stride are not read).
+absl::Status Validate(const ScalarCodecGemvParams& p, const std::string& where, bool own_x) {
   auto bad = [&](auto... parts) {
     return absl::InvalidArgumentError(absl::StrCat(where, parts...));
   };
@@ -369,22 +391,36 @@ absl::Status Validate(const ScalarCodecGemvParams& p, const std::string& where) 
   }
   if (p.batch < 1 || p.batch > kGemvMaxBatch)
     return bad("batch ", p.batch, " outside [1, ", kGemvMaxBatch, "]");
-  if (p.codes == nullptr || p.scales == nullptr || p.x == nullptr || p.y == nullptr)
+  if (p.codes == nullptr || p.scales == nullptr || (p.x == nullptr && !own_x) || p.y == nullptr)
     return bad("codes, scales, x and y must be non-null");
   if (reinterpret_cast<uintptr_t>(p.codes) % 16 != 0 || reinterpret_cast<uintptr_t>(p.x) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(p.scales) % 2 != 0 || reinterpret_cast<uintptr_t>(p.y) % 4 != 0)
     return bad("codes and x must be 16-byte aligned, scales 2-byte, y 4-byte");
-  if (p.x_stride < p.blocks_per_row * 32 || p.x_stride % 8 != 0)
+  if (own_x) {
+    if (p.batch != 1) return bad("batch ", p.batch, " must be 1 for a rotating launch");
+  } else if (p.x_stride < p.blocks_per_row * 32 || p.x_stride % 8 != 0)
     return bad("x_stride ", p.x_stride, " must be >= ", p.blocks_per_row * 32,
                " and a multiple of 8");
   if (p.y_stride < p.rows) return bad("y_stride ", p.y_stride, " must be >= rows ", p.rows);
   return absl::OkStatus();
 }
 
-// `grouped`: called as LaunchScalarCodecGemvGroup (messages name the entry) or as the
-// single-matrix LaunchScalarCodecGemv.
-absl::Status ValidateGroup(absl::Span<const ScalarCodecGemvParams> group, bool grouped) {
-  const char* api = grouped ? "LaunchScalarCodecGemvGroup: " : "LaunchScalarCodecGemv: ";
+// The public entry point a launch came through; messages start with its name.
+enum class Api { kSingle, kGroup, kRotating };
+
+const char* ApiName(Api api) {
+  switch (api) {
+    case Api::kSingle: return "LaunchScalarCodecGemv: ";
+    case Api::kGroup: return "LaunchScalarCodecGemvGroup: ";
+    default: return "LaunchScalarCodecGemvGroupRotating: ";
+  }
+}
+
+// Entries are named in the messages of the grouped entry points.
+absl::Status ValidateGroup(absl::Span<const ScalarCodecGemvParams> group, Api api_kind) {
+  const char* api = ApiName(api_kind);
+  const bool grouped = api_kind != Api::kSingle;
+  const bool own_x = api_kind == Api::kRotating;
   if (group.empty() || group.size() > static_cast<size_t>(kGemvMaxGroup))
     return absl::InvalidArgumentError(absl::StrCat(api, "group size ", group.size(),
                                                    " outside [1, ", kGemvMaxGroup, "]"));
@@ -392,7 +428,7 @@ absl::Status ValidateGroup(absl::Span<const ScalarCodecGemvParams> group, bool g
   for (size_t i = 0; i < group.size(); ++i) {
     const ScalarCodecGemvParams& p = group[i];
     const std::string where = grouped ? absl::StrCat(api, "entry ", i, ": ") : std::string(api);
-    if (absl::Status s = Validate(p, where); !s.ok()) return s;
+    if (absl::Status s = Validate(p, where, own_x); !s.ok()) return s;
     tiles += (p.rows + kTileRows - 1) / kTileRows;
     if (tiles > INT_MAX) {
       return absl::InvalidArgumentError(
@@ -406,6 +442,7 @@ absl::Status ValidateGroup(absl::Span<const ScalarCodecGemvParams> group, bool g
     };
     if (p.cols != p0.cols) return differs("cols", p.cols, p0.cols);
     if (p.batch != p0.batch) return differs("batch", p.batch, p0.batch);
+    if (own_x) continue;
     if (p.x_stride != p0.x_stride) return differs("x_stride", p.x_stride, p0.x_stride);
     if (p.x != p0.x) {
       return absl::InvalidArgumentError(
@@ -415,9 +452,11 @@ absl::Status ValidateGroup(absl::Span<const ScalarCodecGemvParams> group, bool g
   return absl::OkStatus();
 }
 
-absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, bool grouped,
-                    const GemvTuning& tuning, cudaStream_t stream) {
-  if (absl::Status s = ValidateGroup(group, grouped); !s.ok()) return s;
+// rotate: the activation row a rotating launch forms (Api::kRotating), already validated.
+absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, Api api,
+                    const GemvTuning& tuning, const detail::BlockRotateInput* rotate,
+                    cudaStream_t stream) {
+  if (absl::Status s = ValidateGroup(group, api); !s.ok()) return s;
   if (tuning.warps_per_block < 0 || tuning.warps_per_block > kMaxWarps) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecGemvGroup: warps_per_block ",
                                                    tuning.warps_per_block, " outside [0, 8]"));
@@ -459,9 +498,66 @@ absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, bool grouped,
     lo = std::min(lo, p.bits);
     hi = std::max(hi, p.bits);
   }
-  return detail::LaunchKernel(
-      {dim3(static_cast<unsigned>(plan.tiles)), dim3(static_cast<unsigned>(plan.warps * 32))},
-      stream, PickKernel(lo, hi), a);
+  const dim3 grid(static_cast<unsigned>(plan.tiles)), threads(static_cast<unsigned>(plan.warps * 32));
+  if (rotate == nullptr) {
+    return detail::LaunchKernel({grid, threads}, stream, PickKernel<false>(lo, hi), a,
+                                detail::BlockRotateInput{});
+  }
+  const GemvKernelFn kernel = PickKernel<true>(lo, hi);
+  const int64_t smem = detail::BlockRotateSharedBytes(p0.cols);
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  return detail::LaunchKernel({grid, threads, static_cast<size_t>(smem)}, stream, kernel, a,
+                              *rotate);
+}
+
+bool IsPowerOfTwo(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
+
+bool Overlaps(const float* a, const float* b, int64_t n) {
+  if (a == nullptr || b == nullptr) return false;
+  return a < b + n && b < a + n;
+}
+
+// The device-side description of a rotating launch's input, or INVALID_ARGUMENT naming the field.
+absl::StatusOr<detail::BlockRotateInput> DescribeRotatingInput(
+    absl::Span<const ScalarCodecGemvParams> group, const GemvRotatingInput& in) {
+  const char* api = ApiName(Api::kRotating);
+  auto bad = [&](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(api, parts...)); };
+  const RotationDesc& r = in.rotation;
+  if (group.empty()) return bad("group size 0 outside [1, ", kGemvMaxGroup, "]");
+  const int64_t n = group[0].cols;
+  if (r.n != n || r.base_order != 1 || r.pow2_order != n || !IsPowerOfTwo(n) ||
+      n < kGemvRotateMinCols || n > kGemvRotateMaxCols) {
+    return bad("rotation (n ", r.n, ", p ", r.base_order, ", L ", r.pow2_order,
+               ") must be a plain Walsh-Hadamard rotation of the group's cols ", n,
+               ", a power of two in [", kGemvRotateMinCols, ", ", kGemvRotateMaxCols, "]");
+  }
+  const RotateNormInput& norm = in.norm;
+  const bool rms = norm.residual != nullptr;
+  if (rms == (in.x != nullptr)) return bad("exactly one of x and norm.residual must be set");
+  if (rms && (norm.weight == nullptr || in.residual_out == nullptr))
+    return bad("a norm input needs norm.weight and residual_out");
+  const float* pointers[] = {in.x, norm.residual, norm.delta, norm.weight, in.residual_out};
+  for (const float* ptr : pointers) {
+    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0)
+      return bad("x, norm.residual, norm.delta, norm.weight and residual_out must be 16-byte aligned");
+  }
+  if (Overlaps(in.residual_out, norm.residual, n) || Overlaps(in.residual_out, norm.delta, n))
+    return bad("residual_out overlaps norm.residual or norm.delta (every block reads them)");
+  int log_n = 0;
+  while ((int64_t{1} << log_n) < n) ++log_n;
+  detail::BlockRotateInput d;
+  d.x = in.x;
+  d.residual = norm.residual;
+  d.delta = norm.delta;
+  d.weight = norm.weight;
+  d.weight_offset = norm.weight_offset;
+  d.eps = norm.eps;
+  d.residual_out = in.residual_out;
+  d.seed = r.seed;
+  d.norm = r.norm;
+  d.log_n = log_n;
+  return d;
 }
 
 }  // namespace
@@ -509,25 +605,65 @@ ScalarCodecGemvParams MakeGemvParams(const ScalarCodecLayout& layout, const void
 }
 
 bool IsSupported(int sm, const ScalarCodecGemvParams& params) {
-  return sm >= 80 && ValidateGroup({&params, 1}, false).ok();
+  return sm >= 80 && ValidateGroup({&params, 1}, Api::kSingle).ok();
 }
 
 bool IsSupported(int sm, absl::Span<const ScalarCodecGemvParams> group) {
-  return sm >= 80 && ValidateGroup(group, true).ok();
+  return sm >= 80 && ValidateGroup(group, Api::kGroup).ok();
 }
 
 absl::Status LaunchScalarCodecGemv(const ScalarCodecGemvParams& params, cudaStream_t stream) {
-  return Launch({&params, 1}, false, GemvTuning{}, stream);
+  return Launch({&params, 1}, Api::kSingle, GemvTuning{}, nullptr, stream);
 }
 
 absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
                                         cudaStream_t stream) {
-  return Launch(group, true, GemvTuning{}, stream);
+  return Launch(group, Api::kGroup, GemvTuning{}, nullptr, stream);
 }
 
 absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
                                         const GemvTuning& tuning, cudaStream_t stream) {
-  return Launch(group, true, tuning, stream);
+  return Launch(group, Api::kGroup, tuning, nullptr, stream);
+}
+
+absl::Status LaunchScalarCodecGemvGroupRotating(absl::Span<const ScalarCodecGemvParams> group,
+                                                const GemvRotatingInput& input,
+                                                cudaStream_t stream) {
+  absl::StatusOr<detail::BlockRotateInput> rotate = DescribeRotatingInput(group, input);
+  if (!rotate.ok()) return rotate.status();
+  return Launch(group, Api::kRotating, GemvTuning{}, &*rotate, stream);
+}
+
+bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,
+                        const GemvRotatingInput& input) {
+  if (!ValidateGroup(group, Api::kRotating).ok() || !DescribeRotatingInput(group, input).ok())
+    return false;
+  int sm = 0, sms = 0;
+  if (!detail::CurrentDeviceSm(&sm).ok() || sm < 80 ||
+      !detail::CurrentDeviceMultiprocessors(&sms).ok()) {
+    return false;
+  }
+  const GemvLaunchPlan plan = PlanScalarCodecGemv(group, sms);
+  int lo = kScalarMaxBits, hi = kScalarMinBits;
+  for (const ScalarCodecGemvParams& p : group) {
+    lo = std::min(lo, p.bits);
+    hi = std::max(hi, p.bits);
+  }
+  // The [1, 8] kernel's bodies already fill the 128 registers; with the transform's live values
+  // on top it spills ~600 bytes per thread (ptxas -v), where every other instantiation spills
+  // at most 40.
+  if (lo != hi && hi > 4) return false;
+  const GemvKernelFn kernel = PickKernel<true>(lo, hi);
+  const int64_t smem = detail::BlockRotateSharedBytes(group[0].cols);
+  int resident = 0;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(smem)) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, plan.warps * 32,
+                                                    static_cast<size_t>(smem)) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error so later launches do not report it
+    return false;
+  }
+  return plan.tiles <= int64_t{resident} * sms;
 }
 
 }  // namespace bitloom::kernels::cuda

@@ -12,6 +12,13 @@
 // activations (q/k/v, gate/up) in one kernel launch; each keeps its own K, rows, group size and
 // output, so a layer with variable bits per tensor still costs one launch and one wave.
 //
+// Self-rotating launch (batch 1): LaunchScalarCodecGemvGroupRotating takes the *unrotated* input
+// (a plain fp32 row, or the residual stream with its RMSNorm) and every thread block forms x' = R·x
+// in its own shared memory after issuing its first weight loads, so the rotation kernel, its launch
+// gap and the round trip of x' through memory drop out of the decode step. Each block redoes the
+// transform (n·log n adds, n·12 bytes read from L2), which is why PreferRotatingGemv only
+// recommends it when all blocks of the launch fit on the GPU at once.
+//
 // Ownership: the caller owns every device buffer. The launchers are asynchronous on `stream`,
 // allocate nothing, never synchronise and never log; they are thread-safe and graph-capturable
 // (the launch configuration is a function of the params' shapes only). Plain C++ header.
@@ -23,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "bitloom/kernels/scalar_codec.h"
 
 namespace bitloom::kernels::cuda {
@@ -98,5 +106,42 @@ struct GemvTuning {
 // The same with the tuning forced. INVALID_ARGUMENT names a knob out of range.
 absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
                                         const GemvTuning& tuning, cudaStream_t stream);
+
+// Widths a rotating launch takes: powers of two whose transform fits the block's shared memory
+// (fp32 work row + fp16 row: 6·n bytes).
+inline constexpr int64_t kGemvRotateMinCols = 512;
+inline constexpr int64_t kGemvRotateMaxCols = 8192;
+
+// The input a rotating launch rotates (one row). Every pointer is device memory holding n = cols
+// fp32 elements, 16-byte aligned.
+struct GemvRotatingInput {
+  // R: base order 1 and n = the group's cols, a power of two in [kGemvRotateMinCols,
+  // kGemvRotateMaxCols] (DescribeRotation of the layer's HadamardRotation).
+  RotationDesc rotation;
+  // Plain input x, or (x null) the residual input of LaunchHadamardRotate's norm (its strides are
+  // not read): r = residual + delta, normalised, rotated.
+  const float* x = nullptr;
+  RotateNormInput norm;
+  // Norm input: receives r. Every block reads residual and delta, so the update cannot go back in
+  // place; it must not overlap them (the caller alternates two residual buffers).
+  float* residual_out = nullptr;
+};
+
+// y = W'·(R·input) for every entry, batch 1, in one launch; the entries' x and x_stride are not
+// read. Results equal LaunchHadamardRotate (fp16 out) followed by LaunchScalarCodecGemvGroup, up to
+// the one-ulp difference in 1/rms that the order of the Σr² sum may make. INVALID_ARGUMENT naming
+// the entry or field (batch other than 1, a rotation that is not the plain power-of-two transform
+// of cols, x and norm.residual both or neither set, misalignment, residual_out overlapping its
+// inputs); INTERNAL for a launch error.
+absl::Status LaunchScalarCodecGemvGroupRotating(absl::Span<const ScalarCodecGemvParams> group,
+                                                const GemvRotatingInput& input,
+                                                cudaStream_t stream);
+
+// Whether the current device should run `group` on `input` with the rotating launch: the launch
+// is valid, every one of its thread blocks is resident at once (one wave, so no block waits for
+// another's transform), and the group's K do not need the mixed [1, 8] kernel (which spills with
+// the transform's registers). False on any CUDA error (the caller then rotates separately).
+bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,
+                        const GemvRotatingInput& input);
 
 }  // namespace bitloom::kernels::cuda
