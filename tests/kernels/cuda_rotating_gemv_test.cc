@@ -207,8 +207,12 @@ TEST(CudaRotatingGemv, PreferredForDecodeGroupsThatFitOneWave) {
   if (sms >= 100) {
     EXPECT_TRUE(PreferRotatingGemv(qkv, in));
   }
+  // A mixed group that needs the [1, 8] kernel is valid but not preferred.
+  EXPECT_FALSE(PreferRotatingGemv({shaped(4096, 4096, 3), shaped(1024, 4096, 6)}, in));
   in.rotation.n = in.rotation.pow2_order = 8192;
   EXPECT_FALSE(PreferRotatingGemv({shaped(28672, 8192, 2), shaped(28672, 8192, 2)}, in));
+  // 70B's o_proj fits one wave, but 8192 is wider than the transform pays for.
+  EXPECT_FALSE(PreferRotatingGemv({shaped(8192, 8192, 2)}, in));
   // Not a valid rotating launch: never preferred.
   in.rotation.n = in.rotation.pow2_order = 4096;
   std::vector<ScalarCodecGemvParams> batch2 = qkv;

@@ -2,8 +2,9 @@
 // and LinearGroup, which runs the linear layers that read one activation (q/k/v, gate/up) so that
 // the input is prepared once per distinct form:
 //  - CODEC_HADAMARD_SCALAR: x' = R·x in fp16 (LaunchHadamardRotate, zero-padded to 32 columns),
-//    or, for one row on a power-of-two width when the caller allows it (UsesRotatingGemv), inside
-//    the GEMV's own thread blocks (LaunchScalarCodecGemvGroupRotating): one launch per group.
+//    or, for one row on a power-of-two width when the caller allows it and the launch fits one
+//    wave (UsesRotatingGemv), inside the GEMV's own thread blocks
+//    (LaunchScalarCodecGemvGroupRotating): one launch per group.
 //    Layers whose rotations have the same width and seed (the quantizer's shared input sites) reuse
 //    one rotated copy. Then, for up to kGemmMinRows − 1 rows (decode), the batch-≤8 GEMV over
 //    8-row slices, the layers on one rotated copy (q/k/v, gate/up) in one grouped launch

@@ -653,6 +653,7 @@ bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,
   // on top it spills ~600 bytes per thread (ptxas -v), where every other instantiation spills
   // at most 40.
   if (lo != hi && hi > 4) return false;
+  if (group[0].cols > kGemvRotatePreferMaxCols) return false;
   const GemvKernelFn kernel = PickKernel<true>(lo, hi);
   const int64_t smem = detail::BlockRotateSharedBytes(group[0].cols);
   int resident = 0;

@@ -70,10 +70,10 @@ struct GpuModelOptions {
   uint64_t prefill_gemm_bytes = uint64_t{128} << 20;
   // Capture DecodeStep() once per batch bucket and replay it; false launches the kernels directly.
   bool use_cuda_graphs = true;
-  // One-row steps on power-of-two widths (Llama's 4096, 8192): q/k/v, o_proj and gate/up GEMVs rotate
-  // their own input when the launch fits the GPU in one wave, instead of after a rotation kernel
-  // (gpu_linear.h). false always launches the rotation kernel (A/B benchmarks); results agree to
-  // the last bit of 1/rms.
+  // One-row steps: a group of GEMVs whose launch kernels::cuda::PreferRotatingGemv recommends (a
+  // power-of-two width up to 4096 that fits the GPU in one wave: Llama-3-8B's q/k/v and o_proj)
+  // rotates its own input instead of following a rotation kernel (gpu_linear.h). false always
+  // launches the rotation kernel (A/B benchmarks); results agree to the last bit of 1/rms.
   bool rotating_gemv = true;
   // Reserve the on-GPU sampler's workspace for max_batch rows (DecodeAndSample()).
   bool enable_sampling = true;

@@ -112,6 +112,12 @@ absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> 
 inline constexpr int64_t kGemvRotateMinCols = 512;
 inline constexpr int64_t kGemvRotateMaxCols = 8192;
 
+// Widest rows PreferRotatingGemv recommends: every resident block redoes the transform, and its
+// shared-memory passes grow with n while the weight bytes per block do not. Measured on the H200
+// (engine step, same lease): Llama-3-8B's 4096-wide q/k/v and o_proj 3.378 → 3.325 ms per step;
+// Llama-3-70B's 8192-wide o_proj 17.62 → 19.14 ms, i.e. 19 µs per layer slower.
+inline constexpr int64_t kGemvRotatePreferMaxCols = 4096;
+
 // The input a rotating launch rotates (one row). Every pointer is device memory holding n = cols
 // fp32 elements, 16-byte aligned.
 struct GemvRotatingInput {
@@ -138,9 +144,9 @@ absl::Status LaunchScalarCodecGemvGroupRotating(absl::Span<const ScalarCodecGemv
                                                 cudaStream_t stream);
 
 // Whether the current device should run `group` on `input` with the rotating launch: the launch
-// is valid, every one of its thread blocks is resident at once (one wave, so no block waits for
-// another's transform), and the group's K do not need the mixed [1, 8] kernel (which spills with
-// the transform's registers). False on any CUDA error (the caller then rotates separately).
+// is valid, cols <= kGemvRotatePreferMaxCols, every one of its thread blocks is resident at once
+// (one wave, so no block waits for another's transform), and the group's K do not need the mixed
+// [1, 8] kernel (which spills with the transform's registers). False on any CUDA error (the caller then rotates separately).
 bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,
                         const GemvRotatingInput& input);
 
