@@ -736,52 +736,6 @@ TEST(GpuDecoderModel, RotatingGemvMatchesRotationKernels) {
   }
 }
 
-// The L2 prefetches of decode steps (GpuModelOptions::l2_prefetch_bytes) are hints: logits equal
-// those without them bit for bit, at batch 1 (rotating GEMVs) and 3, with graphs.
-TEST(GpuDecoderModel, L2PrefetchChangesNothing) {
-  SKIP_WITHOUT_GPU();
-  ScratchDir dir;
-  const v1::ModelConfig config = GpuConfig("llama_pow2");
-  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
-  auto reader = Open(dir.Join("m.bitloom"));
-  auto pool = DevicePool(uint64_t{256} << 20);
-  GpuModelOptions hinted = SmallOptionsNamed("hinted");
-  GpuModelOptions plain = SmallOptionsNamed("plain");
-  plain.l2_prefetch_bytes = 0;
-  auto a = GpuDecoderModel::Load(*reader, pool.get(), hinted);
-  auto b = GpuDecoderModel::Load(*reader, pool.get(), plain);
-  ASSERT_TRUE(a.ok()) << a.status();
-  ASSERT_TRUE(b.ok()) << b.status();
-  for (int batch : {1, 3}) {
-    SCOPED_TRACE(absl::StrCat("batch ", batch));
-    std::vector<SequenceId> ia, ib;
-    std::vector<int32_t> next(batch);
-    for (int s = 0; s < batch; ++s) {
-      const std::vector<int32_t> prompt = Prompt(3 + 5 * s, config.vocab_size(), 40 + s);
-      ia.push_back(*(*a)->AddSequence());
-      ib.push_back(*(*b)->AddSequence());
-      auto la = (*a)->Prefill(ia.back(), prompt);
-      auto lb = (*b)->Prefill(ib.back(), prompt);
-      ASSERT_TRUE(la.ok() && lb.ok());
-      next[s] = ArgMax(*la);
-    }
-    for (int t = 0; t < 12; ++t) {
-      auto la = (*a)->DecodeStep(ia, next);
-      auto lb = (*b)->DecodeStep(ib, next);
-      ASSERT_TRUE(la.ok()) << la.status();
-      ASSERT_TRUE(lb.ok()) << lb.status();
-      ASSERT_EQ(std::memcmp(la->data(), lb->data(), la->size() * sizeof(float)), 0) << "step " << t;
-      for (int s = 0; s < batch; ++s) {
-        next[s] = ArgMax(absl::MakeConstSpan(*la).subspan(s * config.vocab_size(), config.vocab_size()));
-      }
-    }
-    for (int s = 0; s < batch; ++s) {
-      ASSERT_TRUE((*a)->Release(ia[s]).ok());
-      ASSERT_TRUE((*b)->Release(ib[s]).ok());
-    }
-  }
-}
-
 TEST(GpuDecoderModel, KvPagesExhaustionAndErrors) {
   SKIP_WITHOUT_GPU();
   ScratchDir dir;

@@ -375,38 +375,3 @@ TEST(CudaNormRotation, RejectsConflictingOrIncompleteInputs) {
 
 }  // namespace
 }  // namespace bitloom::kernels::cuda
-
-namespace bitloom::kernels::cuda {
-namespace {
-
-// An L2 prefetch riding on the rotation (HadamardRotateParams::prefetch) is a hint: with ranges that
-// start and end off the 16-byte grid, are larger than the kernel's grid has threads for pieces, or
-// are null, both schedules write exactly what they write without it.
-TEST(CudaRotationL2Prefetch, ChangesNothing) {
-  BITLOOM_SKIP_WITHOUT_GPU();
-  DeviceBuffer weights(uint64_t{24} << 20);
-  for (int64_t n : {int64_t{4096}, int64_t{14336}}) {
-    for (RotateSchedule schedule : {RotateSchedule::kRegisterTiled, RotateSchedule::kRowPerBlock}) {
-      SCOPED_TRACE(::testing::Message() << "n=" << n << " schedule=" << static_cast<int>(schedule));
-      absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(n, 0x11u + n);
-      ASSERT_TRUE(rot.ok());
-      const std::vector<float> x = kernels::testing::RandomVector(n, n + 9, 2.0f);
-      DeviceBuffer d_x(n * 4), d_base(rot->base_matrix().size() + 1), d_plain(n * 2), d_hinted(n * 2);
-      d_x.Upload(x);
-      if (!rot->base_matrix().empty()) d_base.Upload(rot->base_matrix());
-      HadamardRotateParams p = PlainRotation(*rot, d_base, d_x.as<void>(), n, d_plain.as<void>(),
-                                             ActivationType::kF16, n, 1);
-      p.schedule = schedule;
-      ASSERT_TRUE(LaunchHadamardRotate(p, nullptr).ok());
-      p.out = d_hinted.as<void>();
-      p.prefetch.ranges[0] = {weights.as<uint8_t>() + 3, (uint64_t{20} << 20) + 5};
-      p.prefetch.ranges[1] = {nullptr, 4096};
-      ASSERT_TRUE(LaunchHadamardRotate(p, nullptr).ok());
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      EXPECT_EQ(d_hinted.Download<uint16_t>(n), d_plain.Download<uint16_t>(n));
-    }
-  }
-}
-
-}  // namespace
-}  // namespace bitloom::kernels::cuda

@@ -267,10 +267,8 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
   // A group reading the residual stream (+ delta) RMS-normalised with `weight` (q/k/v, gate/up): a
   // quantized group normalises inside its rotation, so the norm is neither launched nor written;
   // otherwise the norm kernel writes ws.h first.
-  // Decode steps prefetch each GEMV's first weights into L2 from the kernel ahead of it.
-  const uint64_t prefetch_bytes = decode ? options.l2_prefetch_bytes : 0;
-  auto normed_group = [&](absl::Span<const LinearOutput> group, const float* delta, const float* weight,
-                          const kc::L2Prefetch& prefetch) -> absl::Status {
+  auto normed_group = [&](absl::Span<const LinearOutput> group, const float* delta,
+                          const float* weight) -> absl::Status {
     if (!gpu::AllQuantized(group)) {
       BITLOOM_RETURN_IF_ERROR(norm(residual, delta, weight, ws.h));
       return gpu::RunLinearGroup(group, {ws.h, H}, n, scratch, stream);
@@ -283,7 +281,6 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
     in.norm.weight = weight;
     in.norm.weight_offset = c.norm_weight_offset;
     in.norm.eps = c.rms_norm_eps;
-    in.prefetch = prefetch;
     in.allow_rotating_gemv = options.rotating_gemv;
     in.residual_out = residual_spare;
     if (!gpu::UsesRotatingGemv(group, in, n)) {
@@ -302,7 +299,7 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
     const bool sliding = c.layer_is_sliding[li];
     const LinearOutput qkv[] = {{&L.q_proj, ws.q, q_dim}, {&L.k_proj, ws.k, kv_dim}, {&L.v_proj, ws.v, kv_dim}};
     // The previous layer's residual add (its MLP output in ws.o) happens in this norm.
-    BITLOOM_RETURN_IF_ERROR(normed_group(qkv, li == 0 ? nullptr : ws.o, L.attn_norm, {}));
+    BITLOOM_RETURN_IF_ERROR(normed_group(qkv, li == 0 ? nullptr : ws.o, L.attn_norm));
 
     uint16_t* k_cache = reinterpret_cast<uint16_t*>(kv->Keys(li));
     uint16_t* v_cache = reinterpret_cast<uint16_t*>(kv->Values(li));
@@ -332,7 +329,6 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
     rp.block_tables = ws.block_tables;
     rp.max_pages_per_seq = max_pages;
     rp.token_seq = ws.token_seq;
-    rp.prefetch = gpu::WeightPrefetch(L.o_proj, prefetch_bytes);
     BITLOOM_RETURN_IF_ERROR(kc::LaunchQkvRope(rp, stream));
 
     kc::PagedKvCache cache;
@@ -384,13 +380,12 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
     if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(ws.o, nullptr, L.post_attn_norm, ws.o));
 
     const LinearOutput gate_up[] = {{&L.gate_proj, ws.gate, I}, {&L.up_proj, ws.up, I}};
-    BITLOOM_RETURN_IF_ERROR(normed_group(gate_up, ws.o, L.mlp_norm, gpu::WeightPrefetch(L.gate_proj, prefetch_bytes)));
+    BITLOOM_RETURN_IF_ERROR(normed_group(gate_up, ws.o, L.mlp_norm));
     const LinearOutput down[] = {{&L.down_proj, ws.o, H}};
     if (L.down_proj.quantized) {
       // The down projection's rotation forms act(gate) · up as it loads them.
       gpu::LinearInput in{ws.gate, I};
       in.gated = {ws.up, I, c.activation};
-      in.prefetch = gpu::WeightPrefetch(L.down_proj, prefetch_bytes);
       BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(down, in, n, scratch, stream));
     } else {
       kc::GatedActivationParams gp;

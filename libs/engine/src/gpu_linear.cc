@@ -109,16 +109,6 @@ size_t RotatingEntries(absl::Span<const LinearOutput> outputs,
 
 }  // namespace
 
-kernels::cuda::L2Prefetch WeightPrefetch(const GpuLinear& w, uint64_t budget) {
-  kernels::cuda::L2Prefetch p;
-  if (!w.quantized || budget == 0) return p;
-  const uint64_t scale_bytes = static_cast<uint64_t>(w.gemv.rows * w.gemv.groups_per_row) * 2;
-  const uint64_t code_bytes = static_cast<uint64_t>(w.gemv.rows * w.gemv.row_stride_words) * 4;
-  p.ranges[0] = {w.gemv.scales, std::min(budget, scale_bytes)};
-  p.ranges[1] = {w.gemv.codes, std::min(budget - p.ranges[0].bytes, code_bytes)};
-  return p;
-}
-
 bool UsesRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows) {
   if (!in.allow_rotating_gemv || rows != 1 || in.gated.up != nullptr || outputs.empty() ||
       outputs.size() > static_cast<size_t>(cuda::kGemvMaxGroup) || !AllQuantized(outputs)) {
@@ -189,7 +179,6 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const Linear
           rp.out_type = cuda::ActivationType::kF16;
           rp.out_stride = w.rotated_stride;
           rp.batch = static_cast<int>(std::min<int64_t>(cuda::kMaxRotateBatch, rows - r0));
-          if (!have_rotated && r0 == 0) rp.prefetch = in.prefetch;
           if (in.gated.up != nullptr) {
             rp.up = in.gated.up + r0 * in.gated.up_stride;
             rp.up_stride = in.gated.up_stride;

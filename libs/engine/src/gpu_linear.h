@@ -104,14 +104,7 @@ struct LinearInput {
   kernels::cuda::RotateNormInput norm;
   bool allow_rotating_gemv = false;
   float* residual_out = nullptr;  // norm input of a rotating GEMV: receives residual + delta
-  // Weights of a later kernel that the group's first rotation kernel asks L2 to fetch (a hint;
-  // nothing when the group launches no rotation kernel).
-  kernels::cuda::L2Prefetch prefetch;
 };
-
-// Up to `budget` bytes of `w`'s packed weight for an L2Prefetch: its scales, then its codes from the
-// first row on (the GEMV's first tiles). Nothing for a dense layer or a zero budget.
-kernels::cuda::L2Prefetch WeightPrefetch(const GpuLinear& w, uint64_t budget);
 
 // Whether every output's layer is quantized (the fused inputs above apply).
 bool AllQuantized(absl::Span<const LinearOutput> outputs);

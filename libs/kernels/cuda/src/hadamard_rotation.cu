@@ -20,7 +20,6 @@
 #include "block_reduce.cuh"
 #include "gated_activation.cuh"
 #include "hadamard_rotation_tiled.cuh"
-#include "l2_prefetch.cuh"
 #include "launch.h"
 
 namespace bitloom::kernels::cuda {
@@ -63,7 +62,6 @@ struct RotateArgs {
   int64_t up_stride;
   Activation activation;
   RotateNormInput rms;  // residual RMSNorm input when rms.residual is set (x is the residual)
-  L2Prefetch prefetch;  // weights of a later kernel for L2 (a hint)
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -84,7 +82,6 @@ __global__ void HadamardRotateKernel(RotateArgs a) {
   extern __shared__ float row[];  // [n] fp32, then [p·p] int8 when mixing
   int8_t* base = reinterpret_cast<int8_t*>(row + a.n);
   detail::AllowDependentLaunch();
-  detail::PrefetchL2(a.prefetch);
   detail::WaitForPredecessors();
   const Tin* x = static_cast<const Tin*>(a.x) + blockIdx.x * a.x_stride;
   const float* up = a.up == nullptr ? nullptr : a.up + blockIdx.x * a.up_stride;
@@ -197,7 +194,6 @@ struct TiledArgs {
   int64_t up_stride;    // elements
   Activation activation;
   RotateNormInput rms;  // residual RMSNorm input when rms.residual is set (x is the residual)
-  L2Prefetch prefetch;  // weights of a later kernel for L2 (a hint)
 };
 
 // Pass 0's input tile of a residual-RMSNorm rotation: residual += delta (stored back), Σr² into
@@ -292,7 +288,6 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
   const int row = static_cast<int>(blockIdx.x) / c;
   if (clustered) detail::ClusterArriveRelaxed();
   detail::AllowDependentLaunch();
-  detail::PrefetchL2(a.prefetch);
   detail::WaitForPredecessors();
 
   const Tin* x = static_cast<const Tin*>(a.x) + row * a.x_stride;
@@ -668,7 +663,7 @@ absl::Status LaunchRowPerBlock(const HadamardRotateParams& p, cudaStream_t strea
                InputRows(p),  InputStride(p),
                p.out,        p.out_stride,
                p.up,         p.up_stride,
-               p.activation, p.norm, p.prefetch};
+               p.activation, p.norm};
   const int64_t smem = SharedBytes(r);
   const int threads = r.n >= 4096 ? 1024 : 256;
   auto* kernel = &HadamardRotateKernel<Tin, Tout>;
@@ -712,7 +707,6 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
   a.up_stride = p.up_stride;
   a.activation = p.activation;
   a.rms = p.norm;
-  a.prefetch = p.prefetch;
   auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P>;
   if (plan.shared_bytes > 48 * 1024) {
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(

@@ -18,7 +18,6 @@
 #include "bitloom/kernels/cuda/qkv_rope.h"
 #include "block_reduce.cuh"
 #include "dependent_launch.cuh"
-#include "l2_prefetch.cuh"
 #include "launch.h"
 
 namespace bitloom::kernels::cuda {
@@ -30,7 +29,6 @@ constexpr int kPairsPerLane = kMaxRopeHeadDim / 2 / 32;  // 8
 __global__ void __launch_bounds__(kWarps * 32) QkvRopeKernel(QkvRopeParams p, int log_page_size) {
   extern __shared__ float trig[];  // cos [half], then sin [half]
   detail::AllowDependentLaunch();
-  detail::PrefetchL2(p.prefetch);
   detail::WaitForPredecessors();
   const int half = p.head_dim / 2;
   float* cos_s = trig;

@@ -75,11 +75,6 @@ struct GpuModelOptions {
   // rotates its own input instead of following a rotation kernel (gpu_linear.h). false always
   // launches the rotation kernel (A/B benchmarks); results agree to the last bit of 1/rms.
   bool rotating_gemv = true;
-  // Decode steps: the short kernel ahead of a GEMV (q/k RoPE before o_proj, the rotations before
-  // gate/up and down) asks L2 to fetch up to this many bytes of that GEMV's weights while DRAM is
-  // otherwise idle (kernels/cuda/l2_prefetch.h). 0 turns it off (A/B benchmarks); results never
-  // change.
-  uint64_t l2_prefetch_bytes = uint64_t{16} << 20;
   // Reserve the on-GPU sampler's workspace for max_batch rows (DecodeAndSample()).
   bool enable_sampling = true;
   // Sequences (open at once) whose token counts the device keeps for the sampler's penalties, with

@@ -39,7 +39,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "bitloom/kernels/activations.h"
-#include "bitloom/kernels/cuda/l2_prefetch.h"
 #include "bitloom/kernels/hadamard.h"
 
 namespace bitloom::kernels::cuda {
@@ -93,8 +92,6 @@ struct HadamardRotateParams {
   RotateNormInput norm;
   // Left at their defaults the launcher picks; tests and benchmarks force a schedule with them.
   RotateSchedule schedule = RotateSchedule::kAuto;
-  // Weights of a later kernel for L2 to fetch while this one runs (a hint; l2_prefetch.h).
-  L2Prefetch prefetch;
   int cluster_blocks = 0;  // register-tiled only: thread blocks per row, 1..8 (> 1: a cluster,
                            // sm_90+); 0: the launcher's choice (about 2048 elements per block at
                            // decode batches; from kWholeRowBatch rows on, the fewest blocks per

@@ -27,7 +27,6 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "bitloom/kernels/cuda/l2_prefetch.h"
 
 namespace bitloom::kernels::cuda {
 
@@ -69,9 +68,6 @@ struct QkvRopeParams {
   const int32_t* block_tables = nullptr;  // device [num_seqs, max_pages_per_seq] page ids
   int max_pages_per_seq = 0;
   const int32_t* token_seq = nullptr;     // device [tokens]: the block_tables row of each token
-
-  // Weights of a later kernel (o_proj) for L2 to fetch while this one runs (a hint; l2_prefetch.h).
-  L2Prefetch prefetch;
 };
 
 // INVALID_ARGUMENT for a bad shape, stride, head_dim, page size, a q_norm without k_norm (or the
