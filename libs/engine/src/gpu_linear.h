@@ -2,9 +2,9 @@
 // and LinearGroup, which runs the linear layers that read one activation (q/k/v, gate/up) so that
 // the input is prepared once per distinct form:
 //  - CODEC_HADAMARD_SCALAR: x' = R·x in fp16 (LaunchHadamardRotate, zero-padded to 32 columns),
-//    or, for one row on a power-of-two width up to 4096 when the caller allows it
-//    (UsesRotatingGemv), inside the GEMV's own thread blocks (LaunchScalarCodecGemvGroupRotating):
-//    one launch per group.
+//    or, for one row on a power-of-two width when the caller allows it and the launch fits one
+//    wave (UsesRotatingGemv), inside the GEMV's own thread blocks
+//    (LaunchScalarCodecGemvGroupRotating): one launch per group.
 //    Layers whose rotations have the same width and seed (the quantizer's shared input sites) reuse
 //    one rotated copy. Then, for up to kGemmMinRows − 1 rows (decode), the batch-≤8 GEMV over
 //    8-row slices, the layers on one rotated copy (q/k/v, gate/up) in one grouped launch
@@ -110,8 +110,8 @@ struct LinearInput {
 bool AllQuantized(absl::Span<const LinearOutput> outputs);
 
 // Whether RunLinearGroup(outputs, in, rows, ...) runs as one rotating GEMV launch: allowed, one
-// row, not gated, every layer quantized with one shared rotation, and PreferRotatingGemv
-// recommends the launch. A norm input must carry residual_out for this to be true.
+// row, not gated, every layer quantized with one shared rotation, and the launch fits the GPU in
+// one wave (PreferRotatingGemv). A norm input must carry residual_out for this to be true.
 bool UsesRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows);
 
 // Runs every output's layer on `in` (all read the same input; cols must match).

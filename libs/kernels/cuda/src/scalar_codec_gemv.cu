@@ -116,7 +116,6 @@ struct GemvGroupArgs {
   GemvMatrix m[kGemvMaxGroup];
   GemvActivations act;
   int count;               // entries used
-  int tiles;               // 16-row tiles of all entries (the rotating kernel loops over them)
 };
 
 // floor(block / blocks_per_group) for block < 2^20 and blocks_per_group ≤ 2^11 (group ≤ 65536):
@@ -316,52 +315,39 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
 // kernel is compiled for (the group's K must lie in it); the branch on K is block-uniform.
 // kRotating: the block first rotates the activation row `r` into its dynamic shared memory
 // (block_rotation.cuh: fp32 work [n], then the fp16 row) and multiplies that; otherwise r is
-// unused and the activations are a.act.x. A rotating grid is persistent (at most one block per
-// resident slot): block b takes tiles b, b + gridDim.x, ..., so each block transforms the row once
-// however many tiles the group has.
+// unused and the activations are a.act.x.
 template <int kLoK, int kHiK, bool kRotating>
 __global__ void __launch_bounds__(kMaxWarps * 32, 2)
     ScalarCodecGemvKernel(const GemvGroupArgs a, const detail::BlockRotateInput r) {
   __shared__ float partial[kMaxWarps][kTileRows][kGemvMaxBatch];
   extern __shared__ float4 rotate_smem[];
   detail::AllowDependentLaunch();
-  float* work = reinterpret_cast<float*>(rotate_smem);
-  __half* rotated = reinterpret_cast<__half*>(work + (1 << r.log_n));
-  bool have_row = false;
+  const int block = static_cast<int>(blockIdx.x);
+  int e = 0;
+#pragma unroll
+  for (int i = 1; i < kGemvMaxGroup; ++i) {
+    if (i < a.count && block >= a.m[i].first_tile) e = i;
+  }
+  const GemvMatrix& m = a.m[e];
+  const int64_t tile_row = static_cast<int64_t>(block - m.first_tile) * kTileRows;
   auto prepare_x = [&]() -> const uint4* {
     if constexpr (kRotating) {
-      if (!have_row) detail::RotateRowInBlock(r, work, rotated);
-      have_row = true;
-      return reinterpret_cast<const uint4*>(rotated);
+      float* work = reinterpret_cast<float*>(rotate_smem);
+      __half* row = reinterpret_cast<__half*>(work + (1 << r.log_n));
+      detail::RotateRowInBlock(r, work, row);
+      return reinterpret_cast<const uint4*>(row);
     } else {
       return a.act.x;
     }
   };
-  auto run_tile = [&](int block) {
-    int e = 0;
-#pragma unroll
-    for (int i = 1; i < kGemvMaxGroup; ++i) {
-      if (i < a.count && block >= a.m[i].first_tile) e = i;
-    }
-    const GemvMatrix& m = a.m[e];
-    const int64_t tile_row = static_cast<int64_t>(block - m.first_tile) * kTileRows;
-    if constexpr (kLoK == kHiK) {
-      GemvTile<kLoK, false, kRotating>(a.act, m, tile_row, partial, prepare_x);
-    } else {
-      const int bits = m.bits;
-      detail::StaticFor<kHiK - kLoK + 1>([&](auto k_c) {
-        constexpr int K = kLoK + decltype(k_c)::value;
-        if (bits == K) GemvTile<K, true, kRotating>(a.act, m, tile_row, partial, prepare_x);
-      });
-    }
-  };
-  if constexpr (kRotating) {
-    for (int block = static_cast<int>(blockIdx.x); block < a.tiles; block += gridDim.x) {
-      run_tile(block);
-      __syncthreads();  // the next tile reuses partial[]
-    }
+  if constexpr (kLoK == kHiK) {
+    GemvTile<kLoK, false, kRotating>(a.act, m, tile_row, partial, prepare_x);
   } else {
-    run_tile(static_cast<int>(blockIdx.x));
+    const int bits = m.bits;
+    detail::StaticFor<kHiK - kLoK + 1>([&](auto k_c) {
+      constexpr int K = kLoK + decltype(k_c)::value;
+      if (bits == K) GemvTile<K, true, kRotating>(a.act, m, tile_row, partial, prepare_x);
+    });
   }
 }
 
@@ -466,21 +452,6 @@ absl::Status ValidateGroup(absl::Span<const ScalarCodecGemvParams> group, Api ap
   return absl::OkStatus();
 }
 
-// The persistent grid of a rotating launch: as many blocks as are resident at once on the current
-// device (at least one), never more than the plan's tiles. Sets the kernel's dynamic shared memory
-// limit first (the occupancy query and the launch both need it).
-absl::Status RotatingGridBlocks(GemvKernelFn kernel, const GemvLaunchPlan& plan, int64_t smem,
-                                int* blocks) {
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  int per_sm = 0, sms = 0;
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &per_sm, kernel, plan.warps * 32, static_cast<size_t>(smem)));
-  if (absl::Status s = detail::CurrentDeviceMultiprocessors(&sms); !s.ok()) return s;
-  *blocks = static_cast<int>(std::clamp<int64_t>(int64_t{per_sm} * sms, 1, plan.tiles));
-  return absl::OkStatus();
-}
-
 // rotate: the activation row a rotating launch forms (Api::kRotating), already validated.
 absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, Api api,
                     const GemvTuning& tuning, const detail::BlockRotateInput* rotate,
@@ -527,18 +498,17 @@ absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, Api api,
     lo = std::min(lo, p.bits);
     hi = std::max(hi, p.bits);
   }
-  a.tiles = static_cast<int>(tiles);
-  const dim3 threads(static_cast<unsigned>(plan.warps * 32));
+  const dim3 grid(static_cast<unsigned>(plan.tiles)), threads(static_cast<unsigned>(plan.warps * 32));
   if (rotate == nullptr) {
-    return detail::LaunchKernel({dim3(static_cast<unsigned>(plan.tiles)), threads}, stream,
-                                PickKernel<false>(lo, hi), a, detail::BlockRotateInput{});
+    return detail::LaunchKernel({grid, threads}, stream, PickKernel<false>(lo, hi), a,
+                                detail::BlockRotateInput{});
   }
   const GemvKernelFn kernel = PickKernel<true>(lo, hi);
   const int64_t smem = detail::BlockRotateSharedBytes(p0.cols);
-  int blocks = 0;
-  if (absl::Status s = RotatingGridBlocks(kernel, plan, smem, &blocks); !s.ok()) return s;
-  return detail::LaunchKernel({dim3(static_cast<unsigned>(blocks)), threads, static_cast<size_t>(smem)},
-                              stream, kernel, a, *rotate);
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  return detail::LaunchKernel({grid, threads, static_cast<size_t>(smem)}, stream, kernel, a,
+                              *rotate);
 }
 
 bool IsPowerOfTwo(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
@@ -684,15 +654,17 @@ bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,
   // at most 40.
   if (lo != hi && hi > 4) return false;
   if (group[0].cols > kGemvRotatePreferMaxCols) return false;
-  // Each resident block transforms the row once; the grid is persistent past one wave.
-  int blocks = 0;
-  if (!RotatingGridBlocks(PickKernel<true>(lo, hi), plan,
-                          detail::BlockRotateSharedBytes(group[0].cols), &blocks)
-           .ok()) {
-    cudaGetLastError();  // clear the (non-sticky) error so later launches do not report it
+  const GemvKernelFn kernel = PickKernel<true>(lo, hi);
+  const int64_t smem = detail::BlockRotateSharedBytes(group[0].cols);
+  int resident = 0;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(smem)) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, plan.warps * 32,
+                                                    static_cast<size_t>(smem)) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error so later launches do not report it
     return false;
   }
-  return true;
+  return plan.tiles <= int64_t{resident} * sms;
 }
 
 }  // namespace bitloom::kernels::cuda

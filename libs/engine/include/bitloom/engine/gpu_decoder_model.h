@@ -71,7 +71,7 @@ struct GpuModelOptions {
   // Capture DecodeStep() once per batch bucket and replay it; false launches the kernels directly.
   bool use_cuda_graphs = true;
   // One-row steps: a group of GEMVs whose launch kernels::cuda::PreferRotatingGemv recommends (a
-  // power-of-two width up to 4096: Llama-3-8B's q/k/v, o_proj and gate/up)
+  // power-of-two width up to 4096 that fits the GPU in one wave: Llama-3-8B's q/k/v and o_proj)
   // rotates its own input instead of following a rotation kernel (gpu_linear.h). false always
   // launches the rotation kernel (A/B benchmarks); results agree to the last bit of 1/rms.
   bool rotating_gemv = true;

@@ -16,8 +16,8 @@
 // (a plain fp32 row, or the residual stream with its RMSNorm) and every thread block forms x' = R·x
 // in its own shared memory after issuing its first weight loads, so the rotation kernel, its launch
 // gap and the round trip of x' through memory drop out of the decode step. Each block redoes the
-// transform (n·log n adds, n·12 bytes read from L2), so the grid is persistent: one block per
-// resident slot at most, each looping over tiles, so each transforms the row once.
+// transform (n·log n adds, n·12 bytes read from L2), which is why PreferRotatingGemv only
+// recommends it when all blocks of the launch fit on the GPU at once.
 //
 // Ownership: the caller owns every device buffer. The launchers are asynchronous on `stream`,
 // allocate nothing, never synchronise and never log; they are thread-safe and graph-capturable
@@ -144,9 +144,9 @@ absl::Status LaunchScalarCodecGemvGroupRotating(absl::Span<const ScalarCodecGemv
                                                 cudaStream_t stream);
 
 // Whether the current device should run `group` on `input` with the rotating launch: the launch
-// is valid, cols <= kGemvRotatePreferMaxCols, and the group's K do not need the mixed [1, 8]
-// kernel (which spills with the transform's registers). False on any CUDA error (the caller then
-// rotates separately).
+// is valid, cols <= kGemvRotatePreferMaxCols, every one of its thread blocks is resident at once
+// (one wave, so no block waits for another's transform), and the group's K do not need the mixed
+// [1, 8] kernel (which spills with the transform's registers). False on any CUDA error (the caller then rotates separately).
 bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,
                         const GemvRotatingInput& input);
 
