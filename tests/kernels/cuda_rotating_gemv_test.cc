@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -41,19 +40,9 @@ struct DeviceWeight {
 };
 
 DeviceWeight RandomWeight(int64_t rows, int64_t cols, int bits, uint64_t seed) {
-  absl::StatusOr<ScalarCodecLayout> layout = MakeScalarCodecLayout(rows, cols, bits, 128);
-  EXPECT_TRUE(layout.ok()) << layout.status();
-  std::mt19937_64 rng(seed);
-  std::vector<uint8_t> codes(rows * cols);
-  std::uniform_int_distribution<int> code_dist(0, (1 << bits) - 1);
-  for (uint8_t& q : codes) q = static_cast<uint8_t>(code_dist(rng));
-  std::vector<uint16_t> scales(rows * layout->groups_per_row);
-  std::uniform_real_distribution<float> scale_dist(0.5f, 2.0f);
-  for (uint16_t& h : scales) h = F32ToF16(scale_dist(rng) * 0.02f);
-  absl::StatusOr<std::vector<uint8_t>> blob = PackScalarCodec(*layout, codes, scales);
-  EXPECT_TRUE(blob.ok()) << blob.status();
-  DeviceWeight w{*layout, std::make_unique<DeviceBuffer>(blob->size())};
-  w.blob->Upload(*blob);
+  testing::PackedMatrix m = testing::RandomPackedMatrix(rows, cols, bits, 128, seed);
+  DeviceWeight w{m.layout, std::make_unique<DeviceBuffer>(m.blob.size())};
+  w.blob->Upload(m.blob);
   return w;
 }
 

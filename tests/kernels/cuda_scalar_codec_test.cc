@@ -481,28 +481,8 @@ struct GroupEntry {
   bool fused;
 };
 
-struct PackedMatrix {
-  ScalarCodecLayout layout;
-  std::vector<uint8_t> blob;
-};
-
-PackedMatrix RandomPackedMatrix(int64_t rows, int64_t cols, int bits, int group_size,
-                                uint64_t seed) {
-  absl::StatusOr<ScalarCodecLayout> layout = MakeScalarCodecLayout(rows, cols, bits, group_size);
-  EXPECT_TRUE(layout.ok()) << layout.status();
-  if (!layout.ok()) return {};
-  std::mt19937_64 rng(seed);
-  std::vector<uint8_t> codes(rows * cols);
-  std::uniform_int_distribution<int> code_dist(0, (1 << bits) - 1);
-  for (uint8_t& q : codes) q = static_cast<uint8_t>(code_dist(rng));
-  std::vector<uint16_t> scales(rows * layout->groups_per_row);
-  std::uniform_real_distribution<float> scale_dist(0.5f, 2.0f);
-  for (uint16_t& h : scales) h = F32ToF16(scale_dist(rng) * 0.02f);
-  absl::StatusOr<std::vector<uint8_t>> blob = PackScalarCodec(*layout, codes, scales);
-  EXPECT_TRUE(blob.ok()) << blob.status();
-  if (!blob.ok()) return {};
-  return {*layout, *std::move(blob)};
-}
+using testing::PackedMatrix;
+using testing::RandomPackedMatrix;
 
 // Every entry of one LaunchScalarCodecGemvGroup against ScalarCodecGemv, batches 1, 3 and 8;
 // outputs carry a NaN tail (and NaN gaps between fused slices) that must stay unwritten.
