@@ -287,7 +287,7 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
       in.residual_out = nullptr;
       return gpu::RunLinearGroup(group, in, n, scratch, stream);
     }
-    BITLOOM_RETURN_IF_ERROR(gpu::RunLinearGroup(group, in, n, scratch, stream));
+    BITLOOM_RETURN_IF_ERROR(gpu::RunRotatingGemv(group, in, stream));
     std::swap(residual, residual_spare);
     return absl::OkStatus();
   };

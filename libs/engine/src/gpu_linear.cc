@@ -123,6 +123,14 @@ bool UsesRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput&
   return cuda::PreferRotatingGemv({params, count}, RotatingInput(first, in));
 }
 
+absl::Status RunRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput& in, cudaStream_t stream) {
+  cuda::ScalarCodecGemvParams params[cuda::kGemvMaxGroup];
+  const size_t count = RotatingEntries(outputs, params);
+  BITLOOM_RETURN_IF_ERROR(cuda::LaunchScalarCodecGemvGroupRotating(
+      {params, count}, RotatingInput(*outputs.front().linear, in), stream));
+  return AddBiases(outputs, 1, stream);
+}
+
 bool AllQuantized(absl::Span<const LinearOutput> outputs) {
   for (const LinearOutput& out : outputs) {
     if (!out.linear->quantized) return false;
@@ -133,13 +141,7 @@ bool AllQuantized(absl::Span<const LinearOutput> outputs) {
 absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows,
                             const LinearScratch& scratch, cudaStream_t stream) {
   if (rows <= 0) return absl::OkStatus();
-  if (UsesRotatingGemv(outputs, in, rows)) {
-    cuda::ScalarCodecGemvParams params[cuda::kGemvMaxGroup];
-    const size_t count = RotatingEntries(outputs, params);
-    BITLOOM_RETURN_IF_ERROR(cuda::LaunchScalarCodecGemvGroupRotating(
-        {params, count}, RotatingInput(*outputs.front().linear, in), stream));
-    return AddBiases(outputs, rows, stream);
-  }
+  if (UsesRotatingGemv(outputs, in, rows)) return RunRotatingGemv(outputs, in, stream);
   if (in.residual_out != nullptr) {
     return absl::InvalidArgumentError(
         "RunLinearGroup: residual_out is only for a group that UsesRotatingGemv (the update is in place otherwise)");

@@ -114,6 +114,10 @@ bool AllQuantized(absl::Span<const LinearOutput> outputs);
 // one wave (PreferRotatingGemv). A norm input must carry residual_out for this to be true.
 bool UsesRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows);
 
+// The rotating GEMV launch of one row (and the biases), for a caller that has already found that
+// UsesRotatingGemv(outputs, in, 1); RunLinearGroup takes this path itself otherwise.
+absl::Status RunRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput& in, cudaStream_t stream);
+
 // Runs every output's layer on `in` (all read the same input; cols must match).
 absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows,
                             const LinearScratch& scratch, cudaStream_t stream);

@@ -58,6 +58,7 @@
 #include <algorithm>
 #include <climits>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
@@ -452,6 +453,26 @@ absl::Status ValidateGroup(absl::Span<const ScalarCodecGemvParams> group, Api ap
   return absl::OkStatus();
 }
 
+// The range [lo, hi] of the group's K (PickKernel's arguments).
+std::pair<int, int> BitsRange(absl::Span<const ScalarCodecGemvParams> group) {
+  int lo = kScalarMaxBits, hi = kScalarMinBits;
+  for (const ScalarCodecGemvParams& p : group) {
+    lo = std::min(lo, p.bits);
+    hi = std::max(hi, p.bits);
+  }
+  return {lo, hi};
+}
+
+// A rotating kernel with its dynamic shared memory limit raised to what `cols` needs (above the
+// default 48 KiB at 8192 columns); also needed before an occupancy query.
+absl::Status RotatingKernel(int lo, int hi, int64_t cols, GemvKernelFn* kernel, int64_t* smem) {
+  *kernel = PickKernel<true>(lo, hi);
+  *smem = detail::BlockRotateSharedBytes(cols);
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      *kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem)));
+  return absl::OkStatus();
+}
+
 // rotate: the activation row a rotating launch forms (Api::kRotating), already validated.
 absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, Api api,
                     const GemvTuning& tuning, const detail::BlockRotateInput* rotate,
@@ -478,7 +499,6 @@ absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, Api api,
   a.act.x = reinterpret_cast<const uint4*>(p0.x);
   a.act.x_stride_vec = p0.x_stride / 8;
   int64_t tiles = 0;
-  int lo = kScalarMaxBits, hi = kScalarMinBits;
   for (size_t i = 0; i < group.size(); ++i) {
     const ScalarCodecGemvParams& p = group[i];
     const uint32_t blocks_per_group = static_cast<uint32_t>(p.group_size / 32);
@@ -495,18 +515,16 @@ absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, Api api,
                         static_cast<int>(tiles),
                         p.group_size % (kBlocksPerChunk * 32) == 0};
     tiles += (p.rows + kTileRows - 1) / kTileRows;
-    lo = std::min(lo, p.bits);
-    hi = std::max(hi, p.bits);
   }
+  const auto [lo, hi] = BitsRange(group);
   const dim3 grid(static_cast<unsigned>(plan.tiles)), threads(static_cast<unsigned>(plan.warps * 32));
   if (rotate == nullptr) {
     return detail::LaunchKernel({grid, threads}, stream, PickKernel<false>(lo, hi), a,
                                 detail::BlockRotateInput{});
   }
-  const GemvKernelFn kernel = PickKernel<true>(lo, hi);
-  const int64_t smem = detail::BlockRotateSharedBytes(p0.cols);
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  GemvKernelFn kernel = nullptr;
+  int64_t smem = 0;
+  if (absl::Status s = RotatingKernel(lo, hi, p0.cols, &kernel, &smem); !s.ok()) return s;
   return detail::LaunchKernel({grid, threads, static_cast<size_t>(smem)}, stream, kernel, a,
                               *rotate);
 }
@@ -644,21 +662,16 @@ bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,
     return false;
   }
   const GemvLaunchPlan plan = PlanScalarCodecGemv(group, sms);
-  int lo = kScalarMaxBits, hi = kScalarMinBits;
-  for (const ScalarCodecGemvParams& p : group) {
-    lo = std::min(lo, p.bits);
-    hi = std::max(hi, p.bits);
-  }
+  const auto [lo, hi] = BitsRange(group);
   // The [1, 8] kernel's bodies already fill the 128 registers; with the transform's live values
   // on top it spills ~600 bytes per thread (ptxas -v), where every other instantiation spills
   // at most 40.
   if (lo != hi && hi > 4) return false;
   if (group[0].cols > kGemvRotatePreferMaxCols) return false;
-  const GemvKernelFn kernel = PickKernel<true>(lo, hi);
-  const int64_t smem = detail::BlockRotateSharedBytes(group[0].cols);
+  GemvKernelFn kernel = nullptr;
+  int64_t smem = 0;
   int resident = 0;
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(smem)) != cudaSuccess ||
+  if (!RotatingKernel(lo, hi, group[0].cols, &kernel, &smem).ok() ||
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, plan.warps * 32,
                                                     static_cast<size_t>(smem)) != cudaSuccess) {
     cudaGetLastError();  // clear the sticky-free error so later launches do not report it
