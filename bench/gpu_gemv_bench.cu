@@ -98,6 +98,7 @@ const GroupShape kPlanShapes[] = {
     {"llama3-70b", "q_proj/o_proj", 8192, 1, {8192}, {4}},
     {"llama3-70b", "gate_proj/up_proj", 8192, 1, {28672}, {2}},
     {"llama3-70b", "gate_proj/up_proj", 8192, 1, {28672}, {4}},
+    {"llama3-70b", "down_proj", 28672, 1, {8192}, {2}},
 };
 const int kSweepWarps[] = {1, 2, 3, 4, 5, 6, 8};
 
@@ -240,6 +241,21 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
           return s;
         absl::StrAppend(&by_warps, by_warps.empty() ? "" : ",", "\"", w, "\":", secs * 1e6);
       }
+      // Both pipelines forced (sm_90 for the streamed one), for the same-run comparison.
+      double registers_s = 0.0, streamed_s = 0.0;
+      for (GemvPipeline pipeline : {GemvPipeline::kRegisters, GemvPipeline::kStreamed}) {
+        if (pipeline == GemvPipeline::kStreamed && sm < 90) continue;
+        auto piped = [&](int i) {
+          return LaunchScalarCodecGemvGroup(params(i), GemvTuning{.pipeline = pipeline}, stream);
+        };
+        std::string how_piped;
+        if (absl::Status s = TimeLaunches(stream, iters, piped,
+                                          pipeline == GemvPipeline::kStreamed ? &streamed_s
+                                                                              : &registers_s,
+                                          &how_piped);
+            !s.ok())
+          return s;
+      }
       // The plan's launch without dependent launch, for the same-run comparison.
       double serial_s = 0.0;
       std::string how_serial;
@@ -269,14 +285,17 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
                                          ",\"speedup_vs_separate\":", separate_s / group_s)
                           : std::string(),
           ",\"planned_warps\":", planned, ",\"time_us_by_warps\":{", by_warps, "}",
+          ",\"registers_us\":", registers_s * 1e6, ",\"streamed_us\":", streamed_s * 1e6,
+          ",\"streamed_fraction_of_copy_bw\":",
+          streamed_s > 0 ? bytes / streamed_s / 1e9 / copy_gbps : 0.0,
           ",\"time_us_without_dependent_launch\":", serial_s * 1e6,
           ",\"timing\":\"", how, "\"}"));
       std::fprintf(stderr,
                    "%-11s %-17s %13s %6ld %8s %5d %9.2f %8.0f %6.3f  W=%d  separate %.2f us"
-                   "  no-PDL %.2f us\n",
+                   "  no-PDL %.2f us  registers %.2f us  streamed %.2f us\n",
                    shape.model, shape.layer, rows_list.c_str(), static_cast<long>(shape.cols),
                    bits_label.c_str(), batch, group_s * 1e6, gbps, gbps / copy_gbps, planned,
-                   separate_s * 1e6, serial_s * 1e6);
+                   separate_s * 1e6, serial_s * 1e6, registers_s * 1e6, streamed_s * 1e6);
     }
   }
   return absl::OkStatus();

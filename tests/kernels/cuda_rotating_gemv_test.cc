@@ -158,20 +158,36 @@ void CheckRotatingGemv(int64_t n, const std::vector<Entry>& entries, Input input
   }
 }
 
+// Both pipelines (with SetStreamedGemv on, sm_90 streams the K >= 3 groups of width <= 4096
+// through shared memory, PreferStreamedGemv; with it off every launch uses registers).
 TEST(CudaRotatingGemv, PlainInputEqualsRotateThenGemv) {
   BITLOOM_SKIP_WITHOUT_GPU();
-  CheckRotatingGemv(4096, {{4096, 4}}, Input::kPlain);                           // o_proj
-  CheckRotatingGemv(4096, {{4096, 3}, {1024, 4}, {1024, 5}}, Input::kPlain);     // mixed-K q/k/v
-  CheckRotatingGemv(8192, {{8192, 2}}, Input::kPlain);                           // 70B o_proj
-  CheckRotatingGemv(512, {{37, 8}, {100, 1}}, Input::kPlain);                    // smallest width
+  const bool was_streamed = StreamedGemvEnabled();
+  for (bool streamed : {true, false}) {
+    SCOPED_TRACE(::testing::Message() << "streamed_gemv=" << streamed);
+    SetStreamedGemv(streamed);
+    CheckRotatingGemv(4096, {{4096, 4}}, Input::kPlain);                        // o_proj
+    CheckRotatingGemv(4096, {{4096, 3}, {1024, 4}, {1024, 5}}, Input::kPlain);  // mixed-K q/k/v
+    CheckRotatingGemv(8192, {{8192, 2}}, Input::kPlain);                        // 70B o_proj
+    CheckRotatingGemv(512, {{37, 8}, {100, 1}}, Input::kPlain);                 // smallest width
+    CheckRotatingGemv(1024, {{14336, 4}}, Input::kPlain);  // several tiles per streamed block
+  }
+  SetStreamedGemv(was_streamed);
 }
 
 TEST(CudaRotatingGemv, NormInputMatchesTheRotationKernel) {
   BITLOOM_SKIP_WITHOUT_GPU();
-  CheckRotatingGemv(4096, {{4096, 4}, {1024, 4}, {1024, 4}}, Input::kNorm);
-  CheckRotatingGemv(4096, {{4096, 3}, {1024, 6}}, Input::kNormNoDelta);  // layer 0: no add
-  CheckRotatingGemv(8192, {{8192, 2}, {1024, 3}}, Input::kNorm, 1.0f);   // Gemma's (1 + w)
-  CheckRotatingGemv(1024, {{300, 5}}, Input::kNorm);
+  const bool was_streamed = StreamedGemvEnabled();
+  for (bool streamed : {true, false}) {
+    SCOPED_TRACE(::testing::Message() << "streamed_gemv=" << streamed);
+    SetStreamedGemv(streamed);
+    CheckRotatingGemv(4096, {{4096, 4}, {1024, 4}, {1024, 4}}, Input::kNorm);
+    CheckRotatingGemv(4096, {{4096, 3}, {1024, 6}}, Input::kNormNoDelta);  // layer 0: no add
+    CheckRotatingGemv(8192, {{8192, 2}, {1024, 3}}, Input::kNorm, 1.0f);   // Gemma's (1 + w)
+    CheckRotatingGemv(1024, {{300, 5}}, Input::kNorm);
+    CheckRotatingGemv(2048, {{14336, 4}}, Input::kNorm);  // 896 tiles: the residual once
+  }
+  SetStreamedGemv(was_streamed);
 }
 
 TEST(CudaRotatingGemv, PreferredForDecodeGroupsThatFitOneWave) {

@@ -491,6 +491,7 @@ void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries,
                     const GemvTuning& tuning = {}) {
   SCOPED_TRACE(::testing::Message() << "cols=" << cols << " entries=" << entries.size()
                                     << " warps=" << tuning.warps_per_block
+                                    << " pipeline=" << static_cast<int>(tuning.pipeline)
                                     << " dependent_launch=" << DependentLaunchEnabled());
   const int kBatch = kGemvMaxBatch;
   absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(cols, 91 + cols);
@@ -625,6 +626,51 @@ TEST(CudaScalarCodecGemvGroup, MatchesCpuWithMixedBitsAndRows) {
   }
 }
 
+// The streamed pipeline (sm_90) computes what the register pipeline does: the same shapes, plus
+// enough tiles that every persistent block walks several tiles of different matrices and K
+// (the ring's stages are reused across tiles and its producer runs ahead across them).
+TEST(CudaScalarCodecGemvGroup, StreamedPipelineMatchesCpu) {
+  BITLOOM_SKIP_WITHOUT_GPU();
+  if (DeviceSm() < 90) GTEST_SKIP() << "the streamed pipeline needs sm_90, device is sm_" << DeviceSm();
+  const GemvTuning streamed{.pipeline = GemvPipeline::kStreamed};
+  const bool dependent = DependentLaunchEnabled();
+  for (bool on : {true, false}) {
+    SetDependentLaunch(on);
+    CheckGemvGroup(4096, {{37, 2, 128, true}, {1024, 5, 128, true}, {300, 8, 128, true}}, streamed);
+    CheckGemvGroup(14336, {{300, 3, 128, false}, {53, 6, 256, true}, {16, 2, 128, true}}, streamed);
+    CheckGemvGroup(576, {{300, 4, 128, false}, {37, 4, 64, true}, {1024, 4, 32, true}}, streamed);
+    CheckGemvGroup(1000, {{16, 1, 256, false}, {53, 7, 64, true}, {33, 6, 128, false},
+                          {100, 8, 32, true}},
+                   streamed);
+  }
+  SetDependentLaunch(dependent);
+  // ~1800 tiles: several per block, crossing from a K = 3 matrix into a K = 5 one; and one K.
+  CheckGemvGroup(4096, {{14336, 3, 128, true}, {14336, 5, 128, true}}, streamed);
+  CheckGemvGroup(2560, {{20000, 4, 128, false}}, streamed);
+}
+
+// kAuto's choice (host arithmetic, no GPU): stream rows of at most 4096 columns at K >= 3 and
+// batch 1; keep registers for K = 2 (decode-bound), longer rows and batches.
+TEST(CudaScalarCodecGemvGroup, StreamedPreferredForShortRowsFromThreeBits) {
+  auto shape = [](int64_t rows, int64_t cols, int bits, int batch = 1) {
+    ScalarCodecGemvParams p;
+    p.rows = rows;
+    p.cols = cols;
+    p.bits = bits;
+    p.blocks_per_row = (cols + 31) / 32;
+    p.batch = batch;
+    return p;
+  };
+  EXPECT_TRUE(PreferStreamedGemv({shape(4096, 4096, 4), shape(1024, 4096, 4), shape(1024, 4096, 4)}));
+  EXPECT_TRUE(PreferStreamedGemv({shape(14336, 4096, 3), shape(14336, 4096, 5)}));
+  EXPECT_FALSE(PreferStreamedGemv({shape(4096, 4096, 2)}));
+  EXPECT_FALSE(PreferStreamedGemv({shape(4096, 4096, 4), shape(1024, 4096, 2)}));
+  EXPECT_FALSE(PreferStreamedGemv({shape(4096, 14336, 4)}));
+  EXPECT_FALSE(PreferStreamedGemv({shape(8192, 8192, 4)}));
+  EXPECT_FALSE(PreferStreamedGemv({shape(4096, 4096, 4, 4)}));
+  EXPECT_FALSE(PreferStreamedGemv({}));
+}
+
 // Dependent launch changes only the speed: with it on and off, the GEMV (which loads its first
 // codes before waiting for the kernel ahead) matches the CPU, and the rotation ahead of it is
 // always complete before it reads x.
@@ -748,6 +794,12 @@ TEST(CudaScalarCodecGemvGroup, RejectsBadParamsNamingEntryAndField) {
       LaunchScalarCodecGemvGroup(good, GemvTuning{.warps_per_block = 9}, nullptr);
   EXPECT_EQ(forced.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(forced.message().find("warps_per_block 9"), std::string::npos) << forced;
+  const absl::Status streamed_warps = LaunchScalarCodecGemvGroup(
+      good, GemvTuning{.warps_per_block = 2, .pipeline = GemvPipeline::kStreamed}, nullptr);
+  EXPECT_EQ(streamed_warps.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(streamed_warps.message().find("kStreamed takes no warps_per_block (2)"),
+            std::string::npos)
+      << streamed_warps;
 
   // The single-matrix launcher names no entry.
   ScalarCodecGemvParams one = good[0];

@@ -30,6 +30,9 @@ ABSL_FLAG(int, prefill_chunk, 256, "bench: tokens per prefill chunk of the GPU m
 ABSL_FLAG(bool, cuda_graphs, true, "bench: replay decode steps as CUDA graphs");
 ABSL_FLAG(bool, rotating_gemv, true,
           "bench: batch-1 GEMVs rotate their own input where it fits one wave (false: rotation kernels)");
+ABSL_FLAG(bool, streamed_gemv, false,
+          "bench: let decode GEMVs stream weights through shared memory where the kernel alone is "
+          "faster (sm_90; false: the register pipeline everywhere)");
 ABSL_FLAG(double, vram_fraction, 0.9, "bench: fraction of free GPU memory for the pool");
 ABSL_FLAG(double, vram_budget_gib, 0,
           "bench: the pool's exact size in GiB (e.g. 24 to check a memory target); 0: --vram_fraction");
@@ -135,6 +138,7 @@ int RunBench(const std::string& artifact_name, const std::string& inferd_address
   gpu.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   gpu.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   gpu.rotating_gemv = absl::GetFlag(FLAGS_rotating_gemv);
+  gpu.streamed_gemv = absl::GetFlag(FLAGS_streamed_gemv);
   gpu.vram_fraction = absl::GetFlag(FLAGS_vram_fraction);
   gpu.vram_budget_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_vram_budget_gib) * double(uint64_t{1} << 30));
   gpu.embedding_in_host = absl::GetFlag(FLAGS_embedding_in_host);

@@ -21,6 +21,7 @@
 #include "bitloom/engine/vram_pool.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/dependent_launch.h"
+#include "bitloom/kernels/cuda/scalar_codec_gemv.h"
 #include "bitloom/kernels/cuda/sampling.h"
 
 namespace bitloom::tools {
@@ -245,6 +246,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
           : *std::max_element(options.prefill_lengths.begin(), options.prefill_lengths.end());
   const int decode_len = options.decode_context + 2 * (options.warmup_steps + options.steps) + 1;
   kernels::cuda::SetDependentLaunch(options.dependent_launch);
+  kernels::cuda::SetStreamedGemv(options.streamed_gemv);
   engine::GpuModelOptions model_options;
   model_options.model_id = "bench";
   model_options.max_batch = max_batch;
@@ -266,6 +268,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
                           {"rotating_gemv", model_options.rotating_gemv},
                           {"embedding_in_host", model_options.embedding_in_host},
                           {"dependent_launch", kernels::cuda::DependentLaunchEnabled()},
+                          {"streamed_gemv", kernels::cuda::StreamedGemvEnabled()},
                           {"prefill_gemm_bytes", model_options.prefill_gemm_bytes}};
 
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<engine::PoolMemory> memory,

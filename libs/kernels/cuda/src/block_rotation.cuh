@@ -20,7 +20,7 @@
 //              log_n, skipping the stages already done): 4 stages in registers, back to `work`;
 //   last pass  scaled by norm (· 1/rms) and stored as fp16 to `out` [n] in natural order: what
 //              the GEMV reads from global memory otherwise.
-// One __syncthreads after every pass; the residual's Σr² goes through shared memory per warp after
+// One barrier of the rotating threads after every pass; the residual's Σr² goes through shared memory per warp after
 // pass 0 and is summed before the last pass (n >= 512 gives at least 3 passes).
 #pragma once
 
@@ -58,9 +58,12 @@ __device__ __forceinline__ void LoadFloat4(const float* p, float (&out)[4]) {
 // Shared memory RotateRowInBlock needs beyond its own statics: work fp32 [n] + out fp16 [n].
 __host__ __device__ constexpr int64_t BlockRotateSharedBytes(int64_t n) { return n * 6; }
 
-// Called by every thread of the block; `work` and `out` are the caller's shared memory.
-__device__ __forceinline__ void RotateRowInBlock(const BlockRotateInput& in, float* work,
-                                                 __half* out) {
+// Called by threads 0..threads−1 of the block (a multiple of 32), which sync() brings together
+// (__syncthreads, or a named barrier of exactly those threads); `work` and `out` are the caller's
+// shared memory.
+template <typename Sync>
+__device__ __forceinline__ void RotateRowInThreads(const BlockRotateInput& in, float* work,
+                                                   __half* out, int threads, Sync&& sync) {
   __shared__ double warp_sum_sq[32];
   const int tasks = 1 << (in.log_n - 4);
   const int npass = (in.log_n + 3) / 4;
@@ -74,10 +77,10 @@ __device__ __forceinline__ void RotateRowInBlock(const BlockRotateInput& in, flo
     const int first = 4 * pass - b;
     if (rms && last) {
       double total = 0.0;
-      for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) total += warp_sum_sq[w];
+      for (int w = 0; w < (threads >> 5); ++w) total += warp_sum_sq[w];
       scale = in.norm * InvRms(total, int64_t{1} << in.log_n, in.eps);
     }
-    for (int t = threadIdx.x; t < tasks; t += blockDim.x) {
+    for (int t = threadIdx.x; t < tasks; t += threads) {
       const int u0 = ((t >> b) << (b + 4)) | (t & ((1 << b) - 1));
       float v[kTile];
       if (pass == 0) {
@@ -128,8 +131,14 @@ __device__ __forceinline__ void RotateRowInBlock(const BlockRotateInput& in, flo
       sum_sq = WarpSum(sum_sq);
       if ((threadIdx.x & 31) == 0) warp_sum_sq[threadIdx.x >> 5] = sum_sq;
     }
-    __syncthreads();
+    sync();
   }
+}
+
+// RotateRowInThreads by every thread of the block.
+__device__ __forceinline__ void RotateRowInBlock(const BlockRotateInput& in, float* work,
+                                                 __half* out) {
+  RotateRowInThreads(in, work, out, static_cast<int>(blockDim.x), [] { __syncthreads(); });
 }
 
 }  // namespace bitloom::kernels::cuda::detail

@@ -18,6 +18,11 @@ __device__ __forceinline__ uint64_t SplitMix64At(uint64_t seed, uint64_t i) {
   return z ^ (z >> 31);
 }
 
+// The shared-memory address of a generic pointer into shared memory (PTX's .shared operands).
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
 __device__ __forceinline__ __half2 U32AsHalf2(uint32_t u) {
   __half2 h;
   __builtin_memcpy(&h, &u, 4);

@@ -176,10 +176,6 @@ __device__ __forceinline__ void StoreSharedCluster(uint32_t cluster_addr, double
 #endif
 }
 
-__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
 // RmsNormF32's 1/√(Σx²/n + eps): in double, rounded once to fp32 (as LaunchResidualRmsNorm).
 __device__ __forceinline__ float InvRms(double sum_sq, int64_t n, float eps) {
   return static_cast<float>(1.0 / sqrt(sum_sq / static_cast<double>(n) + static_cast<double>(eps)));

@@ -92,10 +92,6 @@ struct MmaPrefillShape {
       sizeof(__half) * (size_t{kMmaRows} * kStride + size_t{4} * kKeys * kStride);
 };
 
-__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
 // 16 bytes global → shared, asynchronously; fill = false writes 16 zero bytes instead.
 __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool fill) {
   const int bytes = fill ? 16 : 0;

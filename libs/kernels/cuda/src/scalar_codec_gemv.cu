@@ -56,6 +56,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <string>
 #include <utility>
@@ -64,6 +65,7 @@
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
 #include "block_rotation.cuh"
+#include "bulk_copy.cuh"
 #include "dependent_launch.cuh"
 #include "device_properties.h"
 #include "launch.h"
@@ -312,6 +314,16 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
   }
 }
 
+// The group entry whose row tiles include `tile`: matrix i owns [m[i].first_tile, m[i+1].first_tile).
+__device__ __forceinline__ int EntryOfTile(const GemvGroupArgs& a, int tile) {
+  int e = 0;
+#pragma unroll
+  for (int i = 1; i < kGemvMaxGroup; ++i) {
+    if (i < a.count && tile >= a.m[i].first_tile) e = i;
+  }
+  return e;
+}
+
 // Blocks [m[i].first_tile, m[i + 1].first_tile) are matrix i's row tiles. kLoK..kHiK: the K the
 // kernel is compiled for (the group's K must lie in it); the branch on K is block-uniform.
 // kRotating: the block first rotates the activation row `r` into its dynamic shared memory
@@ -324,12 +336,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
   extern __shared__ float4 rotate_smem[];
   detail::AllowDependentLaunch();
   const int block = static_cast<int>(blockIdx.x);
-  int e = 0;
-#pragma unroll
-  for (int i = 1; i < kGemvMaxGroup; ++i) {
-    if (i < a.count && block >= a.m[i].first_tile) e = i;
-  }
-  const GemvMatrix& m = a.m[e];
+  const GemvMatrix& m = a.m[EntryOfTile(a, block)];
   const int64_t tile_row = static_cast<int64_t>(block - m.first_tile) * kTileRows;
   auto prepare_x = [&]() -> const uint4* {
     if constexpr (kRotating) {
@@ -352,24 +359,322 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
   }
 }
 
-using GemvKernelFn = void (*)(GemvGroupArgs, detail::BlockRotateInput);
+// ---------------------------------------------------------------------------------------------
+// Streamed pipeline (sm_90): the weights reach the warps through shared memory.
+//
+// Layout. A block is one producer warp and kStreamWarps consumer warps and works through its row
+// tiles (blockIdx.x, + gridDim.x, ...) one *unit* at a time: a unit is the tile's 16 rows × 4
+// super-chunks (2048 columns, 256·K bytes per row), so a row of `cols` columns is
+// ceil(cols / 2048) units. The producer copies each unit into the next stage of a ring in
+// dynamic shared memory with one bulk copy per row (bulk_copy.cuh), as far ahead as the ring
+// allows, starting before the kernel ahead has finished (weights do not depend on it). Stage
+// rows are 256·K + 16 bytes apart (the pad spreads the 16 rows over the banks). Consumer warp w
+// takes super-chunk w of every unit; its lane (g, t) reads chunk t of it for rows g and g+8 from
+// the stage into the same registers GemvTile decodes, releases the stage, and runs GemvTile's
+// block loop. After a tile's last unit the consumer warps add their partial sums in shared memory
+// (two buffers, so one named barrier per tile) and write y.
+//
+// Why: the register pipeline keeps at most one super-chunk per warp in flight and starts a
+// block's stream only when the block is scheduled; the ring keeps up to kStreamRingBytes per
+// block in flight from kernel start, across tile boundaries, and frees the code registers.
+// Scales (one fp16 per group and row) are loaded by the consumers themselves one unit ahead;
+// activations are read through L1 as in GemvTile.
+//
+// Shared memory: [full[S], empty[S] barriers | pad to 128] [partial: 2 × W × 16 × 8 fp32] [S stages].
+constexpr int kStreamWarps = 4;
+constexpr int kStreamThreads = (kStreamWarps + 1) * 32;
+constexpr int kStreamUnitBlocks = kStreamWarps * 4 * kBlocksPerChunk;  // code blocks per unit row
+constexpr int kStreamRingBytes = 64 << 10;
+constexpr int kStreamMaxStages = 8;
+constexpr int kStreamHeaderBytes = 128;
+constexpr int kStreamPartialBytes = 2 * kStreamWarps * kTileRows * kGemvMaxBatch * 4;
 
-// The narrowest instantiation whose K range covers [lo, hi].
-template <bool kRotating>
-GemvKernelFn PickKernel(int lo, int hi) {
-  if (lo == hi) {
-    switch (lo) {
-      case 1: return ScalarCodecGemvKernel<1, 1, kRotating>;
-      case 2: return ScalarCodecGemvKernel<2, 2, kRotating>;
-      case 3: return ScalarCodecGemvKernel<3, 3, kRotating>;
-      case 4: return ScalarCodecGemvKernel<4, 4, kRotating>;
-      case 5: return ScalarCodecGemvKernel<5, 5, kRotating>;
-      case 6: return ScalarCodecGemvKernel<6, 6, kRotating>;
-      case 7: return ScalarCodecGemvKernel<7, 7, kRotating>;
-      default: return ScalarCodecGemvKernel<8, 8, kRotating>;
+__host__ __device__ constexpr int StreamUnitRowBytes(int k) { return kStreamUnitBlocks * 4 * k; }
+__host__ __device__ constexpr int StreamRowPitch(int k) { return StreamUnitRowBytes(k) + 16; }
+__host__ __device__ constexpr int StreamStageBytes(int k) { return kTileRows * StreamRowPitch(k); }
+
+struct StreamRing {
+  uint8_t* stages;
+  uint64_t* full;   // producer → consumers: the stage's bytes have landed
+  uint64_t* empty;  // consumers → producer: the stage may be overwritten
+  int count;
+  int stage_bytes;
+};
+
+// A lane's fp16 scales for the 4 code blocks of one chunk, rows g and g+8.
+struct ChunkScales {
+  unsigned short s0[kBlocksPerChunk];
+  unsigned short s1[kBlocksPerChunk];
+};
+
+// One tile's rows as a lane sees them: its two rows' scales (rows past the end read the last row).
+struct TileLane {
+  const GemvMatrix* m;
+  int64_t tile_row;
+  const uint16_t* scales0;
+  const uint16_t* scales1;
+};
+
+__device__ __forceinline__ TileLane MakeTileLane(const GemvGroupArgs& a, int tile, int g) {
+  const GemvMatrix& m = a.m[EntryOfTile(a, tile)];
+  const int64_t tile_row = static_cast<int64_t>(tile - m.first_tile) * kTileRows;
+  return TileLane{&m, tile_row, m.scales + Min64(tile_row + g, m.rows - 1) * m.groups_per_row,
+                  m.scales + Min64(tile_row + g + 8, m.rows - 1) * m.groups_per_row};
+}
+
+__device__ __forceinline__ ChunkScales LoadChunkScales(const TileLane& l, uint32_t chunk) {
+  ChunkScales c{};
+  const uint32_t last_group = static_cast<uint32_t>(l.m->groups_per_row - 1);
+  detail::StaticFor<kBlocksPerChunk>([&](auto b_c) {
+    constexpr int b = decltype(b_c)::value;
+    if (b > 0 && l.m->chunk_one_group) {
+      c.s0[b] = c.s0[0];
+      c.s1[b] = c.s1[0];
+      return;
+    }
+    const uint32_t gi =
+        min(GroupOfBlock(chunk * kBlocksPerChunk + b, l.m->group_magic), last_group);
+    c.s0[b] = __ldg(reinterpret_cast<const unsigned short*>(l.scales0) + gi);
+    c.s1[b] = __ldg(reinterpret_cast<const unsigned short*>(l.scales1) + gi);
+  });
+  return c;
+}
+
+// The producer warp: every unit of the block's tiles into the ring, in order.
+__device__ void StreamProducer(const GemvGroupArgs& a, int tiles, int units_per_tile,
+                               const StreamRing& ring) {
+  const int lane = threadIdx.x & 31;
+  uint32_t unit = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const GemvMatrix& m = a.m[EntryOfTile(a, tile)];
+    const int64_t tile_row = static_cast<int64_t>(tile - m.first_tile) * kTileRows;
+    const int rows = static_cast<int>(Min64(kTileRows, m.rows - tile_row));
+    const int64_t row_bytes = m.row_stride_vec * 16;
+    const int unit_bytes = StreamUnitRowBytes(m.bits);
+    const uint8_t* src = reinterpret_cast<const uint8_t*>(
+        m.codes + Min64(tile_row + lane, m.rows - 1) * m.row_stride_vec);
+    for (int part = 0; part < units_per_tile; ++part, ++unit) {
+      const int slot = static_cast<int>(unit % ring.count);
+      detail::WaitBarrier(ring.empty + slot, ((unit / ring.count) & 1) ^ 1);
+      const int64_t offset = int64_t{part} * unit_bytes;
+      const uint32_t bytes = static_cast<uint32_t>(Min64(unit_bytes, row_bytes - offset));
+      if (lane == 0) detail::ArriveExpectBytes(ring.full + slot, bytes * rows);
+      if (lane < rows) {
+        detail::BulkCopy(ring.stages + slot * ring.stage_bytes + lane * StreamRowPitch(m.bits),
+                         src + offset, bytes, ring.full + slot);
+      }
     }
   }
-  return hi <= 4 ? ScalarCodecGemvKernel<1, 4, kRotating> : ScalarCodecGemvKernel<1, 8, kRotating>;
+}
+
+// One unit of one tile for a consumer warp: K-bit codes of chunk `chunk` from stage `slot`,
+// accumulated into acc; xw holds the chunk's block-0 activations on entry and `next_chunk`'s on
+// exit.
+template <int K, bool kMixed, bool kSharedX>
+__device__ __forceinline__ void StreamedUnit(const GemvActivations& a, const StreamRing& ring,
+                                             uint32_t unit, uint32_t chunk, uint32_t next_chunk,
+                                             bool has_x, const uint4* xrow, const ChunkScales& sc,
+                                             uint32_t (&xw)[16], float (&acc)[4][4]) {
+  using detail::StaticFor;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int slot = static_cast<int>(unit % ring.count);
+  detail::WaitBarrier(ring.full + slot, (unit / ring.count) & 1);
+  const uint8_t* stage = ring.stages + slot * ring.stage_bytes;
+  const uint4* row0 = reinterpret_cast<const uint4*>(stage + g * StreamRowPitch(K)) + (warp * 4 + t) * K;
+  const uint4* row1 =
+      reinterpret_cast<const uint4*>(stage + (g + 8) * StreamRowPitch(K)) + (warp * 4 + t) * K;
+  ChunkRegs<K> r;
+  StaticFor<K>([&](auto u_c) {
+    constexpr int u = decltype(u_c)::value;
+    const uint4 v0 = row0[u];
+    const uint4 v1 = row1[u];
+    r.w0[4 * u] = v0.x, r.w0[4 * u + 1] = v0.y, r.w0[4 * u + 2] = v0.z, r.w0[4 * u + 3] = v0.w;
+    r.w1[4 * u] = v1.x, r.w1[4 * u + 1] = v1.y, r.w1[4 * u + 2] = v1.z, r.w1[4 * u + 3] = v1.w;
+  });
+  __syncwarp();
+  if (lane == 0) detail::ArriveBarrier(ring.empty + slot);
+
+  const uint32_t exponent = detail::kHalf2Exponent;
+  const __half2 neg_center = __float2half2_rn(-ScalarGridCenter(K));
+  const uint32_t blocks_per_row = static_cast<uint32_t>(a.blocks_per_row);
+  StaticFor<kBlocksPerChunk>([&](auto b_c) {
+    constexpr int kBlock = decltype(b_c)::value;
+    const uint32_t nb = kBlock + 1 < kBlocksPerChunk ? chunk * kBlocksPerChunk + kBlock + 1
+                                                     : next_chunk * kBlocksPerChunk;
+    const bool nb_ok = has_x && nb < blocks_per_row;
+    const __half2 s0 = __half2half2(__ushort_as_half(sc.s0[kBlock]));
+    const __half2 s1 = __half2half2(__ushort_as_half(sc.s1[kBlock]));
+    const __half2 ncs0 = __hmul2(s0, neg_center);
+    const __half2 ncs1 = __hmul2(s1, neg_center);
+    StaticFor<8>([&](auto m_c) {
+      constexpr int kM = decltype(m_c)::value;
+      constexpr int kBase = kBlock * K;
+      const uint32_t a0 = detail::DecodePair<K, 2 * kM, kBase>(r.w0, s0, ncs0, exponent);
+      const uint32_t a1 = detail::DecodePair<K, 2 * kM, kBase>(r.w1, s1, ncs1, exponent);
+      const uint32_t a2 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w0, s0, ncs0, exponent);
+      const uint32_t a3 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w1, s1, ncs1, exponent);
+      const uint32_t b0 = detail::ActivationPair<K, 2 * kM>(xw);
+      const uint32_t b1 = detail::ActivationPair<K, 2 * kM + 1>(xw);
+      detail::MmaM16N8K16(acc[kM % kAccSets<K, kMixed>], a0, a1, a2, a3, b0, b1);
+      StaticFor<4>([&](auto v_c) {
+        constexpr int v = decltype(v_c)::value;
+        if constexpr (detail::LastMmaReadingActivations<K>(v) == kM) {
+          LoadActivations<v, kSharedX>(xw, xrow, nb, nb_ok);
+        }
+      });
+    });
+  });
+}
+
+// kRotating: the consumer warps first rotate the activation row `r` into the shared memory after
+// the ring (block_rotation.cuh, named barrier 2) and multiply that, as ScalarCodecGemvKernel does.
+template <int kLoK, int kHiK, bool kRotating>
+__global__ void __launch_bounds__(kStreamThreads, 3)
+    StreamedGemvKernel(const GemvGroupArgs a, const detail::BlockRotateInput r, int tiles,
+                       int stages, int stage_bytes) {
+  extern __shared__ __align__(128) uint8_t stream_smem[];
+  detail::AllowDependentLaunch();
+  StreamRing ring;
+  ring.full = reinterpret_cast<uint64_t*>(stream_smem);
+  ring.empty = ring.full + kStreamMaxStages;
+  ring.stages = stream_smem + kStreamHeaderBytes + kStreamPartialBytes;
+  ring.count = stages;
+  ring.stage_bytes = stage_bytes;
+  auto partial = reinterpret_cast<float (*)[kStreamWarps][kTileRows][kGemvMaxBatch]>(
+      stream_smem + kStreamHeaderBytes);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; ++s) {
+      detail::InitBarrier(ring.full + s, 1);
+      detail::InitBarrier(ring.empty + s, kStreamWarps);
+    }
+    detail::InitBarriersDone();
+  }
+  __syncthreads();
+  const int units_per_tile = (a.act.blocks_per_row + kStreamUnitBlocks - 1) / kStreamUnitBlocks;
+  const int warp = threadIdx.x >> 5;
+  if (warp == kStreamWarps) {
+    StreamProducer(a, tiles, units_per_tile, ring);
+    return;
+  }
+
+  const int lane = threadIdx.x & 31;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const bool has_x = kRotating || g < a.act.batch;
+  // This lane's chunk (128 columns) of unit `part` of a tile.
+  auto chunk_of = [&](int part) {
+    return static_cast<uint32_t>(part) * (kStreamUnitBlocks / kBlocksPerChunk) + warp * 4 + t;
+  };
+  const uint32_t blocks_per_row = static_cast<uint32_t>(a.act.blocks_per_row);
+  int tile = blockIdx.x;
+  if (tile >= tiles) return;
+  TileLane lane_tile = MakeTileLane(a, tile, g);
+  ChunkScales scales = LoadChunkScales(lane_tile, chunk_of(0));
+  detail::WaitForPredecessors();
+  const uint4* xrow = a.act.x + (has_x ? g * a.act.x_stride_vec : 0);
+  if constexpr (kRotating) {
+    float* work = reinterpret_cast<float*>(ring.stages + stages * stage_bytes);
+    __half* row = reinterpret_cast<__half*>(work + (1 << r.log_n));
+    detail::RotateRowInThreads(r, work, row, kStreamWarps * 32,
+                               [] { detail::SyncThreads(2, kStreamWarps * 32); });
+    xrow = reinterpret_cast<const uint4*>(row);
+  }
+  uint32_t xw[16];
+  detail::StaticFor<4>([&](auto v_c) {
+    LoadActivations<decltype(v_c)::value, kRotating>(xw, xrow, chunk_of(0) * kBlocksPerChunk,
+                                                 has_x && chunk_of(0) * kBlocksPerChunk < blocks_per_row);
+  });
+
+  uint32_t unit = 0;
+  int buf = 0;
+  for (; tile < tiles; tile += gridDim.x, buf ^= 1) {
+    const TileLane cur = lane_tile;
+    const GemvMatrix& m = *cur.m;
+    const int next_tile = tile + static_cast<int>(gridDim.x);
+    float acc[4][4] = {};
+    for (int part = 0; part < units_per_tile; ++part, ++unit) {
+      // The next unit's scales go out now, so their DRAM latency hides behind this unit.
+      const bool last_part = part + 1 == units_per_tile;
+      const int next_part = last_part ? 0 : part + 1;
+      if (last_part && next_tile < tiles) lane_tile = MakeTileLane(a, next_tile, g);
+      const ChunkScales next_scales =
+          last_part && next_tile >= tiles ? scales : LoadChunkScales(lane_tile, chunk_of(next_part));
+      if constexpr (kLoK == kHiK) {
+        StreamedUnit<kLoK, false, kRotating>(a.act, ring, unit, chunk_of(part), chunk_of(next_part), has_x,
+                                  xrow, scales, xw, acc);
+      } else {
+        const int bits = m.bits;
+        detail::StaticFor<kHiK - kLoK + 1>([&](auto k_c) {
+          constexpr int K = kLoK + decltype(k_c)::value;
+          if (bits == K) {
+            StreamedUnit<K, true, kRotating>(a.act, ring, unit, chunk_of(part), chunk_of(next_part), has_x,
+                                  xrow, scales, xw, acc);
+          }
+        });
+      }
+      scales = next_scales;
+    }
+    // d0,d1 = row g, batch 2t..2t+1; d2,d3 = row g+8.
+    float d[4];
+    detail::StaticFor<4>([&](auto j_c) {
+      constexpr int j = decltype(j_c)::value;
+      d[j] = acc[0][j] + acc[1][j] + acc[2][j] + acc[3][j];
+    });
+    partial[buf][warp][g][2 * t] = d[0];
+    partial[buf][warp][g][2 * t + 1] = d[1];
+    partial[buf][warp][g + 8][2 * t] = d[2];
+    partial[buf][warp][g + 8][2 * t + 1] = d[3];
+    detail::SyncThreads(1, kStreamWarps * 32);
+    static_assert(kStreamWarps * 32 >= kTileRows * kGemvMaxBatch, "one thread per output");
+    const int row = threadIdx.x / kGemvMaxBatch;
+    const int b = threadIdx.x % kGemvMaxBatch;
+    if (threadIdx.x < kTileRows * kGemvMaxBatch && b < a.act.batch && cur.tile_row + row < m.rows) {
+      float sum = 0.0f;
+      for (int w = 0; w < kStreamWarps; ++w) sum += partial[buf][w][row][b];
+      m.y[b * m.y_stride + cur.tile_row + row] = sum;
+    }
+  }
+}
+
+using GemvKernelFn = void (*)(GemvGroupArgs, detail::BlockRotateInput);
+using StreamedKernelFn = void (*)(GemvGroupArgs, detail::BlockRotateInput, int, int, int);
+
+// The narrowest instantiation whose K range covers [lo, hi]: instance(lo_c, hi_c) with the range
+// as std::integral_constant.
+template <typename Instance>
+auto PickByBits(int lo, int hi, Instance instance) {
+  using C = std::integral_constant<int, 1>;
+  if (lo == hi) {
+    switch (lo) {
+      case 1: return instance(C{}, C{});
+      case 2: return instance(std::integral_constant<int, 2>{}, std::integral_constant<int, 2>{});
+      case 3: return instance(std::integral_constant<int, 3>{}, std::integral_constant<int, 3>{});
+      case 4: return instance(std::integral_constant<int, 4>{}, std::integral_constant<int, 4>{});
+      case 5: return instance(std::integral_constant<int, 5>{}, std::integral_constant<int, 5>{});
+      case 6: return instance(std::integral_constant<int, 6>{}, std::integral_constant<int, 6>{});
+      case 7: return instance(std::integral_constant<int, 7>{}, std::integral_constant<int, 7>{});
+      default: return instance(std::integral_constant<int, 8>{}, std::integral_constant<int, 8>{});
+    }
+  }
+  return hi <= 4 ? instance(C{}, std::integral_constant<int, 4>{})
+                 : instance(C{}, std::integral_constant<int, 8>{});
+}
+
+template <bool kRotating>
+GemvKernelFn PickKernel(int lo, int hi) {
+  return PickByBits(lo, hi, [](auto l, auto h) -> GemvKernelFn {
+    return ScalarCodecGemvKernel<decltype(l)::value, decltype(h)::value, kRotating>;
+  });
+}
+
+template <bool kRotating>
+StreamedKernelFn PickStreamedKernel(int lo, int hi) {
+  return PickByBits(lo, hi, [](auto l, auto h) -> StreamedKernelFn {
+    return StreamedGemvKernel<decltype(l)::value, decltype(h)::value, kRotating>;
+  });
 }
 
 // `where` prefixes every message: "LaunchScalarCodecGemv: " or "...Group: entry i: ".
@@ -473,6 +778,49 @@ absl::Status RotatingKernel(int lo, int hi, int64_t cols, GemvKernelFn* kernel, 
   return absl::OkStatus();
 }
 
+// Whether a launch runs the streamed pipeline: forced, or (kAuto) where it is the faster one
+// (sm_90 and up).
+bool UseStreamed(const GemvTuning& tuning, absl::Span<const ScalarCodecGemvParams> group) {
+  if (tuning.pipeline != GemvPipeline::kAuto) return tuning.pipeline == GemvPipeline::kStreamed;
+  int sm = 0;
+  return tuning.warps_per_block == 0 && StreamedGemvEnabled() &&
+         detail::CurrentDeviceSm(&sm).ok() && sm >= 90 && PreferStreamedGemv(group);
+}
+
+// The streamed kernel over `tiles` row tiles: as many resident blocks as the device holds (at
+// the ring's shared memory), each with the same number of tiles (the last ones fewer).
+// rotate: a rotating launch's input (its transform takes shared memory from the ring's budget).
+absl::Status LaunchStreamed(const GemvGroupArgs& a, const detail::BlockRotateInput* rotate,
+                            int64_t tiles, int lo, int hi, cudaStream_t stream) {
+  int sm = 0, sms = 0;
+  if (absl::Status s = detail::CurrentDeviceSm(&sm); !s.ok()) return s;
+  if (absl::Status s = detail::CurrentDeviceMultiprocessors(&sms); !s.ok()) return s;
+  if (sm < 90) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "LaunchScalarCodecGemvGroup: pipeline kStreamed needs sm_90 or later, device is sm_", sm));
+  }
+  const StreamedKernelFn kernel =
+      rotate ? PickStreamedKernel<true>(lo, hi) : PickStreamedKernel<false>(lo, hi);
+  const int rotate_bytes =
+      rotate ? static_cast<int>(detail::BlockRotateSharedBytes(int64_t{1} << rotate->log_n)) : 0;
+  const int stage_bytes = StreamStageBytes(hi);  // the widest entry's rows, not the kernel's K range
+  const int stages =
+      std::clamp((kStreamRingBytes - rotate_bytes) / stage_bytes, 2, kStreamMaxStages);
+  const int smem = kStreamHeaderBytes + kStreamPartialBytes + stages * stage_bytes + rotate_bytes;
+  BITLOOM_CUDA_RETURN_IF_ERROR(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  int resident = 0;
+  BITLOOM_CUDA_RETURN_IF_ERROR(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kStreamThreads, smem));
+  const int64_t slots = int64_t{std::max(resident, 1)} * sms;
+  const int64_t per_block = (tiles + slots - 1) / slots;
+  const int64_t blocks = (tiles + per_block - 1) / per_block;
+  return detail::LaunchKernel({dim3(static_cast<unsigned>(blocks)), dim3(kStreamThreads),
+                               static_cast<size_t>(smem)},
+                              stream, kernel, a, rotate ? *rotate : detail::BlockRotateInput{},
+                              static_cast<int>(tiles), stages, stage_bytes);
+}
+
 // rotate: the activation row a rotating launch forms (Api::kRotating), already validated.
 absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, Api api,
                     const GemvTuning& tuning, const detail::BlockRotateInput* rotate,
@@ -481,6 +829,11 @@ absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, Api api,
   if (tuning.warps_per_block < 0 || tuning.warps_per_block > kMaxWarps) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecGemvGroup: warps_per_block ",
                                                    tuning.warps_per_block, " outside [0, 8]"));
+  }
+  if (tuning.pipeline == GemvPipeline::kStreamed && tuning.warps_per_block != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(ApiName(api),
+                                                   "pipeline kStreamed takes no warps_per_block (",
+                                                   tuning.warps_per_block, ")"));
   }
   GemvLaunchPlan plan;
   if (tuning.warps_per_block == 0) {
@@ -517,6 +870,7 @@ absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, Api api,
     tiles += (p.rows + kTileRows - 1) / kTileRows;
   }
   const auto [lo, hi] = BitsRange(group);
+  if (UseStreamed(tuning, group)) return LaunchStreamed(a, rotate, plan.tiles, lo, hi, stream);
   const dim3 grid(static_cast<unsigned>(plan.tiles)), threads(static_cast<unsigned>(plan.warps * 32));
   if (rotate == nullptr) {
     return detail::LaunchKernel({grid, threads}, stream, PickKernel<false>(lo, hi), a,
@@ -652,6 +1006,23 @@ absl::Status LaunchScalarCodecGemvGroupRotating(absl::Span<const ScalarCodecGemv
   return Launch(group, Api::kRotating, GemvTuning{}, &*rotate, stream);
 }
 
+namespace {
+std::atomic<bool> streamed_gemv_enabled{false};
+}  // namespace
+
+void SetStreamedGemv(bool enabled) { streamed_gemv_enabled.store(enabled); }
+bool StreamedGemvEnabled() { return streamed_gemv_enabled.load(); }
+
+bool PreferStreamedGemv(absl::Span<const ScalarCodecGemvParams> group) {
+  if (group.empty()) return false;
+  const auto [lo, hi] = BitsRange(group);
+  // H200, gpu_gemv_bench --groups_only (docs/KERNELS.md "Streamed pipeline"): faster for rows of
+  // at most 2 units (4096 columns) at K >= 3 at batch 1 (8B q/k/v 9.17 → 7.87 µs, o_proj
+  // 7.17 → 6.41, gate/up 27.81 → 26.44); slower at K = 2, where the decode, not the stream,
+  // limits (q_proj 4.77 → 6.15), and for longer rows (8B down_proj 16.06 → 18.25).
+  return group[0].batch == 1 && lo >= 3 && group[0].cols <= 2 * kStreamUnitBlocks * 32;
+}
+
 bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,
                         const GemvRotatingInput& input) {
   if (!ValidateGroup(group, Api::kRotating).ok() || !DescribeRotatingInput(group, input).ok())
@@ -668,6 +1039,8 @@ bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,
   // at most 40.
   if (lo != hi && hi > 4) return false;
   if (group[0].cols > kGemvRotatePreferMaxCols) return false;
+  // The streamed kernel is one wave of persistent blocks whatever the tiles.
+  if (sm >= 90 && StreamedGemvEnabled() && PreferStreamedGemv(group)) return true;
   GemvKernelFn kernel = nullptr;
   int64_t smem = 0;
   int resident = 0;

@@ -97,11 +97,30 @@ absl::Status LaunchScalarCodecGemv(const ScalarCodecGemvParams& params, cudaStre
 absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
                                         cudaStream_t stream);
 
+// How the weights reach the tensor cores. kRegisters: each warp loads its codes straight into
+// registers, one super-chunk ahead (any SM from sm_80). kStreamed (sm_90): a producer warp per
+// block streams the block's row tiles through a ring of shared-memory stages with bulk copies,
+// from kernel start and across tiles, and the consumer warps decode from there; one wave of
+// persistent blocks. kAuto: PreferStreamedGemv on sm_90 and up, else kRegisters.
+enum class GemvPipeline { kAuto, kRegisters, kStreamed };
+
 // Knobs of the launch that change only its speed, never its result; benchmarks sweep them.
 struct GemvTuning {
-  // Warps per block, 1..8; 0 = PlanScalarCodecGemv's choice.
+  // Warps per block of the register pipeline, 1..8; 0 = PlanScalarCodecGemv's choice (and with
+  // kAuto, the pipeline's choice too).
   int warps_per_block = 0;
+  GemvPipeline pipeline = GemvPipeline::kAuto;
 };
+
+// Whether kAuto streams this (validated) group on an sm_90 device.
+bool PreferStreamedGemv(absl::Span<const ScalarCodecGemvParams> group);
+
+// Process-wide: whether kAuto may pick the streamed pipeline at all. Default off: alone, the
+// kernel is faster on the shapes PreferStreamedGemv names, but inside the 8B decode step it is
+// slower (H200: 3.29 → 3.66 ms per batch-1 step; docs/KERNELS.md "Streamed pipeline"), so the
+// engine keeps registers until that is understood. `bitloom bench --streamed_gemv` turns it on.
+void SetStreamedGemv(bool enabled);
+bool StreamedGemvEnabled();
 
 // The same with the tuning forced. INVALID_ARGUMENT names a knob out of range.
 absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> group,
