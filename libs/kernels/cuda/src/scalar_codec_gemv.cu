@@ -380,7 +380,15 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
 // Scales (one fp16 per group and row) are loaded by the consumers themselves one unit ahead;
 // activations are read through L1 as in GemvTile.
 //
-// Shared memory: [full[S], empty[S] barriers | pad to 128] [partial: 2 × W × 16 × 8 fp32] [S stages].
+// Where it stands (H200, docs/KERNELS.md "Streamed pipeline"): back to back in gpu_gemv_bench it
+// beats the register pipeline on 4096-wide rows at K >= 3, but inside the decode step it is
+// slower, and slower still with fewer blocks: the 4 consumer warps per block (12 per SM at the
+// 128-register cap, against the register pipeline's 16) cannot decode as fast as the ring
+// delivers. Hence opt-in (SetStreamedGemv). The next form gives the producer warp fewer
+// registers (setmaxnreg) so that 8 consumer warps fit per block.
+//
+// Shared memory: [full[S], empty[S] barriers | pad to 128] [partial: 2 × W × 16 × 8 fp32] [S stages]
+// [rotating: the transform's fp32 work row and fp16 row].
 constexpr int kStreamWarps = 4;
 constexpr int kStreamThreads = (kStreamWarps + 1) * 32;
 constexpr int kStreamUnitBlocks = kStreamWarps * 4 * kBlocksPerChunk;  // code blocks per unit row
@@ -1039,8 +1047,6 @@ bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,
   // at most 40.
   if (lo != hi && hi > 4) return false;
   if (group[0].cols > kGemvRotatePreferMaxCols) return false;
-  // The streamed kernel is one wave of persistent blocks whatever the tiles.
-  if (sm >= 90 && StreamedGemvEnabled() && PreferStreamedGemv(group)) return true;
   GemvKernelFn kernel = nullptr;
   int64_t smem = 0;
   int resident = 0;

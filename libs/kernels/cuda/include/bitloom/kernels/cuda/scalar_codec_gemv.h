@@ -115,10 +115,11 @@ struct GemvTuning {
 // Whether kAuto streams this (validated) group on an sm_90 device.
 bool PreferStreamedGemv(absl::Span<const ScalarCodecGemvParams> group);
 
-// Process-wide: whether kAuto may pick the streamed pipeline at all. Default off: alone, the
-// kernel is faster on the shapes PreferStreamedGemv names, but inside the 8B decode step it is
-// slower (H200: 3.29 → 3.66 ms per batch-1 step; docs/KERNELS.md "Streamed pipeline"), so the
-// engine keeps registers until that is understood. `bitloom bench --streamed_gemv` turns it on.
+// Process-wide: whether kAuto may pick the streamed pipeline at all. Default off: back to back
+// the kernel is faster on the shapes PreferStreamedGemv names, but inside the 8B decode step it is
+// slower (H200: 3.30 → 3.70 ms per batch-1 step; docs/KERNELS.md "Streamed pipeline"), its
+// consumer warps being too few to decode at the rate the ring delivers. `bitloom bench
+// --streamed_gemv` turns it on for A/B runs.
 void SetStreamedGemv(bool enabled);
 bool StreamedGemvEnabled();
 
