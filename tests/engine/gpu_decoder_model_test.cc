@@ -38,6 +38,7 @@
 #include "bitloom/engine/device_pool_memory.h"
 #include "bitloom/engine/sampler.h"
 #include "bitloom/formats/tensor_names.h"
+#include "bitloom/kernels/cuda/scalar_codec_gemv.h"
 #include "bitloom/kernels/hadamard.h"
 #include "bitloom/modelstore/artifact_reader.h"
 #include "bitloom/modelstore/artifact_writer.h"
@@ -734,6 +735,53 @@ TEST(GpuDecoderModel, RotatingGemvMatchesRotationKernels) {
     ASSERT_TRUE((*a)->Release(sa).ok());
     ASSERT_TRUE((*b)->Release(sb).ok());
   }
+}
+
+// The streamed GEMV pipeline (sm_90, opt-in through SetStreamedGemv) decodes what the register
+// pipeline decodes: its batch-1 q/k/v and o_proj groups (K >= 3) stream, rotating or not, with
+// graphs on and off; the mixed bit widths and group size 32 of WriteModel's layers included.
+TEST(GpuDecoderModel, StreamedGemvMatchesRegisterGemv) {
+  SKIP_WITHOUT_GPU();
+  ScratchDir dir;
+  v1::ModelConfig config = GpuConfig("llama_pow2");
+  config.set_num_layers(3);
+  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
+  auto reader = Open(dir.Join("m.bitloom"));
+  auto pool = DevicePool(uint64_t{256} << 20);
+  const bool was_streamed = kernels::cuda::StreamedGemvEnabled();
+  for (const bool graphs : {true, false}) {
+    for (const bool rotating : {true, false}) {
+      SCOPED_TRACE(absl::StrCat("graphs ", graphs, " rotating ", rotating));
+      GpuModelOptions o = SmallOptionsNamed(absl::StrCat("streamed", graphs, rotating));
+      o.use_cuda_graphs = graphs;
+      o.rotating_gemv = rotating;
+      GpuModelOptions r = o;
+      r.model_id = absl::StrCat("registers", graphs, rotating);
+      auto a = GpuDecoderModel::Load(*reader, pool.get(), o);
+      auto b = GpuDecoderModel::Load(*reader, pool.get(), r);
+      ASSERT_TRUE(a.ok()) << a.status();
+      ASSERT_TRUE(b.ok()) << b.status();
+      const std::vector<int32_t> prompt = Prompt(9, config.vocab_size(), 7);
+      const SequenceId sa = *(*a)->AddSequence(), sb = *(*b)->AddSequence();
+      auto la = (*a)->Prefill(sa, prompt);
+      auto lb = (*b)->Prefill(sb, prompt);
+      ASSERT_TRUE(la.ok() && lb.ok());
+      int32_t next = ArgMax(*la);
+      for (int t = 0; t < 16; ++t) {
+        kernels::cuda::SetStreamedGemv(true);  // a's steps (and a's captured graph) stream
+        auto da = (*a)->DecodeStep({sa}, {next});
+        kernels::cuda::SetStreamedGemv(false);
+        auto db = (*b)->DecodeStep({sb}, {next});
+        ASSERT_TRUE(da.ok()) << da.status();
+        ASSERT_TRUE(db.ok()) << db.status();
+        EXPECT_LE(RelativeDifference(*da, *db), 1e-4) << "step " << t;
+        next = ArgMax(*da);
+      }
+      ASSERT_TRUE((*a)->Release(sa).ok());
+      ASSERT_TRUE((*b)->Release(sb).ok());
+    }
+  }
+  kernels::cuda::SetStreamedGemv(was_streamed);
 }
 
 TEST(GpuDecoderModel, KvPagesExhaustionAndErrors) {

@@ -647,11 +647,15 @@ TEST(CudaScalarCodecGemvGroup, StreamedPipelineMatchesCpu) {
   // ~1800 tiles: several per block, crossing from a K = 3 matrix into a K = 5 one; and one K.
   CheckGemvGroup(4096, {{14336, 3, 128, true}, {14336, 5, 128, true}}, streamed);
   CheckGemvGroup(2560, {{20000, 4, 128, false}}, streamed);
+  // Several tiles per block whose rows end in a short unit (5000 columns = 8 + 2 super-chunks):
+  // the warps idle in it must still carry the next tile's activations.
+  CheckGemvGroup(5000, {{6000, 4, 128, false}, {37, 3, 64, true}}, streamed);
 }
 
-// kAuto's choice (host arithmetic, no GPU): stream rows of at most 4096 columns at K >= 3 and
-// batch 1; keep registers for K = 2 (decode-bound), longer rows and batches.
-TEST(CudaScalarCodecGemvGroup, StreamedPreferredForShortRowsFromThreeBits) {
+// kAuto's choice (host arithmetic, no GPU): stream groups of at most 8192 rows of at most 4096
+// columns at K >= 3 and batch 1 (8B q/k/v and o_proj); keep registers for K = 2, gate/up-sized
+// groups, longer rows and batches.
+TEST(CudaScalarCodecGemvGroup, StreamedPreferredForSmallGroupsFromThreeBits) {
   auto shape = [](int64_t rows, int64_t cols, int bits, int batch = 1) {
     ScalarCodecGemvParams p;
     p.rows = rows;
@@ -662,7 +666,8 @@ TEST(CudaScalarCodecGemvGroup, StreamedPreferredForShortRowsFromThreeBits) {
     return p;
   };
   EXPECT_TRUE(PreferStreamedGemv({shape(4096, 4096, 4), shape(1024, 4096, 4), shape(1024, 4096, 4)}));
-  EXPECT_TRUE(PreferStreamedGemv({shape(14336, 4096, 3), shape(14336, 4096, 5)}));
+  EXPECT_TRUE(PreferStreamedGemv({shape(4096, 4096, 3)}));
+  EXPECT_FALSE(PreferStreamedGemv({shape(14336, 4096, 3), shape(14336, 4096, 5)}));
   EXPECT_FALSE(PreferStreamedGemv({shape(4096, 4096, 2)}));
   EXPECT_FALSE(PreferStreamedGemv({shape(4096, 4096, 4), shape(1024, 4096, 2)}));
   EXPECT_FALSE(PreferStreamedGemv({shape(4096, 14336, 4)}));

@@ -1,12 +1,11 @@
 // Hopper's asynchronous bulk copy (global → shared, the TMA engine's one-dimensional form) and the
-// shared-memory barriers (mbarrier) that signal its completion, as used by a producer/consumer ring
-// of shared-memory stages:
+// shared-memory barriers (mbarrier) that signal its completion, as used by a ring of
+// shared-memory stages that one warp fills and reads itself:
 //
-//   producer:  WaitBarrier(empty[s], phase ^ 1); ArriveExpectBytes(full[s], n); BulkCopy(...)×k
-//   consumers: WaitBarrier(full[s], phase); read stage s; ArriveBarrier(empty[s])
+//   fill stage s:   ArriveExpectBytes(full[s], n); BulkCopy(..., full[s]) × k   (k copies, n bytes)
+//   read stage s:   WaitBarrier(full[s], phase); read; refill only once the words are consumed
 //
-// `phase` is the parity of the ring's lap ((unit / stages) & 1). A fresh barrier is in phase 0,
-// and a wait on parity 1 returns at once, which is why the producer's first lap does not block.
+// `phase` is the parity of the ring's lap ((unit / stages) & 1); a fresh barrier is in phase 0.
 // A bulk copy moves a multiple of 16 bytes between 16-byte aligned addresses and counts its
 // bytes against the barrier's expected transaction count; the barrier's phase completes when
 // its arrivals and its bytes are both in. Everything here needs sm_90; below it the functions
@@ -49,15 +48,6 @@ __device__ __forceinline__ void ArriveExpectBytes(uint64_t* bar, uint32_t bytes)
 #endif
 }
 
-// One arrival (release: this thread's earlier shared-memory reads are done).
-__device__ __forceinline__ void ArriveBarrier(uint64_t* bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(SharedAddress(bar)) : "memory");
-#else
-  __trap();
-#endif
-}
-
 // Blocks until the phase of parity `parity` has completed (acquire: the bytes it counted are
 // visible to this thread).
 __device__ __forceinline__ void WaitBarrier(uint64_t* bar, uint32_t parity) {
@@ -88,11 +78,6 @@ __device__ __forceinline__ void BulkCopy(void* dst, const void* src, uint32_t by
 #else
   __trap();
 #endif
-}
-
-// bar.sync on named barrier `id` (1..15) for `threads` threads (a multiple of 32).
-__device__ __forceinline__ void SyncThreads(int id, int threads) {
-  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
 }  // namespace bitloom::kernels::cuda::detail

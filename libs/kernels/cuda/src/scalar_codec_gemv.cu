@@ -360,54 +360,38 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Streamed pipeline (sm_90): the weights reach the warps through shared memory.
+// Streamed pipeline (sm_90): each block streams its row tiles through shared memory.
 //
-// Layout. A block is one producer warp and kStreamWarps consumer warps and works through its row
-// tiles (blockIdx.x, + gridDim.x, ...) one *unit* at a time: a unit is the tile's 16 rows × 4
-// super-chunks (2048 columns, 256·K bytes per row), so a row of `cols` columns is
-// ceil(cols / 2048) units. The producer copies each unit into the next stage of a ring in
-// dynamic shared memory with one bulk copy per row (bulk_copy.cuh), as far ahead as the ring
-// allows, starting before the kernel ahead has finished (weights do not depend on it). Stage
-// rows are 256·K + 16 bytes apart (the pad spreads the 16 rows over the banks). Consumer warp w
-// takes super-chunk w of every unit; its lane (g, t) reads chunk t of it for rows g and g+8 from
-// the stage into the same registers GemvTile decodes, releases the stage, and runs GemvTile's
-// block loop. After a tile's last unit the consumer warps add their partial sums in shared memory
-// (two buffers, so one named barrier per tile) and write y.
+// Layout. A persistent grid (as many blocks of kStreamWarps = 8 warps as fit at once) walks the
+// row tiles: block b takes tiles b, b + gridDim.x, ... A tile is one or more *units* of 16 rows ×
+// up to 4096 columns (8 super-chunks, 512·K bytes per row), and warp w decodes super-chunk w of
+// every unit (the register pipeline's split-K). Units stream through a ring of `stages`
+// shared-memory stages, one bulk copy (bulk_copy.cuh) per row issued by lanes 0..15 of warp 0:
+// the first `stages` units at kernel entry, before the dependent-launch wait (weights do not
+// depend on the kernel ahead), and unit u + stages as soon as every warp is done with unit u (one
+// block barrier per unit), so up to `stages` units are in flight across tile boundaries without
+// holding registers. Lane (g, t) of warp w reads chunk t of super-chunk w for rows g and g+8 from
+// the stage into the registers GemvTile decodes and runs GemvTile's block loop; at a tile's last
+// unit the warps leave their partial sums in shared memory before that barrier (two buffers) and
+// write y after it. Stage rows are 512·K + 16 bytes apart (the pad spreads the rows over the
+// banks). Scales come one unit ahead through L1, activations as in GemvTile.
 //
-// Why: the register pipeline keeps at most one super-chunk per warp in flight and starts a
-// block's stream only when the block is scheduled; the ring keeps up to kStreamRingBytes per
-// block in flight from kernel start, across tile boundaries, and frees the code registers.
-// Scales (one fp16 per group and row) are loaded by the consumers themselves one unit ahead;
-// activations are read through L1 as in GemvTile.
+// Copies are whole row segments because the bulk-copy engine's cost is per copy: a form that
+// copied 64·K bytes per row and warp streamed at ~1.6 TB/s, about one copy per 40 cycles per SM.
 //
-// Where it stands (H200, docs/KERNELS.md "Streamed pipeline"): back to back in gpu_gemv_bench it
-// beats the register pipeline on 4096-wide rows at K >= 3, but inside the decode step it is
-// slower, and slower still with fewer blocks: the 4 consumer warps per block (12 per SM at the
-// 128-register cap, against the register pipeline's 16) cannot decode as fast as the ring
-// delivers. Hence opt-in (SetStreamedGemv). The next form gives the producer warp fewer
-// registers (setmaxnreg) so that 8 consumer warps fit per block.
-//
-// Shared memory: [full[S], empty[S] barriers | pad to 128] [partial: 2 × W × 16 × 8 fp32] [S stages]
+// Shared memory: [barriers: kStreamMaxStages] [partial: 2 × 8 × 16 × 8 fp32] [stages]
 // [rotating: the transform's fp32 work row and fp16 row].
-constexpr int kStreamWarps = 4;
-constexpr int kStreamThreads = (kStreamWarps + 1) * 32;
-constexpr int kStreamUnitBlocks = kStreamWarps * 4 * kBlocksPerChunk;  // code blocks per unit row
-constexpr int kStreamRingBytes = 64 << 10;
+constexpr int kStreamWarps = 8;
+constexpr int kStreamThreads = kStreamWarps * 32;
 constexpr int kStreamMaxStages = 8;
 constexpr int kStreamHeaderBytes = 128;
 constexpr int kStreamPartialBytes = 2 * kStreamWarps * kTileRows * kGemvMaxBatch * 4;
+constexpr int kStreamUnitBlocks = kStreamWarps * 4 * kBlocksPerChunk;  // code blocks per unit row
+// Shared memory per block for everything: two blocks per SM (228 KiB) at 128 registers.
+constexpr int kStreamBlockBytes = 110 << 10;
 
-__host__ __device__ constexpr int StreamUnitRowBytes(int k) { return kStreamUnitBlocks * 4 * k; }
-__host__ __device__ constexpr int StreamRowPitch(int k) { return StreamUnitRowBytes(k) + 16; }
+__host__ __device__ constexpr int StreamRowPitch(int k) { return kStreamUnitBlocks * 4 * k + 16; }
 __host__ __device__ constexpr int StreamStageBytes(int k) { return kTileRows * StreamRowPitch(k); }
-
-struct StreamRing {
-  uint8_t* stages;
-  uint64_t* full;   // producer → consumers: the stage's bytes have landed
-  uint64_t* empty;  // consumers → producer: the stage may be overwritten
-  int count;
-  int stage_bytes;
-};
 
 // A lane's fp16 scales for the 4 code blocks of one chunk, rows g and g+8.
 struct ChunkScales {
@@ -448,36 +432,40 @@ __device__ __forceinline__ ChunkScales LoadChunkScales(const TileLane& l, uint32
   return c;
 }
 
-// The producer warp: every unit of the block's tiles into the ring, in order.
-__device__ void StreamProducer(const GemvGroupArgs& a, int tiles, int units_per_tile,
-                               const StreamRing& ring) {
+// A block's ring of unit stages.
+struct StreamRing {
+  uint8_t* stages;
+  uint64_t* full;  // one barrier per stage: its bytes have landed
+  int count;
+  int stage_bytes;
+  int units_per_tile;
+};
+
+// Unit `unit` of this block (tile blockIdx.x + (unit / units_per_tile)·gridDim.x, part
+// unit % units_per_tile) into its stage; called by warp 0, lane r < 16 copying row r's segment.
+__device__ __forceinline__ void IssueUnit(const GemvGroupArgs& a, const StreamRing& ring,
+                                          uint32_t unit) {
   const int lane = threadIdx.x & 31;
-  uint32_t unit = 0;
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const GemvMatrix& m = a.m[EntryOfTile(a, tile)];
-    const int64_t tile_row = static_cast<int64_t>(tile - m.first_tile) * kTileRows;
-    const int rows = static_cast<int>(Min64(kTileRows, m.rows - tile_row));
-    const int64_t row_bytes = m.row_stride_vec * 16;
-    const int unit_bytes = StreamUnitRowBytes(m.bits);
-    const uint8_t* src = reinterpret_cast<const uint8_t*>(
-        m.codes + Min64(tile_row + lane, m.rows - 1) * m.row_stride_vec);
-    for (int part = 0; part < units_per_tile; ++part, ++unit) {
-      const int slot = static_cast<int>(unit % ring.count);
-      detail::WaitBarrier(ring.empty + slot, ((unit / ring.count) & 1) ^ 1);
-      const int64_t offset = int64_t{part} * unit_bytes;
-      const uint32_t bytes = static_cast<uint32_t>(Min64(unit_bytes, row_bytes - offset));
-      if (lane == 0) detail::ArriveExpectBytes(ring.full + slot, bytes * rows);
-      if (lane < rows) {
-        detail::BulkCopy(ring.stages + slot * ring.stage_bytes + lane * StreamRowPitch(m.bits),
-                         src + offset, bytes, ring.full + slot);
-      }
-    }
+  const int slot = static_cast<int>(unit % ring.count);
+  const int tile = static_cast<int>(blockIdx.x + (unit / ring.units_per_tile) * gridDim.x);
+  const int part = static_cast<int>(unit % ring.units_per_tile);
+  const GemvMatrix& m = a.m[EntryOfTile(a, tile)];
+  const int64_t tile_row = static_cast<int64_t>(tile - m.first_tile) * kTileRows;
+  const int rows = static_cast<int>(Min64(kTileRows, m.rows - tile_row));
+  const int64_t unit_bytes = int64_t{kStreamUnitBlocks} * 4 * m.bits;
+  const int64_t offset = part * unit_bytes;  // < the row's bytes: part·8 < super-chunks
+  const uint32_t bytes = static_cast<uint32_t>(Min64(unit_bytes, m.row_stride_vec * 16 - offset));
+  if (lane == 0) detail::ArriveExpectBytes(ring.full + slot, bytes * rows);
+  if (lane < rows) {
+    const uint8_t* row =
+        reinterpret_cast<const uint8_t*>(m.codes + (tile_row + lane) * m.row_stride_vec);
+    detail::BulkCopy(ring.stages + slot * ring.stage_bytes + lane * StreamRowPitch(m.bits),
+                     row + offset, bytes, ring.full + slot);
   }
 }
 
-// One unit of one tile for a consumer warp: K-bit codes of chunk `chunk` from stage `slot`,
-// accumulated into acc; xw holds the chunk's block-0 activations on entry and `next_chunk`'s on
-// exit.
+// One unit for a warp: K-bit codes of chunk `chunk` from stage unit % count, accumulated into acc;
+// xw holds the chunk's block-0 activations on entry and `next_chunk`'s on exit.
 template <int K, bool kMixed, bool kSharedX>
 __device__ __forceinline__ void StreamedUnit(const GemvActivations& a, const StreamRing& ring,
                                              uint32_t unit, uint32_t chunk, uint32_t next_chunk,
@@ -491,7 +479,8 @@ __device__ __forceinline__ void StreamedUnit(const GemvActivations& a, const Str
   const int slot = static_cast<int>(unit % ring.count);
   detail::WaitBarrier(ring.full + slot, (unit / ring.count) & 1);
   const uint8_t* stage = ring.stages + slot * ring.stage_bytes;
-  const uint4* row0 = reinterpret_cast<const uint4*>(stage + g * StreamRowPitch(K)) + (warp * 4 + t) * K;
+  const uint4* row0 =
+      reinterpret_cast<const uint4*>(stage + g * StreamRowPitch(K)) + (warp * 4 + t) * K;
   const uint4* row1 =
       reinterpret_cast<const uint4*>(stage + (g + 8) * StreamRowPitch(K)) + (warp * 4 + t) * K;
   ChunkRegs<K> r;
@@ -502,8 +491,6 @@ __device__ __forceinline__ void StreamedUnit(const GemvActivations& a, const Str
     r.w0[4 * u] = v0.x, r.w0[4 * u + 1] = v0.y, r.w0[4 * u + 2] = v0.z, r.w0[4 * u + 3] = v0.w;
     r.w1[4 * u] = v1.x, r.w1[4 * u + 1] = v1.y, r.w1[4 * u + 2] = v1.z, r.w1[4 * u + 3] = v1.w;
   });
-  __syncwarp();
-  if (lane == 0) detail::ArriveBarrier(ring.empty + slot);
 
   const uint32_t exponent = detail::kHalf2Exponent;
   const __half2 neg_center = __float2half2_rn(-ScalarGridCenter(K));
@@ -537,106 +524,113 @@ __device__ __forceinline__ void StreamedUnit(const GemvActivations& a, const Str
   });
 }
 
-// kRotating: the consumer warps first rotate the activation row `r` into the shared memory after
-// the ring (block_rotation.cuh, named barrier 2) and multiply that, as ScalarCodecGemvKernel does.
+// kRotating: the block first rotates the activation row `r` into the shared memory after the
+// ring (block_rotation.cuh) and multiplies that, as ScalarCodecGemvKernel does.
 template <int kLoK, int kHiK, bool kRotating>
-__global__ void __launch_bounds__(kStreamThreads, 3)
+__global__ void __launch_bounds__(kStreamThreads, 2)
     StreamedGemvKernel(const GemvGroupArgs a, const detail::BlockRotateInput r, int tiles,
                        int stages, int stage_bytes) {
   extern __shared__ __align__(128) uint8_t stream_smem[];
   detail::AllowDependentLaunch();
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  auto partial = reinterpret_cast<float (*)[kStreamWarps][kTileRows][kGemvMaxBatch]>(
+      stream_smem + kStreamHeaderBytes);
+  const int super_chunks = (a.act.blocks_per_row + 4 * kBlocksPerChunk - 1) / (4 * kBlocksPerChunk);
   StreamRing ring;
   ring.full = reinterpret_cast<uint64_t*>(stream_smem);
-  ring.empty = ring.full + kStreamMaxStages;
   ring.stages = stream_smem + kStreamHeaderBytes + kStreamPartialBytes;
   ring.count = stages;
   ring.stage_bytes = stage_bytes;
-  auto partial = reinterpret_cast<float (*)[kStreamWarps][kTileRows][kGemvMaxBatch]>(
-      stream_smem + kStreamHeaderBytes);
+  ring.units_per_tile = (super_chunks + kStreamWarps - 1) / kStreamWarps;
+  const int block_tiles = (tiles - 1 - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x) + 1;
+  const uint32_t block_units = static_cast<uint32_t>(block_tiles * ring.units_per_tile);
   if (threadIdx.x == 0) {
-    for (int s = 0; s < stages; ++s) {
-      detail::InitBarrier(ring.full + s, 1);
-      detail::InitBarrier(ring.empty + s, kStreamWarps);
-    }
+    for (int s = 0; s < stages; ++s) detail::InitBarrier(ring.full + s, 1);
     detail::InitBarriersDone();
   }
   __syncthreads();
-  const int units_per_tile = (a.act.blocks_per_row + kStreamUnitBlocks - 1) / kStreamUnitBlocks;
-  const int warp = threadIdx.x >> 5;
-  if (warp == kStreamWarps) {
-    StreamProducer(a, tiles, units_per_tile, ring);
-    return;
+  if (warp == 0) {
+    for (uint32_t u = 0; u < block_units && u < static_cast<uint32_t>(stages); ++u) IssueUnit(a, ring, u);
   }
 
-  const int lane = threadIdx.x & 31;
-  const int g = lane >> 2;
-  const int t = lane & 3;
   const bool has_x = kRotating || g < a.act.batch;
-  // This lane's chunk (128 columns) of unit `part` of a tile.
-  auto chunk_of = [&](int part) {
-    return static_cast<uint32_t>(part) * (kStreamUnitBlocks / kBlocksPerChunk) + warp * 4 + t;
-  };
-  const uint32_t blocks_per_row = static_cast<uint32_t>(a.act.blocks_per_row);
-  int tile = blockIdx.x;
-  if (tile >= tiles) return;
-  TileLane lane_tile = MakeTileLane(a, tile, g);
-  ChunkScales scales = LoadChunkScales(lane_tile, chunk_of(0));
   detail::WaitForPredecessors();
   const uint4* xrow = a.act.x + (has_x ? g * a.act.x_stride_vec : 0);
   if constexpr (kRotating) {
     float* work = reinterpret_cast<float*>(ring.stages + stages * stage_bytes);
     __half* row = reinterpret_cast<__half*>(work + (1 << r.log_n));
-    detail::RotateRowInThreads(r, work, row, kStreamWarps * 32,
-                               [] { detail::SyncThreads(2, kStreamWarps * 32); });
+    detail::RotateRowInBlock(r, work, row);
     xrow = reinterpret_cast<const uint4*>(row);
   }
+  // This lane's 128-column chunk of super-chunk sc.
+  auto chunk_of = [&](int sc) { return static_cast<uint32_t>(sc) * 4 + t; };
+  const uint32_t blocks_per_row = static_cast<uint32_t>(a.act.blocks_per_row);
   uint32_t xw[16];
   detail::StaticFor<4>([&](auto v_c) {
-    LoadActivations<decltype(v_c)::value, kRotating>(xw, xrow, chunk_of(0) * kBlocksPerChunk,
-                                                 has_x && chunk_of(0) * kBlocksPerChunk < blocks_per_row);
+    LoadActivations<decltype(v_c)::value, kRotating>(
+        xw, xrow, chunk_of(warp) * kBlocksPerChunk,
+        has_x && chunk_of(warp) * kBlocksPerChunk < blocks_per_row);
   });
+  TileLane lane_tile = MakeTileLane(a, static_cast<int>(blockIdx.x), g);
+  ChunkScales scales = LoadChunkScales(lane_tile, chunk_of(warp));
 
   uint32_t unit = 0;
   int buf = 0;
-  for (; tile < tiles; tile += gridDim.x, buf ^= 1) {
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, buf ^= 1) {
     const TileLane cur = lane_tile;
     const GemvMatrix& m = *cur.m;
-    const int next_tile = tile + static_cast<int>(gridDim.x);
     float acc[4][4] = {};
-    for (int part = 0; part < units_per_tile; ++part, ++unit) {
-      // The next unit's scales go out now, so their DRAM latency hides behind this unit.
-      const bool last_part = part + 1 == units_per_tile;
-      const int next_part = last_part ? 0 : part + 1;
+    for (int part = 0; part < ring.units_per_tile; ++part, ++unit) {
+      const int sc = part * kStreamWarps + warp;
+      // The next unit's scales go out now, so their latency hides behind this unit.
+      const bool last_part = part + 1 == ring.units_per_tile;
+      const int next_tile = last_part ? tile + static_cast<int>(gridDim.x) : tile;
+      const int next_sc = last_part ? warp : sc + kStreamWarps;
       if (last_part && next_tile < tiles) lane_tile = MakeTileLane(a, next_tile, g);
       const ChunkScales next_scales =
-          last_part && next_tile >= tiles ? scales : LoadChunkScales(lane_tile, chunk_of(next_part));
-      if constexpr (kLoK == kHiK) {
-        StreamedUnit<kLoK, false, kRotating>(a.act, ring, unit, chunk_of(part), chunk_of(next_part), has_x,
-                                  xrow, scales, xw, acc);
+          next_tile < tiles ? LoadChunkScales(lane_tile, chunk_of(next_sc)) : scales;
+      if (sc < super_chunks) {
+        if constexpr (kLoK == kHiK) {
+          StreamedUnit<kLoK, false, kRotating>(a.act, ring, unit, chunk_of(sc), chunk_of(next_sc),
+                                               has_x, xrow, scales, xw, acc);
+        } else {
+          const int bits = m.bits;
+          detail::StaticFor<kHiK - kLoK + 1>([&](auto k_c) {
+            constexpr int K = kLoK + decltype(k_c)::value;
+            if (bits == K) {
+              StreamedUnit<K, true, kRotating>(a.act, ring, unit, chunk_of(sc),
+                                               chunk_of(next_sc), has_x, xrow, scales, xw, acc);
+            }
+          });
+        }
       } else {
-        const int bits = m.bits;
-        detail::StaticFor<kHiK - kLoK + 1>([&](auto k_c) {
-          constexpr int K = kLoK + decltype(k_c)::value;
-          if (bits == K) {
-            StreamedUnit<K, true, kRotating>(a.act, ring, unit, chunk_of(part), chunk_of(next_part), has_x,
-                                  xrow, scales, xw, acc);
-          }
+        // No super-chunk here (the row's last unit is short): xw must still move on.
+        const uint32_t nb = chunk_of(next_sc) * kBlocksPerChunk;
+        detail::StaticFor<4>([&](auto v_c) {
+          LoadActivations<decltype(v_c)::value, kRotating>(xw, xrow, nb, has_x && nb < blocks_per_row);
         });
       }
       scales = next_scales;
+      if (last_part) {
+        // d0,d1 = row g, batch 2t..2t+1; d2,d3 = row g+8.
+        float d[4];
+        detail::StaticFor<4>([&](auto j_c) {
+          constexpr int j = decltype(j_c)::value;
+          d[j] = acc[0][j] + acc[1][j] + acc[2][j] + acc[3][j];
+        });
+        partial[buf][warp][g][2 * t] = d[0];
+        partial[buf][warp][g][2 * t + 1] = d[1];
+        partial[buf][warp][g + 8][2 * t] = d[2];
+        partial[buf][warp][g + 8][2 * t + 1] = d[3];
+      }
+      // Every warp is done with this unit's stage (and, at a tile's end, has left its sums).
+      __syncthreads();
+      if (warp == 0 && unit + stages < block_units) IssueUnit(a, ring, unit + stages);
     }
-    // d0,d1 = row g, batch 2t..2t+1; d2,d3 = row g+8.
-    float d[4];
-    detail::StaticFor<4>([&](auto j_c) {
-      constexpr int j = decltype(j_c)::value;
-      d[j] = acc[0][j] + acc[1][j] + acc[2][j] + acc[3][j];
-    });
-    partial[buf][warp][g][2 * t] = d[0];
-    partial[buf][warp][g][2 * t + 1] = d[1];
-    partial[buf][warp][g + 8][2 * t] = d[2];
-    partial[buf][warp][g + 8][2 * t + 1] = d[3];
-    detail::SyncThreads(1, kStreamWarps * 32);
-    static_assert(kStreamWarps * 32 >= kTileRows * kGemvMaxBatch, "one thread per output");
+    static_assert(kStreamThreads >= kTileRows * kGemvMaxBatch, "one thread per output");
     const int row = threadIdx.x / kGemvMaxBatch;
     const int b = threadIdx.x % kGemvMaxBatch;
     if (threadIdx.x < kTileRows * kGemvMaxBatch && b < a.act.batch && cur.tile_row + row < m.rows) {
@@ -812,9 +806,10 @@ absl::Status LaunchStreamed(const GemvGroupArgs& a, const detail::BlockRotateInp
   const int rotate_bytes =
       rotate ? static_cast<int>(detail::BlockRotateSharedBytes(int64_t{1} << rotate->log_n)) : 0;
   const int stage_bytes = StreamStageBytes(hi);  // the widest entry's rows, not the kernel's K range
+  const int fixed_bytes = kStreamHeaderBytes + kStreamPartialBytes + rotate_bytes;
   const int stages =
-      std::clamp((kStreamRingBytes - rotate_bytes) / stage_bytes, 2, kStreamMaxStages);
-  const int smem = kStreamHeaderBytes + kStreamPartialBytes + stages * stage_bytes + rotate_bytes;
+      std::clamp((kStreamBlockBytes - fixed_bytes) / stage_bytes, 2, kStreamMaxStages);
+  const int smem = fixed_bytes + stages * stage_bytes;
   BITLOOM_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   int resident = 0;
@@ -1024,11 +1019,14 @@ bool StreamedGemvEnabled() { return streamed_gemv_enabled.load(); }
 bool PreferStreamedGemv(absl::Span<const ScalarCodecGemvParams> group) {
   if (group.empty()) return false;
   const auto [lo, hi] = BitsRange(group);
-  // H200, gpu_gemv_bench --groups_only (docs/KERNELS.md "Streamed pipeline"): faster for rows of
-  // at most 2 units (4096 columns) at K >= 3 at batch 1 (8B q/k/v 9.17 → 7.87 µs, o_proj
-  // 7.17 → 6.41, gate/up 27.81 → 26.44); slower at K = 2, where the decode, not the stream,
-  // limits (q_proj 4.77 → 6.15), and for longer rows (8B down_proj 16.06 → 18.25).
-  return group[0].batch == 1 && lo >= 3 && group[0].cols <= 2 * kStreamUnitBlocks * 32;
+  // H200, gpu_gemv_bench --groups_only, both forced (docs/KERNELS.md "Streamed pipeline"):
+  // faster for the 4096-wide groups of at most 8192 rows at K >= 3 (8B q/k/v 9.17 → 8.66 µs,
+  // o_proj 7.17 → 5.88, k_proj 5.71 → 4.15); even on gate/up (27.86 → 28.01) and slower at
+  // K = 2 (q_proj 4.79 → 5.03) and on longer rows (70B down_proj 41.42 → 47.93), where 8 warps
+  // per persistent block decode less in parallel than the register kernel's one-wave grids.
+  int64_t rows = 0;
+  for (const ScalarCodecGemvParams& p : group) rows += p.rows;
+  return group[0].batch == 1 && lo >= 3 && group[0].cols <= 4096 && rows <= 8192;
 }
 
 bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,

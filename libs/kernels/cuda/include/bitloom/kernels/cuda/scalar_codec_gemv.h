@@ -98,10 +98,10 @@ absl::Status LaunchScalarCodecGemvGroup(absl::Span<const ScalarCodecGemvParams> 
                                         cudaStream_t stream);
 
 // How the weights reach the tensor cores. kRegisters: each warp loads its codes straight into
-// registers, one super-chunk ahead (any SM from sm_80). kStreamed (sm_90): a producer warp per
-// block streams the block's row tiles through a ring of shared-memory stages with bulk copies,
-// from kernel start and across tiles, and the consumer warps decode from there; one wave of
-// persistent blocks. kAuto: PreferStreamedGemv on sm_90 and up, else kRegisters.
+// registers, one super-chunk ahead (any SM from sm_80). kStreamed (sm_90): one wave of
+// persistent blocks streams its row tiles through a ring of shared-memory stages with bulk
+// copies, from kernel start and across tiles, and the block's 8 warps decode from there.
+// kAuto: with SetStreamedGemv on, PreferStreamedGemv on sm_90 and up; else kRegisters.
 enum class GemvPipeline { kAuto, kRegisters, kStreamed };
 
 // Knobs of the launch that change only its speed, never its result; benchmarks sweep them.
@@ -117,9 +117,9 @@ bool PreferStreamedGemv(absl::Span<const ScalarCodecGemvParams> group);
 
 // Process-wide: whether kAuto may pick the streamed pipeline at all. Default off: back to back
 // the kernel is faster on the shapes PreferStreamedGemv names, but inside the 8B decode step it is
-// slower (H200: 3.30 → 3.70 ms per batch-1 step; docs/KERNELS.md "Streamed pipeline"), its
-// consumer warps being too few to decode at the rate the ring delivers. `bitloom bench
-// --streamed_gemv` turns it on for A/B runs.
+// slower with dependent launch on (H200: 3.295 → 3.467 ms per batch-1 step; without dependent
+// launch 3.398 → 3.386; docs/KERNELS.md "Streamed pipeline"). `bitloom bench --streamed_gemv`
+// turns it on for A/B runs.
 void SetStreamedGemv(bool enabled);
 bool StreamedGemvEnabled();
 
