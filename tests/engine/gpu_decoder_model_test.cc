@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <random>
 #include <sstream>
@@ -697,6 +698,37 @@ TEST(GpuDecoderModel, GraphsMatchDirectLaunchesBitForBit) {
 // with the residual norm, writing the residual to the other buffer; o_proj plain) against the
 // rotation kernels, over enough steps and layers that a residual left in the wrong buffer shows.
 // They differ at most by the last bit of 1/rms, hence a tolerance far below the CPU comparison's.
+// Loads the model twice (options a and b), prefills `prompt` into both (equal logits: prefill rows
+// take neither batch-1 path) and decodes `steps` greedy tokens, expecting each step's logits within
+// 1e-4 (relative) of each other. before_step(true / false) runs before a's / b's step.
+void ExpectSameDecode(const modelstore::ArtifactReader& reader, VramPool* pool,
+                      const GpuModelOptions& options_a, const GpuModelOptions& options_b,
+                      const std::vector<int32_t>& prompt, int steps,
+                      const std::function<void(bool)>& before_step = [](bool) {}) {
+  auto a = GpuDecoderModel::Load(reader, pool, options_a);
+  auto b = GpuDecoderModel::Load(reader, pool, options_b);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  const SequenceId sa = *(*a)->AddSequence(), sb = *(*b)->AddSequence();
+  auto la = (*a)->Prefill(sa, prompt);
+  auto lb = (*b)->Prefill(sb, prompt);
+  ASSERT_TRUE(la.ok() && lb.ok());
+  ASSERT_EQ(*la, *lb) << "prefill (several rows) takes neither batch-1 path";
+  int32_t next = ArgMax(*la);
+  for (int t = 0; t < steps; ++t) {
+    before_step(true);
+    auto da = (*a)->DecodeStep({sa}, {next});
+    before_step(false);
+    auto db = (*b)->DecodeStep({sb}, {next});
+    ASSERT_TRUE(da.ok()) << da.status();
+    ASSERT_TRUE(db.ok()) << db.status();
+    EXPECT_LE(RelativeDifference(*da, *db), 1e-4) << "step " << t;
+    next = ArgMax(*da);
+  }
+  ASSERT_TRUE((*a)->Release(sa).ok());
+  ASSERT_TRUE((*b)->Release(sb).ok());
+}
+
 TEST(GpuDecoderModel, RotatingGemvMatchesRotationKernels) {
   SKIP_WITHOUT_GPU();
   ScratchDir dir;
@@ -713,27 +745,8 @@ TEST(GpuDecoderModel, RotatingGemvMatchesRotationKernels) {
     rotating.use_cuda_graphs = kernels.use_cuda_graphs = graphs;
     rotating.model_id = absl::StrCat("rotating", graphs);
     kernels.model_id = absl::StrCat("kernels", graphs);
-    auto a = GpuDecoderModel::Load(*reader, pool.get(), rotating);
-    auto b = GpuDecoderModel::Load(*reader, pool.get(), kernels);
-    ASSERT_TRUE(a.ok()) << a.status();
-    ASSERT_TRUE(b.ok()) << b.status();
-    const std::vector<int32_t> prompt = Prompt(9, config.vocab_size(), 5);
-    const SequenceId sa = *(*a)->AddSequence(), sb = *(*b)->AddSequence();
-    auto la = (*a)->Prefill(sa, prompt);
-    auto lb = (*b)->Prefill(sb, prompt);
-    ASSERT_TRUE(la.ok() && lb.ok());
-    ASSERT_EQ(*la, *lb) << "prefill (several rows) never rotates inside the GEMV";
-    int32_t next = ArgMax(*la);
-    for (int t = 0; t < 24; ++t) {
-      auto da = (*a)->DecodeStep({sa}, {next});
-      auto db = (*b)->DecodeStep({sb}, {next});
-      ASSERT_TRUE(da.ok()) << da.status();
-      ASSERT_TRUE(db.ok()) << db.status();
-      EXPECT_LE(RelativeDifference(*da, *db), 1e-4) << "step " << t;
-      next = ArgMax(*da);
-    }
-    ASSERT_TRUE((*a)->Release(sa).ok());
-    ASSERT_TRUE((*b)->Release(sb).ok());
+    ExpectSameDecode(*reader, pool.get(), rotating, kernels, Prompt(9, config.vocab_size(), 5),
+                     24);
   }
 }
 
@@ -757,28 +770,9 @@ TEST(GpuDecoderModel, StreamedGemvMatchesRegisterGemv) {
       o.rotating_gemv = rotating;
       GpuModelOptions r = o;
       r.model_id = absl::StrCat("registers", graphs, rotating);
-      auto a = GpuDecoderModel::Load(*reader, pool.get(), o);
-      auto b = GpuDecoderModel::Load(*reader, pool.get(), r);
-      ASSERT_TRUE(a.ok()) << a.status();
-      ASSERT_TRUE(b.ok()) << b.status();
-      const std::vector<int32_t> prompt = Prompt(9, config.vocab_size(), 7);
-      const SequenceId sa = *(*a)->AddSequence(), sb = *(*b)->AddSequence();
-      auto la = (*a)->Prefill(sa, prompt);
-      auto lb = (*b)->Prefill(sb, prompt);
-      ASSERT_TRUE(la.ok() && lb.ok());
-      int32_t next = ArgMax(*la);
-      for (int t = 0; t < 16; ++t) {
-        kernels::cuda::SetStreamedGemv(true);  // a's steps (and a's captured graph) stream
-        auto da = (*a)->DecodeStep({sa}, {next});
-        kernels::cuda::SetStreamedGemv(false);
-        auto db = (*b)->DecodeStep({sb}, {next});
-        ASSERT_TRUE(da.ok()) << da.status();
-        ASSERT_TRUE(db.ok()) << db.status();
-        EXPECT_LE(RelativeDifference(*da, *db), 1e-4) << "step " << t;
-        next = ArgMax(*da);
-      }
-      ASSERT_TRUE((*a)->Release(sa).ok());
-      ASSERT_TRUE((*b)->Release(sb).ok());
+      // a's steps (and the graph a captures) stream; b's use registers.
+      ExpectSameDecode(*reader, pool.get(), o, r, Prompt(9, config.vocab_size(), 7), 16,
+                       [](bool first) { kernels::cuda::SetStreamedGemv(first); });
     }
   }
   kernels::cuda::SetStreamedGemv(was_streamed);

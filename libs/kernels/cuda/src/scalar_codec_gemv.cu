@@ -193,6 +193,41 @@ __device__ __forceinline__ void LoadActivations(uint32_t (&xw)[16], const uint4*
   xw[4 * kV] = q.x, xw[4 * kV + 1] = q.y, xw[4 * kV + 2] = q.z, xw[4 * kV + 3] = q.w;
 }
 
+// Code block kBlock of a lane's chunk (its codes in r.w0 / r.w1, rows g and g+8, with raw fp16
+// scales s0 / s1) times the activations in xw, into acc (kSets ≥ kAccSets chains). xw leaves with
+// code block nb's activations (zeros unless nb_ok), each uint4 replaced as soon as the last mma
+// reading it is issued. `exponent` is kHalf2Exponent, neg_center −c in both halves.
+template <int K, bool kMixed, bool kSharedX, int kBlock, int kSets>
+__device__ __forceinline__ void DecodeBlock(const ChunkRegs<K>& r, unsigned short s0_raw,
+                                            unsigned short s1_raw, uint32_t exponent,
+                                            __half2 neg_center, uint32_t (&xw)[16],
+                                            const uint4* xrow, uint32_t nb, bool nb_ok,
+                                            float (&acc)[kSets][4]) {
+  using detail::StaticFor;
+  static_assert(kSets >= kAccSets<K, kMixed>, "one accumulator per chain");
+  const __half2 s0 = __half2half2(__ushort_as_half(s0_raw));
+  const __half2 s1 = __half2half2(__ushort_as_half(s1_raw));
+  const __half2 ncs0 = __hmul2(s0, neg_center);
+  const __half2 ncs1 = __hmul2(s1, neg_center);
+  StaticFor<8>([&](auto m_c) {
+    constexpr int kM = decltype(m_c)::value;
+    constexpr int kBase = kBlock * K;
+    const uint32_t a0 = detail::DecodePair<K, 2 * kM, kBase>(r.w0, s0, ncs0, exponent);
+    const uint32_t a1 = detail::DecodePair<K, 2 * kM, kBase>(r.w1, s1, ncs1, exponent);
+    const uint32_t a2 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w0, s0, ncs0, exponent);
+    const uint32_t a3 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w1, s1, ncs1, exponent);
+    const uint32_t b0 = detail::ActivationPair<K, 2 * kM>(xw);
+    const uint32_t b1 = detail::ActivationPair<K, 2 * kM + 1>(xw);
+    detail::MmaM16N8K16(acc[kM % kAccSets<K, kMixed>], a0, a1, a2, a3, b0, b1);
+    StaticFor<4>([&](auto v_c) {
+      constexpr int v = decltype(v_c)::value;
+      if constexpr (detail::LastMmaReadingActivations<K>(v) == kM) {
+        LoadActivations<v, kSharedX>(xw, xrow, nb, nb_ok);
+      }
+    });
+  });
+}
+
 // One 16-row tile of matrix `m` with K-bit codes: the whole body of a thread block.
 // prepare_x(), called by every thread once the kernel ahead has finished, returns the activations'
 // row 0: a.x, or (kSharedX) the row the block has just rotated into its shared memory, which then
@@ -264,27 +299,8 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
                                                        : next * kBlocksPerChunk;
       const bool nb_ok = has_x && (kBlock + 1 < kBlocksPerChunk ? chunk_ok : next_ok) &&
                          nb < uint32_t(blocks_per_row);
-      const __half2 s0 = __half2half2(__ushort_as_half(r.s0[kBlock]));
-      const __half2 s1 = __half2half2(__ushort_as_half(r.s1[kBlock]));
-      const __half2 ncs0 = __hmul2(s0, neg_center);
-      const __half2 ncs1 = __hmul2(s1, neg_center);
-      StaticFor<8>([&](auto m_c) {
-        constexpr int kM = decltype(m_c)::value;
-        constexpr int kBase = kBlock * K;
-        const uint32_t a0 = detail::DecodePair<K, 2 * kM, kBase>(r.w0, s0, ncs0, exponent);
-        const uint32_t a1 = detail::DecodePair<K, 2 * kM, kBase>(r.w1, s1, ncs1, exponent);
-        const uint32_t a2 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w0, s0, ncs0, exponent);
-        const uint32_t a3 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w1, s1, ncs1, exponent);
-        const uint32_t b0 = detail::ActivationPair<K, 2 * kM>(xw);
-        const uint32_t b1 = detail::ActivationPair<K, 2 * kM + 1>(xw);
-        detail::MmaM16N8K16(acc[kM % kAccSets<K, kMixed>], a0, a1, a2, a3, b0, b1);
-        StaticFor<4>([&](auto v_c) {
-          constexpr int v = decltype(v_c)::value;
-          if constexpr (detail::LastMmaReadingActivations<K>(v) == kM) {
-            LoadActivations<v, kSharedX>(xw, xrow, nb, nb_ok);
-          }
-        });
-      });
+      DecodeBlock<K, kMixed, kSharedX, kBlock>(r, r.s0[kBlock], r.s1[kBlock], exponent,
+                                               neg_center, xw, xrow, nb, nb_ok, acc);
       // Block kBlock's code registers are free: start the next chunk's loads that fit in them.
       LoadChunkPart<K, kBlock>(r, l, next);
     });
@@ -499,28 +515,9 @@ __device__ __forceinline__ void StreamedUnit(const GemvActivations& a, const Str
     constexpr int kBlock = decltype(b_c)::value;
     const uint32_t nb = kBlock + 1 < kBlocksPerChunk ? chunk * kBlocksPerChunk + kBlock + 1
                                                      : next_chunk * kBlocksPerChunk;
-    const bool nb_ok = has_x && nb < blocks_per_row;
-    const __half2 s0 = __half2half2(__ushort_as_half(sc.s0[kBlock]));
-    const __half2 s1 = __half2half2(__ushort_as_half(sc.s1[kBlock]));
-    const __half2 ncs0 = __hmul2(s0, neg_center);
-    const __half2 ncs1 = __hmul2(s1, neg_center);
-    StaticFor<8>([&](auto m_c) {
-      constexpr int kM = decltype(m_c)::value;
-      constexpr int kBase = kBlock * K;
-      const uint32_t a0 = detail::DecodePair<K, 2 * kM, kBase>(r.w0, s0, ncs0, exponent);
-      const uint32_t a1 = detail::DecodePair<K, 2 * kM, kBase>(r.w1, s1, ncs1, exponent);
-      const uint32_t a2 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w0, s0, ncs0, exponent);
-      const uint32_t a3 = detail::DecodePair<K, 2 * kM + 1, kBase>(r.w1, s1, ncs1, exponent);
-      const uint32_t b0 = detail::ActivationPair<K, 2 * kM>(xw);
-      const uint32_t b1 = detail::ActivationPair<K, 2 * kM + 1>(xw);
-      detail::MmaM16N8K16(acc[kM % kAccSets<K, kMixed>], a0, a1, a2, a3, b0, b1);
-      StaticFor<4>([&](auto v_c) {
-        constexpr int v = decltype(v_c)::value;
-        if constexpr (detail::LastMmaReadingActivations<K>(v) == kM) {
-          LoadActivations<v, kSharedX>(xw, xrow, nb, nb_ok);
-        }
-      });
-    });
+    DecodeBlock<K, kMixed, kSharedX, kBlock>(r, sc.s0[kBlock], sc.s1[kBlock], exponent,
+                                             neg_center, xw, xrow, nb, has_x && nb < blocks_per_row,
+                                             acc);
   });
 }
 
