@@ -3,6 +3,7 @@
 // bandwidth limit. Skips without a CUDA device (CUDA builds only; label gpu).
 #include "bench_gpu.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -42,6 +43,7 @@ TEST(BenchGpu, SyntheticSmolLm2Report) {
   options.steps = 5;
   options.prefill_repeats = 2;
   options.vram_fraction = 0.5;
+  options.kernel_timeline_steps = 3;
   auto report = tools::RunGpuBench(**reader, options);
   ASSERT_TRUE(report.ok()) << report.status();
   const nlohmann::json& j = *report;
@@ -59,7 +61,19 @@ TEST(BenchGpu, SyntheticSmolLm2Report) {
       // Launch overheads dominate a 135M model, but it can never beat the bandwidth limit by much.
       EXPECT_LT(row[loop]["fraction_of_limit"].get<double>(), 1.5) << row.dump(2);
     }
-    EXPECT_EQ(row["context_end"].get<int>(), 40 + 2 * (2 + 5));
+    EXPECT_EQ(row["context_end"].get<int>(), 40 + 2 * (2 + 5) + 3);
+    // The last of 3 recorded steps: every kernel of the layers, each with a GPU duration.
+    const nlohmann::json& timeline = row["kernel_timeline"];
+    EXPECT_EQ(timeline["steps_recorded"].get<int>(), 3) << timeline.dump(2);
+    ASSERT_GE(timeline["kernels_per_step"].get<int>(), 5) << timeline.dump(2);
+    ASSERT_EQ(timeline["kernels"].size(), timeline["kernels_per_step"].get<size_t>());
+    double longest = 0;
+    for (const nlohmann::json& k : timeline["kernels"]) {
+      EXPECT_FALSE(k["name"].get<std::string>().empty());
+      EXPECT_TRUE(PositiveFinite(k["duration_us"])) << k.dump();
+      longest = std::max(longest, k["duration_us"].get<double>());
+    }
+    EXPECT_GE(timeline["step_span_us"].get<double>(), longest);
   }
   ASSERT_EQ(j["prefill"].size(), 2u);
   for (const nlohmann::json& row : j["prefill"]) {

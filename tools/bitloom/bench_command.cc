@@ -40,6 +40,9 @@ ABSL_FLAG(bool, embedding_in_host, false, "bench: keep the token embedding in pi
 ABSL_FLAG(bool, dependent_launch, true,
           "bench: let decode kernels start while the kernel ahead finishes (Hopper); false for an "
           "A/B baseline");
+ABSL_FLAG(int, kernel_timeline_steps, 0,
+          "bench: record this many extra forward steps per batch as a kernel timeline (CUPTI: each "
+          "kernel's start, duration and gap to the one before) and report the last; 0: none");
 ABSL_FLAG(int, prefill_gemm_mib, 0,
           "bench: workspace for the prefill GEMM's expanded weight slices, MiB (0: the engine's "
           "default)");
@@ -137,6 +140,7 @@ int RunBench(const std::string& artifact_name, const std::string& inferd_address
   gpu.prefill_repeats = absl::GetFlag(FLAGS_prefill_repeats);
   gpu.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   gpu.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  gpu.kernel_timeline_steps = absl::GetFlag(FLAGS_kernel_timeline_steps);
   gpu.rotating_gemv = absl::GetFlag(FLAGS_rotating_gemv);
   gpu.streamed_gemv = absl::GetFlag(FLAGS_streamed_gemv);
   gpu.vram_fraction = absl::GetFlag(FLAGS_vram_fraction);

@@ -8,7 +8,9 @@
 //   gpu: device, copy_bandwidth_gbps, bytes_per_token {total, decoder_linears, head, ...},
 //        limit_tokens_per_s_batch1, load_seconds,
 //        decode [{batch, limit_tokens_per_s, forward {median_step_ms, tokens_per_s,
-//                 fraction_of_limit, ...}, with_sampling {...}}],
+//                 fraction_of_limit, ...}, with_sampling {...},
+//                 kernel_timeline {step_span_us, kernel_time_us, gaps_us, overlap_us,
+//                 kernels [{name, start_us, duration_us, gap_us}]} with --kernel_timeline_steps}],
 //        prefill [{tokens, median_ms, tokens_per_s, last_logits_finite, last_logits_rms}]
 //        (bench_gpu.h has the method), or {"skipped": reason} with --skip_gpu
 //   latency (with --inferd): clients, requests, ttft_ms {p50, p90, p99, max, mean},

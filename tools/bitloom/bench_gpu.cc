@@ -23,6 +23,7 @@
 #include "bitloom/kernels/cuda/dependent_launch.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
 #include "bitloom/kernels/cuda/sampling.h"
+#include "kernel_timeline.h"
 
 namespace bitloom::tools {
 namespace {
@@ -96,6 +97,21 @@ nlohmann::json StepStats(const std::vector<double>& step_seconds, int batch,
   return j;
 }
 
+// `steps` more forward steps of `seqs` under a KernelTimelineRecorder, summarized.
+absl::StatusOr<nlohmann::json> RecordTimeline(engine::GpuDecoderModel& model,
+                                              const std::vector<engine::SequenceId>& seqs,
+                                              const std::vector<int32_t>& tokens, int steps) {
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(model.stream()));
+  BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<KernelTimelineRecorder> recorder,
+                           KernelTimelineRecorder::Start());
+  for (int i = 0; i < steps; ++i) {
+    BITLOOM_RETURN_IF_ERROR(model.DecodeStepOnDevice(seqs, tokens));
+  }
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(model.stream()));
+  BITLOOM_ASSIGN_OR_RETURN(std::vector<KernelSpan> spans, recorder->Stop());
+  return SummarizeTimeline(std::move(spans), steps);
+}
+
 // Decode at one batch size: both loops of bench_gpu.h, from sequences of `context` tokens.
 absl::StatusOr<nlohmann::json> BenchDecode(engine::GpuDecoderModel& model,
                                            const GpuBenchOptions& options, int batch,
@@ -128,6 +144,10 @@ absl::StatusOr<nlohmann::json> BenchDecode(engine::GpuDecoderModel& model,
   j["steps"] = options.steps;
   j["limit_tokens_per_s"] = limit;
   j["forward"] = StepStats(forward, batch, limit);
+  if (options.kernel_timeline_steps > 0) {
+    BITLOOM_ASSIGN_OR_RETURN(j["kernel_timeline"],
+                             RecordTimeline(model, seqs, tokens, options.kernel_timeline_steps));
+  }
 
   // The serving step: forward + greedy sampling on the GPU, the sampled tokens fed back.
   std::vector<kernels::cuda::SamplingRowParams> rows(static_cast<size_t>(batch));
@@ -204,6 +224,11 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
     return absl::InvalidArgumentError(
         "bench: batches, steps, decode_context and prefill_repeats must be positive");
   }
+  if (options.kernel_timeline_steps < 0 || options.kernel_timeline_steps > kMaxTimelineSteps) {
+    return absl::InvalidArgumentError(absl::StrCat("bench: kernel_timeline_steps ",
+                                                   options.kernel_timeline_steps,
+                                                   " outside [0, ", kMaxTimelineSteps, "]"));
+  }
   BITLOOM_RETURN_IF_ERROR(CheckGpuBenchAvailable());
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaSetDevice(0));
   cudaDeviceProp prop{};
@@ -244,7 +269,8 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
       options.prefill_lengths.empty()
           ? 0
           : *std::max_element(options.prefill_lengths.begin(), options.prefill_lengths.end());
-  const int decode_len = options.decode_context + 2 * (options.warmup_steps + options.steps) + 1;
+  const int decode_len = options.decode_context + 2 * (options.warmup_steps + options.steps) +
+                         options.kernel_timeline_steps + 1;
   kernels::cuda::SetDependentLaunch(options.dependent_launch);
   kernels::cuda::SetStreamedGemv(options.streamed_gemv);
   engine::GpuModelOptions model_options;

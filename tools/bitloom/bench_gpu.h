@@ -31,6 +31,8 @@
 
 namespace bitloom::tools {
 
+inline constexpr int kMaxTimelineSteps = 64;
+
 struct GpuBenchOptions {
   std::vector<int> batches = {1, 4, 16};
   std::vector<int> prefill_lengths = {512, 2048};
@@ -47,6 +49,9 @@ struct GpuBenchOptions {
   bool embedding_in_host = false;  // GpuModelOptions::embedding_in_host
   bool dependent_launch = true;    // kernels::cuda::SetDependentLaunch, for A/B runs
   uint64_t prefill_gemm_bytes = 0;  // GpuModelOptions::prefill_gemm_bytes when > 0
+  // When > 0, after the timed forward steps of each batch, this many more are recorded as a
+  // kernel timeline (kernel_timeline.h) and the last is reported; at most kMaxTimelineSteps.
+  int kernel_timeline_steps = 0;
   uint64_t seed = 1;           // random token ids
 };
 

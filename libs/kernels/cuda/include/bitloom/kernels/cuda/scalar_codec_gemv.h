@@ -118,8 +118,8 @@ bool PreferStreamedGemv(absl::Span<const ScalarCodecGemvParams> group);
 // Process-wide: whether kAuto may pick the streamed pipeline at all. Default off: back to back
 // the kernel is faster on the shapes PreferStreamedGemv names, but inside the 8B decode step it is
 // slower with dependent launch on (H200: 3.295 → 3.467 ms per batch-1 step; without dependent
-// launch 3.398 → 3.386; docs/KERNELS.md "Streamed pipeline"). `bitloom bench --streamed_gemv`
-// turns it on for A/B runs.
+// launch 3.398 → 3.386): its shared memory leaves the register GEMVs after it a small L1
+// (docs/KERNELS.md "Streamed pipeline"). `bitloom bench --streamed_gemv` turns it on for A/B runs.
 void SetStreamedGemv(bool enabled);
 bool StreamedGemvEnabled();
 
