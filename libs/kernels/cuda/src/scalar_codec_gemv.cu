@@ -148,6 +148,32 @@ struct LaneRows {
   bool chunk_one_group;    // the 4 blocks of a chunk share one scale group (group_size % 128 == 0)
 };
 
+// uint4 u of a chunk's codes, rows g (v0) and g+8 (v1), into r's words 4u..4u+3.
+template <int u, int K>
+__device__ __forceinline__ void SetChunkWords(ChunkRegs<K>& r, uint4 v0, uint4 v1) {
+  r.w0[4 * u] = v0.x, r.w0[4 * u + 1] = v0.y, r.w0[4 * u + 2] = v0.z, r.w0[4 * u + 3] = v0.w;
+  r.w1[4 * u] = v1.x, r.w1[4 * u + 1] = v1.y, r.w1[4 * u + 2] = v1.z, r.w1[4 * u + 3] = v1.w;
+}
+
+// Code block kBlock's raw fp16 scales of chunk `chunk`, rows g (scales0) and g+8 (scales1), into
+// s0 / s1[kBlock]; the group index is clamped to the row's last. With one group per chunk, blocks
+// after 0 copy block 0's (which must already be in s0 / s1[0]).
+template <int kBlock>
+__device__ __forceinline__ void LoadBlockScales(unsigned short (&s0)[kBlocksPerChunk],
+                                                unsigned short (&s1)[kBlocksPerChunk],
+                                                const uint16_t* scales0, const uint16_t* scales1,
+                                                uint32_t chunk, uint32_t group_magic,
+                                                uint32_t last_group, bool chunk_one_group) {
+  if (kBlock > 0 && chunk_one_group) {
+    s0[kBlock] = s0[0];
+    s1[kBlock] = s1[0];
+    return;
+  }
+  const uint32_t gi = min(GroupOfBlock(chunk * kBlocksPerChunk + kBlock, group_magic), last_group);
+  s0[kBlock] = __ldg(reinterpret_cast<const unsigned short*>(scales0) + gi);
+  s1[kBlock] = __ldg(reinterpret_cast<const unsigned short*>(scales1) + gi);
+}
+
 // Loads of chunk `chunk` into `r` that become possible once block kAfter of the previous chunk
 // is decoded: uint4 u with (4u+3)/K == kAfter, and block kAfter's scales.
 //
@@ -162,21 +188,13 @@ __device__ __forceinline__ void LoadChunkPart(ChunkRegs<K>& r, const LaneRows& l
     constexpr int u = decltype(u_c)::value;
     if constexpr ((4 * u + 3) / K == kAfter) {
       const uint32_t vec = min(chunk * K + u, l.last_vec);
-      const uint4 v0 = __ldg(l.codes0 + vec);
-      const uint4 v1 = __ldg(l.codes1 + vec);
-      r.w0[4 * u] = v0.x, r.w0[4 * u + 1] = v0.y, r.w0[4 * u + 2] = v0.z, r.w0[4 * u + 3] = v0.w;
-      r.w1[4 * u] = v1.x, r.w1[4 * u + 1] = v1.y, r.w1[4 * u + 2] = v1.z, r.w1[4 * u + 3] = v1.w;
+      SetChunkWords<u>(r, __ldg(l.codes0 + vec), __ldg(l.codes1 + vec));
     }
   });
-  if (kAfter > 0 && l.chunk_one_group) {
-    // Block 0's scales of this chunk were loaded after block 0 of the previous one.
-    r.s0[kAfter] = r.s0[0];
-    r.s1[kAfter] = r.s1[0];
-    return;
-  }
-  const uint32_t gi = min(GroupOfBlock(chunk * kBlocksPerChunk + kAfter, l.group_magic), l.last_group);
-  r.s0[kAfter] = __ldg(reinterpret_cast<const unsigned short*>(l.scales0) + gi);
-  r.s1[kAfter] = __ldg(reinterpret_cast<const unsigned short*>(l.scales1) + gi);
+  // With one group per chunk, block 0's scales of this chunk were loaded after block 0 of the
+  // previous one.
+  LoadBlockScales<kAfter>(r.s0, r.s1, l.scales0, l.scales1, chunk, l.group_magic, l.last_group,
+                          l.chunk_one_group);
 }
 
 // What a lane without activations (its batch row g ≥ batch, or a block past the row) reads.
@@ -432,18 +450,11 @@ __device__ __forceinline__ TileLane MakeTileLane(const GemvGroupArgs& a, int til
 
 __device__ __forceinline__ ChunkScales LoadChunkScales(const TileLane& l, uint32_t chunk) {
   ChunkScales c{};
-  const uint32_t last_group = static_cast<uint32_t>(l.m->groups_per_row - 1);
   detail::StaticFor<kBlocksPerChunk>([&](auto b_c) {
-    constexpr int b = decltype(b_c)::value;
-    if (b > 0 && l.m->chunk_one_group) {
-      c.s0[b] = c.s0[0];
-      c.s1[b] = c.s1[0];
-      return;
-    }
-    const uint32_t gi =
-        min(GroupOfBlock(chunk * kBlocksPerChunk + b, l.m->group_magic), last_group);
-    c.s0[b] = __ldg(reinterpret_cast<const unsigned short*>(l.scales0) + gi);
-    c.s1[b] = __ldg(reinterpret_cast<const unsigned short*>(l.scales1) + gi);
+    LoadBlockScales<decltype(b_c)::value>(c.s0, c.s1, l.scales0, l.scales1, chunk,
+                                          l.m->group_magic,
+                                          static_cast<uint32_t>(l.m->groups_per_row - 1),
+                                          l.m->chunk_one_group);
   });
   return c;
 }
@@ -502,10 +513,7 @@ __device__ __forceinline__ void StreamedUnit(const GemvActivations& a, const Str
   ChunkRegs<K> r;
   StaticFor<K>([&](auto u_c) {
     constexpr int u = decltype(u_c)::value;
-    const uint4 v0 = row0[u];
-    const uint4 v1 = row1[u];
-    r.w0[4 * u] = v0.x, r.w0[4 * u + 1] = v0.y, r.w0[4 * u + 2] = v0.z, r.w0[4 * u + 3] = v0.w;
-    r.w1[4 * u] = v1.x, r.w1[4 * u + 1] = v1.y, r.w1[4 * u + 2] = v1.z, r.w1[4 * u + 3] = v1.w;
+    SetChunkWords<u>(r, row0[u], row1[u]);
   });
 
   const uint32_t exponent = detail::kHalf2Exponent;
