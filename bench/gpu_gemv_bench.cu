@@ -256,6 +256,13 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
             !s.ok())
           return s;
       }
+      // The plan's launch on one copy of the weights every time: what it takes when the weights
+      // (those that fit) are already in L2, the most an L2 prefetch ahead of it could buy.
+      double l2_resident_s = 0.0;
+      std::string how_resident;
+      auto resident = [&](int) { return LaunchScalarCodecGemvGroup(params(0), stream); };
+      if (absl::Status s = TimeLaunches(stream, iters, resident, &l2_resident_s, &how_resident); !s.ok())
+        return s;
       // The plan's launch without dependent launch, for the same-run comparison.
       double serial_s = 0.0;
       std::string how_serial;
@@ -289,13 +296,15 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
           ",\"streamed_fraction_of_copy_bw\":",
           streamed_s > 0 ? bytes / streamed_s / 1e9 / copy_gbps : 0.0,
           ",\"time_us_without_dependent_launch\":", serial_s * 1e6,
+          ",\"l2_resident_us\":", l2_resident_s * 1e6,
           ",\"timing\":\"", how, "\"}"));
       std::fprintf(stderr,
                    "%-11s %-17s %13s %6ld %8s %5d %9.2f %8.0f %6.3f  W=%d  separate %.2f us"
-                   "  no-PDL %.2f us  registers %.2f us  streamed %.2f us\n",
+                   "  no-PDL %.2f us  registers %.2f us  streamed %.2f us  L2-resident %.2f us\n",
                    shape.model, shape.layer, rows_list.c_str(), static_cast<long>(shape.cols),
                    bits_label.c_str(), batch, group_s * 1e6, gbps, gbps / copy_gbps, planned,
-                   separate_s * 1e6, serial_s * 1e6, registers_s * 1e6, streamed_s * 1e6);
+                   separate_s * 1e6, serial_s * 1e6, registers_s * 1e6, streamed_s * 1e6,
+                   l2_resident_s * 1e6);
     }
   }
   return absl::OkStatus();
