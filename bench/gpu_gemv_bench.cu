@@ -17,7 +17,9 @@
 // read + bytes written), median of 10 copies; 1 GB = 1e9 bytes.
 //
 // Timing: random weights (never zeros), several copies of each weight cycled so the working set is
-// >= 256 MB (an L2-resident weight would measure the cache, not HBM); each measurement is a CUDA
+// >= 256 MB (an L2-resident weight would measure the cache, not HBM; the groups' `l2_resident_us`
+// does exactly that on purpose, on one copy, to show how much of a launch is waiting for DRAM);
+// each measurement is a CUDA
 // graph of kLaunchesPerGraph launches (as the engine will replay a decode step), replayed 3 times
 // to warm up and then `iters` times, each replay timed with cudaEvents; time = median replay /
 // kLaunchesPerGraph.

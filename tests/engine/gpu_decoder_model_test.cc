@@ -778,31 +778,6 @@ TEST(GpuDecoderModel, StreamedGemvMatchesRegisterGemv) {
   kernels::cuda::SetStreamedGemv(was_streamed);
 }
 
-// The L2 prefetch branch (a second stream forked after each layer's q/k/v GEMV) changes no result:
-// a budget ending inside gate_proj's rows, one covering gate, up and part of down, with graphs on
-// (the branch captured into the step's graph) and off.
-TEST(GpuDecoderModel, L2PrefetchLeavesDecodeUnchanged) {
-  SKIP_WITHOUT_GPU();
-  ScratchDir dir;
-  v1::ModelConfig config = GpuConfig("llama_pow2");
-  config.set_num_layers(3);
-  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
-  auto reader = Open(dir.Join("m.bitloom"));
-  auto pool = DevicePool(uint64_t{256} << 20);
-  for (const bool graphs : {true, false}) {
-    for (const uint64_t budget : {uint64_t{1000}, uint64_t{1} << 20}) {
-      SCOPED_TRACE(absl::StrCat("graphs ", graphs, " budget ", budget));
-      GpuModelOptions prefetching = SmallOptionsNamed(absl::StrCat("prefetch", graphs, budget));
-      prefetching.use_cuda_graphs = graphs;
-      prefetching.l2_prefetch_bytes = budget;
-      GpuModelOptions plain = prefetching;
-      plain.model_id = absl::StrCat("plain", graphs, budget);
-      plain.l2_prefetch_bytes = 0;
-      ExpectSameDecode(*reader, pool.get(), prefetching, plain, Prompt(9, config.vocab_size(), 3), 8);
-    }
-  }
-}
-
 TEST(GpuDecoderModel, KvPagesExhaustionAndErrors) {
   SKIP_WITHOUT_GPU();
   ScratchDir dir;

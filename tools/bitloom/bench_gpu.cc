@@ -280,7 +280,6 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
   model_options.prefill_chunk = options.prefill_chunk;
   model_options.use_cuda_graphs = options.cuda_graphs;
   model_options.rotating_gemv = options.rotating_gemv;
-  model_options.l2_prefetch_bytes = options.l2_prefetch_bytes;
   model_options.embedding_in_host = options.embedding_in_host;
   if (options.prefill_gemm_bytes > 0) model_options.prefill_gemm_bytes = options.prefill_gemm_bytes;
   model_options.kv_pages = std::max(max_batch * PagesFor(decode_len, model_options.page_size),
@@ -296,7 +295,6 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
                           {"embedding_in_host", model_options.embedding_in_host},
                           {"dependent_launch", kernels::cuda::DependentLaunchEnabled()},
                           {"streamed_gemv", kernels::cuda::StreamedGemvEnabled()},
-                          {"l2_prefetch_bytes", model_options.l2_prefetch_bytes},
                           {"prefill_gemm_bytes", model_options.prefill_gemm_bytes}};
 
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<engine::PoolMemory> memory,

@@ -44,7 +44,6 @@ struct GpuBenchOptions {
   bool cuda_graphs = true;     // GpuModelOptions::use_cuda_graphs
   bool rotating_gemv = true;   // GpuModelOptions::rotating_gemv
   bool streamed_gemv = false;  // kernels::cuda::SetStreamedGemv
-  uint64_t l2_prefetch_bytes = 0;  // GpuModelOptions::l2_prefetch_bytes
   double vram_fraction = 0.9;  // of the free device memory, for the pool
   uint64_t vram_budget_bytes = 0;  // when > 0, the pool is exactly this (instead of the fraction)
   bool embedding_in_host = false;  // GpuModelOptions::embedding_in_host

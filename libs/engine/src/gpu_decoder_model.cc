@@ -13,7 +13,6 @@
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/embedding_gather.h"
 #include "bitloom/kernels/cuda/gated_activation.h"
-#include "bitloom/kernels/cuda/l2_prefetch.h"
 #include "bitloom/kernels/cuda/paged_attention.h"
 #include "bitloom/kernels/cuda/qkv_rope.h"
 #include "bitloom/kernels/cuda/residual_rms_norm.h"
@@ -99,10 +98,6 @@ struct GpuDecoderModel::Impl {
   std::vector<uint64_t> regions;  // pool region ids, freed at destruction
   uint64_t weights_bytes = 0, kv_bytes = 0, workspace_bytes = 0;
   cudaStream_t stream = nullptr;
-  // The L2 prefetch branch (options.l2_prefetch_bytes > 0): its stream, and the events that fork it
-  // from `stream` after each layer's q/k/v GEMV and join it back at the end of the step.
-  cudaStream_t prefetch_stream = nullptr;
-  cudaEvent_t prefetch_fork = nullptr, prefetch_join = nullptr;
   cublasHandle_t cublas = nullptr;
   gpu::GpuModelWeights weights;
   std::optional<PagedKvCache> kv;
@@ -124,11 +119,7 @@ struct GpuDecoderModel::Impl {
       if (g != nullptr) cudaGraphExecDestroy(g);
     }
     if (stream != nullptr) cudaStreamSynchronize(stream);
-    if (prefetch_stream != nullptr) cudaStreamSynchronize(prefetch_stream);
     if (cublas != nullptr) cublasDestroy(cublas);
-    if (prefetch_fork != nullptr) cudaEventDestroy(prefetch_fork);
-    if (prefetch_join != nullptr) cudaEventDestroy(prefetch_join);
-    if (prefetch_stream != nullptr) cudaStreamDestroy(prefetch_stream);
     if (stream != nullptr) cudaStreamDestroy(stream);
     for (uint64_t id : regions) pool->Free(id).IgnoreError();
   }
@@ -141,11 +132,6 @@ struct GpuDecoderModel::Impl {
 
   absl::Status LayoutWorkspace(uint8_t* base, uint64_t* bytes, const gpu::GpuWeightPlan& plan);
   absl::Status EnqueueForward(int n, bool decode, int head_row, bool head);
-  // Forks the prefetch branch from `stream` and asks L2 for the first l2_prefetch_bytes of layer
-  // li's MLP weights there (sets *forked when it launched); JoinPrefetch makes `stream` wait for the
-  // branch (once per step that forked, so that a captured step ends with one stream).
-  absl::Status ForkMlpPrefetch(int li, bool* forked);
-  absl::Status JoinPrefetch();
   absl::Status RunDecode(absl::Span<const SequenceId> seqs, absl::Span<const int32_t> tokens);
   absl::Status CheckTokens(absl::Span<const int32_t> tokens) const;
   bool counting() const { return ws.prompt_counts != nullptr; }
@@ -251,34 +237,6 @@ absl::Status GpuDecoderModel::Impl::LayoutWorkspace(uint8_t* base, uint64_t* byt
 // and block tables are already in the workspace. decode: each token is the next of its own
 // sequence (block-table row = token index); else a prefill chunk of one sequence (row 0). With
 // `head`, logits of token head_row (prefill) or of all n tokens (decode) go to ws.logits.
-absl::Status GpuDecoderModel::Impl::ForkMlpPrefetch(int li, bool* forked) {
-  const gpu::GpuLayerWeights& L = weights.layers[li];
-  std::vector<kc::L2PrefetchRange> ranges;
-  uint64_t budget = options.l2_prefetch_bytes;
-  // The first rows of each matrix in turn, codes with their scales, as the GEMVs' tiles read them.
-  for (const gpu::GpuLinear* linear : {&L.gate_proj, &L.up_proj, &L.down_proj}) {
-    if (!linear->quantized || budget == 0) continue;
-    const kc::ScalarCodecGemvParams& g = linear->gemv;
-    const uint64_t row_bytes = static_cast<uint64_t>(g.row_stride_words) * 4 + static_cast<uint64_t>(g.groups_per_row) * 2;
-    const int64_t fetched = std::min<int64_t>(g.rows, static_cast<int64_t>(budget / row_bytes));
-    if (fetched == 0) break;
-    ranges.push_back({g.codes, fetched * g.row_stride_words * 4});
-    ranges.push_back({g.scales, fetched * g.groups_per_row * 2});
-    budget -= static_cast<uint64_t>(fetched) * row_bytes;
-  }
-  if (ranges.empty()) return absl::OkStatus();
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(prefetch_fork, stream));
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(prefetch_stream, prefetch_fork, 0));
-  *forked = true;
-  return kc::LaunchL2Prefetch(ranges, prefetch_stream);
-}
-
-absl::Status GpuDecoderModel::Impl::JoinPrefetch() {
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventRecord(prefetch_join, prefetch_stream));
-  BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream, prefetch_join, 0));
-  return absl::OkStatus();
-}
-
 absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_row, bool head) {
   const ResolvedConfig& c = cfg;
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
@@ -334,8 +292,6 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
     return absl::OkStatus();
   };
 
-  const bool prefetching = decode && prefetch_stream != nullptr;
-  bool forked = false;
   BITLOOM_RETURN_IF_ERROR(kc::LaunchEmbeddingGather(
       {weights.embed, ws.ids, ws.x, c.vocab_size, H, n, c.embedding_scale, nullptr}, stream));
   for (int li = 0; li < c.num_layers; ++li) {
@@ -344,7 +300,6 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
     const LinearOutput qkv[] = {{&L.q_proj, ws.q, q_dim}, {&L.k_proj, ws.k, kv_dim}, {&L.v_proj, ws.v, kv_dim}};
     // The previous layer's residual add (its MLP output in ws.o) happens in this norm.
     BITLOOM_RETURN_IF_ERROR(normed_group(qkv, li == 0 ? nullptr : ws.o, L.attn_norm));
-    if (prefetching) BITLOOM_RETURN_IF_ERROR(ForkMlpPrefetch(li, &forked));
 
     uint16_t* k_cache = reinterpret_cast<uint16_t*>(kv->Keys(li));
     uint16_t* v_cache = reinterpret_cast<uint16_t*>(kv->Values(li));
@@ -447,7 +402,6 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
     }
     if (c.sandwich_norms) BITLOOM_RETURN_IF_ERROR(norm(ws.o, nullptr, L.post_mlp_norm, ws.o));
   }
-  if (forked) BITLOOM_RETURN_IF_ERROR(JoinPrefetch());
   if (!head) return absl::OkStatus();
   // The last layer's residual add, fused with the final norm.
   BITLOOM_RETURN_IF_ERROR(norm(residual, ws.o, weights.final_norm, ws.h));
@@ -521,11 +475,6 @@ absl::StatusOr<std::unique_ptr<GpuDecoderModel>> GpuDecoderModel::Load(const mod
                      ".", prop.minor));
   }
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
-  if (o.l2_prefetch_bytes > 0) {
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&impl->prefetch_stream, cudaStreamNonBlocking));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&impl->prefetch_fork, cudaEventDisableTiming));
-    BITLOOM_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&impl->prefetch_join, cudaEventDisableTiming));
-  }
   BITLOOM_RETURN_IF_ERROR(gpu::CublasStatus(cublasCreate(&impl->cublas), "cublasCreate"));
   BITLOOM_RETURN_IF_ERROR(gpu::CublasStatus(cublasSetStream(impl->cublas, impl->stream), "cublasSetStream"));
 

@@ -75,11 +75,6 @@ struct GpuModelOptions {
   // rotates its own input instead of following a rotation kernel (gpu_linear.h). false always
   // launches the rotation kernel (A/B benchmarks); results agree to the last bit of 1/rms.
   bool rotating_gemv = true;
-  // Decode steps: once a layer's q/k/v GEMV has finished, a kernel on a second stream asks L2 for the
-  // first l2_prefetch_bytes of that layer's MLP weights (gate, up, then down, codes and scales, in
-  // the order the GEMVs read them) while attention and o_proj leave DRAM mostly idle
-  // (kernels::cuda::LaunchL2Prefetch). 0 (the default) launches nothing. Results are unchanged.
-  uint64_t l2_prefetch_bytes = 0;
   // Reserve the on-GPU sampler's workspace for max_batch rows (DecodeAndSample()).
   bool enable_sampling = true;
   // Sequences (open at once) whose token counts the device keeps for the sampler's penalties, with
