@@ -43,6 +43,7 @@
 #include "bitloom/kernels/cuda/dependent_launch.h"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
+#include "bitloom/kernels/cuda/scalar_codec_tiled.h"
 #include "bitloom/kernels/hadamard.h"
 #include "bitloom/kernels/scalar_codec.h"
 
@@ -187,6 +188,23 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
       if (absl::Status s = FillBlobs(weights[e], copies, 17 + 7 * e + shape.bits[e]); !s.ok())
         return s;
     }
+    // The same weights rewritten into the tiled layout (4-bit groups that take it), for the
+    // same-run comparison.
+    bool tiled = true;
+    for (int e = 0; e < shape.count; ++e) {
+      tiled = tiled && TiledLayoutApplies(MakeGemvParams(weights[e].layout, weights[e].blobs.get()));
+    }
+    std::vector<GroupWeight> tiled_weights(tiled ? shape.count : 0);
+    for (int e = 0; e < static_cast<int>(tiled_weights.size()); ++e) {
+      tiled_weights[e].layout = weights[e].layout;
+      tiled_weights[e].stride = weights[e].stride;
+      if (absl::Status s = FillBlobs(tiled_weights[e], copies, 17 + 7 * e + shape.bits[e]); !s.ok()) return s;
+      for (int c = 0; c < copies; ++c) {
+        const ScalarCodecGemvParams w =
+            MakeGemvParams(weights[e].layout, tiled_weights[e].blobs.get<uint8_t>() + c * weights[e].stride);
+        if (absl::Status s = LaunchScalarCodecRetile(w, stream); !s.ok()) return s;
+      }
+    }
     const int64_t x_stride = (shape.cols + 31) / 32 * 32;
     DeviceMemory x16, y32;
     if (absl::Status s = x16.Allocate(x_stride * kGemvMaxBatch * 2); !s.ok()) return s;
@@ -258,6 +276,33 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
             !s.ok())
           return s;
       }
+      // The tiled layout: the plan's launch and every warps-per-block.
+      double tiled_s = 0.0;
+      std::string tiled_by_warps;
+      if (tiled) {
+        auto tiled_params = [&](int i) {
+          std::vector<ScalarCodecGemvParams> group = params(i);
+          for (int e = 0; e < shape.count; ++e) {
+            group[e].codes = reinterpret_cast<const uint32_t*>(tiled_weights[e].blobs.get<uint8_t>() +
+                                                               (i % copies) * tiled_weights[e].stride);
+            group[e].scales = reinterpret_cast<const uint16_t*>(
+                reinterpret_cast<const uint8_t*>(group[e].codes) + weights[e].layout.scales_offset);
+            group[e].tiled = true;
+          }
+          return group;
+        };
+        for (int w : {0, 1, 2, 4, 8, 16}) {
+          auto launch = [&](int i) { return LaunchScalarCodecGemvTiled(tiled_params(i), w, stream); };
+          double secs = 0.0;
+          std::string how_tiled;
+          if (absl::Status s = TimeLaunches(stream, iters, launch, &secs, &how_tiled); !s.ok()) return s;
+          if (w == 0) {
+            tiled_s = secs;
+          } else {
+            absl::StrAppend(&tiled_by_warps, tiled_by_warps.empty() ? "" : ",", "\"", w, "\":", secs * 1e6);
+          }
+        }
+      }
       // The plan's launch on one copy of the weights every time: what it takes when the weights
       // (those that fit) are already in L2, the most an L2 prefetch ahead of it could buy.
       double l2_resident_s = 0.0;
@@ -299,14 +344,18 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
           streamed_s > 0 ? bytes / streamed_s / 1e9 / copy_gbps : 0.0,
           ",\"time_us_without_dependent_launch\":", serial_s * 1e6,
           ",\"l2_resident_us\":", l2_resident_s * 1e6,
+          tiled ? absl::StrCat(",\"tiled_us\":", tiled_s * 1e6, ",\"tiled_fraction_of_copy_bw\":",
+                               bytes / tiled_s / 1e9 / copy_gbps, ",\"tiled_us_by_warps\":{", tiled_by_warps, "}")
+                : std::string(),
           ",\"timing\":\"", how, "\"}"));
       std::fprintf(stderr,
                    "%-11s %-17s %13s %6ld %8s %5d %9.2f %8.0f %6.3f  W=%d  separate %.2f us"
-                   "  no-PDL %.2f us  registers %.2f us  streamed %.2f us  L2-resident %.2f us\n",
+                   "  no-PDL %.2f us  registers %.2f us  streamed %.2f us  L2-resident %.2f us"
+                   "  tiled %.2f us\n",
                    shape.model, shape.layer, rows_list.c_str(), static_cast<long>(shape.cols),
                    bits_label.c_str(), batch, group_s * 1e6, gbps, gbps / copy_gbps, planned,
                    separate_s * 1e6, serial_s * 1e6, registers_s * 1e6, streamed_s * 1e6,
-                   l2_resident_s * 1e6);
+                   l2_resident_s * 1e6, tiled_s * 1e6);
     }
   }
   return absl::OkStatus();

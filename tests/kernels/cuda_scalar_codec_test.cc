@@ -21,6 +21,7 @@
 #include "bitloom/kernels/cuda/dependent_launch.h"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
+#include "bitloom/kernels/cuda/scalar_codec_tiled.h"
 #include "bitloom/kernels/hadamard.h"
 #include "bitloom/kernels/scalar_codec.h"
 #include "cuda_test_util.h"
@@ -486,10 +487,11 @@ using testing::RandomPackedMatrix;
 
 // Every entry of one LaunchScalarCodecGemvGroup against ScalarCodecGemv, batches 1, 3 and 8;
 // outputs carry a NaN tail (and NaN gaps between fused slices) that must stay unwritten.
-// `tuning`: the launcher's plan unless forced.
+// `tuning`: the launcher's plan unless forced. `tiled`: every weight is rewritten into the tiled
+// layout on the device first (LaunchScalarCodecRetile) and launched as such.
 void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries,
-                    const GemvTuning& tuning = {}) {
-  SCOPED_TRACE(::testing::Message() << "cols=" << cols << " entries=" << entries.size()
+                    const GemvTuning& tuning = {}, bool tiled = false) {
+  SCOPED_TRACE(::testing::Message() << "cols=" << cols << " entries=" << entries.size() << " tiled=" << tiled
                                     << " warps=" << tuning.warps_per_block
                                     << " pipeline=" << static_cast<int>(tuning.pipeline)
                                     << " dependent_launch=" << DependentLaunchEnabled());
@@ -530,6 +532,12 @@ void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries,
     ASSERT_TRUE(ScalarCodecGemv(cpu, nullptr).ok());
     d_blob.push_back(std::make_unique<DeviceBuffer>(mats.back().blob.size()));
     d_blob.back()->Upload(mats.back().blob);
+    if (tiled) {
+      const ScalarCodecGemvParams w = MakeGemvParams(mats.back().layout, d_blob.back()->as<void>());
+      ASSERT_TRUE(TiledLayoutApplies(w));
+      const absl::Status retiled = LaunchScalarCodecRetile(w, nullptr);
+      ASSERT_TRUE(retiled.ok()) << retiled;
+    }
     d_y.push_back(std::make_unique<DeviceBuffer>((e.rows + 3) * kBatch * 4));
   }
 
@@ -549,6 +557,7 @@ void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries,
     std::vector<ScalarCodecGemvParams> group;
     for (size_t i = 0; i < entries.size(); ++i) {
       ScalarCodecGemvParams gp = MakeGemvParams(mats[i].layout, d_blob[i]->as<void>());
+      gp.tiled = tiled;
       gp.x = d_xr.as<uint16_t>();
       gp.x_stride = x_stride;
       if (entries[i].fused) {
@@ -629,6 +638,26 @@ TEST(CudaScalarCodecGemvGroup, MatchesCpuWithMixedBitsAndRows) {
 // The streamed pipeline (sm_90) computes what the register pipeline does: the same shapes, plus
 // enough tiles that every persistent block walks several tiles of different matrices and K
 // (the ring's stages are reused across tiles and its producer runs ahead across them).
+// The tiled layout (K = 4, rewritten on the device) against the CPU reference of the artifact's:
+// one to three matrices, 16 to 4096 rows, 128 to 14336 columns, scale groups of 128, 256 and 512
+// columns, fused and separate outputs, batch 1, 3 and 8, with and without dependent launch; and
+// every warps-per-block the tiled launch takes.
+TEST(CudaScalarCodecGemvGroup, TiledLayoutMatchesCpu) {
+  BITLOOM_SKIP_WITHOUT_GPU();
+  CheckGemvGroup(128, {{16, 4, 128, false}}, {}, true);
+  CheckGemvGroup(384, {{48, 4, 128, true}, {32, 4, 128, true}}, {}, true);
+  CheckGemvGroup(4096, {{4096, 4, 128, true}, {1024, 4, 256, true}, {1024, 4, 128, true}}, {}, true);
+  CheckGemvGroup(14336, {{4096, 4, 128, false}}, {}, true);
+  CheckGemvGroup(1536, {{64, 4, 512, false}, {80, 4, 128, false}}, {}, true);
+  const bool dependent = DependentLaunchEnabled();
+  SetDependentLaunch(!dependent);
+  CheckGemvGroup(4096, {{256, 4, 128, true}, {512, 4, 128, true}}, {}, true);
+  SetDependentLaunch(dependent);
+  for (int warps : {1, 2, 4, 8, 16}) {
+    CheckGemvGroup(2048, {{32, 4, 128, false}, {16, 4, 256, true}}, GemvTuning{.warps_per_block = warps}, true);
+  }
+}
+
 TEST(CudaScalarCodecGemvGroup, StreamedPipelineMatchesCpu) {
   BITLOOM_SKIP_WITHOUT_GPU();
   if (DeviceSm() < 90) GTEST_SKIP() << "the streamed pipeline needs sm_90, device is sm_" << DeviceSm();

@@ -280,6 +280,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
   model_options.prefill_chunk = options.prefill_chunk;
   model_options.use_cuda_graphs = options.cuda_graphs;
   model_options.rotating_gemv = options.rotating_gemv;
+  model_options.tiled_gemv = options.tiled_gemv;
   model_options.embedding_in_host = options.embedding_in_host;
   if (options.prefill_gemm_bytes > 0) model_options.prefill_gemm_bytes = options.prefill_gemm_bytes;
   model_options.kv_pages = std::max(max_batch * PagesFor(decode_len, model_options.page_size),
@@ -295,6 +296,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
                           {"embedding_in_host", model_options.embedding_in_host},
                           {"dependent_launch", kernels::cuda::DependentLaunchEnabled()},
                           {"streamed_gemv", kernels::cuda::StreamedGemvEnabled()},
+                          {"tiled_gemv", model_options.tiled_gemv},
                           {"prefill_gemm_bytes", model_options.prefill_gemm_bytes}};
 
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<engine::PoolMemory> memory,
@@ -307,6 +309,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<engine::GpuDecoderModel> model,
                            engine::GpuDecoderModel::Load(reader, &pool, model_options));
   out["load_seconds"] = Seconds(Clock::now() - load_start);
+  out["tiled_bytes"] = model->tiled_bytes();
   out["pool"] = {{"capacity_bytes", pool.capacity()},
                  {"weights_bytes", model->weights_bytes()},
                  {"kv_bytes", model->kv_bytes()},

@@ -44,6 +44,7 @@ struct GpuBenchOptions {
   bool cuda_graphs = true;     // GpuModelOptions::use_cuda_graphs
   bool rotating_gemv = true;   // GpuModelOptions::rotating_gemv
   bool streamed_gemv = false;  // kernels::cuda::SetStreamedGemv
+  bool tiled_gemv = true;      // GpuModelOptions::tiled_gemv
   double vram_fraction = 0.9;  // of the free device memory, for the pool
   uint64_t vram_budget_bytes = 0;  // when > 0, the pool is exactly this (instead of the fraction)
   bool embedding_in_host = false;  // GpuModelOptions::embedding_in_host

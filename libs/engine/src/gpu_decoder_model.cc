@@ -96,7 +96,7 @@ struct GpuDecoderModel::Impl {
   ResolvedConfig cfg;
   VramPool* pool = nullptr;
   std::vector<uint64_t> regions;  // pool region ids, freed at destruction
-  uint64_t weights_bytes = 0, kv_bytes = 0, workspace_bytes = 0;
+  uint64_t weights_bytes = 0, kv_bytes = 0, workspace_bytes = 0, tiled_bytes = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   gpu::GpuModelWeights weights;
@@ -507,6 +507,21 @@ absl::StatusOr<std::unique_ptr<GpuDecoderModel>> GpuDecoderModel::Load(const mod
   }
 
   BITLOOM_ASSIGN_OR_RETURN(impl->weights, plan.Upload(reader, weights_base, impl->stream));
+  if (o.tiled_gemv) {
+    // The groups EnqueueForward launches together.
+    auto retile = [&](std::initializer_list<gpu::GpuLinear*> group) -> absl::Status {
+      BITLOOM_ASSIGN_OR_RETURN(const uint64_t bytes, gpu::RetileGroup({group.begin(), group.size()}, impl->stream));
+      impl->tiled_bytes += bytes;
+      return absl::OkStatus();
+    };
+    for (gpu::GpuLayerWeights& L : impl->weights.layers) {
+      BITLOOM_RETURN_IF_ERROR(retile({&L.q_proj, &L.k_proj, &L.v_proj}));
+      BITLOOM_RETURN_IF_ERROR(retile({&L.o_proj}));
+      BITLOOM_RETURN_IF_ERROR(retile({&L.gate_proj, &L.up_proj}));
+      BITLOOM_RETURN_IF_ERROR(retile({&L.down_proj}));
+    }
+    BITLOOM_RETURN_IF_ERROR(retile({&impl->weights.head}));
+  }
   impl->h_ids.assign(impl->rows, 0);
   impl->h_positions.assign(impl->rows, 0);
   impl->h_token_seq.assign(impl->rows, 0);
@@ -557,6 +572,7 @@ uint64_t GpuDecoderModel::weights_bytes() const { return impl_->weights_bytes; }
 uint64_t GpuDecoderModel::kv_bytes() const { return impl_->kv_bytes; }
 uint64_t GpuDecoderModel::workspace_bytes() const { return impl_->workspace_bytes; }
 uint64_t GpuDecoderModel::host_bytes() const { return impl_->weights.host_bytes; }
+uint64_t GpuDecoderModel::tiled_bytes() const { return impl_->tiled_bytes; }
 
 absl::StatusOr<SequenceId> GpuDecoderModel::AddSequence() {
   PagedKvCache& kv = *impl_->kv;

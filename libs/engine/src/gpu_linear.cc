@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "bitloom/core/status_macros.h"
 #include "bitloom/kernels/cuda/scalar_codec_dequant.h"
+#include "bitloom/kernels/cuda/scalar_codec_tiled.h"
 #include "gpu_decoder_ops.h"
 
 namespace bitloom::engine::gpu {
@@ -108,6 +109,19 @@ size_t RotatingEntries(absl::Span<const LinearOutput> outputs,
 }
 
 }  // namespace
+
+absl::StatusOr<uint64_t> RetileGroup(absl::Span<GpuLinear* const> group, cudaStream_t stream) {
+  for (const GpuLinear* l : group) {
+    if (!l->quantized || l->gemv.tiled || !cuda::TiledLayoutApplies(l->gemv)) return uint64_t{0};
+  }
+  uint64_t bytes = 0;
+  for (GpuLinear* l : group) {
+    BITLOOM_RETURN_IF_ERROR(cuda::LaunchScalarCodecRetile(l->gemv, stream));
+    l->gemv.tiled = true;
+    bytes += static_cast<uint64_t>(l->gemv.rows) * static_cast<uint64_t>(l->gemv.row_stride_words) * 4;
+  }
+  return bytes;
+}
 
 bool UsesRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows) {
   if (!in.allow_rotating_gemv || rows != 1 || in.gated.up != nullptr || outputs.empty() ||

@@ -118,6 +118,12 @@ bool UsesRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput&
 // UsesRotatingGemv(outputs, in, 1); RunLinearGroup takes this path itself otherwise.
 absl::Status RunRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput& in, cudaStream_t stream);
 
+// Rewrites the codes of every layer of `group` (the layers one grouped launch runs: q/k/v, o_proj,
+// gate/up, down, the head) into the tiled layout (kernels/cuda/scalar_codec_tiled.h) in place and
+// marks them, when every one of them takes it (a launch reads one layout); otherwise leaves the
+// group as it is. Returns the bytes of codes rewritten. Asynchronous on `stream`.
+absl::StatusOr<uint64_t> RetileGroup(absl::Span<GpuLinear* const> group, cudaStream_t stream);
+
 // Runs every output's layer on `in` (all read the same input; cols must match).
 absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows,
                             const LinearScratch& scratch, cudaStream_t stream);

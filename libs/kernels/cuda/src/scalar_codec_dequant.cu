@@ -6,7 +6,9 @@
 // 16-byte stores). K is a template parameter: every code's word index and shift are compile-time
 // constants, as in the GEMV. The group's scale is read once per code block (a group is a whole
 // number of blocks); the thread's group index is one 32-bit divide, hoisted out of the row loop.
-// Memory-bound: the writes are 16/K times the reads. (A flat grid-stride loop over row·block with
+// Memory-bound: the writes are 16/K times the reads. A tiled weight (scalar_codec_tiled.h) is read
+// by its own kernel: the same thread per code block, whose 32 codes are one uint4 of the tile
+// layout with each word's nibbles in the tiled order. (A flat grid-stride loop over row·block with
 // two 64-bit divides per code block ran at half the copy bandwidth on the H100.)
 
 #include <cuda_fp16.h>
@@ -16,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/scalar_codec_dequant.h"
+#include "bitloom/kernels/cuda/scalar_codec_tiled.h"
 #include "device_util.cuh"
 
 namespace bitloom::kernels::cuda {
@@ -65,6 +68,40 @@ __global__ void __launch_bounds__(kThreads) ScalarCodecDequantKernel(const Dequa
   }
 }
 
+// Nibble slot of column 8i + k's code in word i of the tiled layout (swaps 1↔4 and 3↔6).
+__device__ __forceinline__ int TiledNibbleSlot(int k) { return k == 1 ? 4 : k == 4 ? 1 : k == 3 ? 6 : k == 6 ? 3 : k; }
+
+__global__ void __launch_bounds__(kThreads) TiledDequantKernel(const DequantArgs a) {
+  constexpr float kCenter = ScalarGridCenter(kTiledBits);
+  const int blk = static_cast<int>(blockIdx.x) * kThreads + static_cast<int>(threadIdx.x);
+  if (blk >= a.blocks_per_row) return;
+  const int group = blk / a.blocks_per_group;
+  const int64_t groups128 = a.blocks_per_row / 4;
+  const uint4* codes = reinterpret_cast<const uint4*>(a.codes);
+  for (int64_t local_row = blockIdx.y; local_row < a.row_count; local_row += gridDim.y) {
+    const int64_t row = a.row_begin + local_row;
+    const int64_t tile = row / kTiledTileRows;
+    const int in_tile = static_cast<int>(row % kTiledTileRows);
+    const int lane = (in_tile % 8) * 4 + blk % 4;
+    const uint4 v = __ldg(codes + ((tile * groups128 + blk / 4) * 32 + lane) * 2 + in_tile / 8);
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+    const float scale = __half2float(__ushort_as_half(__ldg(a.scales + row * a.groups_per_row + group)));
+    uint32_t packed[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const uint32_t w = words[j / 4];
+      const float lo = (static_cast<float>((w >> (4 * TiledNibbleSlot((2 * j) % 8))) & 0xFu) - kCenter) * scale;
+      const float hi = (static_cast<float>((w >> (4 * TiledNibbleSlot((2 * j + 1) % 8))) & 0xFu) - kCenter) * scale;
+      packed[j] = detail::Half2AsU32(__floats2half2_rn(lo, hi));
+    }
+    uint4* dst = a.out + local_row * a.out_stride_vec + blk * 4;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      dst[q] = make_uint4(packed[4 * q], packed[4 * q + 1], packed[4 * q + 2], packed[4 * q + 3]);
+    }
+  }
+}
+
 absl::Status Validate(const ScalarCodecDequantParams& p) {
   auto bad = [](auto... parts) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecDequant: ", parts...));
@@ -79,6 +116,7 @@ absl::Status Validate(const ScalarCodecDequantParams& p) {
     return bad("weight layout fields do not match [", w.rows, ", ", w.cols, "] at ", w.bits,
                " bits (use MakeGemvParams)");
   }
+  if (w.tiled && !TiledLayoutApplies(w)) return bad("weight.tiled set but the weight has no tiled layout");
   if (w.codes == nullptr || w.scales == nullptr || p.out == nullptr)
     return bad("weight.codes, weight.scales and out must be non-null");
   if (p.row_begin < 0 || p.row_count < 1 || p.row_begin + p.row_count > w.rows)
@@ -91,7 +129,7 @@ absl::Status Validate(const ScalarCodecDequantParams& p) {
   return absl::OkStatus();
 }
 
-template <int K>
+template <int K, bool kTiled = false>
 absl::Status Launch(const ScalarCodecDequantParams& p, cudaStream_t stream) {
   const ScalarCodecGemvParams& w = p.weight;
   const DequantArgs a{w.codes,
@@ -106,7 +144,11 @@ absl::Status Launch(const ScalarCodecDequantParams& p, cudaStream_t stream) {
                       p.out_stride / 8};
   const dim3 grid(static_cast<unsigned>((a.blocks_per_row + kThreads - 1) / kThreads),
                   static_cast<unsigned>(std::min<int64_t>(p.row_count, kMaxGridRows)));
-  ScalarCodecDequantKernel<K><<<grid, kThreads, 0, stream>>>(a);
+  if constexpr (kTiled) {
+    TiledDequantKernel<<<grid, kThreads, 0, stream>>>(a);
+  } else {
+    ScalarCodecDequantKernel<K><<<grid, kThreads, 0, stream>>>(a);
+  }
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
@@ -115,6 +157,7 @@ absl::Status Launch(const ScalarCodecDequantParams& p, cudaStream_t stream) {
 
 absl::Status LaunchScalarCodecDequant(const ScalarCodecDequantParams& params, cudaStream_t stream) {
   if (absl::Status s = Validate(params); !s.ok()) return s;
+  if (params.weight.tiled) return Launch<kTiledBits, true>(params, stream);
   switch (params.weight.bits) {
     case 1: return Launch<1>(params, stream);
     case 2: return Launch<2>(params, stream);

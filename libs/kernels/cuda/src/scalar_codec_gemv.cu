@@ -64,6 +64,7 @@
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "bitloom/kernels/cuda/scalar_codec_gemv.h"
+#include "bitloom/kernels/cuda/scalar_codec_tiled.h"
 #include "block_rotation.cuh"
 #include "bulk_copy.cuh"
 #include "dependent_launch.cuh"
@@ -730,6 +731,10 @@ const char* ApiName(Api api) {
 }
 
 // Entries are named in the messages of the grouped entry points.
+bool AnyTiled(absl::Span<const ScalarCodecGemvParams> group) {
+  return std::any_of(group.begin(), group.end(), [](const ScalarCodecGemvParams& p) { return p.tiled; });
+}
+
 absl::Status ValidateGroup(absl::Span<const ScalarCodecGemvParams> group, Api api_kind) {
   const char* api = ApiName(api_kind);
   const bool grouped = api_kind != Api::kSingle;
@@ -833,6 +838,12 @@ absl::Status LaunchStreamed(const GemvGroupArgs& a, const detail::BlockRotateInp
 absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, Api api,
                     const GemvTuning& tuning, const detail::BlockRotateInput* rotate,
                     cudaStream_t stream) {
+  if (AnyTiled(group)) {
+    if (api == Api::kRotating) {
+      return absl::InvalidArgumentError(absl::StrCat(ApiName(api), "tiled weights have no rotating launch"));
+    }
+    return LaunchScalarCodecGemvTiled(group, tuning.warps_per_block, stream);
+  }
   if (absl::Status s = ValidateGroup(group, api); !s.ok()) return s;
   if (tuning.warps_per_block < 0 || tuning.warps_per_block > kMaxWarps) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecGemvGroup: warps_per_block ",
@@ -985,10 +996,12 @@ ScalarCodecGemvParams MakeGemvParams(const ScalarCodecLayout& layout, const void
 }
 
 bool IsSupported(int sm, const ScalarCodecGemvParams& params) {
+  if (params.tiled) return sm >= 80 && CheckScalarCodecGemvTiled({&params, 1}).ok();
   return sm >= 80 && ValidateGroup({&params, 1}, Api::kSingle).ok();
 }
 
 bool IsSupported(int sm, absl::Span<const ScalarCodecGemvParams> group) {
+  if (AnyTiled(group)) return sm >= 80 && CheckScalarCodecGemvTiled(group).ok();
   return sm >= 80 && ValidateGroup(group, Api::kGroup).ok();
 }
 
@@ -1036,7 +1049,7 @@ bool PreferStreamedGemv(absl::Span<const ScalarCodecGemvParams> group) {
 
 bool PreferRotatingGemv(absl::Span<const ScalarCodecGemvParams> group,
                         const GemvRotatingInput& input) {
-  if (!ValidateGroup(group, Api::kRotating).ok() || !DescribeRotatingInput(group, input).ok())
+  if (AnyTiled(group) || !ValidateGroup(group, Api::kRotating).ok() || !DescribeRotatingInput(group, input).ok())
     return false;
   int sm = 0, sms = 0;
   if (!detail::CurrentDeviceSm(&sm).ok() || sm < 80 ||

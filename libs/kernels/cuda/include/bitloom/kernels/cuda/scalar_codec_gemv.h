@@ -50,6 +50,9 @@ struct ScalarCodecGemvParams {
   int64_t row_stride_words = 0;  // uint32 words per packed row (multiple of 4)
   const uint32_t* codes = nullptr;   // device, the blob's codes section; 16-byte aligned
   const uint16_t* scales = nullptr;  // device, the blob's scales section, fp16 [rows, groups]
+  // The codes are in the tiled layout (scalar_codec_tiled.h: K = 4, rewritten in VRAM at load),
+  // not the artifact's; the launchers then run the tiled kernels.
+  bool tiled = false;
   // Activations and output.
   const uint16_t* x = nullptr;  // device fp16 [batch, x_stride], rotated, zero in [cols, 32·B)
   int64_t x_stride = 0;         // elements, >= blocks_per_row·32, multiple of 8 (16-byte rows)
@@ -107,7 +110,8 @@ enum class GemvPipeline { kAuto, kRegisters, kStreamed };
 // Knobs of the launch that change only its speed, never its result; benchmarks sweep them.
 struct GemvTuning {
   // Warps per block of the register pipeline, 1..8; 0 = PlanScalarCodecGemv's choice (and with
-  // kAuto, the pipeline's choice too).
+  // kAuto, the pipeline's choice too). For tiled weights (which ignore `pipeline`): 1, 2, 4, 8 or
+  // 16, 0 = PlanTiledGemv's.
   int warps_per_block = 0;
   GemvPipeline pipeline = GemvPipeline::kAuto;
 };

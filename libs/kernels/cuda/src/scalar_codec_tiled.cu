@@ -1,0 +1,307 @@
+// The tiled layout of 4-bit scalar codes and its GEMV (see scalar_codec_tiled.h).
+//
+// Layout in VRAM, per weight: [tile = 16 rows][group = 128 columns][lane 0..31][2 × uint4]. Lane
+// 4g + t holds, in uint4 0, row g and in uint4 1 row g+8 of the tile, columns [32t, 32t + 32) of the
+// group: word i = columns 8i..8i+7, the code of column 8i + k in nibble slot kSlot[k] (0, 4, 2, 6,
+// 1, 5, 3, 7: slots 0/4 and 2/6 of a word swap 1↔4 and 3↔6, an involution). That is exactly the
+// artifact's uint4 4·group + t of the row with the nibbles of every word permuted, so a tile spans
+// the same 16·cols/2 bytes in both layouts and the rewrite runs in place through shared memory.
+//
+// GEMV. One thread block of W warps per 16-row tile; warp w takes groups w, w + W, ... (split-K)
+// and the warps' sums meet in shared memory. Per group a lane loads its 32 code bytes (two uint4,
+// the next group's issued before this group's math) and its 64 activation bytes (columns 32t..32t+31
+// of its batch row g; lanes past the batch read the last row, whose products land in columns that
+// are never stored). Word i of row g and of row g+8 feed two mma m16n8k16:
+//   class L: A = {LOP3(w, 0x000F000F), LOP3(w >> 8, 0x000F000F)} = {1024 + q} (columns 8i+0..3),
+//   class H: A = {LOP3(w, 0x00F000F0), LOP3(w >> 8, 0x00F000F0)} = {1024 + 16q} (columns 8i+4..7),
+// with B = the lane's activations in natural order, plus one mma per class with A = 1.0 (the
+// activation sums X_L, X_H of the same k-slots). All four k-slot quarters of every mma lie in one
+// scale group, so per group and output, in fp32:
+//   Σ (q − c)·x = acc_L + acc_H / 16 − (1024 + c)·X_L − (64 + c)·X_H,    y += s · that.
+// The fp32 sums of (1024 + q)·x lose about 7 of their 24 bits to the offset (~1e-5 relative), far
+// below the fp16 activations' rounding. Per 2048 weights a warp issues ~113 instructions (the
+// register GEMV ~210).
+
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "bitloom/kernels/cuda/cuda_status.h"
+#include "bitloom/kernels/cuda/scalar_codec_tiled.h"
+#include "dependent_launch.cuh"
+#include "device_properties.h"
+#include "device_util.cuh"
+#include "launch.h"
+
+namespace bitloom::kernels::cuda {
+namespace {
+
+constexpr int kLanes = 32;
+constexpr int kUint4PerGroup = 2 * kLanes;  // per tile: 16 rows × 128 columns × 4 bits
+constexpr int kMaxTiledWarps = 16;
+constexpr float kCenter = ScalarGridCenter(kTiledBits);
+
+// Nibble slot of the code of column 8i + k inside word i.
+__host__ __device__ constexpr int NibbleSlot(int k) { return k == 1 ? 4 : k == 4 ? 1 : k == 3 ? 6 : k == 6 ? 3 : k; }
+
+__device__ __forceinline__ uint32_t PermuteNibbles(uint32_t w) {
+  uint32_t out = 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) out |= ((w >> (4 * k)) & 0xFu) << (4 * NibbleSlot(k));
+  return out;
+}
+
+// One block per tile: the tile's 16 rows into shared memory, then back in tile order.
+__global__ void RetileKernel(uint4* codes, int64_t row_vec) {
+  extern __shared__ uint4 tile_smem[];
+  uint4* tile = codes + static_cast<int64_t>(blockIdx.x) * kTiledTileRows * row_vec;
+  const int n = static_cast<int>(kTiledTileRows * row_vec);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) tile_smem[i] = tile[i];
+  __syncthreads();
+  for (int o = threadIdx.x; o < n; o += blockDim.x) {
+    const int half = o & 1;
+    const int lane = (o >> 1) & (kLanes - 1);
+    const int group = o / kUint4PerGroup;
+    const int row = (lane >> 2) + 8 * half;
+    const uint4 v = tile_smem[row * row_vec + group * 4 + (lane & 3)];
+    tile[o] = make_uint4(PermuteNibbles(v.x), PermuteNibbles(v.y), PermuteNibbles(v.z), PermuteNibbles(v.w));
+  }
+}
+
+template <uint32_t kMask>
+__device__ __forceinline__ uint32_t MaskIntoHalf2(uint32_t v) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(v), "n"(kMask), "r"(0x64006400u));
+  return d;
+}
+
+struct TiledMatrix {
+  const uint4* codes;
+  const uint16_t* scales;  // fp16 [rows, groups_per_row]
+  float* y;
+  int64_t y_stride;
+  int64_t groups_per_row;  // scale groups
+  uint32_t scale_magic;    // ceil(2^31 / (group_size / 128)): 128-column group → scale group
+  int first_tile;
+};
+
+struct TiledArgs {
+  TiledMatrix m[kGemvMaxGroup];
+  const uint4* x;
+  int64_t x_stride_vec;
+  int groups;  // 128-column groups per row
+  int batch;
+  int count;
+};
+
+__device__ __forceinline__ uint32_t ScaleGroup(uint32_t group, uint32_t magic) {
+  return static_cast<uint32_t>((static_cast<uint64_t>(group) * magic) >> 31);
+}
+
+template <int W>
+__global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a) {
+  __shared__ float partial[W][kTiledTileRows][kGemvMaxBatch];
+  detail::AllowDependentLaunch();
+  const int lane = threadIdx.x & (kLanes - 1);
+  const int warp = threadIdx.x / kLanes;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int block = static_cast<int>(blockIdx.x);
+  int e = 0;
+#pragma unroll
+  for (int i = 1; i < kGemvMaxGroup; ++i) {
+    if (i < a.count && block >= a.m[i].first_tile) e = i;
+  }
+  const TiledMatrix& m = a.m[e];
+  const int64_t tile = block - m.first_tile;
+  const int64_t tile_row = tile * kTiledTileRows;
+  const uint4* codes = m.codes + tile * a.groups * kUint4PerGroup + lane * 2;
+  const unsigned short* s0 = reinterpret_cast<const unsigned short*>(m.scales) + (tile_row + g) * m.groups_per_row;
+  const unsigned short* s1 = s0 + 8 * m.groups_per_row;
+  const uint32_t ones = 0x3C003C00u;  // fp16x2 {1, 1}
+
+  float y[4] = {0.f, 0.f, 0.f, 0.f};  // rows g, g, g+8, g+8 × batch columns 2t, 2t+1
+  int j = warp;
+  uint4 c0 = make_uint4(0, 0, 0, 0), c1 = c0;
+  if (j < a.groups) c0 = __ldg(codes + j * kUint4PerGroup), c1 = __ldg(codes + j * kUint4PerGroup + 1);
+  detail::WaitForPredecessors();
+  const uint4* xrow = a.x + min(g, a.batch - 1) * a.x_stride_vec + t * 4;
+  for (; j < a.groups; j += W) {
+    const uint4* xg = xrow + j * 16;
+    const uint4 x0 = __ldg(xg), x1 = __ldg(xg + 1), x2 = __ldg(xg + 2), x3 = __ldg(xg + 3);
+    const uint32_t sg = ScaleGroup(static_cast<uint32_t>(j), m.scale_magic);
+    const float sc0 = __half2float(__ushort_as_half(__ldg(s0 + sg)));
+    const float sc1 = __half2float(__ushort_as_half(__ldg(s1 + sg)));
+    const uint32_t w0[4] = {c0.x, c0.y, c0.z, c0.w};
+    const uint32_t w1[4] = {c1.x, c1.y, c1.z, c1.w};
+    if (j + W < a.groups) {
+      c0 = __ldg(codes + (j + W) * kUint4PerGroup);
+      c1 = __ldg(codes + (j + W) * kUint4PerGroup + 1);
+    }
+    const uint32_t b[16] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w,
+                            x2.x, x2.y, x2.z, x2.w, x3.x, x3.y, x3.z, x3.w};
+    float acc_l[4] = {0.f, 0.f, 0.f, 0.f}, acc_h[4] = {0.f, 0.f, 0.f, 0.f};
+    float sum_l[4] = {0.f, 0.f, 0.f, 0.f}, sum_h[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t u0 = w0[i] >> 8, u1 = w1[i] >> 8;
+      detail::MmaM16N8K16(acc_l, MaskIntoHalf2<0x000F000Fu>(w0[i]), MaskIntoHalf2<0x000F000Fu>(w1[i]),
+                          MaskIntoHalf2<0x000F000Fu>(u0), MaskIntoHalf2<0x000F000Fu>(u1), b[4 * i], b[4 * i + 1]);
+      detail::MmaM16N8K16(sum_l, ones, ones, ones, ones, b[4 * i], b[4 * i + 1]);
+      detail::MmaM16N8K16(acc_h, MaskIntoHalf2<0x00F000F0u>(w0[i]), MaskIntoHalf2<0x00F000F0u>(w1[i]),
+                          MaskIntoHalf2<0x00F000F0u>(u0), MaskIntoHalf2<0x00F000F0u>(u1), b[4 * i + 2],
+                          b[4 * i + 3]);
+      detail::MmaM16N8K16(sum_h, ones, ones, ones, ones, b[4 * i + 2], b[4 * i + 3]);
+    }
+#pragma unroll
+    for (int f = 0; f < 4; ++f) {
+      float r = fmaf(acc_h[f], 1.0f / 16.0f, acc_l[f]);
+      r = fmaf(-(1024.0f + kCenter), sum_l[f], r);
+      r = fmaf(-(64.0f + kCenter), sum_h[f], r);
+      y[f] = fmaf(f < 2 ? sc0 : sc1, r, y[f]);
+    }
+  }
+  partial[warp][g][2 * t] = y[0];
+  partial[warp][g][2 * t + 1] = y[1];
+  partial[warp][g + 8][2 * t] = y[2];
+  partial[warp][g + 8][2 * t + 1] = y[3];
+  __syncthreads();
+  for (int i = threadIdx.x; i < kTiledTileRows * kGemvMaxBatch; i += W * kLanes) {
+    const int row = i / kGemvMaxBatch;
+    const int bcol = i % kGemvMaxBatch;
+    if (bcol >= a.batch) continue;
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < W; ++w) sum += partial[w][row][bcol];
+    m.y[bcol * m.y_stride + tile_row + row] = sum;
+  }
+}
+
+absl::Status Bad(int entry, auto... parts) {
+  return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecGemvTiled: entry ", entry, ": ", parts...));
+}
+
+}  // namespace
+
+bool TiledLayoutApplies(const ScalarCodecGemvParams& w) {
+  return w.bits == kTiledBits && w.rows >= kTiledTileRows && w.rows % kTiledTileRows == 0 &&
+         w.cols >= kTiledGroupCols && w.cols % kTiledGroupCols == 0 && w.cols <= kTiledMaxCols &&
+         w.group_size >= kTiledGroupCols && w.group_size % kTiledGroupCols == 0 &&
+         w.blocks_per_row * 32 == w.cols && w.row_stride_words * 32 == w.cols * kTiledBits &&
+         w.groups_per_row == w.cols / w.group_size && w.codes != nullptr && w.scales != nullptr &&
+         reinterpret_cast<uintptr_t>(w.codes) % 16 == 0 && reinterpret_cast<uintptr_t>(w.scales) % 2 == 0;
+}
+
+int PlanTiledGemv(int64_t tiles, int64_t groups_per_row, int multiprocessors) {
+  const int64_t sms = std::max(multiprocessors, 1);
+  int w = 1;
+  while (w < kMaxTiledWarps && 2 * w <= groups_per_row && tiles * w < kTiledMinWarpsPerSm * sms) w *= 2;
+  while (w < kMaxTiledWarps && groups_per_row >= 2 * w * kTiledMinGroupsPerWarp &&
+         tiles * w < kTiledMaxWarpsPerSm * sms) {
+    w *= 2;
+  }
+  return w;
+}
+
+absl::Status LaunchScalarCodecRetile(const ScalarCodecGemvParams& w, cudaStream_t stream) {
+  if (w.tiled) return absl::InvalidArgumentError("LaunchScalarCodecRetile: weight already tiled");
+  if (!TiledLayoutApplies(w)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LaunchScalarCodecRetile: weight [", w.rows, ", ", w.cols, "] at ", w.bits, " bits, group ", w.group_size,
+        " has no tiled layout (needs K = 4, rows a multiple of 16, cols a multiple of 128 up to ", kTiledMaxCols,
+        ", group size a multiple of 128, 16-byte aligned codes)"));
+  }
+  const int64_t row_vec = w.row_stride_words / 4;
+  const size_t smem = static_cast<size_t>(kTiledTileRows * row_vec * 16);
+  int device = 0, optin = 0;
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  BITLOOM_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (smem > static_cast<size_t>(optin)) {
+    return absl::FailedPreconditionError(absl::StrCat("LaunchScalarCodecRetile: a tile of ", w.cols,
+                                                      " columns needs ", smem, " bytes of shared memory; the device has ",
+                                                      optin));
+  }
+  BITLOOM_CUDA_RETURN_IF_ERROR(
+      cudaFuncSetAttribute(RetileKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  RetileKernel<<<static_cast<unsigned>(w.rows / kTiledTileRows), 256, smem, stream>>>(
+      reinterpret_cast<uint4*>(const_cast<uint32_t*>(w.codes)), row_vec);
+  return CudaStatus(cudaGetLastError(), "RetileKernel", __FILE__, __LINE__);
+}
+
+namespace {
+
+// The kernel arguments of a tiled group, after every check; *tiles = the launch's blocks.
+absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, TiledArgs* a, int64_t* tiles) {
+  if (group.empty() || group.size() > static_cast<size_t>(kGemvMaxGroup)) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecGemvTiled: ", group.size(),
+                                                   " entries, expected 1..kGemvMaxGroup = ", kGemvMaxGroup));
+  }
+  const ScalarCodecGemvParams& p0 = group[0];
+  *a = TiledArgs{};
+  *tiles = 0;
+  for (size_t i = 0; i < group.size(); ++i) {
+    const ScalarCodecGemvParams& p = group[i];
+    const int entry = static_cast<int>(i);
+    if (!p.tiled) return Bad(entry, "not tiled (every entry of a tiled launch must be)");
+    if (!TiledLayoutApplies(p)) return Bad(entry, "weight fields do not describe a tiled layout");
+    if (p.cols != p0.cols || p.batch != p0.batch || p.x != p0.x || p.x_stride != p0.x_stride)
+      return Bad(entry, "cols, batch, x and x_stride must equal entry 0's");
+    if (p.batch < 1 || p.batch > kGemvMaxBatch) return Bad(entry, "batch ", p.batch, " not in 1..", kGemvMaxBatch);
+    if (p.x == nullptr || p.y == nullptr) return Bad(entry, "x and y must be non-null");
+    if (reinterpret_cast<uintptr_t>(p.x) % 16 != 0 || p.x_stride % 8 != 0 || p.x_stride < p.cols)
+      return Bad(entry, "x must be 16-byte aligned with x_stride (", p.x_stride, ") a multiple of 8 and >= cols");
+    if (p.y_stride < p.rows) return Bad(entry, "y_stride ", p.y_stride, " < rows ", p.rows);
+    const int64_t per_scale = p.group_size / kTiledGroupCols;
+    a->m[i] = TiledMatrix{reinterpret_cast<const uint4*>(p.codes),
+                          p.scales,
+                          p.y,
+                          p.y_stride,
+                          p.groups_per_row,
+                          static_cast<uint32_t>(((int64_t{1} << 31) + per_scale - 1) / per_scale),
+                          static_cast<int>(*tiles)};
+    *tiles += p.rows / kTiledTileRows;
+    if (*tiles > INT32_MAX) return Bad(entry, "more tiles than one launch's grid takes");
+  }
+  a->x = reinterpret_cast<const uint4*>(p0.x);
+  a->x_stride_vec = p0.x_stride / 8;
+  a->groups = static_cast<int>(p0.cols / kTiledGroupCols);
+  a->batch = p0.batch;
+  a->count = static_cast<int>(group.size());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> group) {
+  TiledArgs a;
+  int64_t tiles = 0;
+  return BuildTiledArgs(group, &a, &tiles);
+}
+
+absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> group, int warps_per_block,
+                                        cudaStream_t stream) {
+  if (warps_per_block != 0 && (warps_per_block > kMaxTiledWarps || (warps_per_block & (warps_per_block - 1)) != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecGemvTiled: warps_per_block ", warps_per_block,
+                                                   " is not 0 or a power of two up to ", kMaxTiledWarps));
+  }
+  TiledArgs a;
+  int64_t tiles = 0;
+  if (absl::Status s = BuildTiledArgs(group, &a, &tiles); !s.ok()) return s;
+  int w = warps_per_block;
+  if (w == 0) {
+    int sms = 0;
+    if (absl::Status s = detail::CurrentDeviceMultiprocessors(&sms); !s.ok()) return s;
+    w = PlanTiledGemv(tiles, a.groups, sms);
+  }
+  const detail::KernelShape shape{dim3(static_cast<unsigned>(tiles)), dim3(static_cast<unsigned>(w * kLanes))};
+  switch (w) {
+    case 1: return detail::LaunchKernel(shape, stream, TiledGemvKernel<1>, a);
+    case 2: return detail::LaunchKernel(shape, stream, TiledGemvKernel<2>, a);
+    case 4: return detail::LaunchKernel(shape, stream, TiledGemvKernel<4>, a);
+    case 8: return detail::LaunchKernel(shape, stream, TiledGemvKernel<8>, a);
+    default: return detail::LaunchKernel(shape, stream, TiledGemvKernel<16>, a);
+  }
+}
+
+}  // namespace bitloom::kernels::cuda

@@ -1,0 +1,137 @@
+// The tiled layout of 4-bit scalar codes (scalar_codec_tiled.h): which weights take it and the
+// arguments the launchers refuse (checked without a GPU); on a GPU, the prefill expansion of a
+// retiled weight equals the expansion of the original bit for bit, the rewrite keeps every byte of
+// the blob past the codes, and the register GEMV refuses tiled weights in its rotating launch. The
+// tiled GEMV itself is checked against the CPU in cuda_scalar_codec_test.cc (TiledLayoutMatchesCpu).
+#include "bitloom/kernels/cuda/scalar_codec_tiled.h"
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bitloom/kernels/cuda/scalar_codec_dequant.h"
+#include "bitloom/kernels/scalar_codec.h"
+#include "cuda_test_util.h"
+
+namespace bitloom::kernels::cuda {
+namespace {
+
+using testing::DeviceBuffer;
+using testing::RandomPackedMatrix;
+
+// Weight fields of a [rows, cols] K-bit matrix at a fake, aligned device address.
+ScalarCodecGemvParams Weight(int64_t rows, int64_t cols, int bits, int group_size) {
+  absl::StatusOr<ScalarCodecLayout> layout = MakeScalarCodecLayout(rows, cols, bits, group_size);
+  EXPECT_TRUE(layout.ok()) << layout.status();
+  return MakeGemvParams(*layout, reinterpret_cast<const void*>(uintptr_t{1} << 20));
+}
+
+TEST(CudaScalarCodecTiled, AppliesToFourBitsOnWholeTilesAndGroups) {
+  EXPECT_TRUE(TiledLayoutApplies(Weight(4096, 4096, 4, 128)));
+  EXPECT_TRUE(TiledLayoutApplies(Weight(4096, 14336, 4, 256)));
+  EXPECT_TRUE(TiledLayoutApplies(Weight(16, 128, 4, 128)));
+  EXPECT_TRUE(TiledLayoutApplies(Weight(8192, 28672, 4, 128)));  // 224 KiB tiles: the widest real rows
+  EXPECT_FALSE(TiledLayoutApplies(Weight(4096, 4096, 3, 128)));  // K
+  EXPECT_FALSE(TiledLayoutApplies(Weight(4100, 4096, 4, 128)));  // rows % 16
+  EXPECT_FALSE(TiledLayoutApplies(Weight(4096, 4000, 4, 32)));   // cols % 128
+  EXPECT_FALSE(TiledLayoutApplies(Weight(4096, 4096, 4, 64)));   // group size % 128
+  EXPECT_FALSE(TiledLayoutApplies(Weight(64, kTiledMaxCols + 128, 4, 128)));  // tile > shared memory
+  ScalarCodecGemvParams unaligned = Weight(64, 256, 4, 128);
+  unaligned.codes = reinterpret_cast<const uint32_t*>(uintptr_t{(1u << 20) + 4});
+  EXPECT_FALSE(TiledLayoutApplies(unaligned));
+}
+
+TEST(CudaScalarCodecTiled, PlanGivesEachSmEnoughWarps) {
+  // The H200 sweep's best (or within 2% of it) for Llama-3's shapes.
+  EXPECT_EQ(PlanTiledGemv(1792, 32, 132), 4);   // 8B gate/up
+  EXPECT_EQ(PlanTiledGemv(896, 32, 132), 4);    // 8B gate_proj alone
+  EXPECT_EQ(PlanTiledGemv(384, 32, 132), 8);    // 8B q/k/v
+  EXPECT_EQ(PlanTiledGemv(256, 32, 132), 8);    // 8B o_proj
+  EXPECT_EQ(PlanTiledGemv(64, 32, 132), 16);    // 8B k_proj alone
+  EXPECT_EQ(PlanTiledGemv(256, 112, 132), 8);   // 8B down_proj
+  EXPECT_EQ(PlanTiledGemv(512, 64, 132), 8);    // 70B q_proj/o_proj
+  EXPECT_EQ(PlanTiledGemv(3584, 64, 132), 2);   // 70B gate/up
+  EXPECT_EQ(PlanTiledGemv(1, 2, 132), 2);       // never more warps than groups
+  EXPECT_EQ(PlanTiledGemv(1, 1, 132), 1);
+}
+
+TEST(CudaScalarCodecTiled, RejectsBadArgumentsNamingTheProblem) {
+  ScalarCodecGemvParams w = Weight(64, 256, 3, 128);
+  absl::Status s = LaunchScalarCodecRetile(w, nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("no tiled layout"), std::string::npos) << s;
+  w = Weight(64, 256, 4, 128);
+  w.tiled = true;
+  EXPECT_EQ(LaunchScalarCodecRetile(w, nullptr).code(), absl::StatusCode::kInvalidArgument);
+
+  std::vector<ScalarCodecGemvParams> group(2, Weight(64, 256, 4, 128));
+  for (ScalarCodecGemvParams& p : group) {
+    p.x = reinterpret_cast<const uint16_t*>(uintptr_t{1} << 24);
+    p.y = reinterpret_cast<float*>(uintptr_t{1} << 25);
+    p.batch = 1;
+  }
+  group[0].tiled = true;  // entry 1 is not
+  s = CheckScalarCodecGemvTiled(group);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("entry 1"), std::string::npos) << s;
+  group[1].tiled = true;
+  EXPECT_TRUE(CheckScalarCodecGemvTiled(group).ok());
+  group[1].batch = 2;
+  EXPECT_EQ(CheckScalarCodecGemvTiled(group).code(), absl::StatusCode::kInvalidArgument);
+  group[1].batch = 1;
+  group[0].batch = group[1].batch = kGemvMaxBatch + 1;
+  EXPECT_EQ(CheckScalarCodecGemvTiled(group).code(), absl::StatusCode::kInvalidArgument);
+  group[0].batch = group[1].batch = 1;
+  EXPECT_EQ(LaunchScalarCodecGemvTiled(group, 3, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchScalarCodecGemvTiled(group, 32, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  // The rotating launch has no tiled form.
+  GemvRotatingInput in;
+  EXPECT_EQ(LaunchScalarCodecGemvGroupRotating(group, in, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(PreferRotatingGemv(group, in));
+}
+
+TEST(CudaScalarCodecTiled, RetiledExpansionEqualsTheOriginalsBitForBit) {
+  BITLOOM_SKIP_WITHOUT_GPU();
+  struct Case {
+    int64_t rows, cols;
+    int group_size;
+  };
+  for (const Case& c : {Case{16, 128, 128}, Case{48, 1536, 256}, Case{64, 4096, 128}, Case{32, 14336, 512}}) {
+    SCOPED_TRACE(::testing::Message() << "[" << c.rows << ", " << c.cols << "] group " << c.group_size);
+    const testing::PackedMatrix m = RandomPackedMatrix(c.rows, c.cols, 4, c.group_size, c.rows * 7 + c.cols);
+    DeviceBuffer plain(m.blob.size()), tiled(m.blob.size());
+    plain.Upload(m.blob);
+    tiled.Upload(m.blob);
+    ScalarCodecGemvParams wp = MakeGemvParams(m.layout, plain.as<void>());
+    ScalarCodecGemvParams wt = MakeGemvParams(m.layout, tiled.as<void>());
+    ASSERT_TRUE(LaunchScalarCodecRetile(wt, nullptr).ok());
+    wt.tiled = true;
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::vector<uint8_t> after = tiled.Download<uint8_t>(m.blob.size());
+    EXPECT_NE(std::vector<uint8_t>(after.begin(), after.begin() + m.layout.codes_bytes),
+              std::vector<uint8_t>(m.blob.begin(), m.blob.begin() + m.layout.codes_bytes))
+        << "the codes were not rewritten";
+    EXPECT_EQ(std::vector<uint8_t>(after.begin() + m.layout.codes_bytes, after.end()),
+              std::vector<uint8_t>(m.blob.begin() + m.layout.codes_bytes, m.blob.end()))
+        << "the scales moved";
+    const int64_t stride = c.cols + 8;
+    DeviceBuffer out_plain(c.rows * stride * 2), out_tiled(c.rows * stride * 2);
+    // A slice that starts mid-tile and one that covers everything.
+    for (const auto& [begin, count] : {std::pair<int64_t, int64_t>{0, c.rows}, {5, c.rows - 5}}) {
+      ScalarCodecDequantParams dp{wp, begin, count, out_plain.as<uint16_t>(), stride};
+      ASSERT_TRUE(LaunchScalarCodecDequant(dp, nullptr).ok());
+      dp.weight = wt;
+      dp.out = out_tiled.as<uint16_t>();
+      ASSERT_TRUE(LaunchScalarCodecDequant(dp, nullptr).ok());
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_EQ(out_tiled.Download<uint16_t>(count * stride), out_plain.Download<uint16_t>(count * stride))
+          << "rows from " << begin;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bitloom::kernels::cuda
