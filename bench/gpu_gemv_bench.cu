@@ -278,7 +278,7 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
       }
       // The tiled layout: the plan's launch and every warps-per-block.
       double tiled_s = 0.0;
-      std::string tiled_by_warps;
+      std::string tiled_by_warps, tiled_by_ahead;
       if (tiled) {
         auto tiled_params = [&](int i) {
           std::vector<ScalarCodecGemvParams> group = params(i);
@@ -291,15 +291,24 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
           }
           return group;
         };
-        for (int w : {0, 1, 2, 4, 8, 16}) {
-          auto launch = [&](int i) { return LaunchScalarCodecGemvTiled(tiled_params(i), w, stream); };
+        const TiledGemvTuning tunings[] = {{},
+                                           {.warps_per_block = 1}, {.warps_per_block = 2},
+                                           {.warps_per_block = 4}, {.warps_per_block = 8},
+                                           {.warps_per_block = 16}, {.groups_ahead = 1},
+                                           {.groups_ahead = 2}, {.groups_ahead = 4}};
+        for (const TiledGemvTuning& tt : tunings) {
+          auto launch = [&](int i) { return LaunchScalarCodecGemvTiled(tiled_params(i), tt, stream); };
           double secs = 0.0;
           std::string how_tiled;
           if (absl::Status s = TimeLaunches(stream, iters, launch, &secs, &how_tiled); !s.ok()) return s;
-          if (w == 0) {
+          if (tt.warps_per_block == 0 && tt.groups_ahead == 0) {
             tiled_s = secs;
+          } else if (tt.warps_per_block != 0) {
+            absl::StrAppend(&tiled_by_warps, tiled_by_warps.empty() ? "" : ",", "\"", tt.warps_per_block,
+                            "\":", secs * 1e6);
           } else {
-            absl::StrAppend(&tiled_by_warps, tiled_by_warps.empty() ? "" : ",", "\"", w, "\":", secs * 1e6);
+            absl::StrAppend(&tiled_by_ahead, tiled_by_ahead.empty() ? "" : ",", "\"", tt.groups_ahead,
+                            "\":", secs * 1e6);
           }
         }
       }
@@ -345,7 +354,8 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
           ",\"time_us_without_dependent_launch\":", serial_s * 1e6,
           ",\"l2_resident_us\":", l2_resident_s * 1e6,
           tiled ? absl::StrCat(",\"tiled_us\":", tiled_s * 1e6, ",\"tiled_fraction_of_copy_bw\":",
-                               bytes / tiled_s / 1e9 / copy_gbps, ",\"tiled_us_by_warps\":{", tiled_by_warps, "}")
+                               bytes / tiled_s / 1e9 / copy_gbps, ",\"tiled_us_by_warps\":{", tiled_by_warps, "}",
+                               ",\"tiled_us_by_groups_ahead\":{", tiled_by_ahead, "}")
                 : std::string(),
           ",\"timing\":\"", how, "\"}"));
       std::fprintf(stderr,

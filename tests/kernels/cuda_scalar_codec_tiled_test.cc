@@ -49,13 +49,20 @@ TEST(CudaScalarCodecTiled, PlanGivesEachSmEnoughWarps) {
   EXPECT_EQ(PlanTiledGemv(1792, 32, 132), 4);   // 8B gate/up
   EXPECT_EQ(PlanTiledGemv(896, 32, 132), 4);    // 8B gate_proj alone
   EXPECT_EQ(PlanTiledGemv(384, 32, 132), 8);    // 8B q/k/v
-  EXPECT_EQ(PlanTiledGemv(256, 32, 132), 8);    // 8B o_proj
+  EXPECT_EQ(PlanTiledGemv(256, 32, 132), 16);   // 8B o_proj
   EXPECT_EQ(PlanTiledGemv(64, 32, 132), 16);    // 8B k_proj alone
-  EXPECT_EQ(PlanTiledGemv(256, 112, 132), 8);   // 8B down_proj
+  EXPECT_EQ(PlanTiledGemv(256, 112, 132), 16);  // 8B down_proj
   EXPECT_EQ(PlanTiledGemv(512, 64, 132), 8);    // 70B q_proj/o_proj
-  EXPECT_EQ(PlanTiledGemv(3584, 64, 132), 2);   // 70B gate/up
+  EXPECT_EQ(PlanTiledGemv(1792, 64, 132), 8);   // 70B gate_proj alone
   EXPECT_EQ(PlanTiledGemv(1, 2, 132), 2);       // never more warps than groups
   EXPECT_EQ(PlanTiledGemv(1, 1, 132), 1);
+  EXPECT_EQ(PlanTiledGroupsAhead(64, 32, 16, 132), 2);   // 8B k_proj alone: 7.8 warps per SM
+  EXPECT_EQ(PlanTiledGroupsAhead(256, 112, 8, 132), 2);  // 8B down_proj forced to 8 warps: 15.5
+  EXPECT_EQ(PlanTiledGroupsAhead(256, 112, 16, 132), 1); // ... at the plan's 16: 31
+  EXPECT_EQ(PlanTiledGroupsAhead(384, 32, 8, 132), 1);   // 8B q/k/v: 23 warps per SM
+  EXPECT_EQ(PlanTiledGroupsAhead(1792, 32, 4, 132), 1);  // 8B gate/up
+  EXPECT_EQ(PlanTiledGroupsAhead(512, 64, 8, 132), 1);   // 70B q/o
+  EXPECT_EQ(PlanTiledGroupsAhead(16, 1, 1, 132), 1);     // one group per warp
 }
 
 TEST(CudaScalarCodecTiled, RejectsBadArgumentsNamingTheProblem) {
@@ -85,8 +92,12 @@ TEST(CudaScalarCodecTiled, RejectsBadArgumentsNamingTheProblem) {
   group[0].batch = group[1].batch = kGemvMaxBatch + 1;
   EXPECT_EQ(CheckScalarCodecGemvTiled(group).code(), absl::StatusCode::kInvalidArgument);
   group[0].batch = group[1].batch = 1;
-  EXPECT_EQ(LaunchScalarCodecGemvTiled(group, 3, nullptr).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(LaunchScalarCodecGemvTiled(group, 32, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchScalarCodecGemvTiled(group, {.warps_per_block = 3}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchScalarCodecGemvTiled(group, {.warps_per_block = 32}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LaunchScalarCodecGemvTiled(group, {.groups_ahead = 3}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
   // The rotating launch has no tiled form.
   GemvRotatingInput in;
   EXPECT_EQ(LaunchScalarCodecGemvGroupRotating(group, in, nullptr).code(), absl::StatusCode::kInvalidArgument);

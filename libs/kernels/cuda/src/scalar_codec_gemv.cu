@@ -842,7 +842,7 @@ absl::Status Launch(absl::Span<const ScalarCodecGemvParams> group, Api api,
     if (api == Api::kRotating) {
       return absl::InvalidArgumentError(absl::StrCat(ApiName(api), "tiled weights have no rotating launch"));
     }
-    return LaunchScalarCodecGemvTiled(group, tuning.warps_per_block, stream);
+    return LaunchScalarCodecGemvTiled(group, TiledGemvTuning{.warps_per_block = tuning.warps_per_block}, stream);
   }
   if (absl::Status s = ValidateGroup(group, api); !s.ok()) return s;
   if (tuning.warps_per_block < 0 || tuning.warps_per_block > kMaxWarps) {

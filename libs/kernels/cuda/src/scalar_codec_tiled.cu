@@ -25,6 +25,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
@@ -99,7 +100,41 @@ __device__ __forceinline__ uint32_t ScaleGroup(uint32_t group, uint32_t magic) {
   return static_cast<uint32_t>((static_cast<uint64_t>(group) * magic) >> 31);
 }
 
-template <int W>
+// One 128-column group of the tile for a lane: codes c0 (row g) / c1 (row g+8), activations b
+// (columns 32t..32t+31 of its batch row), scales sc0 / sc1, into y (rows g, g, g+8, g+8 × batch
+// columns 2t, 2t+1).
+__device__ __forceinline__ void TiledGroup(uint4 c0, uint4 c1, const uint4 (&xv)[4], float sc0, float sc1,
+                                           float (&y)[4]) {
+  const uint32_t ones = 0x3C003C00u;  // fp16x2 {1, 1}
+  const uint32_t w0[4] = {c0.x, c0.y, c0.z, c0.w};
+  const uint32_t w1[4] = {c1.x, c1.y, c1.z, c1.w};
+  const uint32_t b[16] = {xv[0].x, xv[0].y, xv[0].z, xv[0].w, xv[1].x, xv[1].y, xv[1].z, xv[1].w,
+                          xv[2].x, xv[2].y, xv[2].z, xv[2].w, xv[3].x, xv[3].y, xv[3].z, xv[3].w};
+  float acc_l[4] = {0.f, 0.f, 0.f, 0.f}, acc_h[4] = {0.f, 0.f, 0.f, 0.f};
+  float sum_l[4] = {0.f, 0.f, 0.f, 0.f}, sum_h[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t u0 = w0[i] >> 8, u1 = w1[i] >> 8;
+    detail::MmaM16N8K16(acc_l, MaskIntoHalf2<0x000F000Fu>(w0[i]), MaskIntoHalf2<0x000F000Fu>(w1[i]),
+                        MaskIntoHalf2<0x000F000Fu>(u0), MaskIntoHalf2<0x000F000Fu>(u1), b[4 * i], b[4 * i + 1]);
+    detail::MmaM16N8K16(sum_l, ones, ones, ones, ones, b[4 * i], b[4 * i + 1]);
+    detail::MmaM16N8K16(acc_h, MaskIntoHalf2<0x00F000F0u>(w0[i]), MaskIntoHalf2<0x00F000F0u>(w1[i]),
+                        MaskIntoHalf2<0x00F000F0u>(u0), MaskIntoHalf2<0x00F000F0u>(u1), b[4 * i + 2],
+                        b[4 * i + 3]);
+    detail::MmaM16N8K16(sum_h, ones, ones, ones, ones, b[4 * i + 2], b[4 * i + 3]);
+  }
+#pragma unroll
+  for (int f = 0; f < 4; ++f) {
+    float r = fmaf(acc_h[f], 1.0f / 16.0f, acc_l[f]);
+    r = fmaf(-(1024.0f + kCenter), sum_l[f], r);
+    r = fmaf(-(64.0f + kCenter), sum_h[f], r);
+    y[f] = fmaf(f < 2 ? sc0 : sc1, r, y[f]);
+  }
+}
+
+// W warps per block; every warp keeps the codes of its next kAhead groups in flight (a register
+// ring indexed at compile time: the loop is unrolled kAhead times).
+template <int W, int kAhead>
 __global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a) {
   __shared__ float partial[W][kTiledTileRows][kGemvMaxBatch];
   detail::AllowDependentLaunch();
@@ -119,47 +154,33 @@ __global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a)
   const uint4* codes = m.codes + tile * a.groups * kUint4PerGroup + lane * 2;
   const unsigned short* s0 = reinterpret_cast<const unsigned short*>(m.scales) + (tile_row + g) * m.groups_per_row;
   const unsigned short* s1 = s0 + 8 * m.groups_per_row;
-  const uint32_t ones = 0x3C003C00u;  // fp16x2 {1, 1}
 
-  float y[4] = {0.f, 0.f, 0.f, 0.f};  // rows g, g, g+8, g+8 × batch columns 2t, 2t+1
-  int j = warp;
-  uint4 c0 = make_uint4(0, 0, 0, 0), c1 = c0;
-  if (j < a.groups) c0 = __ldg(codes + j * kUint4PerGroup), c1 = __ldg(codes + j * kUint4PerGroup + 1);
+  float y[4] = {0.f, 0.f, 0.f, 0.f};
+  uint4 ring0[kAhead], ring1[kAhead];
+#pragma unroll
+  for (int i = 0; i < kAhead; ++i) {
+    const int j = warp + i * W;
+    if (j < a.groups) ring0[i] = __ldg(codes + j * kUint4PerGroup), ring1[i] = __ldg(codes + j * kUint4PerGroup + 1);
+  }
   detail::WaitForPredecessors();
   const uint4* xrow = a.x + min(g, a.batch - 1) * a.x_stride_vec + t * 4;
-  for (; j < a.groups; j += W) {
-    const uint4* xg = xrow + j * 16;
-    const uint4 x0 = __ldg(xg), x1 = __ldg(xg + 1), x2 = __ldg(xg + 2), x3 = __ldg(xg + 3);
-    const uint32_t sg = ScaleGroup(static_cast<uint32_t>(j), m.scale_magic);
-    const float sc0 = __half2float(__ushort_as_half(__ldg(s0 + sg)));
-    const float sc1 = __half2float(__ushort_as_half(__ldg(s1 + sg)));
-    const uint32_t w0[4] = {c0.x, c0.y, c0.z, c0.w};
-    const uint32_t w1[4] = {c1.x, c1.y, c1.z, c1.w};
-    if (j + W < a.groups) {
-      c0 = __ldg(codes + (j + W) * kUint4PerGroup);
-      c1 = __ldg(codes + (j + W) * kUint4PerGroup + 1);
-    }
-    const uint32_t b[16] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w,
-                            x2.x, x2.y, x2.z, x2.w, x3.x, x3.y, x3.z, x3.w};
-    float acc_l[4] = {0.f, 0.f, 0.f, 0.f}, acc_h[4] = {0.f, 0.f, 0.f, 0.f};
-    float sum_l[4] = {0.f, 0.f, 0.f, 0.f}, sum_h[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int j0 = warp; j0 < a.groups; j0 += kAhead * W) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t u0 = w0[i] >> 8, u1 = w1[i] >> 8;
-      detail::MmaM16N8K16(acc_l, MaskIntoHalf2<0x000F000Fu>(w0[i]), MaskIntoHalf2<0x000F000Fu>(w1[i]),
-                          MaskIntoHalf2<0x000F000Fu>(u0), MaskIntoHalf2<0x000F000Fu>(u1), b[4 * i], b[4 * i + 1]);
-      detail::MmaM16N8K16(sum_l, ones, ones, ones, ones, b[4 * i], b[4 * i + 1]);
-      detail::MmaM16N8K16(acc_h, MaskIntoHalf2<0x00F000F0u>(w0[i]), MaskIntoHalf2<0x00F000F0u>(w1[i]),
-                          MaskIntoHalf2<0x00F000F0u>(u0), MaskIntoHalf2<0x00F000F0u>(u1), b[4 * i + 2],
-                          b[4 * i + 3]);
-      detail::MmaM16N8K16(sum_h, ones, ones, ones, ones, b[4 * i + 2], b[4 * i + 3]);
-    }
-#pragma unroll
-    for (int f = 0; f < 4; ++f) {
-      float r = fmaf(acc_h[f], 1.0f / 16.0f, acc_l[f]);
-      r = fmaf(-(1024.0f + kCenter), sum_l[f], r);
-      r = fmaf(-(64.0f + kCenter), sum_h[f], r);
-      y[f] = fmaf(f < 2 ? sc0 : sc1, r, y[f]);
+    for (int i = 0; i < kAhead; ++i) {
+      const int j = j0 + i * W;
+      if (j >= a.groups) break;
+      const uint4* xg = xrow + j * 16;
+      const uint4 xv[4] = {__ldg(xg), __ldg(xg + 1), __ldg(xg + 2), __ldg(xg + 3)};
+      const uint32_t sg = ScaleGroup(static_cast<uint32_t>(j), m.scale_magic);
+      const float sc0 = __half2float(__ushort_as_half(__ldg(s0 + sg)));
+      const float sc1 = __half2float(__ushort_as_half(__ldg(s1 + sg)));
+      const uint4 c0 = ring0[i], c1 = ring1[i];
+      const int next = j + kAhead * W;
+      if (next < a.groups) {
+        ring0[i] = __ldg(codes + next * kUint4PerGroup);
+        ring1[i] = __ldg(codes + next * kUint4PerGroup + 1);
+      }
+      TiledGroup(c0, c1, xv, sc0, sc1, y);
     }
   }
   partial[warp][g][2 * t] = y[0];
@@ -196,9 +217,8 @@ bool TiledLayoutApplies(const ScalarCodecGemvParams& w) {
 int PlanTiledGemv(int64_t tiles, int64_t groups_per_row, int multiprocessors) {
   const int64_t sms = std::max(multiprocessors, 1);
   int w = 1;
-  while (w < kMaxTiledWarps && 2 * w <= groups_per_row && tiles * w < kTiledMinWarpsPerSm * sms) w *= 2;
-  while (w < kMaxTiledWarps && groups_per_row >= 2 * w * kTiledMinGroupsPerWarp &&
-         tiles * w < kTiledMaxWarpsPerSm * sms) {
+  while (w < kMaxTiledWarps && 2 * w <= groups_per_row &&
+         (tiles * w < kTiledMinWarpsPerSm * sms || groups_per_row > int64_t{kTiledMaxGroupsPerWarp} * w)) {
     w *= 2;
   }
   return w;
@@ -279,28 +299,47 @@ absl::Status CheckScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> g
   return BuildTiledArgs(group, &a, &tiles);
 }
 
-absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> group, int warps_per_block,
+int PlanTiledGroupsAhead(int64_t tiles, int64_t groups_per_row, int warps_per_block, int multiprocessors) {
+  const int64_t per_warp = groups_per_row / std::max(warps_per_block, 1);
+  return tiles * warps_per_block <= int64_t{kTiledAheadMaxWarpsPerSm} * std::max(multiprocessors, 1) && per_warp >= 2
+             ? 2
+             : 1;
+}
+
+absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> group, const TiledGemvTuning& tuning,
                                         cudaStream_t stream) {
+  const int warps_per_block = tuning.warps_per_block;
   if (warps_per_block != 0 && (warps_per_block > kMaxTiledWarps || (warps_per_block & (warps_per_block - 1)) != 0)) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecGemvTiled: warps_per_block ", warps_per_block,
                                                    " is not 0 or a power of two up to ", kMaxTiledWarps));
   }
+  if (tuning.groups_ahead != 0 && tuning.groups_ahead != 1 && tuning.groups_ahead != 2 && tuning.groups_ahead != 4) {
+    return absl::InvalidArgumentError(absl::StrCat("LaunchScalarCodecGemvTiled: groups_ahead ", tuning.groups_ahead,
+                                                   " is not 0, 1, 2 or 4"));
+  }
   TiledArgs a;
   int64_t tiles = 0;
-  if (absl::Status s = BuildTiledArgs(group, &a, &tiles); !s.ok()) return s;
-  int w = warps_per_block;
-  if (w == 0) {
-    int sms = 0;
-    if (absl::Status s = detail::CurrentDeviceMultiprocessors(&sms); !s.ok()) return s;
-    w = PlanTiledGemv(tiles, a.groups, sms);
-  }
+  if (absl::Status st = BuildTiledArgs(group, &a, &tiles); !st.ok()) return st;
+  int sms = 0;
+  if (absl::Status st = detail::CurrentDeviceMultiprocessors(&sms); !st.ok()) return st;
+  const int w = tuning.warps_per_block == 0 ? PlanTiledGemv(tiles, a.groups, sms) : tuning.warps_per_block;
+  const int ahead = tuning.groups_ahead == 0 ? PlanTiledGroupsAhead(tiles, a.groups, w, sms) : tuning.groups_ahead;
   const detail::KernelShape shape{dim3(static_cast<unsigned>(tiles)), dim3(static_cast<unsigned>(w * kLanes))};
+  auto launch = [&](auto kernel) { return detail::LaunchKernel(shape, stream, kernel, a); };
+  auto by_ahead = [&](auto w_c) -> absl::Status {
+    constexpr int kW = decltype(w_c)::value;
+    switch (ahead) {
+      case 1: return launch(TiledGemvKernel<kW, 1>);
+      case 2: return launch(TiledGemvKernel<kW, 2>);
+      default: return launch(TiledGemvKernel<kW, 4>);
+    }
+  };
   switch (w) {
-    case 1: return detail::LaunchKernel(shape, stream, TiledGemvKernel<1>, a);
-    case 2: return detail::LaunchKernel(shape, stream, TiledGemvKernel<2>, a);
-    case 4: return detail::LaunchKernel(shape, stream, TiledGemvKernel<4>, a);
-    case 8: return detail::LaunchKernel(shape, stream, TiledGemvKernel<8>, a);
-    default: return detail::LaunchKernel(shape, stream, TiledGemvKernel<16>, a);
+    case 1: return by_ahead(std::integral_constant<int, 1>{});
+    case 2: return by_ahead(std::integral_constant<int, 2>{});
+    case 4: return by_ahead(std::integral_constant<int, 4>{});
+    case 8: return by_ahead(std::integral_constant<int, 8>{});
+    default: return by_ahead(std::integral_constant<int, 16>{});
   }
 }
 

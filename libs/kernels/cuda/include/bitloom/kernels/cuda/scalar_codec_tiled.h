@@ -49,24 +49,34 @@ bool TiledLayoutApplies(const ScalarCodecGemvParams& weight);
 // the widest rows; FAILED_PRECONDITION when the device has less than a tile needs.
 absl::Status LaunchScalarCodecRetile(const ScalarCodecGemvParams& weight, cudaStream_t stream);
 
+// Knobs of the tiled launch that change only its speed; 0 = the plan's choice.
+struct TiledGemvTuning {
+  int warps_per_block = 0;  // 1, 2, 4, 8 or 16 (PlanTiledGemv)
+  int groups_ahead = 0;     // 1, 2 or 4: groups whose codes a warp keeps in flight (PlanTiledGroupsAhead)
+};
+
 // y = W'·x for every entry of a group of tiled weights (LaunchScalarCodecGemvGroup's contract;
-// that launcher forwards here when the entries are tiled). `warps_per_block` 0 lets the launch
-// plan choose (PlanTiledGemv), else one of 1, 2, 4, 8, 16. INVALID_ARGUMENT naming the entry and
-// field; INTERNAL for a launch error.
+// that launcher forwards here when the entries are tiled). INVALID_ARGUMENT naming the entry and
+// field, or a knob out of range; INTERNAL for a launch error.
 absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> group,
-                                        int warps_per_block, cudaStream_t stream);
+                                        const TiledGemvTuning& tuning, cudaStream_t stream);
 
 // What LaunchScalarCodecGemvTiled checks, without launching (IsSupported uses it).
 absl::Status CheckScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> group);
 
 // Warps per block of the tiled launch, a power of two up to 16 and no more than the row's 128-column
-// groups: the fewest that put kTiledMinWarpsPerSm warps on each of `multiprocessors` SMs, then
-// doubled while every warp keeps kTiledMinGroupsPerWarp groups and the SMs stay under
-// kTiledMaxWarpsPerSm. Fitted to the H200's sweep (docs/KERNELS.md, "Tiled layout"): 8B q/k/v,
-// o_proj and down_proj 8, gate/up 4, k_proj 16; 70B q/o 8.
-inline constexpr int kTiledMinWarpsPerSm = 15;
-inline constexpr int kTiledMaxWarpsPerSm = 32;
-inline constexpr int kTiledMinGroupsPerWarp = 8;
+// groups: the fewest that put kTiledMinWarpsPerSm warps on each of `multiprocessors` SMs and leave
+// no warp more than kTiledMaxGroupsPerWarp groups. Fitted to the H200's sweeps (docs/KERNELS.md,
+// "Tiled layout"): 8B q/k/v 8, gate/up 4, o_proj, k_proj and down_proj 16; 70B q/o and gate 8.
+inline constexpr int kTiledMinWarpsPerSm = 23;
+inline constexpr int kTiledMaxGroupsPerWarp = 8;
 int PlanTiledGemv(int64_t tiles, int64_t groups_per_row, int multiprocessors);
+
+// Groups of codes a warp keeps in flight: 2 when the launch leaves room on the SMs (at most
+// kTiledAheadMaxWarpsPerSm warps each, so the extra registers cost no residency) and a warp walks
+// at least two groups, else 1. H200 (docs/KERNELS.md, "Tiled layout"): 8B down_proj 19.8 → 13.5 µs
+// and o_proj 6.9 → 5.4 with 2; the crowded launches (gate/up, 70B q/o) were 10-30% slower with 2-4.
+inline constexpr int kTiledAheadMaxWarpsPerSm = 16;
+int PlanTiledGroupsAhead(int64_t tiles, int64_t groups_per_row, int warps_per_block, int multiprocessors);
 
 }  // namespace bitloom::kernels::cuda
