@@ -785,8 +785,8 @@ TEST(GpuDecoderModel, StreamedGemvMatchesRegisterGemv) {
   kernels::cuda::SetStreamedGemv(was_streamed);
 }
 
-// The tiled layout (tiled_gemv, the default): a model whose linears are all 4-bit with group 128 on
-// whole tiles gets every one rewritten at load and decodes as the artifact layout does (batch-1
+// The tiled layout (tiled_gemv, the default): a model whose linears are all 2-, 8- or 4-bit with group
+// 128 on whole tiles gets every one rewritten at load and decodes as the artifact layout does (batch-1
 // steps with graphs on and off, and a batch-3 step), within the GEMV tolerance; prefill reads the
 // tiled weights through the dequantization. A model of mixed K and group 32 is left as it is.
 TEST(GpuDecoderModel, TiledGemvMatchesArtifactLayout) {
@@ -795,28 +795,33 @@ TEST(GpuDecoderModel, TiledGemvMatchesArtifactLayout) {
   v1::ModelConfig config = GpuConfig("llama_pow2");
   config.set_num_layers(2);
   config.set_vocab_size(512);
-  WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized, false, 4, 128);
-  auto reader = Open(dir.Join("m.bitloom"));
   auto pool = DevicePool(uint64_t{256} << 20);
-  for (const bool graphs : {true, false}) {
-    SCOPED_TRACE(absl::StrCat("graphs ", graphs));
-    GpuModelOptions tiled = SmallOptionsNamed(absl::StrCat("tiled", graphs));
-    tiled.use_cuda_graphs = graphs;
-    GpuModelOptions plain = tiled;
-    plain.model_id = absl::StrCat("plain", graphs);
-    plain.tiled_gemv = false;
-    {
-      auto m = GpuDecoderModel::Load(*reader, pool.get(), tiled);
-      ASSERT_TRUE(m.ok()) << m.status();
-      // Every linear: 2 layers of q/k/v/o/gate/up/down plus the head, at 4 bits.
-      const uint64_t per_layer = (512 * 512 * 2 + 128 * 512 * 2 + 1024 * 512 * 3) / 2;
-      EXPECT_EQ((*m)->tiled_bytes(), 2 * per_layer + 512 * 512 / 2);
+  for (const int bits : {2, 8, 4}) {  // the 4-bit model stays for the batch-3 check below
+    SCOPED_TRACE(absl::StrCat("K ", bits));
+    const std::string path = dir.Join(absl::StrCat("m", bits, ".bitloom"));
+    WriteModel(path, dir.path(), config, LinearForm::kQuantized, false, bits, 128);
+    auto reader = Open(path);
+    for (const bool graphs : {true, false}) {
+      SCOPED_TRACE(absl::StrCat("graphs ", graphs));
+      GpuModelOptions tiled = SmallOptionsNamed(absl::StrCat("tiled", bits, graphs));
+      tiled.use_cuda_graphs = graphs;
+      GpuModelOptions plain = tiled;
+      plain.model_id = absl::StrCat("plain", bits, graphs);
+      plain.tiled_gemv = false;
+      {
+        auto m = GpuDecoderModel::Load(*reader, pool.get(), tiled);
+        ASSERT_TRUE(m.ok()) << m.status();
+        // Every linear: 2 layers of q/k/v/o/gate/up/down plus the head.
+        const uint64_t per_layer = uint64_t{512 * 512 * 2 + 128 * 512 * 2 + 1024 * 512 * 3} * bits / 8;
+        EXPECT_EQ((*m)->tiled_bytes(), 2 * per_layer + uint64_t{512 * 512} * bits / 8);
+      }
+      // The artifact layout's kernel rounds each weight to fp16, the tiled one scales in fp32: both
+      // are within the GEMV's 3e-3 of the fp32 reference, so the logits agree to about that.
+      ExpectSameDecode(*reader, pool.get(), tiled, plain, Prompt(9, config.vocab_size(), 11), 12,
+                       [](bool) {}, 1e-2, /*same_prefill=*/false);
     }
-    // The artifact layout's kernel rounds each weight to fp16, the tiled one scales in fp32: both
-    // are within the GEMV's 3e-3 of the fp32 reference, so the logits agree to about that.
-    ExpectSameDecode(*reader, pool.get(), tiled, plain, Prompt(9, config.vocab_size(), 11), 12,
-                     [](bool) {}, 1e-2, /*same_prefill=*/false);
   }
+  auto reader = Open(dir.Join("m4.bitloom"));
   // Batch 3 (one step; ExpectSameDecode runs batch 1).
   auto a = GpuDecoderModel::Load(*reader, pool.get(), SmallOptionsNamed("tiled_b3"));
   GpuModelOptions plain = SmallOptionsNamed("plain_b3");

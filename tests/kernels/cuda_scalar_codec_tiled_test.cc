@@ -1,4 +1,4 @@
-// The tiled layout of 4-bit scalar codes (scalar_codec_tiled.h): which weights take it and the
+// The tiled layout of 2-, 4- and 8-bit scalar codes (scalar_codec_tiled.h): which weights take it and the
 // arguments the launchers refuse (checked without a GPU); on a GPU, the prefill expansion of a
 // retiled weight equals the expansion of the original bit for bit, the rewrite keeps every byte of
 // the blob past the codes, and the register GEMV refuses tiled weights in its rotating launch. The
@@ -29,8 +29,13 @@ ScalarCodecGemvParams Weight(int64_t rows, int64_t cols, int bits, int group_siz
   return MakeGemvParams(*layout, reinterpret_cast<const void*>(uintptr_t{1} << 20));
 }
 
-TEST(CudaScalarCodecTiled, AppliesToFourBitsOnWholeTilesAndGroups) {
+TEST(CudaScalarCodecTiled, AppliesToTwoFourAndEightBitsOnWholeTilesAndGroups) {
   EXPECT_TRUE(TiledLayoutApplies(Weight(4096, 4096, 4, 128)));
+  EXPECT_TRUE(TiledLayoutApplies(Weight(4096, 4096, 2, 128)));
+  EXPECT_TRUE(TiledLayoutApplies(Weight(4096, 14336, 8, 128)));
+  EXPECT_TRUE(TiledLayoutApplies(Weight(8192, 28672, 2, 256)));
+  EXPECT_FALSE(TiledLayoutApplies(Weight(8192, 28672, 8, 128)));  // 448 KiB tiles
+  EXPECT_FALSE(TiledLayoutApplies(Weight(4096, 4096, 5, 128)));
   EXPECT_TRUE(TiledLayoutApplies(Weight(4096, 14336, 4, 256)));
   EXPECT_TRUE(TiledLayoutApplies(Weight(16, 128, 4, 128)));
   EXPECT_TRUE(TiledLayoutApplies(Weight(8192, 28672, 4, 128)));  // 224 KiB tiles: the widest real rows
@@ -38,7 +43,8 @@ TEST(CudaScalarCodecTiled, AppliesToFourBitsOnWholeTilesAndGroups) {
   EXPECT_FALSE(TiledLayoutApplies(Weight(4100, 4096, 4, 128)));  // rows % 16
   EXPECT_FALSE(TiledLayoutApplies(Weight(4096, 4000, 4, 32)));   // cols % 128
   EXPECT_FALSE(TiledLayoutApplies(Weight(4096, 4096, 4, 64)));   // group size % 128
-  EXPECT_FALSE(TiledLayoutApplies(Weight(64, kTiledMaxCols + 128, 4, 128)));  // tile > shared memory
+  EXPECT_EQ(TiledMaxCols(4), 29056);
+  EXPECT_FALSE(TiledLayoutApplies(Weight(64, TiledMaxCols(4) + 128, 4, 128)));  // tile > shared memory
   ScalarCodecGemvParams unaligned = Weight(64, 256, 4, 128);
   unaligned.codes = reinterpret_cast<const uint32_t*>(uintptr_t{(1u << 20) + 4});
   EXPECT_FALSE(TiledLayoutApplies(unaligned));
@@ -74,6 +80,17 @@ TEST(CudaScalarCodecTiled, RejectsBadArgumentsNamingTheProblem) {
   w.tiled = true;
   EXPECT_EQ(LaunchScalarCodecRetile(w, nullptr).code(), absl::StatusCode::kInvalidArgument);
 
+  std::vector<ScalarCodecGemvParams> mixed = {Weight(64, 256, 4, 128), Weight(64, 256, 2, 128)};
+  for (ScalarCodecGemvParams& p : mixed) {
+    p.x = reinterpret_cast<const uint16_t*>(uintptr_t{1} << 24);
+    p.y = reinterpret_cast<float*>(uintptr_t{1} << 25);
+    p.batch = 1;
+    p.tiled = true;
+  }
+  s = CheckScalarCodecGemvTiled(mixed);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << "one launch reads one K";
+  EXPECT_NE(s.message().find("bits"), std::string::npos) << s;
+
   std::vector<ScalarCodecGemvParams> group(2, Weight(64, 256, 4, 128));
   for (ScalarCodecGemvParams& p : group) {
     p.x = reinterpret_cast<const uint16_t*>(uintptr_t{1} << 24);
@@ -108,11 +125,13 @@ TEST(CudaScalarCodecTiled, RetiledExpansionEqualsTheOriginalsBitForBit) {
   BITLOOM_SKIP_WITHOUT_GPU();
   struct Case {
     int64_t rows, cols;
-    int group_size;
+    int bits, group_size;
   };
-  for (const Case& c : {Case{16, 128, 128}, Case{48, 1536, 256}, Case{64, 4096, 128}, Case{32, 14336, 512}}) {
-    SCOPED_TRACE(::testing::Message() << "[" << c.rows << ", " << c.cols << "] group " << c.group_size);
-    const testing::PackedMatrix m = RandomPackedMatrix(c.rows, c.cols, 4, c.group_size, c.rows * 7 + c.cols);
+  for (const Case& c : {Case{16, 128, 4, 128}, Case{48, 1536, 4, 256}, Case{64, 4096, 4, 128}, Case{32, 14336, 4, 512},
+                        Case{16, 128, 2, 128}, Case{48, 14336, 2, 256}, Case{32, 384, 8, 128}, Case{16, 14336, 8, 128}}) {
+    SCOPED_TRACE(::testing::Message() << "[" << c.rows << ", " << c.cols << "] K " << c.bits << " group "
+                                      << c.group_size);
+    const testing::PackedMatrix m = RandomPackedMatrix(c.rows, c.cols, c.bits, c.group_size, c.rows * 7 + c.cols);
     DeviceBuffer plain(m.blob.size()), tiled(m.blob.size());
     plain.Upload(m.blob);
     tiled.Upload(m.blob);

@@ -112,7 +112,10 @@ size_t RotatingEntries(absl::Span<const LinearOutput> outputs,
 
 absl::StatusOr<uint64_t> RetileGroup(absl::Span<GpuLinear* const> group, cudaStream_t stream) {
   for (const GpuLinear* l : group) {
-    if (!l->quantized || l->gemv.tiled || !cuda::TiledLayoutApplies(l->gemv)) return uint64_t{0};
+    if (!l->quantized || l->gemv.tiled || !cuda::TiledLayoutApplies(l->gemv) ||
+        l->gemv.bits != group.front()->gemv.bits) {
+      return uint64_t{0};
+    }
   }
   uint64_t bytes = 0;
   for (GpuLinear* l : group) {

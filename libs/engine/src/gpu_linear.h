@@ -120,7 +120,7 @@ absl::Status RunRotatingGemv(absl::Span<const LinearOutput> outputs, const Linea
 
 // Rewrites the codes of every layer of `group` (the layers one grouped launch runs: q/k/v, o_proj,
 // gate/up, down, the head) into the tiled layout (kernels/cuda/scalar_codec_tiled.h) in place and
-// marks them, when every one of them takes it (a launch reads one layout); otherwise leaves the
+// marks them, when every one of them takes it with one K (a launch reads one layout of one K); otherwise leaves the
 // group as it is. Returns the bytes of codes rewritten. Asynchronous on `stream`.
 absl::StatusOr<uint64_t> RetileGroup(absl::Span<GpuLinear* const> group, cudaStream_t stream);
 

@@ -7,8 +7,8 @@
 // constants, as in the GEMV. The group's scale is read once per code block (a group is a whole
 // number of blocks); the thread's group index is one 32-bit divide, hoisted out of the row loop.
 // Memory-bound: the writes are 16/K times the reads. A tiled weight (scalar_codec_tiled.h) is read
-// by its own kernel: the same thread per code block, whose 32 codes are one uint4 of the tile
-// layout with each word's nibbles in the tiled order. (A flat grid-stride loop over row·block with
+// by its own kernel: the same thread per code block, whose 32 codes are K words of the tile layout
+// with each word's fields in the tiled order. (A flat grid-stride loop over row·block with
 // two 64-bit divides per code block ran at half the copy bandwidth on the H100.)
 
 #include <cuda_fp16.h>
@@ -20,6 +20,7 @@
 #include "bitloom/kernels/cuda/scalar_codec_dequant.h"
 #include "bitloom/kernels/cuda/scalar_codec_tiled.h"
 #include "device_util.cuh"
+#include "tiled_layout.cuh"
 
 namespace bitloom::kernels::cuda {
 namespace {
@@ -68,31 +69,36 @@ __global__ void __launch_bounds__(kThreads) ScalarCodecDequantKernel(const Dequa
   }
 }
 
-// Nibble slot of column 8i + k's code in word i of the tiled layout (swaps 1↔4 and 3↔6).
-__device__ __forceinline__ int TiledNibbleSlot(int k) { return k == 1 ? 4 : k == 4 ? 1 : k == 3 ? 6 : k == 6 ? 3 : k; }
-
+template <int K>
 __global__ void __launch_bounds__(kThreads) TiledDequantKernel(const DequantArgs a) {
-  constexpr float kCenter = ScalarGridCenter(kTiledBits);
+  constexpr float kCenter = ScalarGridCenter(K);
+  constexpr int kPerWord = 32 / K;
   const int blk = static_cast<int>(blockIdx.x) * kThreads + static_cast<int>(threadIdx.x);
   if (blk >= a.blocks_per_row) return;
   const int group = blk / a.blocks_per_group;
-  const int64_t groups128 = a.blocks_per_row / 4;
-  const uint4* codes = reinterpret_cast<const uint4*>(a.codes);
   for (int64_t local_row = blockIdx.y; local_row < a.row_count; local_row += gridDim.y) {
     const int64_t row = a.row_begin + local_row;
     const int64_t tile = row / kTiledTileRows;
     const int in_tile = static_cast<int>(row % kTiledTileRows);
     const int lane = (in_tile % 8) * 4 + blk % 4;
-    const uint4 v = __ldg(codes + ((tile * groups128 + blk / 4) * 32 + lane) * 2 + in_tile / 8);
-    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+    // ((group128·32 + lane)·2 + half)·K words into the tile's words.
+    const uint32_t* src =
+        a.codes + tile * kTiledTileRows * a.row_stride_words + ((blk / 4 * 32 + lane) * 2 + in_tile / 8) * K;
+    uint32_t words[K];
+#pragma unroll
+    for (int w = 0; w < K; ++w) words[w] = __ldg(src + w);
     const float scale = __half2float(__ushort_as_half(__ldg(a.scales + row * a.groups_per_row + group)));
     uint32_t packed[16];
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      const uint32_t w = words[j / 4];
-      const float lo = (static_cast<float>((w >> (4 * TiledNibbleSlot((2 * j) % 8))) & 0xFu) - kCenter) * scale;
-      const float hi = (static_cast<float>((w >> (4 * TiledNibbleSlot((2 * j + 1) % 8))) & 0xFu) - kCenter) * scale;
-      packed[j] = detail::Half2AsU32(__floats2half2_rn(lo, hi));
+      float v[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int col = 2 * j + h;
+        const uint32_t q = (words[col / kPerWord] >> detail::TiledFieldBit(K, col % kPerWord)) & ((1u << K) - 1u);
+        v[h] = (static_cast<float>(q) - kCenter) * scale;
+      }
+      packed[j] = detail::Half2AsU32(__floats2half2_rn(v[0], v[1]));
     }
     uint4* dst = a.out + local_row * a.out_stride_vec + blk * 4;
 #pragma unroll
@@ -145,7 +151,7 @@ absl::Status Launch(const ScalarCodecDequantParams& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((a.blocks_per_row + kThreads - 1) / kThreads),
                   static_cast<unsigned>(std::min<int64_t>(p.row_count, kMaxGridRows)));
   if constexpr (kTiled) {
-    TiledDequantKernel<<<grid, kThreads, 0, stream>>>(a);
+    TiledDequantKernel<K><<<grid, kThreads, 0, stream>>>(a);
   } else {
     ScalarCodecDequantKernel<K><<<grid, kThreads, 0, stream>>>(a);
   }
@@ -157,7 +163,13 @@ absl::Status Launch(const ScalarCodecDequantParams& p, cudaStream_t stream) {
 
 absl::Status LaunchScalarCodecDequant(const ScalarCodecDequantParams& params, cudaStream_t stream) {
   if (absl::Status s = Validate(params); !s.ok()) return s;
-  if (params.weight.tiled) return Launch<kTiledBits, true>(params, stream);
+  if (params.weight.tiled) {
+    switch (params.weight.bits) {
+      case 2: return Launch<2, true>(params, stream);
+      case 4: return Launch<4, true>(params, stream);
+      default: return Launch<8, true>(params, stream);
+    }
+  }
   switch (params.weight.bits) {
     case 1: return Launch<1>(params, stream);
     case 2: return Launch<2>(params, stream);

@@ -1,26 +1,27 @@
-// The tiled layout of 4-bit scalar codes and its GEMV (see scalar_codec_tiled.h).
+// The tiled layout of 2-, 4- and 8-bit scalar codes and its GEMV (see scalar_codec_tiled.h).
 //
-// Layout in VRAM, per weight: [tile = 16 rows][group = 128 columns][lane 0..31][2 × uint4]. Lane
-// 4g + t holds, in uint4 0, row g and in uint4 1 row g+8 of the tile, columns [32t, 32t + 32) of the
-// group: word i = columns 8i..8i+7, the code of column 8i + k in nibble slot kSlot[k] (0, 4, 2, 6,
-// 1, 5, 3, 7: slots 0/4 and 2/6 of a word swap 1↔4 and 3↔6, an involution). That is exactly the
-// artifact's uint4 4·group + t of the row with the nibbles of every word permuted, so a tile spans
-// the same 16·cols/2 bytes in both layouts and the rewrite runs in place through shared memory.
+// Layout in VRAM, per weight: [tile = 16 rows][group = 128 columns][lane 0..31][2K words]. Lane 4g + t
+// holds K words of row g, then K words of row g+8, of columns [32t, 32t + 32) of the group. Word i
+// covers columns 4C·i .. 4C·i + 4C − 1 (C = 8/K codes per byte), the code of its local column
+// l = 4c + r (class c = 0..C−1, r = 0..3) at bit K·c + (0, 16, 8, 24)[r]. The same words of the
+// artifact hold the same columns in order (code l at bit K·l), so the rewrite moves whole words within
+// a 16-row tile and permutes the fields inside each: a tile spans the same 16·cols·K/8 bytes in both
+// layouts, and the rewrite runs in place through shared memory. (K = 4: word i = columns 8i..8i+7,
+// nibble slots (0, 4, 2, 6, 1, 5, 3, 7).)
 //
 // GEMV. One thread block of W warps per 16-row tile; warp w takes groups w, w + W, ... (split-K)
-// and the warps' sums meet in shared memory. Per group a lane loads its 32 code bytes (two uint4,
-// the next group's issued before this group's math) and its 64 activation bytes (columns 32t..32t+31
-// of its batch row g; lanes past the batch read the last row, whose products land in columns that
-// are never stored). Word i of row g and of row g+8 feed two mma m16n8k16:
-//   class L: A = {LOP3(w, 0x000F000F), LOP3(w >> 8, 0x000F000F)} = {1024 + q} (columns 8i+0..3),
-//   class H: A = {LOP3(w, 0x00F000F0), LOP3(w >> 8, 0x00F000F0)} = {1024 + 16q} (columns 8i+4..7),
-// with B = the lane's activations in natural order, plus one mma per class with A = 1.0 (the
-// activation sums X_L, X_H of the same k-slots). All four k-slot quarters of every mma lie in one
-// scale group, so per group and output, in fp32:
-//   Σ (q − c)·x = acc_L + acc_H / 16 − (1024 + c)·X_L − (64 + c)·X_H,    y += s · that.
-// The fp32 sums of (1024 + q)·x lose about 7 of their 24 bits to the offset (~1e-5 relative), far
-// below the fp16 activations' rounding. Per 2048 weights a warp issues ~113 instructions (the
-// register GEMV ~210).
+// with the codes of its next kAhead groups in flight in a register ring, and the warps' sums meet in
+// shared memory. Per group a lane loads its 8K code bytes and its 64 activation bytes (columns
+// 32t..32t+31 of its batch row g; lanes past the batch read the last row, whose products land in
+// columns that are never stored). Word i of row g and of row g+8 feed C mma m16n8k16, one per class:
+//   A = {LOP3(w, M_c), LOP3(w_g+8, M_c), LOP3(w >> 8, M_c), LOP3(w_g+8 >> 8, M_c)},  M_c = (2^K − 1)·0x00010001 << K·c,
+// i.e. the fp16 pairs {1024 + q·2^(K·c)} of columns 4C·i + 4c + (0, 1) and (2, 3), against B = the
+// lane's activations in natural order, plus one mma per class with A = 1.0 (the sums X_c of the same
+// k-slots). All 16 k-slots of every mma lie in one scale group, so per group and output, in fp32:
+//   Σ (q − centre)·x = Σ_c 2^(−K·c)·acc_c − Σ_c (1024·2^(−K·c) + centre)·X_c,    y += s · that.
+// The fp32 sums of (1024 + q·2^(Kc))·x lose about 7 of their 24 bits to the offset (~1e-5 relative),
+// far below the fp16 activations' rounding. Per 2048 weights at K = 4 a warp issues ~113 instructions
+// (the register GEMV ~210).
 
 #include <cuda_fp16.h>
 
@@ -34,39 +35,37 @@
 #include "device_properties.h"
 #include "device_util.cuh"
 #include "launch.h"
+#include "scalar_codec_gemv.cuh"  // StaticFor
+#include "tiled_layout.cuh"
 
 namespace bitloom::kernels::cuda {
 namespace {
 
 constexpr int kLanes = 32;
-constexpr int kUint4PerGroup = 2 * kLanes;  // per tile: 16 rows × 128 columns × 4 bits
 constexpr int kMaxTiledWarps = 16;
-constexpr float kCenter = ScalarGridCenter(kTiledBits);
 
-// Nibble slot of the code of column 8i + k inside word i.
-__host__ __device__ constexpr int NibbleSlot(int k) { return k == 1 ? 4 : k == 4 ? 1 : k == 3 ? 6 : k == 6 ? 3 : k; }
-
-__device__ __forceinline__ uint32_t PermuteNibbles(uint32_t w) {
+__device__ __forceinline__ uint32_t PermuteFields(uint32_t w, int bits) {
+  const uint32_t mask = (1u << bits) - 1u;
   uint32_t out = 0;
-#pragma unroll
-  for (int k = 0; k < 8; ++k) out |= ((w >> (4 * k)) & 0xFu) << (4 * NibbleSlot(k));
+  for (int l = 0; l < 32 / bits; ++l) out |= ((w >> (bits * l)) & mask) << detail::TiledFieldBit(bits, l);
   return out;
 }
 
-// One block per tile: the tile's 16 rows into shared memory, then back in tile order.
-__global__ void RetileKernel(uint4* codes, int64_t row_vec) {
-  extern __shared__ uint4 tile_smem[];
-  uint4* tile = codes + static_cast<int64_t>(blockIdx.x) * kTiledTileRows * row_vec;
-  const int n = static_cast<int>(kTiledTileRows * row_vec);
+// One block per tile: the tile's 16 rows into shared memory, then back word by word in tile order.
+__global__ void RetileKernel(uint32_t* codes, int64_t row_words, int bits) {
+  extern __shared__ uint32_t tile_smem[];
+  uint32_t* tile = codes + static_cast<int64_t>(blockIdx.x) * kTiledTileRows * row_words;
+  const int n = static_cast<int>(kTiledTileRows * row_words);
   for (int i = threadIdx.x; i < n; i += blockDim.x) tile_smem[i] = tile[i];
   __syncthreads();
   for (int o = threadIdx.x; o < n; o += blockDim.x) {
-    const int half = o & 1;
-    const int lane = (o >> 1) & (kLanes - 1);
-    const int group = o / kUint4PerGroup;
+    // o = ((group·32 + lane)·2 + half)·K + i
+    const int i = o % bits;
+    const int half = (o / bits) & 1;
+    const int lane = (o / (2 * bits)) & (kLanes - 1);
+    const int group = o / (2 * bits * kLanes);
     const int row = (lane >> 2) + 8 * half;
-    const uint4 v = tile_smem[row * row_vec + group * 4 + (lane & 3)];
-    tile[o] = make_uint4(PermuteNibbles(v.x), PermuteNibbles(v.y), PermuteNibbles(v.z), PermuteNibbles(v.w));
+    tile[o] = PermuteFields(tile_smem[row * row_words + (group * 4 + (lane & 3)) * bits + i], bits);
   }
 }
 
@@ -78,7 +77,7 @@ __device__ __forceinline__ uint32_t MaskIntoHalf2(uint32_t v) {
 }
 
 struct TiledMatrix {
-  const uint4* codes;
+  const uint4* codes;      // the tiled layout
   const uint16_t* scales;  // fp16 [rows, groups_per_row]
   float* y;
   int64_t y_stride;
@@ -94,48 +93,60 @@ struct TiledArgs {
   int groups;  // 128-column groups per row
   int batch;
   int count;
+  int bits;    // K, the same for every entry
 };
 
 __device__ __forceinline__ uint32_t ScaleGroup(uint32_t group, uint32_t magic) {
   return static_cast<uint32_t>((static_cast<uint64_t>(group) * magic) >> 31);
 }
 
-// One 128-column group of the tile for a lane: codes c0 (row g) / c1 (row g+8), activations b
-// (columns 32t..32t+31 of its batch row), scales sc0 / sc1, into y (rows g, g, g+8, g+8 × batch
-// columns 2t, 2t+1).
-__device__ __forceinline__ void TiledGroup(uint4 c0, uint4 c1, const uint4 (&xv)[4], float sc0, float sc1,
-                                           float (&y)[4]) {
+// One 128-column group of the tile for a lane: K code words of row g (w0) and of row g+8 (w1),
+// activations xv (columns 32t..32t+31 of its batch row), scales sc0 / sc1, into y (rows g, g, g+8,
+// g+8 × batch columns 2t, 2t+1).
+template <int K>
+__device__ __forceinline__ void TiledGroup(const uint32_t (&w0)[K], const uint32_t (&w1)[K], const uint4 (&xv)[4],
+                                           float sc0, float sc1, float (&y)[4]) {
+  constexpr int C = 8 / K;  // classes: codes per byte
+  constexpr uint32_t kCode = ((1u << K) - 1u) * 0x00010001u;
   const uint32_t ones = 0x3C003C00u;  // fp16x2 {1, 1}
-  const uint32_t w0[4] = {c0.x, c0.y, c0.z, c0.w};
-  const uint32_t w1[4] = {c1.x, c1.y, c1.z, c1.w};
   const uint32_t b[16] = {xv[0].x, xv[0].y, xv[0].z, xv[0].w, xv[1].x, xv[1].y, xv[1].z, xv[1].w,
                           xv[2].x, xv[2].y, xv[2].z, xv[2].w, xv[3].x, xv[3].y, xv[3].z, xv[3].w};
-  float acc_l[4] = {0.f, 0.f, 0.f, 0.f}, acc_h[4] = {0.f, 0.f, 0.f, 0.f};
-  float sum_l[4] = {0.f, 0.f, 0.f, 0.f}, sum_h[4] = {0.f, 0.f, 0.f, 0.f};
+  float acc[C][4], sum[C][4];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t u0 = w0[i] >> 8, u1 = w1[i] >> 8;
-    detail::MmaM16N8K16(acc_l, MaskIntoHalf2<0x000F000Fu>(w0[i]), MaskIntoHalf2<0x000F000Fu>(w1[i]),
-                        MaskIntoHalf2<0x000F000Fu>(u0), MaskIntoHalf2<0x000F000Fu>(u1), b[4 * i], b[4 * i + 1]);
-    detail::MmaM16N8K16(sum_l, ones, ones, ones, ones, b[4 * i], b[4 * i + 1]);
-    detail::MmaM16N8K16(acc_h, MaskIntoHalf2<0x00F000F0u>(w0[i]), MaskIntoHalf2<0x00F000F0u>(w1[i]),
-                        MaskIntoHalf2<0x00F000F0u>(u0), MaskIntoHalf2<0x00F000F0u>(u1), b[4 * i + 2],
-                        b[4 * i + 3]);
-    detail::MmaM16N8K16(sum_h, ones, ones, ones, ones, b[4 * i + 2], b[4 * i + 3]);
+  for (int c = 0; c < C; ++c) {
+#pragma unroll
+    for (int f = 0; f < 4; ++f) acc[c][f] = sum[c][f] = 0.0f;
   }
+  detail::StaticFor<K>([&](auto i_c) {
+    constexpr int i = decltype(i_c)::value;
+    const uint32_t u0 = w0[i] >> 8, u1 = w1[i] >> 8;
+    detail::StaticFor<C>([&](auto c_c) {
+      constexpr int c = decltype(c_c)::value;
+      constexpr uint32_t kMask = kCode << (K * c);
+      const uint32_t b0 = b[2 * C * i + 2 * c], b1 = b[2 * C * i + 2 * c + 1];
+      detail::MmaM16N8K16(acc[c], MaskIntoHalf2<kMask>(w0[i]), MaskIntoHalf2<kMask>(w1[i]),
+                          MaskIntoHalf2<kMask>(u0), MaskIntoHalf2<kMask>(u1), b0, b1);
+      detail::MmaM16N8K16(sum[c], ones, ones, ones, ones, b0, b1);
+    });
+  });
+  constexpr float kCenter = ScalarGridCenter(K);
 #pragma unroll
   for (int f = 0; f < 4; ++f) {
-    float r = fmaf(acc_h[f], 1.0f / 16.0f, acc_l[f]);
-    r = fmaf(-(1024.0f + kCenter), sum_l[f], r);
-    r = fmaf(-(64.0f + kCenter), sum_h[f], r);
+    float r = acc[0][f];
+#pragma unroll
+    for (int c = 1; c < C; ++c) r = fmaf(acc[c][f], 1.0f / static_cast<float>(1u << (K * c)), r);
+#pragma unroll
+    for (int c = 0; c < C; ++c) r = fmaf(-(1024.0f / static_cast<float>(1u << (K * c)) + kCenter), sum[c][f], r);
     y[f] = fmaf(f < 2 ? sc0 : sc1, r, y[f]);
   }
 }
 
-// W warps per block; every warp keeps the codes of its next kAhead groups in flight (a register
-// ring indexed at compile time: the loop is unrolled kAhead times).
-template <int W, int kAhead>
+// K-bit codes, W warps per block; every warp keeps the codes of its next kAhead groups in flight (a
+// register ring indexed at compile time: the loop is unrolled kAhead times).
+template <int K, int W, int kAhead>
 __global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a) {
+  constexpr int kVec = K / 2;                // uint4 per lane and group
+  constexpr int kGroupVec = kVec * kLanes;   // uint4 per tile and group
   __shared__ float partial[W][kTiledTileRows][kGemvMaxBatch];
   detail::AllowDependentLaunch();
   const int lane = threadIdx.x & (kLanes - 1);
@@ -151,16 +162,19 @@ __global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a)
   const TiledMatrix& m = a.m[e];
   const int64_t tile = block - m.first_tile;
   const int64_t tile_row = tile * kTiledTileRows;
-  const uint4* codes = m.codes + tile * a.groups * kUint4PerGroup + lane * 2;
+  const uint4* codes = m.codes + tile * a.groups * kGroupVec + lane * kVec;
   const unsigned short* s0 = reinterpret_cast<const unsigned short*>(m.scales) + (tile_row + g) * m.groups_per_row;
   const unsigned short* s1 = s0 + 8 * m.groups_per_row;
 
   float y[4] = {0.f, 0.f, 0.f, 0.f};
-  uint4 ring0[kAhead], ring1[kAhead];
+  uint4 ring[kAhead][kVec];
 #pragma unroll
   for (int i = 0; i < kAhead; ++i) {
     const int j = warp + i * W;
-    if (j < a.groups) ring0[i] = __ldg(codes + j * kUint4PerGroup), ring1[i] = __ldg(codes + j * kUint4PerGroup + 1);
+    if (j < a.groups) {
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) ring[i][v] = __ldg(codes + j * kGroupVec + v);
+    }
   }
   detail::WaitForPredecessors();
   const uint4* xrow = a.x + min(g, a.batch - 1) * a.x_stride_vec + t * 4;
@@ -174,13 +188,27 @@ __global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a)
       const uint32_t sg = ScaleGroup(static_cast<uint32_t>(j), m.scale_magic);
       const float sc0 = __half2float(__ushort_as_half(__ldg(s0 + sg)));
       const float sc1 = __half2float(__ushort_as_half(__ldg(s1 + sg)));
-      const uint4 c0 = ring0[i], c1 = ring1[i];
+      // Row g's K words, then row g+8's.
+      uint32_t w0[K], w1[K];
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        const uint32_t q[4] = {ring[i][v].x, ring[i][v].y, ring[i][v].z, ring[i][v].w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const int word = 4 * v + k;
+          if (word < K) {
+            w0[word] = q[k];
+          } else {
+            w1[word - K] = q[k];
+          }
+        }
+      }
       const int next = j + kAhead * W;
       if (next < a.groups) {
-        ring0[i] = __ldg(codes + next * kUint4PerGroup);
-        ring1[i] = __ldg(codes + next * kUint4PerGroup + 1);
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) ring[i][v] = __ldg(codes + next * kGroupVec + v);
       }
-      TiledGroup(c0, c1, xv, sc0, sc1, y);
+      TiledGroup<K>(w0, w1, xv, sc0, sc1, y);
     }
   }
   partial[warp][g][2 * t] = y[0];
@@ -205,11 +233,15 @@ absl::Status Bad(int entry, auto... parts) {
 
 }  // namespace
 
+int64_t TiledMaxCols(int bits) {
+  return bits < 1 ? 0 : kTiledMaxTileBytes * 8 / (kTiledTileRows * bits) / kTiledGroupCols * kTiledGroupCols;
+}
+
 bool TiledLayoutApplies(const ScalarCodecGemvParams& w) {
-  return w.bits == kTiledBits && w.rows >= kTiledTileRows && w.rows % kTiledTileRows == 0 &&
-         w.cols >= kTiledGroupCols && w.cols % kTiledGroupCols == 0 && w.cols <= kTiledMaxCols &&
+  return (w.bits == 2 || w.bits == 4 || w.bits == 8) && w.rows >= kTiledTileRows && w.rows % kTiledTileRows == 0 &&
+         w.cols >= kTiledGroupCols && w.cols % kTiledGroupCols == 0 && w.cols <= TiledMaxCols(w.bits) &&
          w.group_size >= kTiledGroupCols && w.group_size % kTiledGroupCols == 0 &&
-         w.blocks_per_row * 32 == w.cols && w.row_stride_words * 32 == w.cols * kTiledBits &&
+         w.blocks_per_row * 32 == w.cols && w.row_stride_words * 32 == w.cols * w.bits &&
          w.groups_per_row == w.cols / w.group_size && w.codes != nullptr && w.scales != nullptr &&
          reinterpret_cast<uintptr_t>(w.codes) % 16 == 0 && reinterpret_cast<uintptr_t>(w.scales) % 2 == 0;
 }
@@ -229,11 +261,10 @@ absl::Status LaunchScalarCodecRetile(const ScalarCodecGemvParams& w, cudaStream_
   if (!TiledLayoutApplies(w)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "LaunchScalarCodecRetile: weight [", w.rows, ", ", w.cols, "] at ", w.bits, " bits, group ", w.group_size,
-        " has no tiled layout (needs K = 4, rows a multiple of 16, cols a multiple of 128 up to ", kTiledMaxCols,
-        ", group size a multiple of 128, 16-byte aligned codes)"));
+        " has no tiled layout (needs K = 2, 4 or 8, rows a multiple of 16, cols a multiple of 128 up to ",
+        TiledMaxCols(w.bits), ", group size a multiple of 128, 16-byte aligned codes)"));
   }
-  const int64_t row_vec = w.row_stride_words / 4;
-  const size_t smem = static_cast<size_t>(kTiledTileRows * row_vec * 16);
+  const size_t smem = static_cast<size_t>(kTiledTileRows * w.row_stride_words * 4);
   int device = 0, optin = 0;
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -245,7 +276,7 @@ absl::Status LaunchScalarCodecRetile(const ScalarCodecGemvParams& w, cudaStream_
   BITLOOM_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(RetileKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   RetileKernel<<<static_cast<unsigned>(w.rows / kTiledTileRows), 256, smem, stream>>>(
-      reinterpret_cast<uint4*>(const_cast<uint32_t*>(w.codes)), row_vec);
+      const_cast<uint32_t*>(w.codes), w.row_stride_words, w.bits);
   return CudaStatus(cudaGetLastError(), "RetileKernel", __FILE__, __LINE__);
 }
 
@@ -265,8 +296,8 @@ absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, Tiled
     const int entry = static_cast<int>(i);
     if (!p.tiled) return Bad(entry, "not tiled (every entry of a tiled launch must be)");
     if (!TiledLayoutApplies(p)) return Bad(entry, "weight fields do not describe a tiled layout");
-    if (p.cols != p0.cols || p.batch != p0.batch || p.x != p0.x || p.x_stride != p0.x_stride)
-      return Bad(entry, "cols, batch, x and x_stride must equal entry 0's");
+    if (p.cols != p0.cols || p.batch != p0.batch || p.x != p0.x || p.x_stride != p0.x_stride || p.bits != p0.bits)
+      return Bad(entry, "bits, cols, batch, x and x_stride must equal entry 0's");
     if (p.batch < 1 || p.batch > kGemvMaxBatch) return Bad(entry, "batch ", p.batch, " not in 1..", kGemvMaxBatch);
     if (p.x == nullptr || p.y == nullptr) return Bad(entry, "x and y must be non-null");
     if (reinterpret_cast<uintptr_t>(p.x) % 16 != 0 || p.x_stride % 8 != 0 || p.x_stride < p.cols)
@@ -288,6 +319,7 @@ absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, Tiled
   a->groups = static_cast<int>(p0.cols / kTiledGroupCols);
   a->batch = p0.batch;
   a->count = static_cast<int>(group.size());
+  a->bits = p0.bits;
   return absl::OkStatus();
 }
 
@@ -326,20 +358,28 @@ absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> 
   const int ahead = tuning.groups_ahead == 0 ? PlanTiledGroupsAhead(tiles, a.groups, w, sms) : tuning.groups_ahead;
   const detail::KernelShape shape{dim3(static_cast<unsigned>(tiles)), dim3(static_cast<unsigned>(w * kLanes))};
   auto launch = [&](auto kernel) { return detail::LaunchKernel(shape, stream, kernel, a); };
-  auto by_ahead = [&](auto w_c) -> absl::Status {
+  auto by_ahead = [&](auto k_c, auto w_c) -> absl::Status {
+    constexpr int kK = decltype(k_c)::value;
     constexpr int kW = decltype(w_c)::value;
     switch (ahead) {
-      case 1: return launch(TiledGemvKernel<kW, 1>);
-      case 2: return launch(TiledGemvKernel<kW, 2>);
-      default: return launch(TiledGemvKernel<kW, 4>);
+      case 1: return launch(TiledGemvKernel<kK, kW, 1>);
+      case 2: return launch(TiledGemvKernel<kK, kW, 2>);
+      default: return launch(TiledGemvKernel<kK, kW, 4>);
     }
   };
-  switch (w) {
-    case 1: return by_ahead(std::integral_constant<int, 1>{});
-    case 2: return by_ahead(std::integral_constant<int, 2>{});
-    case 4: return by_ahead(std::integral_constant<int, 4>{});
-    case 8: return by_ahead(std::integral_constant<int, 8>{});
-    default: return by_ahead(std::integral_constant<int, 16>{});
+  auto by_warps = [&](auto k_c) -> absl::Status {
+    switch (w) {
+      case 1: return by_ahead(k_c, std::integral_constant<int, 1>{});
+      case 2: return by_ahead(k_c, std::integral_constant<int, 2>{});
+      case 4: return by_ahead(k_c, std::integral_constant<int, 4>{});
+      case 8: return by_ahead(k_c, std::integral_constant<int, 8>{});
+      default: return by_ahead(k_c, std::integral_constant<int, 16>{});
+    }
+  };
+  switch (a.bits) {
+    case 2: return by_warps(std::integral_constant<int, 2>{});
+    case 4: return by_warps(std::integral_constant<int, 4>{});
+    default: return by_warps(std::integral_constant<int, 8>{});
   }
 }
 

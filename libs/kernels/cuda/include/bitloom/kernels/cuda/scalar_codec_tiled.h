@@ -1,23 +1,24 @@
-// The tiled GPU layout of 4-bit CODEC_HADAMARD_SCALAR codes, and the decode GEMV that reads it.
+// The tiled GPU layout of 2-, 4- and 8-bit CODEC_HADAMARD_SCALAR codes, and the decode GEMV that
+// reads it.
 //
 // The artifact's layout (kernels/scalar_codec.h) packs each row's codes in column order. The register
 // GEMV (scalar_codec_gemv.h) decodes it with two HFMA2 per pair of codes because the 16 k-slots of
 // one tensor-core mma come from four different 128-column scale groups. At load time the engine can
-// instead rewrite a K = 4 weight in place into tiles (docs/FORMAT.md keeps describing the artifact;
-// this layout exists only in VRAM): per 16-row tile and 128-column group, lane (g, t) of a warp owns
-// 32 bytes, rows g and g+8 of columns [32t, 32t + 32) of the group, each 32-bit word holding the 8
-// codes of columns 8i..8i+7 in nibble order (0, 4, 2, 6, 1, 5, 3, 7). Then one LOP3 turns a word
-// into two tensor-core operands {1024 + q} or {1024 + 16q}, every mma reads one scale group, and the
-// scale, the 1024 offset and the grid centre are applied once per group to the fp32 accumulator
-// (with activation sums from mma on a constant operand). Same bytes as the artifact's codes; the
-// scales are not moved. docs/KERNELS.md ("Tiled layout") has the numbers.
+// instead rewrite a weight with K = 2, 4 or 8 in place into tiles (docs/FORMAT.md keeps describing the
+// artifact; this layout exists only in VRAM): per 16-row tile and 128-column group, lane (g, t) of a
+// warp owns rows g and g+8 of columns [32t, 32t + 32) of the group, each 32-bit word holding its
+// codes at fixed positions inside the two 16-bit halves. Then one LOP3 turns a word into a
+// tensor-core operand {1024 + q·2^(K·c)}, every mma reads one scale group, and the scale, the 1024
+// offset and the grid centre are applied once per group to the fp32 accumulator (with activation sums
+// from mma on a constant operand). Same bytes as the artifact's codes; the scales are not moved.
+// docs/KERNELS.md ("Tiled layout") specifies the layout and has the numbers.
 //
-// A weight is tiled when TiledLayoutApplies: K = 4, rows a multiple of 16, cols a multiple of 128,
-// group size a multiple of 128, and a 16-row tile small enough to pass through one block's shared
-// memory during the rewrite. ScalarCodecGemvParams::tiled marks it; LaunchScalarCodecGemv(Group)
-// then runs the tiled kernel (every entry of a group must be tiled, or none), and
-// LaunchScalarCodecDequant expands it for the prefill GEMM. The rotating and streamed launches do
-// not take tiled weights.
+// A weight is tiled when TiledLayoutApplies: K = 2, 4 or 8, rows a multiple of 16, cols a multiple of
+// 128, group size a multiple of 128, and a 16-row tile small enough to pass through one block's
+// shared memory during the rewrite. ScalarCodecGemvParams::tiled marks it; LaunchScalarCodecGemv(Group)
+// then runs the tiled kernel (every entry of a group must be tiled and of one K, or none tiled), and
+// LaunchScalarCodecDequant expands it for the prefill GEMM. The rotating and streamed launches do not
+// take tiled weights.
 //
 // Ownership: the caller owns every device buffer. The launchers are asynchronous on `stream`,
 // allocate nothing, never synchronise and never log; thread-safe. Plain C++ header.
@@ -33,20 +34,20 @@
 
 namespace bitloom::kernels::cuda {
 
-inline constexpr int kTiledBits = 4;
 inline constexpr int64_t kTiledTileRows = 16;
 inline constexpr int64_t kTiledGroupCols = 128;
-// The widest row the in-place rewrite takes: one 16-row tile (8·cols bytes at K = 4) must fit the
-// 227 KiB of shared memory an sm_90 block may have.
-inline constexpr int64_t kTiledMaxCols = 227 * 1024 / 8 / kTiledGroupCols * kTiledGroupCols;
+// The in-place rewrite passes one 16-row tile (2·K·cols bytes) through the 227 KiB of shared memory
+// an sm_90 block may have; TiledMaxCols(K) is the widest row that allows (29056 at K = 4).
+inline constexpr int64_t kTiledMaxTileBytes = 227 * 1024;
+int64_t TiledMaxCols(int bits);
 
 // Whether `weight` (its weight fields, from MakeGemvParams) may be tiled. Ignores `tiled`.
 bool TiledLayoutApplies(const ScalarCodecGemvParams& weight);
 
 // Rewrites `weight`'s codes (the artifact layout) into the tiled layout, in place; the caller then
 // sets weight.tiled. INVALID_ARGUMENT when !TiledLayoutApplies or the weight is already tiled;
-// INTERNAL for a CUDA error. Needs a device with 227 KiB of shared memory per block (sm_90) for
-// the widest rows; FAILED_PRECONDITION when the device has less than a tile needs.
+// INTERNAL for a CUDA error. A tile passes through shared memory (up to 227 KiB, sm_90);
+// FAILED_PRECONDITION when the device has less than a tile needs.
 absl::Status LaunchScalarCodecRetile(const ScalarCodecGemvParams& weight, cudaStream_t stream);
 
 // Knobs of the tiled launch that change only its speed; 0 = the plan's choice.
