@@ -41,7 +41,33 @@ struct DequantArgs {
   int64_t out_stride_vec;
 };
 
-template <int K>
+// The K words that hold code block `blk` of `row`: in the artifact layout the row's words
+// blk·K.., in the tiled one (scalar_codec_tiled.h) word ((group·32 + lane)·2 + half)·K of the row's
+// 16-row tile, lane = 4·(row % 8) + blk % 4, half = row % 16 / 8.
+template <int K, bool kTiled>
+__device__ __forceinline__ const uint32_t* BlockWords(const DequantArgs& a, int64_t row, int blk) {
+  if constexpr (kTiled) {
+    const int in_tile = static_cast<int>(row % kTiledTileRows);
+    const int lane = (in_tile % 8) * 4 + blk % 4;
+    return a.codes + row / kTiledTileRows * kTiledTileRows * a.row_stride_words +
+           ((blk / 4 * 32 + lane) * 2 + in_tile / 8) * K;
+  } else {
+    return a.codes + row * a.row_stride_words + blk * K;
+  }
+}
+
+// Code i (0..31) of a block from its K words.
+template <int K, bool kTiled>
+__device__ __forceinline__ uint32_t BlockCode(const uint32_t (&words)[K], int i) {
+  if constexpr (kTiled) {
+    constexpr int kPerWord = 32 / K;
+    return (words[i / kPerWord] >> detail::TiledFieldBit(K, i % kPerWord)) & ((1u << K) - 1u);
+  } else {
+    return ScalarCodeAt(words, K, i);
+  }
+}
+
+template <int K, bool kTiled>
 __global__ void __launch_bounds__(kThreads) ScalarCodecDequantKernel(const DequantArgs a) {
   constexpr float kCenter = ScalarGridCenter(K);
   const int blk = static_cast<int>(blockIdx.x) * kThreads + static_cast<int>(threadIdx.x);
@@ -49,7 +75,7 @@ __global__ void __launch_bounds__(kThreads) ScalarCodecDequantKernel(const Dequa
   const int group = blk / a.blocks_per_group;
   for (int64_t local_row = blockIdx.y; local_row < a.row_count; local_row += gridDim.y) {
     const int64_t row = a.row_begin + local_row;
-    const uint32_t* src = a.codes + row * a.row_stride_words + blk * K;
+    const uint32_t* src = BlockWords<K, kTiled>(a, row, blk);
     uint32_t words[K];
 #pragma unroll
     for (int w = 0; w < K; ++w) words[w] = __ldg(src + w);
@@ -57,53 +83,14 @@ __global__ void __launch_bounds__(kThreads) ScalarCodecDequantKernel(const Dequa
     uint32_t packed[16];
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      const float lo = (static_cast<float>(ScalarCodeAt(words, K, 2 * j)) - kCenter) * scale;
-      const float hi = (static_cast<float>(ScalarCodeAt(words, K, 2 * j + 1)) - kCenter) * scale;
+      const float lo = (static_cast<float>(BlockCode<K, kTiled>(words, 2 * j)) - kCenter) * scale;
+      const float hi = (static_cast<float>(BlockCode<K, kTiled>(words, 2 * j + 1)) - kCenter) * scale;
       packed[j] = detail::Half2AsU32(__floats2half2_rn(lo, hi));
     }
     uint4* dst = a.out + local_row * a.out_stride_vec + blk * 4;
 #pragma unroll
     for (int v = 0; v < 4; ++v) {
       dst[v] = make_uint4(packed[4 * v], packed[4 * v + 1], packed[4 * v + 2], packed[4 * v + 3]);
-    }
-  }
-}
-
-template <int K>
-__global__ void __launch_bounds__(kThreads) TiledDequantKernel(const DequantArgs a) {
-  constexpr float kCenter = ScalarGridCenter(K);
-  constexpr int kPerWord = 32 / K;
-  const int blk = static_cast<int>(blockIdx.x) * kThreads + static_cast<int>(threadIdx.x);
-  if (blk >= a.blocks_per_row) return;
-  const int group = blk / a.blocks_per_group;
-  for (int64_t local_row = blockIdx.y; local_row < a.row_count; local_row += gridDim.y) {
-    const int64_t row = a.row_begin + local_row;
-    const int64_t tile = row / kTiledTileRows;
-    const int in_tile = static_cast<int>(row % kTiledTileRows);
-    const int lane = (in_tile % 8) * 4 + blk % 4;
-    // ((group128·32 + lane)·2 + half)·K words into the tile's words.
-    const uint32_t* src =
-        a.codes + tile * kTiledTileRows * a.row_stride_words + ((blk / 4 * 32 + lane) * 2 + in_tile / 8) * K;
-    uint32_t words[K];
-#pragma unroll
-    for (int w = 0; w < K; ++w) words[w] = __ldg(src + w);
-    const float scale = __half2float(__ushort_as_half(__ldg(a.scales + row * a.groups_per_row + group)));
-    uint32_t packed[16];
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      float v[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int col = 2 * j + h;
-        const uint32_t q = (words[col / kPerWord] >> detail::TiledFieldBit(K, col % kPerWord)) & ((1u << K) - 1u);
-        v[h] = (static_cast<float>(q) - kCenter) * scale;
-      }
-      packed[j] = detail::Half2AsU32(__floats2half2_rn(v[0], v[1]));
-    }
-    uint4* dst = a.out + local_row * a.out_stride_vec + blk * 4;
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      dst[q] = make_uint4(packed[4 * q], packed[4 * q + 1], packed[4 * q + 2], packed[4 * q + 3]);
     }
   }
 }
@@ -150,11 +137,7 @@ absl::Status Launch(const ScalarCodecDequantParams& p, cudaStream_t stream) {
                       p.out_stride / 8};
   const dim3 grid(static_cast<unsigned>((a.blocks_per_row + kThreads - 1) / kThreads),
                   static_cast<unsigned>(std::min<int64_t>(p.row_count, kMaxGridRows)));
-  if constexpr (kTiled) {
-    TiledDequantKernel<K><<<grid, kThreads, 0, stream>>>(a);
-  } else {
-    ScalarCodecDequantKernel<K><<<grid, kThreads, 0, stream>>>(a);
-  }
+  ScalarCodecDequantKernel<K, kTiled><<<grid, kThreads, 0, stream>>>(a);
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
