@@ -1,12 +1,24 @@
 // Device helpers shared by Bitloom's CUDA kernels: fp16 bit views, the SplitMix64 generator of the
-// rotation signs, and the tensor-core instruction the GEMV is built on.
+// rotation signs, the tensor-core instruction the GEMVs are built on, and a compile-time loop.
 #pragma once
 
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace bitloom::kernels::cuda::detail {
+
+template <int... I, typename F>
+__device__ __forceinline__ void StaticForImpl(std::integer_sequence<int, I...>, F&& f) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+// f(std::integral_constant<int, i>) for i = 0..N−1, so indices stay compile-time constants and
+// register arrays stay in registers.
+template <int N, typename F>
+__device__ __forceinline__ void StaticFor(F&& f) {
+  StaticForImpl(std::make_integer_sequence<int, N>{}, f);
+}
 
 // SplitMix64 output number i (0-based) for state initialised to `seed`: the generator is a counter
 // (state_i = seed + (i+1)·γ) followed by a mix, so any element's sign is computed independently.

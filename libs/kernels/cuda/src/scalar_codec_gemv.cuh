@@ -20,7 +20,6 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <utility>
 
 #include "device_util.cuh"
 
@@ -49,16 +48,6 @@ struct ScalarPairPlan {
   __host__ __device__ static constexpr int Start(int p) { return Low(p) * K - Pos(p); }  // window start in the stream
 };
 
-template <int... I, typename F>
-__device__ __forceinline__ void StaticForImpl(std::integer_sequence<int, I...>, F&& f) {
-  (f(std::integral_constant<int, I>{}), ...);
-}
-// f(std::integral_constant<int, i>) for i = 0..N−1, so indices stay compile-time constants and
-// register arrays stay in registers.
-template <int N, typename F>
-__device__ __forceinline__ void StaticFor(F&& f) {
-  StaticForImpl(std::make_integer_sequence<int, N>{}, f);
-}
 
 // The fp16 exponent bits of 1024 in both halves, ORed under the code masks. Kept in a register
 // (kHalf2Exponent is passed as an operand) so that mask-and-OR is one LOP3 with the mask as its

@@ -35,7 +35,6 @@
 #include "device_properties.h"
 #include "device_util.cuh"
 #include "launch.h"
-#include "scalar_codec_gemv.cuh"  // StaticFor
 #include "tiled_layout.cuh"
 
 namespace bitloom::kernels::cuda {
