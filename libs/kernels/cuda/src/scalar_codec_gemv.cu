@@ -349,15 +349,7 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
   }
 }
 
-// The group entry whose row tiles include `tile`: matrix i owns [m[i].first_tile, m[i+1].first_tile).
-__device__ __forceinline__ int EntryOfTile(const GemvGroupArgs& a, int tile) {
-  int e = 0;
-#pragma unroll
-  for (int i = 1; i < kGemvMaxGroup; ++i) {
-    if (i < a.count && tile >= a.m[i].first_tile) e = i;
-  }
-  return e;
-}
+using detail::EntryOfTile;
 
 // Blocks [m[i].first_tile, m[i + 1].first_tile) are matrix i's row tiles. kLoK..kHiK: the K the
 // kernel is compiled for (the group's K must lie in it); the branch on K is block-uniform.

@@ -62,6 +62,18 @@ __device__ __forceinline__ uint32_t MaskIntoHalf2(uint32_t v, uint32_t exponent)
   return d;
 }
 
+// The entry of a grouped launch whose row tiles include `tile`: entry i owns [m[i].first_tile,
+// m[i+1].first_tile) of the `count` entries (the register and the tiled launches' argument tables).
+template <typename GroupArgs>
+__device__ __forceinline__ int EntryOfTile(const GroupArgs& a, int tile) {
+  int e = 0;
+#pragma unroll
+  for (int i = 1; i < static_cast<int>(sizeof(a.m) / sizeof(a.m[0])); ++i) {
+    if (i < a.count && tile >= a.m[i].first_tile) e = i;
+  }
+  return e;
+}
+
 // Pair P of the code block whose K words start at w[kBase]: fp16x2 {w_i, w_{i+G}} = q·s − c·s.
 // `exponent` is kHalf2Exponent.
 template <int K, int P, int kBase, int kWords>

@@ -35,6 +35,7 @@
 #include "device_properties.h"
 #include "device_util.cuh"
 #include "launch.h"
+#include "scalar_codec_gemv.cuh"  // MaskIntoHalf2, EntryOfTile
 #include "tiled_layout.cuh"
 
 namespace bitloom::kernels::cuda {
@@ -68,12 +69,6 @@ __global__ void RetileKernel(uint32_t* codes, int64_t row_words, int bits) {
   }
 }
 
-template <uint32_t kMask>
-__device__ __forceinline__ uint32_t MaskIntoHalf2(uint32_t v) {
-  uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(v), "n"(kMask), "r"(0x64006400u));
-  return d;
-}
 
 struct TiledMatrix {
   const uint4* codes;      // the tiled layout
@@ -123,8 +118,9 @@ __device__ __forceinline__ void TiledGroup(const uint32_t (&w0)[K], const uint32
       constexpr int c = decltype(c_c)::value;
       constexpr uint32_t kMask = kCode << (K * c);
       const uint32_t b0 = b[2 * C * i + 2 * c], b1 = b[2 * C * i + 2 * c + 1];
-      detail::MmaM16N8K16(acc[c], MaskIntoHalf2<kMask>(w0[i]), MaskIntoHalf2<kMask>(w1[i]),
-                          MaskIntoHalf2<kMask>(u0), MaskIntoHalf2<kMask>(u1), b0, b1);
+      constexpr uint32_t e = detail::kHalf2Exponent;
+      detail::MmaM16N8K16(acc[c], detail::MaskIntoHalf2<kMask>(w0[i], e), detail::MaskIntoHalf2<kMask>(w1[i], e),
+                          detail::MaskIntoHalf2<kMask>(u0, e), detail::MaskIntoHalf2<kMask>(u1, e), b0, b1);
       detail::MmaM16N8K16(sum[c], ones, ones, ones, ones, b0, b1);
     });
   });
@@ -153,12 +149,7 @@ __global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a)
   const int g = lane >> 2;
   const int t = lane & 3;
   const int block = static_cast<int>(blockIdx.x);
-  int e = 0;
-#pragma unroll
-  for (int i = 1; i < kGemvMaxGroup; ++i) {
-    if (i < a.count && block >= a.m[i].first_tile) e = i;
-  }
-  const TiledMatrix& m = a.m[e];
+  const TiledMatrix& m = a.m[detail::EntryOfTile(a, block)];
   const int64_t tile = block - m.first_tile;
   const int64_t tile_row = tile * kTiledTileRows;
   const uint4* codes = m.codes + tile * a.groups * kGroupVec + lane * kVec;
