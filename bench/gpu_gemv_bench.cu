@@ -6,9 +6,9 @@
 //
 // Shapes: the linear layers of Llama-3-8B and Llama-3-70B ([out, in]), K = 2, 3, 4, 5 bits,
 // group 128, batch 1, 4, 8. Grouped launches (LaunchScalarCodecGemvGroup, batch 1): Llama-3-8B's
-// q/k/v (4096, 1024, 1024 × 4096) and gate/up (2 × 14336 × 4096), at K = 4 and at mixed K, each
+// q/k/v (4096, 1024, 1024 × 4096) and gate/up (2 × 14336 × 4096), at K = 4, 3 and mixed K, each
 // also timed as separate single-matrix launches of the same weights. Plan sweep: those groups and
-// single 8B/70B matrices at K = 2 and 4, batch 1, with every warps-per-block of 1..8, beside the
+// single 8B/70B matrices at K = 2, 3 and 4, batch 1, with every warps-per-block of 1..8, beside the
 // one PlanScalarCodecGemv picks (--groups_only: only the groups and the sweep).
 // For each: the kernel's median time, the bytes it must read (packed codes + fp16 scales + fp16
 // activations, once per launch; the fp32 output writes, rows·batch·4, are not counted),
@@ -85,8 +85,10 @@ struct GroupShape {
 const GroupShape kGroupShapes[] = {
     {"llama3-8b", "q/k/v", 4096, 3, {4096, 1024, 1024}, {4, 4, 4}},
     {"llama3-8b", "q/k/v", 4096, 3, {4096, 1024, 1024}, {3, 5, 6}},
+    {"llama3-8b", "q/k/v", 4096, 3, {4096, 1024, 1024}, {3, 3, 3}},
     {"llama3-8b", "gate/up", 4096, 2, {14336, 14336}, {4, 4}},
     {"llama3-8b", "gate/up", 4096, 2, {14336, 14336}, {3, 4}},
+    {"llama3-8b", "gate/up", 4096, 2, {14336, 14336}, {3, 3}},
 };
 const int kGroupBatches[] = {1};
 
@@ -102,6 +104,10 @@ const GroupShape kPlanShapes[] = {
     {"llama3-70b", "gate_proj/up_proj", 8192, 1, {28672}, {2}},
     {"llama3-70b", "gate_proj/up_proj", 8192, 1, {28672}, {4}},
     {"llama3-70b", "down_proj", 28672, 1, {8192}, {2}},
+    {"llama3-8b", "q_proj/o_proj", 4096, 1, {4096}, {3}},
+    {"llama3-8b", "down_proj", 14336, 1, {4096}, {3}},
+    {"llama3-70b", "gate_proj/up_proj", 8192, 1, {28672}, {3}},
+    {"llama3-70b", "down_proj", 28672, 1, {8192}, {3}},
 };
 const int kSweepWarps[] = {1, 2, 3, 4, 5, 6, 8};
 
@@ -188,11 +194,12 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
       if (absl::Status s = FillBlobs(weights[e], copies, 17 + 7 * e + shape.bits[e]); !s.ok())
         return s;
     }
-    // The same weights rewritten into the tiled layout (4-bit groups that take it), for the
+    // The same weights rewritten into the tiled layout (groups of one K that take it), for the
     // same-run comparison.
     bool tiled = true;
     for (int e = 0; e < shape.count; ++e) {
-      tiled = tiled && TiledLayoutApplies(MakeGemvParams(weights[e].layout, weights[e].blobs.get()));
+      tiled = tiled && shape.bits[e] == shape.bits[0] &&
+              TiledLayoutApplies(MakeGemvParams(weights[e].layout, weights[e].blobs.get()));
     }
     std::vector<GroupWeight> tiled_weights(tiled ? shape.count : 0);
     for (int e = 0; e < static_cast<int>(tiled_weights.size()); ++e) {

@@ -785,7 +785,7 @@ TEST(GpuDecoderModel, StreamedGemvMatchesRegisterGemv) {
   kernels::cuda::SetStreamedGemv(was_streamed);
 }
 
-// The tiled layout (tiled_gemv, the default): a model whose linears are all 2-, 8- or 4-bit with group
+// The tiled layout (tiled_gemv, the default): a model whose linears are all 2-, 3-, 8- or 4-bit with group
 // 128 on whole tiles gets every one rewritten at load and decodes as the artifact layout does (batch-1
 // steps with graphs on and off, and a batch-3 step), within the GEMV tolerance; prefill reads the
 // tiled weights through the dequantization. A model of mixed K and group 32 is left as it is.
@@ -796,7 +796,7 @@ TEST(GpuDecoderModel, TiledGemvMatchesArtifactLayout) {
   config.set_num_layers(2);
   config.set_vocab_size(512);
   auto pool = DevicePool(uint64_t{256} << 20);
-  for (const int bits : {2, 8, 4}) {  // the 4-bit model stays for the batch-3 check below
+  for (const int bits : {2, 3, 8, 4}) {  // the 4-bit model stays for the batch-3 check below
     SCOPED_TRACE(absl::StrCat("K ", bits));
     const std::string path = dir.Join(absl::StrCat("m", bits, ".bitloom"));
     WriteModel(path, dir.path(), config, LinearForm::kQuantized, false, bits, 128);

@@ -638,7 +638,7 @@ TEST(CudaScalarCodecGemvGroup, MatchesCpuWithMixedBitsAndRows) {
 // The streamed pipeline (sm_90) computes what the register pipeline does: the same shapes, plus
 // enough tiles that every persistent block walks several tiles of different matrices and K
 // (the ring's stages are reused across tiles and its producer runs ahead across them).
-// The tiled layout (K = 2, 4 and 8, rewritten on the device) against the CPU reference of the
+// The tiled layout (K = 2, 3, 4 and 8, rewritten on the device) against the CPU reference of the
 // artifact's: one to three matrices, 16 to 4096 rows, 128 to 14336 columns, scale groups of 128, 256
 // and 512 columns, fused and separate outputs, batch 1, 3 and 8, with and without dependent launch;
 // and every warps-per-block the tiled launch takes (which also moves the groups in flight).
@@ -653,12 +653,15 @@ TEST(CudaScalarCodecGemvGroup, TiledLayoutMatchesCpu) {
   CheckGemvGroup(14336, {{64, 2, 128, false}}, {}, true);
   CheckGemvGroup(384, {{48, 8, 128, false}, {16, 8, 128, true}}, {}, true);
   CheckGemvGroup(14336, {{32, 8, 128, false}}, {}, true);
+  CheckGemvGroup(128, {{16, 3, 128, false}}, {}, true);
+  CheckGemvGroup(4096, {{4096, 3, 128, true}, {1024, 3, 256, true}, {1024, 3, 128, true}}, {}, true);
+  CheckGemvGroup(14336, {{48, 3, 512, false}}, {}, true);
   const bool dependent = DependentLaunchEnabled();
   SetDependentLaunch(!dependent);
   CheckGemvGroup(4096, {{256, 4, 128, true}, {512, 4, 128, true}}, {}, true);
   SetDependentLaunch(dependent);
   for (int warps : {1, 2, 4, 8, 16}) {
-    for (int bits : {2, 4, 8}) {
+    for (int bits : {2, 3, 4, 8}) {
       CheckGemvGroup(2048, {{32, bits, 128, false}, {16, bits, 256, true}}, GemvTuning{.warps_per_block = warps},
                      true);
     }

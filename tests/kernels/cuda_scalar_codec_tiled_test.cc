@@ -1,4 +1,4 @@
-// The tiled layout of 2-, 4- and 8-bit scalar codes (scalar_codec_tiled.h): which weights take it and the
+// The tiled layout of 2-, 3-, 4- and 8-bit scalar codes (scalar_codec_tiled.h): which weights take it and the
 // arguments the launchers refuse (checked without a GPU); on a GPU, the prefill expansion of a
 // retiled weight equals the expansion of the original bit for bit, the rewrite keeps every byte of
 // the blob past the codes, and the register GEMV refuses tiled weights in its rotating launch. The
@@ -29,9 +29,11 @@ ScalarCodecGemvParams Weight(int64_t rows, int64_t cols, int bits, int group_siz
   return MakeGemvParams(*layout, reinterpret_cast<const void*>(uintptr_t{1} << 20));
 }
 
-TEST(CudaScalarCodecTiled, AppliesToTwoFourAndEightBitsOnWholeTilesAndGroups) {
+TEST(CudaScalarCodecTiled, AppliesToTwoThreeFourAndEightBitsOnWholeTilesAndGroups) {
   EXPECT_TRUE(TiledLayoutApplies(Weight(4096, 4096, 4, 128)));
   EXPECT_TRUE(TiledLayoutApplies(Weight(4096, 4096, 2, 128)));
+  EXPECT_TRUE(TiledLayoutApplies(Weight(4096, 4096, 3, 128)));
+  EXPECT_TRUE(TiledLayoutApplies(Weight(8192, 28672, 3, 128)));
   EXPECT_TRUE(TiledLayoutApplies(Weight(4096, 14336, 8, 128)));
   EXPECT_TRUE(TiledLayoutApplies(Weight(8192, 28672, 2, 256)));
   EXPECT_FALSE(TiledLayoutApplies(Weight(8192, 28672, 8, 128)));  // 448 KiB tiles
@@ -39,12 +41,16 @@ TEST(CudaScalarCodecTiled, AppliesToTwoFourAndEightBitsOnWholeTilesAndGroups) {
   EXPECT_TRUE(TiledLayoutApplies(Weight(4096, 14336, 4, 256)));
   EXPECT_TRUE(TiledLayoutApplies(Weight(16, 128, 4, 128)));
   EXPECT_TRUE(TiledLayoutApplies(Weight(8192, 28672, 4, 128)));  // 224 KiB tiles: the widest real rows
-  EXPECT_FALSE(TiledLayoutApplies(Weight(4096, 4096, 3, 128)));  // K
+  EXPECT_FALSE(TiledLayoutApplies(Weight(4096, 4096, 6, 128)));  // K
+  EXPECT_FALSE(TiledLayoutApplies(Weight(4096, 4096, 1, 128)));  // K
   EXPECT_FALSE(TiledLayoutApplies(Weight(4100, 4096, 4, 128)));  // rows % 16
   EXPECT_FALSE(TiledLayoutApplies(Weight(4096, 4000, 4, 32)));   // cols % 128
   EXPECT_FALSE(TiledLayoutApplies(Weight(4096, 4096, 4, 64)));   // group size % 128
   EXPECT_EQ(TiledMaxCols(4), 29056);
+  EXPECT_EQ(TiledMaxCols(3), 38656);
   EXPECT_FALSE(TiledLayoutApplies(Weight(64, TiledMaxCols(4) + 128, 4, 128)));  // tile > shared memory
+  EXPECT_TRUE(TiledLayoutApplies(Weight(64, TiledMaxCols(3), 3, 128)));
+  EXPECT_FALSE(TiledLayoutApplies(Weight(64, TiledMaxCols(3) + 128, 3, 128)));
   ScalarCodecGemvParams unaligned = Weight(64, 256, 4, 128);
   unaligned.codes = reinterpret_cast<const uint32_t*>(uintptr_t{(1u << 20) + 4});
   EXPECT_FALSE(TiledLayoutApplies(unaligned));
@@ -72,7 +78,7 @@ TEST(CudaScalarCodecTiled, PlanGivesEachSmEnoughWarps) {
 }
 
 TEST(CudaScalarCodecTiled, RejectsBadArgumentsNamingTheProblem) {
-  ScalarCodecGemvParams w = Weight(64, 256, 3, 128);
+  ScalarCodecGemvParams w = Weight(64, 256, 5, 128);
   absl::Status s = LaunchScalarCodecRetile(w, nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("no tiled layout"), std::string::npos) << s;
@@ -128,7 +134,8 @@ TEST(CudaScalarCodecTiled, RetiledExpansionEqualsTheOriginalsBitForBit) {
     int bits, group_size;
   };
   for (const Case& c : {Case{16, 128, 4, 128}, Case{48, 1536, 4, 256}, Case{64, 4096, 4, 128}, Case{32, 14336, 4, 512},
-                        Case{16, 128, 2, 128}, Case{48, 14336, 2, 256}, Case{32, 384, 8, 128}, Case{16, 14336, 8, 128}}) {
+                        Case{16, 128, 2, 128}, Case{48, 14336, 2, 256}, Case{32, 384, 8, 128}, Case{16, 14336, 8, 128},
+                        Case{16, 128, 3, 128}, Case{48, 4096, 3, 256}, Case{32, 14336, 3, 128}}) {
     SCOPED_TRACE(::testing::Message() << "[" << c.rows << ", " << c.cols << "] K " << c.bits << " group "
                                       << c.group_size);
     const testing::PackedMatrix m = RandomPackedMatrix(c.rows, c.cols, c.bits, c.group_size, c.rows * 7 + c.cols);

@@ -8,7 +8,7 @@
 // number of blocks); the thread's group index is one 32-bit divide, hoisted out of the row loop.
 // Memory-bound: the writes are 16/K times the reads. A tiled weight (scalar_codec_tiled.h) is read
 // by its own kernel: the same thread per code block, whose 32 codes are K words of the tile layout
-// with each word's fields in the tiled order. (A flat grid-stride loop over row·block with
+// with the codes at their tiled positions (tiled_layout.cuh). (A flat grid-stride loop over row·block with
 // two 64-bit divides per code block ran at half the copy bandwidth on the H100.)
 
 #include <cuda_fp16.h>
@@ -59,7 +59,15 @@ __device__ __forceinline__ const uint32_t* BlockWords(const DequantArgs& a, int6
 // Code i (0..31) of a block from its K words.
 template <int K, bool kTiled>
 __device__ __forceinline__ uint32_t BlockCode(const uint32_t (&words)[K], int i) {
-  if constexpr (kTiled) {
+  if constexpr (kTiled && K == 3) {
+    uint32_t code = 0;  // the last pair's codes are spread over the three words
+#pragma unroll
+    for (int b = 0; b < K; ++b) {
+      const int at = detail::TiledCodeBit(K, i, b);
+      code |= ((words[at / 32] >> (at % 32)) & 1u) << b;
+    }
+    return code;
+  } else if constexpr (kTiled) {
     constexpr int kPerWord = 32 / K;
     return (words[i / kPerWord] >> detail::TiledFieldBit(K, i % kPerWord)) & ((1u << K) - 1u);
   } else {
@@ -149,6 +157,7 @@ absl::Status LaunchScalarCodecDequant(const ScalarCodecDequantParams& params, cu
   if (params.weight.tiled) {
     switch (params.weight.bits) {
       case 2: return Launch<2, true>(params, stream);
+      case 3: return Launch<3, true>(params, stream);
       case 4: return Launch<4, true>(params, stream);
       default: return Launch<8, true>(params, stream);
     }

@@ -1,13 +1,15 @@
-// The tiled layout of 2-, 4- and 8-bit scalar codes and its GEMV (see scalar_codec_tiled.h).
+// The tiled layout of 2-, 3-, 4- and 8-bit scalar codes and its GEMV (see scalar_codec_tiled.h).
 //
 // Layout in VRAM, per weight: [tile = 16 rows][group = 128 columns][lane 0..31][2K words]. Lane 4g + t
-// holds K words of row g, then K words of row g+8, of columns [32t, 32t + 32) of the group. Word i
-// covers columns 4C·i .. 4C·i + 4C − 1 (C = 8/K codes per byte), the code of its local column
-// l = 4c + r (class c = 0..C−1, r = 0..3) at bit K·c + (0, 16, 8, 24)[r]. The same words of the
-// artifact hold the same columns in order (code l at bit K·l), so the rewrite moves whole words within
-// a 16-row tile and permutes the fields inside each: a tile spans the same 16·cols·K/8 bytes in both
-// layouts, and the rewrite runs in place through shared memory. (K = 4: word i = columns 8i..8i+7,
-// nibble slots (0, 4, 2, 6, 1, 5, 3, 7).)
+// holds K words of row g, then K words of row g+8, of columns [32t, 32t + 32) of the group. K = 2, 4,
+// 8: word i covers columns 4C·i .. 4C·i + 4C − 1 (C = 8/K codes per byte), the code of its local
+// column l = 4c + r (class c = 0..C−1, r = 0..3) at bit K·c + (0, 16, 8, 24)[r]. K = 3: columns 2j and
+// 2j+1 sit at the same bits of a word's two halves, pairs 5i..5i+4 in word i at bits 0, 3, .., 12, and
+// pair 15 on the halves' bit 15 of the three words (tiled_layout.cuh). The artifact's K words of a
+// lane hold the same 32 columns in order (code l at bit K·l), so the rewrite moves whole K-word units
+// within a 16-row tile and permutes the bits inside each: a tile spans the same 16·cols·K/8 bytes in
+// both layouts, and the rewrite runs in place through shared memory. (K = 4: word i = columns
+// 8i..8i+7, nibble slots (0, 4, 2, 6, 1, 5, 3, 7).)
 //
 // GEMV. One thread block of W warps per 16-row tile; warp w takes groups w, w + W, ... (split-K)
 // with the codes of its next kAhead groups in flight in a register ring, and the warps' sums meet in
@@ -21,7 +23,8 @@
 //   Σ (q − centre)·x = Σ_c 2^(−K·c)·acc_c − Σ_c (1024·2^(−K·c) + centre)·X_c,    y += s · that.
 // The fp32 sums of (1024 + q·2^(Kc))·x lose about 7 of their 24 bits to the offset (~1e-5 relative),
 // far below the fp16 activations' rounding. Per 2048 weights at K = 4 a warp issues ~113 instructions
-// (the register GEMV ~210).
+// (the register GEMV ~210). K = 3 has three classes (operands 1024 + q·{1, 8, 64}) and the same eight
+// mma per group (TiledMmasThreeBit).
 
 #include <cuda_fp16.h>
 
@@ -44,34 +47,60 @@ namespace {
 constexpr int kLanes = 32;
 constexpr int kMaxTiledWarps = 16;
 
-__device__ __forceinline__ uint32_t PermuteFields(uint32_t w, int bits) {
-  const uint32_t mask = (1u << bits) - 1u;
-  uint32_t out = 0;
-  for (int l = 0; l < 32 / bits; ++l) out |= ((w >> (bits * l)) & mask) << detail::TiledFieldBit(bits, l);
-  return out;
+// A lane's K words of 32 codes, from the artifact's order (code l at bits K·l.. of the K words) to
+// their tiled positions: within each word for K = 2, 4, 8, bit by bit across the three for K = 3.
+template <int K>
+__device__ __forceinline__ void TileCodes(const uint32_t* src, uint32_t* dst) {
+  if constexpr (K == 3) {
+    uint32_t in[K], out[K];
+#pragma unroll
+    for (int w = 0; w < K; ++w) {
+      in[w] = src[w];
+      out[w] = 0;
+    }
+#pragma unroll
+    for (int l = 0; l < 32; ++l) {
+#pragma unroll
+      for (int b = 0; b < K; ++b) {
+        const int from = K * l + b, to = detail::TiledCodeBit(K, l, b);
+        out[to / 32] |= ((in[from / 32] >> (from % 32)) & 1u) << (to % 32);
+      }
+    }
+#pragma unroll
+    for (int w = 0; w < K; ++w) dst[w] = out[w];
+  } else {
+    constexpr uint32_t kMask = (1u << K) - 1u;
+#pragma unroll
+    for (int w = 0; w < K; ++w) {
+      const uint32_t in = src[w];
+      uint32_t out = 0;
+#pragma unroll
+      for (int l = 0; l < 32 / K; ++l) out |= ((in >> (K * l)) & kMask) << detail::TiledFieldBit(K, l);
+      dst[w] = out;
+    }
+  }
 }
 
-// One block per tile: the tile's 16 rows into shared memory, then back word by word in tile order.
-__global__ void RetileKernel(uint32_t* codes, int64_t row_words, int bits) {
+// One block per tile: the tile's 16 rows into shared memory, then back in tile order, one lane's K
+// words (unit u = (group·32 + lane)·2 + half) per thread and step.
+template <int K>
+__global__ void RetileKernel(uint32_t* codes, int64_t row_words) {
   extern __shared__ uint32_t tile_smem[];
   uint32_t* tile = codes + static_cast<int64_t>(blockIdx.x) * kTiledTileRows * row_words;
   const int n = static_cast<int>(kTiledTileRows * row_words);
   for (int i = threadIdx.x; i < n; i += blockDim.x) tile_smem[i] = tile[i];
   __syncthreads();
-  for (int o = threadIdx.x; o < n; o += blockDim.x) {
-    // o = ((group·32 + lane)·2 + half)·K + i
-    const int i = o % bits;
-    const int half = (o / bits) & 1;
-    const int lane = (o / (2 * bits)) & (kLanes - 1);
-    const int group = o / (2 * bits * kLanes);
+  for (int u = threadIdx.x; u < n / K; u += blockDim.x) {
+    const int half = u & 1;
+    const int lane = (u >> 1) & (kLanes - 1);
+    const int group = u >> 6;
     const int row = (lane >> 2) + 8 * half;
-    tile[o] = PermuteFields(tile_smem[row * row_words + (group * 4 + (lane & 3)) * bits + i], bits);
+    TileCodes<K>(tile_smem + row * row_words + (group * 4 + (lane & 3)) * K, tile + u * K);
   }
 }
 
-
 struct TiledMatrix {
-  const uint4* codes;      // the tiled layout
+  const uint32_t* codes;   // the tiled layout
   const uint16_t* scales;  // fp16 [rows, groups_per_row]
   float* y;
   int64_t y_stride;
@@ -94,15 +123,77 @@ __device__ __forceinline__ uint32_t ScaleGroup(uint32_t group, uint32_t magic) {
   return static_cast<uint32_t>((static_cast<uint64_t>(group) * magic) >> 31);
 }
 
+// Position classes of a K-bit tiled word: codes at bit K·c (+ 16, 8, 24) for c < kClasses, i.e.
+// operands {1024 + q·2^(K·c)}. K = 3 has three (bits 0, 3, 6 of a half, as the shift by 9 brings
+// bits 9 and 12 to 0 and 3, and the spread pair is gathered at 6).
+template <int K>
+inline constexpr int kClasses = K == 3 ? 3 : 8 / K;
+
+// The value and activation-sum mma of one operand set: A from the codes, and A = 1.0.
+__device__ __forceinline__ void MmaClass(float (&acc)[4], float (&sum)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  constexpr uint32_t kOnes = 0x3C003C00u;  // fp16x2 {1, 1}
+  detail::MmaM16N8K16(acc, a0, a1, a2, a3, b0, b1);
+  detail::MmaM16N8K16(sum, kOnes, kOnes, kOnes, kOnes, b0, b1);
+}
+
+// K = 2, 4, 8: word i of rows g (w0) and g+8 (w1) feeds one mma per class c, on the pairs 2Ci + 2c
+// (the word) and 2Ci + 2c + 1 (the word >> 8).
+template <int K>
+__device__ __forceinline__ void TiledMmas(const uint32_t (&w0)[K], const uint32_t (&w1)[K], const uint32_t (&b)[16],
+                                          float (&acc)[kClasses<K>][4], float (&sum)[kClasses<K>][4]) {
+  constexpr int C = kClasses<K>;
+  constexpr uint32_t kCode = ((1u << K) - 1u) * 0x00010001u;
+  constexpr uint32_t e = detail::kHalf2Exponent;
+  detail::StaticFor<K>([&](auto i_c) {
+    constexpr int i = decltype(i_c)::value;
+    const uint32_t u0 = w0[i] >> 8, u1 = w1[i] >> 8;
+    detail::StaticFor<C>([&](auto c_c) {
+      constexpr int c = decltype(c_c)::value;
+      constexpr uint32_t kMask = kCode << (K * c);
+      MmaClass(acc[c], sum[c], detail::MaskIntoHalf2<kMask>(w0[i], e), detail::MaskIntoHalf2<kMask>(w1[i], e),
+               detail::MaskIntoHalf2<kMask>(u0, e), detail::MaskIntoHalf2<kMask>(u1, e), b[2 * C * i + 2 * c],
+               b[2 * C * i + 2 * c + 1]);
+    });
+  });
+}
+
+// K = 3 (tiled_layout.cuh): pairs 5i + m at bits 3m of word i's halves, pair 15 spread over bit 15
+// of the three words. Class 0 takes pairs 5i and 5i + 3 (bits 0 and 9), class 1 pairs 5i + 1 and
+// 5i + 4 (bits 3 and 12; the word >> 9 brings bits 9.. to 0..), class 2 pairs 2, 7, 12 (bits 6)
+// and 15 (gathered at bits 6..8): eight mma per group like K = 4, on 3/4 of the bytes.
+__device__ __forceinline__ void TiledMmasThreeBit(const uint32_t (&w0)[3], const uint32_t (&w1)[3], const uint32_t (&b)[16],
+                                          float (&acc)[3][4], float (&sum)[3][4]) {
+  constexpr uint32_t e = detail::kHalf2Exponent;
+  constexpr uint32_t kLow = 0x00070007u, kMid = kLow << 3, kHigh = kLow << 6;
+  const uint32_t u0[3] = {w0[0] >> 9, w0[1] >> 9, w0[2] >> 9};
+  const uint32_t u1[3] = {w1[0] >> 9, w1[1] >> 9, w1[2] >> 9};
+  detail::StaticFor<3>([&](auto i_c) {
+    constexpr int i = decltype(i_c)::value;
+    MmaClass(acc[0], sum[0], detail::MaskIntoHalf2<kLow>(w0[i], e), detail::MaskIntoHalf2<kLow>(w1[i], e),
+             detail::MaskIntoHalf2<kLow>(u0[i], e), detail::MaskIntoHalf2<kLow>(u1[i], e), b[5 * i], b[5 * i + 3]);
+    MmaClass(acc[1], sum[1], detail::MaskIntoHalf2<kMid>(w0[i], e), detail::MaskIntoHalf2<kMid>(w1[i], e),
+             detail::MaskIntoHalf2<kMid>(u0[i], e), detail::MaskIntoHalf2<kMid>(u1[i], e), b[5 * i + 1],
+             b[5 * i + 4]);
+  });
+  // Bit 15 of the halves of words 0, 1, 2 to bits 6, 7, 8: the code of pair 15 times 64.
+  auto spread = [&](const uint32_t (&w)[3], const uint32_t (&u)[3]) {
+    const uint32_t t = detail::MaskIntoHalf2<0x00400040u>(u[0], e);
+    return detail::MaskIntoHalf2<0x01000100u>(w[2] >> 7, detail::MaskIntoHalf2<0x00800080u>(w[1] >> 8, t));
+  };
+  MmaClass(acc[2], sum[2], detail::MaskIntoHalf2<kHigh>(w0[0], e), detail::MaskIntoHalf2<kHigh>(w1[0], e),
+           detail::MaskIntoHalf2<kHigh>(w0[1], e), detail::MaskIntoHalf2<kHigh>(w1[1], e), b[2], b[7]);
+  MmaClass(acc[2], sum[2], detail::MaskIntoHalf2<kHigh>(w0[2], e), detail::MaskIntoHalf2<kHigh>(w1[2], e),
+           spread(w0, u0), spread(w1, u1), b[12], b[15]);
+}
+
 // One 128-column group of the tile for a lane: K code words of row g (w0) and of row g+8 (w1),
 // activations xv (columns 32t..32t+31 of its batch row), scales sc0 / sc1, into y (rows g, g, g+8,
 // g+8 × batch columns 2t, 2t+1).
 template <int K>
 __device__ __forceinline__ void TiledGroup(const uint32_t (&w0)[K], const uint32_t (&w1)[K], const uint4 (&xv)[4],
                                            float sc0, float sc1, float (&y)[4]) {
-  constexpr int C = 8 / K;  // classes: codes per byte
-  constexpr uint32_t kCode = ((1u << K) - 1u) * 0x00010001u;
-  const uint32_t ones = 0x3C003C00u;  // fp16x2 {1, 1}
+  constexpr int C = kClasses<K>;
   const uint32_t b[16] = {xv[0].x, xv[0].y, xv[0].z, xv[0].w, xv[1].x, xv[1].y, xv[1].z, xv[1].w,
                           xv[2].x, xv[2].y, xv[2].z, xv[2].w, xv[3].x, xv[3].y, xv[3].z, xv[3].w};
   float acc[C][4], sum[C][4];
@@ -111,19 +202,11 @@ __device__ __forceinline__ void TiledGroup(const uint32_t (&w0)[K], const uint32
 #pragma unroll
     for (int f = 0; f < 4; ++f) acc[c][f] = sum[c][f] = 0.0f;
   }
-  detail::StaticFor<K>([&](auto i_c) {
-    constexpr int i = decltype(i_c)::value;
-    const uint32_t u0 = w0[i] >> 8, u1 = w1[i] >> 8;
-    detail::StaticFor<C>([&](auto c_c) {
-      constexpr int c = decltype(c_c)::value;
-      constexpr uint32_t kMask = kCode << (K * c);
-      const uint32_t b0 = b[2 * C * i + 2 * c], b1 = b[2 * C * i + 2 * c + 1];
-      constexpr uint32_t e = detail::kHalf2Exponent;
-      detail::MmaM16N8K16(acc[c], detail::MaskIntoHalf2<kMask>(w0[i], e), detail::MaskIntoHalf2<kMask>(w1[i], e),
-                          detail::MaskIntoHalf2<kMask>(u0, e), detail::MaskIntoHalf2<kMask>(u1, e), b0, b1);
-      detail::MmaM16N8K16(sum[c], ones, ones, ones, ones, b0, b1);
-    });
-  });
+  if constexpr (K == 3) {
+    TiledMmasThreeBit(w0, w1, b, acc, sum);
+  } else {
+    TiledMmas<K>(w0, w1, b, acc, sum);
+  }
   constexpr float kCenter = ScalarGridCenter(K);
 #pragma unroll
   for (int f = 0; f < 4; ++f) {
@@ -136,12 +219,21 @@ __device__ __forceinline__ void TiledGroup(const uint32_t (&w0)[K], const uint32
   }
 }
 
+// The 32-bit word k of a code vector.
+__device__ __forceinline__ uint32_t Word(const uint4& v, int k) {
+  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
+}
+__device__ __forceinline__ uint32_t Word(const uint2& v, int k) { return k == 0 ? v.x : v.y; }
+
 // K-bit codes, W warps per block; every warp keeps the codes of its next kAhead groups in flight (a
 // register ring indexed at compile time: the loop is unrolled kAhead times).
 template <int K, int W, int kAhead>
 __global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a) {
-  constexpr int kVec = K / 2;                // uint4 per lane and group
-  constexpr int kGroupVec = kVec * kLanes;   // uint4 per tile and group
+  // A lane's 2K words per group, loaded as uint4 (K even) or uint2 (K = 3).
+  using Vec = std::conditional_t<K % 2 == 0, uint4, uint2>;
+  constexpr int kVecWords = sizeof(Vec) / 4;
+  constexpr int kVec = 2 * K / kVecWords;   // vectors per lane and group
+  constexpr int kGroupVec = kVec * kLanes;  // vectors per tile and group
   __shared__ float partial[W][kTiledTileRows][kGemvMaxBatch];
   detail::AllowDependentLaunch();
   const int lane = threadIdx.x & (kLanes - 1);
@@ -152,12 +244,12 @@ __global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a)
   const TiledMatrix& m = a.m[detail::EntryOfTile(a, block)];
   const int64_t tile = block - m.first_tile;
   const int64_t tile_row = tile * kTiledTileRows;
-  const uint4* codes = m.codes + tile * a.groups * kGroupVec + lane * kVec;
+  const Vec* codes = reinterpret_cast<const Vec*>(m.codes) + tile * a.groups * kGroupVec + lane * kVec;
   const unsigned short* s0 = reinterpret_cast<const unsigned short*>(m.scales) + (tile_row + g) * m.groups_per_row;
   const unsigned short* s1 = s0 + 8 * m.groups_per_row;
 
   float y[4] = {0.f, 0.f, 0.f, 0.f};
-  uint4 ring[kAhead][kVec];
+  Vec ring[kAhead][kVec];
 #pragma unroll
   for (int i = 0; i < kAhead; ++i) {
     const int j = warp + i * W;
@@ -182,14 +274,13 @@ __global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a)
       uint32_t w0[K], w1[K];
 #pragma unroll
       for (int v = 0; v < kVec; ++v) {
-        const uint32_t q[4] = {ring[i][v].x, ring[i][v].y, ring[i][v].z, ring[i][v].w};
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const int word = 4 * v + k;
+        for (int k = 0; k < kVecWords; ++k) {
+          const int word = kVecWords * v + k;
           if (word < K) {
-            w0[word] = q[k];
+            w0[word] = Word(ring[i][v], k);
           } else {
-            w1[word - K] = q[k];
+            w1[word - K] = Word(ring[i][v], k);
           }
         }
       }
@@ -228,7 +319,7 @@ int64_t TiledMaxCols(int bits) {
 }
 
 bool TiledLayoutApplies(const ScalarCodecGemvParams& w) {
-  return (w.bits == 2 || w.bits == 4 || w.bits == 8) && w.rows >= kTiledTileRows && w.rows % kTiledTileRows == 0 &&
+  return (w.bits == 2 || w.bits == 3 || w.bits == 4 || w.bits == 8) && w.rows >= kTiledTileRows && w.rows % kTiledTileRows == 0 &&
          w.cols >= kTiledGroupCols && w.cols % kTiledGroupCols == 0 && w.cols <= TiledMaxCols(w.bits) &&
          w.group_size >= kTiledGroupCols && w.group_size % kTiledGroupCols == 0 &&
          w.blocks_per_row * 32 == w.cols && w.row_stride_words * 32 == w.cols * w.bits &&
@@ -251,7 +342,7 @@ absl::Status LaunchScalarCodecRetile(const ScalarCodecGemvParams& w, cudaStream_
   if (!TiledLayoutApplies(w)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "LaunchScalarCodecRetile: weight [", w.rows, ", ", w.cols, "] at ", w.bits, " bits, group ", w.group_size,
-        " has no tiled layout (needs K = 2, 4 or 8, rows a multiple of 16, cols a multiple of 128 up to ",
+        " has no tiled layout (needs K = 2, 3, 4 or 8, rows a multiple of 16, cols a multiple of 128 up to ",
         TiledMaxCols(w.bits), ", group size a multiple of 128, 16-byte aligned codes)"));
   }
   const size_t smem = static_cast<size_t>(kTiledTileRows * w.row_stride_words * 4);
@@ -263,11 +354,19 @@ absl::Status LaunchScalarCodecRetile(const ScalarCodecGemvParams& w, cudaStream_
                                                       " columns needs ", smem, " bytes of shared memory; the device has ",
                                                       optin));
   }
-  BITLOOM_CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(RetileKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  RetileKernel<<<static_cast<unsigned>(w.rows / kTiledTileRows), 256, smem, stream>>>(
-      const_cast<uint32_t*>(w.codes), w.row_stride_words, w.bits);
-  return CudaStatus(cudaGetLastError(), "RetileKernel", __FILE__, __LINE__);
+  auto retile = [&](auto kernel) -> absl::Status {
+    BITLOOM_CUDA_RETURN_IF_ERROR(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    kernel<<<static_cast<unsigned>(w.rows / kTiledTileRows), 256, smem, stream>>>(const_cast<uint32_t*>(w.codes),
+                                                                                   w.row_stride_words);
+    return CudaStatus(cudaGetLastError(), "RetileKernel", __FILE__, __LINE__);
+  };
+  switch (w.bits) {
+    case 2: return retile(RetileKernel<2>);
+    case 3: return retile(RetileKernel<3>);
+    case 4: return retile(RetileKernel<4>);
+    default: return retile(RetileKernel<8>);
+  }
 }
 
 namespace {
@@ -294,7 +393,7 @@ absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, Tiled
       return Bad(entry, "x must be 16-byte aligned with x_stride (", p.x_stride, ") a multiple of 8 and >= cols");
     if (p.y_stride < p.rows) return Bad(entry, "y_stride ", p.y_stride, " < rows ", p.rows);
     const int64_t per_scale = p.group_size / kTiledGroupCols;
-    a->m[i] = TiledMatrix{reinterpret_cast<const uint4*>(p.codes),
+    a->m[i] = TiledMatrix{p.codes,
                           p.scales,
                           p.y,
                           p.y_stride,
@@ -368,6 +467,7 @@ absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> 
   };
   switch (a.bits) {
     case 2: return by_warps(std::integral_constant<int, 2>{});
+    case 3: return by_warps(std::integral_constant<int, 3>{});
     case 4: return by_warps(std::integral_constant<int, 4>{});
     default: return by_warps(std::integral_constant<int, 8>{});
   }

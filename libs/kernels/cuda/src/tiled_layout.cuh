@@ -1,13 +1,27 @@
-// Where the tiled layout (scalar_codec_tiled.h; docs/KERNELS.md "Tiled layout") puts a code inside a
-// 32-bit word: shared by the rewrite, the GEMV and the prefill expansion.
+// Where the tiled layout (scalar_codec_tiled.h; docs/KERNELS.md "Tiled layout") puts a code among a
+// lane's K words of one row: shared by the rewrite, the GEMV and the prefill expansion.
 #pragma once
 
 namespace bitloom::kernels::cuda::detail {
 
-// Bit position, in a tiled word of K-bit codes, of the code of local column l = 4c + r of the word
+// K = 2, 4, 8: bit position, in a tiled word, of the code of local column l = 4c + r of the word
 // (class c, r = 0..3): K·c + (0, 16, 8, 24)[r]. The artifact's word has it at K·l.
 __host__ __device__ constexpr int TiledFieldBit(int bits, int l) {
   return bits * (l / 4) + (l % 4 == 0 ? 0 : l % 4 == 1 ? 16 : l % 4 == 2 ? 8 : 24);
+}
+
+// Position, among the K words of 32 codes (bit 32·i + p = bit p of word i), of bit b of the code of
+// local column l = 0..31. K = 2, 4, 8: word l / (32/K) at TiledFieldBit. K = 3, pair j = l / 2
+// (columns 2j and 2j+1 in the low and high half of a word, at the same place): pairs j = 5i + m,
+// m < 5, fill bits 3m.. of word i's halves; the last pair's three bits are bit 15 of the halves of
+// words 0, 1, 2 (the one bit each half has left).
+__host__ __device__ constexpr int TiledCodeBit(int bits, int l, int b) {
+  if (bits == 3) {
+    const int j = l / 2, half = 16 * (l % 2);
+    return j < 15 ? 32 * (j / 5) + half + 3 * (j % 5) + b : 32 * b + half + 15;
+  }
+  const int per_word = 32 / bits;
+  return 32 * (l / per_word) + TiledFieldBit(bits, l % per_word) + b;
 }
 
 }  // namespace bitloom::kernels::cuda::detail

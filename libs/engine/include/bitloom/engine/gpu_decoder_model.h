@@ -75,7 +75,7 @@ struct GpuModelOptions {
   // rotates its own input instead of following a rotation kernel (gpu_linear.h). false always
   // launches the rotation kernel (A/B benchmarks); results agree to the last bit of 1/rms.
   bool rotating_gemv = true;
-  // Rewrite every quantized group of one K in {2, 4, 8} whose shapes allow it
+  // Rewrite every quantized group of one K in {2, 3, 4, 8} whose shapes allow it
   // (kernels/cuda/scalar_codec_tiled.h: rows a multiple of 16, cols and group size multiples of 128)
   // into the tiled layout at load, in place, so that its decode GEMV needs about half the
   // instructions (H200, Llama-3-8B shapes: docs/KERNELS.md "Tiled layout"). Results agree with the

@@ -1,19 +1,19 @@
-// The tiled GPU layout of 2-, 4- and 8-bit CODEC_HADAMARD_SCALAR codes, and the decode GEMV that
+// The tiled GPU layout of 2-, 3-, 4- and 8-bit CODEC_HADAMARD_SCALAR codes, and the decode GEMV that
 // reads it.
 //
 // The artifact's layout (kernels/scalar_codec.h) packs each row's codes in column order. The register
 // GEMV (scalar_codec_gemv.h) decodes it with two HFMA2 per pair of codes because the 16 k-slots of
 // one tensor-core mma come from four different 128-column scale groups. At load time the engine can
-// instead rewrite a weight with K = 2, 4 or 8 in place into tiles (docs/FORMAT.md keeps describing the
+// instead rewrite a weight with K = 2, 3, 4 or 8 in place into tiles (docs/FORMAT.md keeps describing the
 // artifact; this layout exists only in VRAM): per 16-row tile and 128-column group, lane (g, t) of a
 // warp owns rows g and g+8 of columns [32t, 32t + 32) of the group, each 32-bit word holding its
-// codes at fixed positions inside the two 16-bit halves. Then one LOP3 turns a word into a
-// tensor-core operand {1024 + q·2^(K·c)}, every mma reads one scale group, and the scale, the 1024
+// codes at fixed positions inside the two 16-bit halves. Then one LOP3 turns a word (or, at K = 3,
+// the word shifted by 9) into a tensor-core operand {1024 + q·2^(K·c)}, every mma reads one scale group, and the scale, the 1024
 // offset and the grid centre are applied once per group to the fp32 accumulator (with activation sums
 // from mma on a constant operand). Same bytes as the artifact's codes; the scales are not moved.
 // docs/KERNELS.md ("Tiled layout") specifies the layout and has the numbers.
 //
-// A weight is tiled when TiledLayoutApplies: K = 2, 4 or 8, rows a multiple of 16, cols a multiple of
+// A weight is tiled when TiledLayoutApplies: K = 2, 3, 4 or 8, rows a multiple of 16, cols a multiple of
 // 128, group size a multiple of 128, and a 16-row tile small enough to pass through one block's
 // shared memory during the rewrite. ScalarCodecGemvParams::tiled marks it; LaunchScalarCodecGemv(Group)
 // then runs the tiled kernel (every entry of a group must be tiled and of one K, or none tiled), and
