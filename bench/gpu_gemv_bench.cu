@@ -89,6 +89,8 @@ const GroupShape kGroupShapes[] = {
     {"llama3-8b", "gate/up", 4096, 2, {14336, 14336}, {4, 4}},
     {"llama3-8b", "gate/up", 4096, 2, {14336, 14336}, {3, 4}},
     {"llama3-8b", "gate/up", 4096, 2, {14336, 14336}, {3, 3}},
+    {"llama3-70b", "q/k/v", 8192, 3, {8192, 1024, 1024}, {2, 3, 3}},
+    {"llama3-70b", "gate/up", 8192, 2, {28672, 28672}, {2, 3}},
 };
 const int kGroupBatches[] = {1};
 
@@ -194,13 +196,25 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
       if (absl::Status s = FillBlobs(weights[e], copies, 17 + 7 * e + shape.bits[e]); !s.ok())
         return s;
     }
-    // The same weights rewritten into the tiled layout (groups of one K that take it), for the
-    // same-run comparison.
+    // The same weights rewritten into the tiled layout (groups of at most two K that take it), for
+    // the same-run comparison.
     bool tiled = true;
     for (int e = 0; e < shape.count; ++e) {
-      tiled = tiled && shape.bits[e] == shape.bits[0] &&
-              TiledLayoutApplies(MakeGemvParams(weights[e].layout, weights[e].blobs.get()));
+      tiled = tiled && TiledLayoutApplies(MakeGemvParams(weights[e].layout, weights[e].blobs.get()));
     }
+    tiled = tiled && CheckScalarCodecGemvTiled([&] {
+                       std::vector<ScalarCodecGemvParams> g;
+                       for (int e = 0; e < shape.count; ++e) {
+                         g.push_back(MakeGemvParams(weights[e].layout, weights[e].blobs.get()));
+                         g.back().tiled = true;
+                         g.back().x = reinterpret_cast<const uint16_t*>(uintptr_t{1} << 24);
+                         g.back().y = reinterpret_cast<float*>(uintptr_t{1} << 25);
+                         g.back().x_stride = shape.cols;
+                         g.back().y_stride = g.back().rows;
+                         g.back().batch = 1;
+                       }
+                       return g;
+                     }()).ok();
     std::vector<GroupWeight> tiled_weights(tiled ? shape.count : 0);
     for (int e = 0; e < static_cast<int>(tiled_weights.size()); ++e) {
       tiled_weights[e].layout = weights[e].layout;

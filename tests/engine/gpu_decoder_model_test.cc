@@ -111,11 +111,13 @@ bool IsLinear(const std::string& name) {
 enum class LinearForm { kQuantized, kF16 };
 
 // Writes `config`'s synthetic weights: linears (and the untied head) quantized with K cycling over
-// 2..8 and group 32 (or, with `bits` > 0, all at `bits` and `group_size`), or fp16; the embedding
+// 2..8 and group 32 (or, with `bits` > 0, all at `bits` and `group_size`; or with `bit_cycle`, K
+// cycling over it in file order at `group_size`), or fp16; the embedding
 // fp16 (or fp32 with embed_f32, which the GPU converts); everything 1-D fp32. Rotation seeds: one
 // per (layer, input site), as the quantizer shares them.
 void WriteModel(const std::string& path, const std::string& temp_dir, const v1::ModelConfig& config,
-                LinearForm form, bool embed_f32 = false, int bits = 0, int group_size = 32) {
+                LinearForm form, bool embed_f32 = false, int bits = 0, int group_size = 32,
+                const std::vector<int>& bit_cycle = {}) {
   const InMemoryWeightSource weights = testing::SyntheticWeights(config, 11);
   auto writer = modelstore::ArtifactWriter::Create(path, temp_dir);
   ASSERT_TRUE(writer.ok()) << writer.status();
@@ -152,7 +154,9 @@ void WriteModel(const std::string& path, const std::string& temp_dir, const v1::
       std::vector<float> rotated = t.data;
       rotation->Apply(rotated.data(), rows, nullptr);
       quant::ScalarQuantizerOptions options;
-      options.bits = bits > 0 ? bits : kBits[next_bits++ % 7];
+      options.bits = bits > 0              ? bits
+                     : !bit_cycle.empty() ? bit_cycle[next_bits++ % bit_cycle.size()]
+                                          : kBits[next_bits++ % 7];
       options.group_size = group_size;
       auto q = quant::QuantizeRtn(rotated, rows, cols, {}, options, nullptr);
       ASSERT_TRUE(q.ok()) << name << ": " << q.status();
@@ -788,7 +792,8 @@ TEST(GpuDecoderModel, StreamedGemvMatchesRegisterGemv) {
 // The tiled layout (tiled_gemv, the default): a model whose linears are all 2-, 3-, 8- or 4-bit with group
 // 128 on whole tiles gets every one rewritten at load and decodes as the artifact layout does (batch-1
 // steps with graphs on and off, and a batch-3 step), within the GEMV tolerance; prefill reads the
-// tiled weights through the dequantization. A model of mixed K and group 32 is left as it is.
+// tiled weights through the dequantization. A model of mixed K and group 32 is left as it is; one
+// alternating K = 2 and 3 is tiled whole, its q/k/v and gate/up launches reading both K.
 TEST(GpuDecoderModel, TiledGemvMatchesArtifactLayout) {
   SKIP_WITHOUT_GPU();
   ScratchDir dir;
@@ -849,6 +854,26 @@ TEST(GpuDecoderModel, TiledGemvMatchesArtifactLayout) {
   auto mixed = GpuDecoderModel::Load(*mixed_reader, pool.get(), SmallOptionsNamed("mixed"));
   ASSERT_TRUE(mixed.ok()) << mixed.status();
   EXPECT_EQ((*mixed)->tiled_bytes(), 0u);
+
+  // K alternating 2, 3 in file order (the head first, then q/k/v/o/gate/up/down per layer: q/k/v and
+  // gate/up each mix the two): every group is tiled, q/k/v and gate/up launched with both K.
+  WriteModel(mixed_dir.Join("m23.bitloom"), mixed_dir.path(), config, LinearForm::kQuantized, false, 0, 128, {2, 3});
+  auto reader23 = Open(mixed_dir.Join("m23.bitloom"));
+  GpuModelOptions tiled23 = SmallOptionsNamed("tiled23");
+  GpuModelOptions plain23 = SmallOptionsNamed("plain23");
+  plain23.tiled_gemv = false;
+  {
+    auto m = GpuDecoderModel::Load(*reader23, pool.get(), tiled23);
+    ASSERT_TRUE(m.ok()) << m.status();
+    // The head 2; layer 0: q 3, k 2, v 3, o 2, gate 3, up 2, down 3; layer 1 the other way round.
+    const uint64_t layer0 = (uint64_t{512 * 512} * 3 + uint64_t{128 * 512} * 2 + uint64_t{128 * 512} * 3 +
+                             uint64_t{512 * 512} * 2 + uint64_t{1024 * 512} * (3 + 2 + 3)) / 8;
+    const uint64_t layer1 = (uint64_t{512 * 512} * 2 + uint64_t{128 * 512} * 3 + uint64_t{128 * 512} * 2 +
+                             uint64_t{512 * 512} * 3 + uint64_t{1024 * 512} * (2 + 3 + 2)) / 8;
+    EXPECT_EQ((*m)->tiled_bytes(), layer0 + layer1 + uint64_t{512 * 512} * 2 / 8);
+  }
+  ExpectSameDecode(*reader23, pool.get(), tiled23, plain23, Prompt(9, config.vocab_size(), 13), 12, [](bool) {},
+                   1e-2, /*same_prefill=*/false);
 }
 
 TEST(GpuDecoderModel, KvPagesExhaustionAndErrors) {

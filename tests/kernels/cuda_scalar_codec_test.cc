@@ -639,7 +639,7 @@ TEST(CudaScalarCodecGemvGroup, MatchesCpuWithMixedBitsAndRows) {
 // enough tiles that every persistent block walks several tiles of different matrices and K
 // (the ring's stages are reused across tiles and its producer runs ahead across them).
 // The tiled layout (K = 2, 3, 4 and 8, rewritten on the device) against the CPU reference of the
-// artifact's: one to three matrices, 16 to 4096 rows, 128 to 14336 columns, scale groups of 128, 256
+// artifact's: one to three matrices of one K or of two, 16 to 4096 rows, 128 to 14336 columns, scale groups of 128, 256
 // and 512 columns, fused and separate outputs, batch 1, 3 and 8, with and without dependent launch;
 // and every warps-per-block the tiled launch takes (which also moves the groups in flight).
 TEST(CudaScalarCodecGemvGroup, TiledLayoutMatchesCpu) {
@@ -656,6 +656,11 @@ TEST(CudaScalarCodecGemvGroup, TiledLayoutMatchesCpu) {
   CheckGemvGroup(128, {{16, 3, 128, false}}, {}, true);
   CheckGemvGroup(4096, {{4096, 3, 128, true}, {1024, 3, 256, true}, {1024, 3, 128, true}}, {}, true);
   CheckGemvGroup(14336, {{48, 3, 512, false}}, {}, true);
+  // Two K in one launch: q at 2 bits and k/v at 3, gate at 3 and up at 4, 4 and 8, 8 first.
+  CheckGemvGroup(4096, {{4096, 2, 128, true}, {1024, 3, 128, true}, {1024, 3, 128, true}}, {}, true);
+  CheckGemvGroup(4096, {{14336, 3, 128, true}, {14336, 4, 128, true}}, {}, true);
+  CheckGemvGroup(1536, {{64, 4, 512, false}, {80, 8, 128, false}}, {}, true);
+  CheckGemvGroup(384, {{48, 8, 128, true}, {32, 2, 128, false}, {16, 8, 128, true}}, {}, true);
   const bool dependent = DependentLaunchEnabled();
   SetDependentLaunch(!dependent);
   CheckGemvGroup(4096, {{256, 4, 128, true}, {512, 4, 128, true}}, {}, true);
@@ -665,6 +670,7 @@ TEST(CudaScalarCodecGemvGroup, TiledLayoutMatchesCpu) {
       CheckGemvGroup(2048, {{32, bits, 128, false}, {16, bits, 256, true}}, GemvTuning{.warps_per_block = warps},
                      true);
     }
+    CheckGemvGroup(2048, {{32, 3, 128, false}, {16, 2, 256, true}}, GemvTuning{.warps_per_block = warps}, true);
   }
 }
 

@@ -120,8 +120,8 @@ absl::Status RunRotatingGemv(absl::Span<const LinearOutput> outputs, const Linea
 
 // Rewrites the codes of every layer of `group` (the layers one grouped launch runs: q/k/v, o_proj,
 // gate/up, down, the head) into the tiled layout (kernels/cuda/scalar_codec_tiled.h) in place and
-// marks them, when every one of them takes it with one K (a launch reads one layout of one K); otherwise leaves the
-// group as it is. Returns the bytes of codes rewritten. Asynchronous on `stream`.
+// marks them, when every one of them takes it and they have at most two K (what one tiled launch reads);
+// otherwise leaves the group as it is. Returns the bytes of codes rewritten. Asynchronous on `stream`.
 absl::StatusOr<uint64_t> RetileGroup(absl::Span<GpuLinear* const> group, cudaStream_t stream);
 
 // Runs every output's layer on `in` (all read the same input; cols must match).

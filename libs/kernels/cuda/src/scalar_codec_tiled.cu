@@ -105,6 +105,7 @@ struct TiledMatrix {
   float* y;
   int64_t y_stride;
   int64_t groups_per_row;  // scale groups
+  int bits;                // K
   uint32_t scale_magic;    // ceil(2^31 / (group_size / 128)): 128-column group → scale group
   int first_tile;
 };
@@ -116,7 +117,8 @@ struct TiledArgs {
   int groups;  // 128-column groups per row
   int batch;
   int count;
-  int bits;    // K, the same for every entry
+  int lo_bits;  // the smallest and largest K of the entries (at most two distinct)
+  int hi_bits;
 };
 
 __device__ __forceinline__ uint32_t ScaleGroup(uint32_t group, uint32_t magic) {
@@ -225,23 +227,21 @@ __device__ __forceinline__ uint32_t Word(const uint4& v, int k) {
 }
 __device__ __forceinline__ uint32_t Word(const uint2& v, int k) { return k == 0 ? v.x : v.y; }
 
-// K-bit codes, W warps per block; every warp keeps the codes of its next kAhead groups in flight (a
-// register ring indexed at compile time: the loop is unrolled kAhead times).
+// Tile `block` of entry m, whose codes are K-bit, by W warps; every warp keeps the codes of its next
+// kAhead groups in flight (a register ring indexed at compile time: the loop is unrolled kAhead
+// times).
 template <int K, int W, int kAhead>
-__global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a) {
+__device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix& m, int block,
+                                          float (&partial)[W][kTiledTileRows][kGemvMaxBatch]) {
   // A lane's 2K words per group, loaded as uint4 (K even) or uint2 (K = 3).
   using Vec = std::conditional_t<K % 2 == 0, uint4, uint2>;
   constexpr int kVecWords = sizeof(Vec) / 4;
   constexpr int kVec = 2 * K / kVecWords;   // vectors per lane and group
   constexpr int kGroupVec = kVec * kLanes;  // vectors per tile and group
-  __shared__ float partial[W][kTiledTileRows][kGemvMaxBatch];
-  detail::AllowDependentLaunch();
   const int lane = threadIdx.x & (kLanes - 1);
   const int warp = threadIdx.x / kLanes;
   const int g = lane >> 2;
   const int t = lane & 3;
-  const int block = static_cast<int>(blockIdx.x);
-  const TiledMatrix& m = a.m[detail::EntryOfTile(a, block)];
   const int64_t tile = block - m.first_tile;
   const int64_t tile_row = tile * kTiledTileRows;
   const Vec* codes = reinterpret_cast<const Vec*>(m.codes) + tile * a.groups * kGroupVec + lane * kVec;
@@ -305,6 +305,21 @@ __global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a)
 #pragma unroll
     for (int w = 0; w < W; ++w) sum += partial[w][row][bcol];
     m.y[bcol * m.y_stride + tile_row + row] = sum;
+  }
+}
+
+// One block per 16-row tile of the group's entries, whose K is kLoK or kHiK (a group may mix two,
+// e.g. q at 2 bits and k/v at 3): the block decodes its tile with that K's body.
+template <int kLoK, int kHiK, int W, int kAhead>
+__global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a) {
+  __shared__ float partial[W][kTiledTileRows][kGemvMaxBatch];
+  detail::AllowDependentLaunch();
+  const int block = static_cast<int>(blockIdx.x);
+  const TiledMatrix& m = a.m[detail::EntryOfTile(a, block)];
+  if (kLoK == kHiK || m.bits == kLoK) {
+    TiledTile<kLoK, W, kAhead>(a, m, block, partial);
+  } else {
+    TiledTile<kHiK, W, kAhead>(a, m, block, partial);
   }
 }
 
@@ -380,13 +395,22 @@ absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, Tiled
   const ScalarCodecGemvParams& p0 = group[0];
   *a = TiledArgs{};
   *tiles = 0;
+  a->lo_bits = a->hi_bits = p0.bits;
+  for (const ScalarCodecGemvParams& p : group) {
+    a->lo_bits = std::min(a->lo_bits, p.bits);
+    a->hi_bits = std::max(a->hi_bits, p.bits);
+  }
   for (size_t i = 0; i < group.size(); ++i) {
     const ScalarCodecGemvParams& p = group[i];
     const int entry = static_cast<int>(i);
     if (!p.tiled) return Bad(entry, "not tiled (every entry of a tiled launch must be)");
     if (!TiledLayoutApplies(p)) return Bad(entry, "weight fields do not describe a tiled layout");
-    if (p.cols != p0.cols || p.batch != p0.batch || p.x != p0.x || p.x_stride != p0.x_stride || p.bits != p0.bits)
-      return Bad(entry, "bits, cols, batch, x and x_stride must equal entry 0's");
+    if (p.cols != p0.cols || p.batch != p0.batch || p.x != p0.x || p.x_stride != p0.x_stride)
+      return Bad(entry, "cols, batch, x and x_stride must equal entry 0's");
+    if (p.bits != a->lo_bits && p.bits != a->hi_bits) {
+      return Bad(entry, "bits ", p.bits, " is a third K in one launch (it reads at most two: ", a->lo_bits, " and ",
+                 a->hi_bits, ")");
+    }
     if (p.batch < 1 || p.batch > kGemvMaxBatch) return Bad(entry, "batch ", p.batch, " not in 1..", kGemvMaxBatch);
     if (p.x == nullptr || p.y == nullptr) return Bad(entry, "x and y must be non-null");
     if (reinterpret_cast<uintptr_t>(p.x) % 16 != 0 || p.x_stride % 8 != 0 || p.x_stride < p.cols)
@@ -398,6 +422,7 @@ absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, Tiled
                           p.y,
                           p.y_stride,
                           p.groups_per_row,
+                          p.bits,
                           static_cast<uint32_t>(((int64_t{1} << 31) + per_scale - 1) / per_scale),
                           static_cast<int>(*tiles)};
     *tiles += p.rows / kTiledTileRows;
@@ -408,7 +433,6 @@ absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, Tiled
   a->groups = static_cast<int>(p0.cols / kTiledGroupCols);
   a->batch = p0.batch;
   a->count = static_cast<int>(group.size());
-  a->bits = p0.bits;
   return absl::OkStatus();
 }
 
@@ -447,29 +471,34 @@ absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> 
   const int ahead = tuning.groups_ahead == 0 ? PlanTiledGroupsAhead(tiles, a.groups, w, sms) : tuning.groups_ahead;
   const detail::KernelShape shape{dim3(static_cast<unsigned>(tiles)), dim3(static_cast<unsigned>(w * kLanes))};
   auto launch = [&](auto kernel) { return detail::LaunchKernel(shape, stream, kernel, a); };
-  auto by_ahead = [&](auto k_c, auto w_c) -> absl::Status {
-    constexpr int kK = decltype(k_c)::value;
-    constexpr int kW = decltype(w_c)::value;
+  auto by_ahead = [&]<int kLo, int kHi, int kW>() -> absl::Status {
     switch (ahead) {
-      case 1: return launch(TiledGemvKernel<kK, kW, 1>);
-      case 2: return launch(TiledGemvKernel<kK, kW, 2>);
-      default: return launch(TiledGemvKernel<kK, kW, 4>);
+      case 1: return launch(TiledGemvKernel<kLo, kHi, kW, 1>);
+      case 2: return launch(TiledGemvKernel<kLo, kHi, kW, 2>);
+      default: return launch(TiledGemvKernel<kLo, kHi, kW, 4>);
     }
   };
-  auto by_warps = [&](auto k_c) -> absl::Status {
+  auto by_warps = [&]<int kLo, int kHi>() -> absl::Status {
     switch (w) {
-      case 1: return by_ahead(k_c, std::integral_constant<int, 1>{});
-      case 2: return by_ahead(k_c, std::integral_constant<int, 2>{});
-      case 4: return by_ahead(k_c, std::integral_constant<int, 4>{});
-      case 8: return by_ahead(k_c, std::integral_constant<int, 8>{});
-      default: return by_ahead(k_c, std::integral_constant<int, 16>{});
+      case 1: return by_ahead.template operator()<kLo, kHi, 1>();
+      case 2: return by_ahead.template operator()<kLo, kHi, 2>();
+      case 4: return by_ahead.template operator()<kLo, kHi, 4>();
+      case 8: return by_ahead.template operator()<kLo, kHi, 8>();
+      default: return by_ahead.template operator()<kLo, kHi, 16>();
     }
   };
-  switch (a.bits) {
-    case 2: return by_warps(std::integral_constant<int, 2>{});
-    case 3: return by_warps(std::integral_constant<int, 3>{});
-    case 4: return by_warps(std::integral_constant<int, 4>{});
-    default: return by_warps(std::integral_constant<int, 8>{});
+  // Every K pair of {2, 3, 4, 8} (BuildTiledArgs has checked the entries' K).
+  switch (a.lo_bits * 10 + a.hi_bits) {
+    case 22: return by_warps.template operator()<2, 2>();
+    case 23: return by_warps.template operator()<2, 3>();
+    case 24: return by_warps.template operator()<2, 4>();
+    case 28: return by_warps.template operator()<2, 8>();
+    case 33: return by_warps.template operator()<3, 3>();
+    case 34: return by_warps.template operator()<3, 4>();
+    case 38: return by_warps.template operator()<3, 8>();
+    case 44: return by_warps.template operator()<4, 4>();
+    case 48: return by_warps.template operator()<4, 8>();
+    default: return by_warps.template operator()<8, 8>();
   }
 }
 

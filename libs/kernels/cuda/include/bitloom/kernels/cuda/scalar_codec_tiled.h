@@ -16,7 +16,8 @@
 // A weight is tiled when TiledLayoutApplies: K = 2, 3, 4 or 8, rows a multiple of 16, cols a multiple of
 // 128, group size a multiple of 128, and a 16-row tile small enough to pass through one block's
 // shared memory during the rewrite. ScalarCodecGemvParams::tiled marks it; LaunchScalarCodecGemv(Group)
-// then runs the tiled kernel (every entry of a group must be tiled and of one K, or none tiled), and
+// then runs the tiled kernel (every entry of a group must be tiled, with at most two distinct K, or none
+// tiled), and
 // LaunchScalarCodecDequant expands it for the prefill GEMM. The rotating and streamed launches do not
 // take tiled weights.
 //
@@ -57,7 +58,8 @@ struct TiledGemvTuning {
 };
 
 // y = W'·x for every entry of a group of tiled weights (LaunchScalarCodecGemvGroup's contract;
-// that launcher forwards here when the entries are tiled). INVALID_ARGUMENT naming the entry and
+// that launcher forwards here when the entries are tiled). The entries may mix two K (q at 2 bits,
+// k/v at 3): each block decodes its tile with its entry's K. INVALID_ARGUMENT naming the entry and
 // field, or a knob out of range; INTERNAL for a launch error.
 absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> group,
                                         const TiledGemvTuning& tuning, cudaStream_t stream);
