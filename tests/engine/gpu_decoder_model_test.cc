@@ -740,6 +740,55 @@ void ExpectSameDecode(const modelstore::ArtifactReader& reader, VramPool* pool,
   ASSERT_TRUE((*b)->Release(sb).ok());
 }
 
+// fuse_attention_combine (the default): at decode batches from 4 the o_proj rotation merges the
+// attention splits itself; batch-4 steps equal those with the combine kernel bit for bit (prompts
+// of 30-45 tokens, so the 256-token bound's splits of 32 hold data in one to three of them), with
+// graphs on and off; Gemma 3's flavour adds head_dim 256, sliding windows and sandwich norms.
+TEST(GpuDecoderModel, AttentionMergedByTheRotationMatchesTheCombineKernel) {
+  SKIP_WITHOUT_GPU();
+  auto pool = DevicePool(uint64_t{256} << 20);
+  for (const char* flavour : {"llama_pow2", "gemma3"}) {
+    SCOPED_TRACE(flavour);
+    ScratchDir dir;
+    v1::ModelConfig config = GpuConfig(flavour);
+    config.set_num_layers(2);
+    WriteModel(dir.Join("m.bitloom"), dir.path(), config, LinearForm::kQuantized);
+    auto reader = Open(dir.Join("m.bitloom"));
+    for (const bool graphs : {true, false}) {
+      SCOPED_TRACE(absl::StrCat("graphs ", graphs));
+      GpuModelOptions merged = SmallOptionsNamed(absl::StrCat("merged", graphs));
+      merged.use_cuda_graphs = graphs;
+      GpuModelOptions combined = merged;
+      combined.model_id = absl::StrCat("combined", graphs);
+      combined.fuse_attention_combine = false;
+      auto a = GpuDecoderModel::Load(*reader, pool.get(), merged);
+      auto b = GpuDecoderModel::Load(*reader, pool.get(), combined);
+      ASSERT_TRUE(a.ok() && b.ok());
+      std::vector<SequenceId> sa, sb;
+      std::vector<int32_t> tokens;
+      for (int i = 0; i < 4; ++i) {
+        sa.push_back(*(*a)->AddSequence());
+        sb.push_back(*(*b)->AddSequence());
+        const std::vector<int32_t> prompt = Prompt(30 + 5 * i, config.vocab_size(), 40 + i);
+        auto la = (*a)->Prefill(sa.back(), prompt);
+        ASSERT_TRUE(la.ok() && (*b)->Prefill(sb.back(), prompt).ok());
+        tokens.push_back(ArgMax(*la));
+      }
+      for (int step = 0; step < 24; ++step) {
+        auto da = (*a)->DecodeStep(sa, tokens);
+        auto db = (*b)->DecodeStep(sb, tokens);
+        ASSERT_TRUE(da.ok() && db.ok());
+        ASSERT_EQ(*da, *db) << "step " << step;
+        const int64_t vocab = config.vocab_size();
+        for (int i = 0; i < 4; ++i) {
+          tokens[i] = static_cast<int32_t>(
+              std::max_element(da->begin() + i * vocab, da->begin() + (i + 1) * vocab) - (da->begin() + i * vocab));
+        }
+      }
+    }
+  }
+}
+
 TEST(GpuDecoderModel, RotatingGemvMatchesRotationKernels) {
   SKIP_WITHOUT_GPU();
   ScratchDir dir;

@@ -19,7 +19,9 @@
 #include "bitloom/core/dtype.h"
 #include "bitloom/core/thread_pool.h"
 #include "bitloom/kernels/attention.h"
+#include "bitloom/kernels/cuda/hadamard_rotation.h"
 #include "bitloom/kernels/cuda/paged_attention.h"
+#include "bitloom/kernels/hadamard.h"
 #include "test_util.h"
 
 namespace bitloom::kernels::cuda {
@@ -579,6 +581,73 @@ TEST(CudaPagedDecodeAttention, GraphReplayReadsNewLengths) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+// defer_combine: the split kernel alone leaves the partials, and the o_proj input rotation merging
+// them as it loads (HadamardRotateParams::splits) writes exactly what combine-then-rotate writes:
+// Llama-3 (4096 = 32 × 128, a cluster of two blocks per row) and Gemma 3 (1024 = 4 × 256), batch 1
+// and 3 with lengths from one token to past a split, a sliding window, and a rotation forced to one
+// block per row. With one split nothing is deferred (DeferredDecodeSplits is empty).
+TEST(CudaPagedDecodeAttention, DeferredSplitsMergedByTheRotationBitForBit) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    Shape shape;
+    int window;
+    std::vector<int> lens;
+    int cluster_blocks;
+  };
+  for (const Case& k : {Case{kLlama3, 0, {700}, 0}, Case{kLlama3, 0, {4097, 1, 300}, 0},
+                        Case{kLlama3, 256, {4097, 17, 300}, 1}, Case{kGemma3, 0, {300, 4097, 2}, 0}}) {
+    DecodeCase c{k.shape, 16, k.window, 0.0f, k.lens, 4097, ActivationType::kF16, ActivationType::kF32};
+    SCOPED_TRACE(::testing::Message() << c.shape.name << " batch " << c.lens.size() << " window " << c.window);
+    PagedCacheFixture cache(c.shape, c.page_size, c.lens, 5000, c.max_seq_len);
+    const int batch = static_cast<int>(c.lens.size());
+    const int64_t n = int64_t{c.shape.num_heads} * c.shape.head_dim;
+    const Queries q = MakeQueries(batch * n, 5001, c.q_type);
+    DeviceBuffer d_q(batch * n * 2), d_lens(batch * 4), d_attn((batch * n + kTail) * 4);
+    d_q.Upload(q.f16);
+    d_lens.Upload(c.lens);
+    PagedDecodeAttentionParams p = DecodeParams(c, cache, d_q, d_lens, d_attn, d_attn);
+    DeviceBuffer d_ws(DecodeAttentionWorkspaceBytes(p));
+    p.workspace = d_ws.as();
+    p.workspace_bytes = d_ws.bytes();
+    auto rotation = HadamardRotation::Create(n, 77);
+    ASSERT_TRUE(rotation.ok()) << rotation.status();
+    const int64_t out_stride = n + 32;
+    DeviceBuffer d_combined(batch * out_stride * 2), d_merged(batch * out_stride * 2);
+    HadamardRotateParams rp;
+    rp.rotation = DescribeRotation(*rotation, nullptr);
+    rp.out_stride = out_stride;
+    rp.batch = batch;
+    rp.cluster_blocks = k.cluster_blocks;
+    // Reference: attention with its combine kernel, then the rotation of its output.
+    ASSERT_TRUE(LaunchPagedDecodeAttention(p, nullptr).ok());
+    rp.x = d_attn.as();
+    rp.x_stride = n;
+    rp.out = d_combined.as();
+    ASSERT_TRUE(LaunchHadamardRotate(rp, nullptr).ok());
+    // Deferred: the split kernel only, the rotation merges.
+    p.defer_combine = true;
+    const DecodeAttentionSplits splits = DeferredDecodeSplits(p);
+    ASSERT_GT(splits.num_splits, 1);
+    ASSERT_TRUE(LaunchPagedDecodeAttention(p, nullptr).ok());
+    rp.x = nullptr;
+    rp.splits = splits;
+    rp.out = d_merged.as();
+    const absl::Status merged = LaunchHadamardRotate(rp, nullptr);
+    ASSERT_TRUE(merged.ok()) << merged;
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(d_merged.DownloadBytes(), d_combined.DownloadBytes());
+
+    rp.x = d_attn.as();  // an attention input takes no other input
+    EXPECT_EQ(LaunchHadamardRotate(rp, nullptr).code(), absl::StatusCode::kInvalidArgument);
+    rp.x = nullptr;
+    rp.schedule = RotateSchedule::kRowPerBlock;
+    EXPECT_EQ(LaunchHadamardRotate(rp, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  }
+  PagedDecodeAttentionParams one = DecodeShape(kLlama3, 64, 32, 0);  // 64 sequences of <= 32 tokens
+  EXPECT_EQ(PlanDecodeAttention(one).num_splits, 1);
+  EXPECT_EQ(DeferredDecodeSplits(one).num_splits, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

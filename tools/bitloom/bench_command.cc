@@ -34,8 +34,11 @@ ABSL_FLAG(bool, streamed_gemv, false,
           "bench: let decode GEMVs stream weights through shared memory where the kernel alone is "
           "faster (sm_90; false: the register pipeline everywhere)");
 ABSL_FLAG(bool, tiled_gemv, true,
-          "bench: rewrite 4-bit weights into the tiled layout at load (GpuModelOptions::tiled_gemv; "
-          "false: the artifact layout everywhere)");
+          "bench: rewrite 2-, 3-, 4- and 8-bit weights into the tiled layout at load "
+          "(GpuModelOptions::tiled_gemv; false: the artifact layout everywhere)");
+ABSL_FLAG(bool, fuse_attention_combine, true,
+          "bench: the o_proj input rotation merges decode attention's splits (GpuModelOptions::"
+          "fuse_attention_combine; false: the combine kernel)");
 ABSL_FLAG(double, vram_fraction, 0.9, "bench: fraction of free GPU memory for the pool");
 ABSL_FLAG(double, vram_budget_gib, 0,
           "bench: the pool's exact size in GiB (e.g. 24 to check a memory target); 0: --vram_fraction");
@@ -147,6 +150,7 @@ int RunBench(const std::string& artifact_name, const std::string& inferd_address
   gpu.rotating_gemv = absl::GetFlag(FLAGS_rotating_gemv);
   gpu.streamed_gemv = absl::GetFlag(FLAGS_streamed_gemv);
   gpu.tiled_gemv = absl::GetFlag(FLAGS_tiled_gemv);
+  gpu.fuse_attention_combine = absl::GetFlag(FLAGS_fuse_attention_combine);
   gpu.vram_fraction = absl::GetFlag(FLAGS_vram_fraction);
   gpu.vram_budget_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_vram_budget_gib) * double(uint64_t{1} << 30));
   gpu.embedding_in_host = absl::GetFlag(FLAGS_embedding_in_host);

@@ -281,6 +281,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
   model_options.use_cuda_graphs = options.cuda_graphs;
   model_options.rotating_gemv = options.rotating_gemv;
   model_options.tiled_gemv = options.tiled_gemv;
+  model_options.fuse_attention_combine = options.fuse_attention_combine;
   model_options.embedding_in_host = options.embedding_in_host;
   if (options.prefill_gemm_bytes > 0) model_options.prefill_gemm_bytes = options.prefill_gemm_bytes;
   model_options.kv_pages = std::max(max_batch * PagesFor(decode_len, model_options.page_size),
@@ -297,6 +298,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
                           {"dependent_launch", kernels::cuda::DependentLaunchEnabled()},
                           {"streamed_gemv", kernels::cuda::StreamedGemvEnabled()},
                           {"tiled_gemv", model_options.tiled_gemv},
+                          {"fuse_attention_combine", model_options.fuse_attention_combine},
                           {"prefill_gemm_bytes", model_options.prefill_gemm_bytes}};
 
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<engine::PoolMemory> memory,

@@ -45,6 +45,7 @@ struct GpuBenchOptions {
   bool rotating_gemv = true;   // GpuModelOptions::rotating_gemv
   bool streamed_gemv = false;  // kernels::cuda::SetStreamedGemv
   bool tiled_gemv = true;      // GpuModelOptions::tiled_gemv
+  bool fuse_attention_combine = true;  // GpuModelOptions::fuse_attention_combine
   double vram_fraction = 0.9;  // of the free device memory, for the pool
   uint64_t vram_budget_bytes = 0;  // when > 0, the pool is exactly this (instead of the fraction)
   bool embedding_in_host = false;  // GpuModelOptions::embedding_in_host

@@ -127,8 +127,19 @@ absl::StatusOr<uint64_t> RetileGroup(absl::Span<GpuLinear* const> group, cudaStr
   return bytes;
 }
 
+bool TakesAttentionSplits(const GpuLinear& w, const cuda::DecodeAttentionSplits& splits, int64_t rows, int sm) {
+  if (!w.quantized || splits.num_splits < 2 || rows < 1 || rows > cuda::kMaxRotateBatch) return false;
+  cuda::HadamardRotateParams p;
+  p.rotation = w.rotation;
+  p.splits = splits;
+  p.out = &p;  // any non-null address: planning launches nothing
+  p.out_stride = w.rotated_stride;
+  p.batch = static_cast<int>(rows);
+  return cuda::PlanHadamardRotate(sm, p).ok();
+}
+
 bool UsesRotatingGemv(absl::Span<const LinearOutput> outputs, const LinearInput& in, int64_t rows) {
-  if (!in.allow_rotating_gemv || rows != 1 || in.gated.up != nullptr || outputs.empty() ||
+  if (!in.allow_rotating_gemv || rows != 1 || in.gated.up != nullptr || in.splits.acc != nullptr || outputs.empty() ||
       outputs.size() > static_cast<size_t>(cuda::kGemvMaxGroup) || !AllQuantized(outputs)) {
     return false;
   }
@@ -166,7 +177,7 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const Linear
   }
   const float* x = in.x;
   const int64_t x_stride = in.x_stride;
-  const bool fused = in.gated.up != nullptr || in.norm.residual != nullptr;
+  const bool fused = in.gated.up != nullptr || in.norm.residual != nullptr || in.splits.acc != nullptr;
   // The norm input's residual update: applied by the group's first rotation only.
   kernels::cuda::RotateNormInput norm = in.norm;
   // What the scratch holds for this x: the rotation last applied (width, seed), and whether the fp16
@@ -192,7 +203,7 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const Linear
         for (int64_t r0 = 0; r0 < rows; r0 += cuda::kMaxRotateBatch) {
           cuda::HadamardRotateParams rp;
           rp.rotation = w.rotation;
-          rp.x = norm.residual != nullptr ? nullptr : x + r0 * x_stride;
+          rp.x = norm.residual != nullptr || in.splits.acc != nullptr ? nullptr : x + r0 * x_stride;
           rp.x_type = cuda::ActivationType::kF32;
           rp.x_stride = x_stride;
           rp.out = scratch.rotated + r0 * w.rotated_stride;
@@ -203,6 +214,13 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const Linear
             rp.up = in.gated.up + r0 * in.gated.up_stride;
             rp.up_stride = in.gated.up_stride;
             rp.activation = in.gated.activation;
+          }
+          if (in.splits.acc != nullptr) {
+            const int64_t heads = int64_t{in.splits.num_heads} * in.splits.num_splits;
+            rp.splits = in.splits;
+            rp.splits.acc += r0 * heads * in.splits.head_dim;
+            rp.splits.ml += r0 * heads * 2;
+            rp.splits.seq_lens += r0;
           }
           if (norm.residual != nullptr) {
             rp.norm = norm;

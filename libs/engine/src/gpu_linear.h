@@ -104,7 +104,14 @@ struct LinearInput {
   kernels::cuda::RotateNormInput norm;
   bool allow_rotating_gemv = false;
   float* residual_out = nullptr;  // norm input of a rotating GEMV: receives residual + delta
+  // Attention input (x unused): the rows are decode attention's outputs, merged from these split
+  // partials by the rotation (TakesAttentionSplits must hold for every layer of the group).
+  kernels::cuda::DecodeAttentionSplits splits;
 };
+
+// Whether the input rotation of quantized `w` can merge `splits` for `rows` rows on a device of
+// compute capability `sm` (the register-tiled schedule covers w's width).
+bool TakesAttentionSplits(const GpuLinear& w, const kernels::cuda::DecodeAttentionSplits& splits, int64_t rows, int sm);
 
 // Whether every output's layer is quantized (the fused inputs above apply).
 bool AllQuantized(absl::Span<const LinearOutput> outputs);

@@ -19,6 +19,7 @@
 #include "device_util.cuh"
 #include "block_reduce.cuh"
 #include "gated_activation.cuh"
+#include "paged_attention.cuh"  // MergeDecodeSplits
 #include "hadamard_rotation_tiled.cuh"
 #include "launch.h"
 
@@ -194,6 +195,7 @@ struct TiledArgs {
   int64_t up_stride;    // elements
   Activation activation;
   RotateNormInput rms;  // residual RMSNorm input when rms.residual is set (x is the residual)
+  DecodeAttentionSplits splits;  // attention partials when splits.acc is set (row = sequence)
 };
 
 // Pass 0's input tile of a residual-RMSNorm rotation: residual += delta (stored back), Σr² into
@@ -323,6 +325,9 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
       float v[detail::kTile];
       if (pass == 0 && rms) {
         LoadNormTile(a.rms, row, chunk0 + u0, a.vector_load, v, sum_sq);
+      } else if (pass == 0 && a.splits.acc != nullptr) {  // 16 dims of one head
+        const int e = chunk0 + u0;
+        detail::MergeDecodeSplits(a.splits, static_cast<int>(row), e / a.splits.head_dim, e % a.splits.head_dim, v);
       } else if (pass == 0) {  // b = 0: u0 = 16·t
         detail::LoadTile(x + chunk0 + u0, a.vector_load, v);
         if (up != nullptr) {
@@ -486,7 +491,22 @@ absl::Status Validate(const HadamardRotateParams& p) {
     return absl::InvalidArgumentError("LaunchHadamardRotate: rotation.base is null but p > 1");
   }
   const RotateNormInput& rms = p.norm;
-  if (rms.residual != nullptr) {
+  const DecodeAttentionSplits& sp = p.splits;
+  if (sp.acc != nullptr) {
+    if (p.x != nullptr || p.up != nullptr || rms.residual != nullptr) {
+      return absl::InvalidArgumentError(
+          "LaunchHadamardRotate: an attention input (splits.acc set) takes no x, up or norm.residual");
+    }
+    if (sp.ml == nullptr || sp.seq_lens == nullptr || sp.num_splits < 2 || sp.split_len < 1 ||
+        (sp.head_dim != 64 && sp.head_dim != 128 && sp.head_dim != 256) ||
+        int64_t{sp.num_heads} * sp.head_dim != r.n || p.x_type != ActivationType::kF32) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "LaunchHadamardRotate: splits (num_heads ", sp.num_heads, ", head_dim ", sp.head_dim, ", num_splits ",
+          sp.num_splits, ", split_len ", sp.split_len,
+          ") must have ml and seq_lens, head_dim 64/128/256, num_heads·head_dim = n = ", r.n,
+          ", num_splits >= 2, split_len >= 1 and x_type kF32"));
+    }
+  } else if (rms.residual != nullptr) {
     if (p.x != nullptr || p.up != nullptr) {
       return absl::InvalidArgumentError(
           "LaunchHadamardRotate: a norm input (norm.residual set) takes no x and no up");
@@ -514,7 +534,7 @@ absl::Status Validate(const HadamardRotateParams& p) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: up_stride ", p.up_stride,
                                                    " must be >= n = ", r.n));
   }
-  if ((rms.residual == nullptr && p.x_stride < r.n) || p.out_stride < r.n) {
+  if ((rms.residual == nullptr && sp.acc == nullptr && p.x_stride < r.n) || p.out_stride < r.n) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: x_stride ", p.x_stride,
                                                    " and out_stride ", p.out_stride,
                                                    " must be >= n = ", r.n));
@@ -636,7 +656,12 @@ absl::Status PlanTiled(const RotationDesc& r, int sm, int cluster_request, bool 
 absl::StatusOr<RotateSchedule> ChooseSchedule(int sm, const HadamardRotateParams& p,
                                               TiledPlan* tiled) {
   if (absl::Status s = Validate(p); !s.ok()) return s;
-  if (p.schedule == RotateSchedule::kRowPerBlock) return RotateSchedule::kRowPerBlock;
+  if (p.schedule == RotateSchedule::kRowPerBlock) {
+    if (p.splits.acc != nullptr) {
+      return absl::InvalidArgumentError("LaunchHadamardRotate: an attention input needs the register-tiled schedule");
+    }
+    return RotateSchedule::kRowPerBlock;
+  }
   if (p.cluster_blocks == 0 && p.batch >= kWholeRowBatch) {
     // Many rows: the fewest blocks per row that plan (shared memory, a divisor of p).
     for (int c = 1; c <= kMaxClusterBlocks; ++c) {
@@ -646,9 +671,21 @@ absl::StatusOr<RotateSchedule> ChooseSchedule(int sm, const HadamardRotateParams
       }
     }
   }
+  // An attention input reads num_splits partials per element: spread a row over the most blocks
+  // (SMs) that split it, so no SM's loads serialise the merge.
+  if (p.splits.acc != nullptr && p.cluster_blocks == 0 && sm >= 90) {
+    for (int c = kMaxClusterBlocks; c > 1; --c) {
+      if (PlanTiled(p.rotation, sm, c, false, tiled).ok()) return RotateSchedule::kRegisterTiled;
+    }
+  }
   const absl::Status s =
       PlanTiled(p.rotation, sm, p.cluster_blocks, p.norm.residual != nullptr, tiled);
   if (s.ok()) return RotateSchedule::kRegisterTiled;
+  if (p.splits.acc != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LaunchHadamardRotate: an attention input needs the register-tiled schedule, which cannot run n = ",
+        p.rotation.n, ": ", s.message()));
+  }
   if (p.schedule == RotateSchedule::kRegisterTiled || p.cluster_blocks != 0) return s;
   return RotateSchedule::kRowPerBlock;
 }
@@ -707,6 +744,7 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
   a.up_stride = p.up_stride;
   a.activation = p.activation;
   a.rms = p.norm;
+  a.splits = p.splits;
   auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P>;
   if (plan.shared_bytes > 48 * 1024) {
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(

@@ -271,9 +271,7 @@ __global__ void __launch_bounds__(D) DecodeCombineKernel(const DecodeArgs a) {
   detail::WaitForPredecessors();
   const int64_t bh = int64_t{blockIdx.y} * a.num_heads + blockIdx.x;
   const int64_t row0 = bh * a.num_splits;
-  const int len = a.seq_lens[blockIdx.y];
-  const int start = a.window > 0 ? max(0, len - a.window) : 0;
-  const int splits = min(a.num_splits, (len - start + a.split_len - 1) / a.split_len);
+  const int splits = detail::SplitsOfSequence(a.seq_lens[blockIdx.y], a.window, a.split_len, a.num_splits);
   const float* ml = a.ws_ml + row0 * 2;
   float mx = -INFINITY;
   for (int s = threadIdx.x; s < splits; s += D) {
@@ -623,7 +621,7 @@ absl::Status LaunchDecodeDim(const PagedDecodeAttentionParams& p, const DecodeAt
       !s.ok()) {
     return s;
   }
-  if (plan.num_splits == 1) return absl::OkStatus();
+  if (plan.num_splits == 1 || p.defer_combine) return absl::OkStatus();
   const dim3 cgrid(static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
   return detail::LaunchKernel({cgrid, dim3(D)}, stream, DecodeCombineKernel<D>, a);
 }
@@ -701,6 +699,22 @@ size_t DecodeAttentionWorkspaceBytes(const PagedDecodeAttentionParams& p) {
   return static_cast<size_t>(std::max(p.batch, 0)) * static_cast<size_t>(std::max(p.num_heads, 0)) *
          static_cast<size_t>(plan.num_splits) *
          static_cast<size_t>(std::max(p.cache.head_dim, 0) + 2) * sizeof(float);
+}
+
+DecodeAttentionSplits DeferredDecodeSplits(const PagedDecodeAttentionParams& p) {
+  const DecodeAttentionPlan plan = PlanDecodeAttention(p);
+  DecodeAttentionSplits s;
+  if (plan.num_splits <= 1) return s;
+  const DecodeArgs a = MakeDecodeArgs(p, plan);
+  s.acc = a.ws_acc;
+  s.ml = a.ws_ml;
+  s.seq_lens = p.seq_lens;
+  s.num_heads = p.num_heads;
+  s.head_dim = p.cache.head_dim;
+  s.num_splits = plan.num_splits;
+  s.split_len = plan.split_len;
+  s.window = p.sliding_window;
+  return s;
 }
 
 bool IsSupported(int sm, const PagedDecodeAttentionParams& params) {

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "bitloom/kernels/cuda/attention_splits.h"
+
 namespace bitloom::kernels::cuda::detail {
 
 // Element offset (in fp16 units) of dim 0 of kv head `kv_head` at position `t` of the sequence
@@ -79,6 +81,45 @@ __device__ __forceinline__ float TransformScore(float dot, float scale, float so
 // giving 0 even when m is −inf too (where x − m would be NaN).
 __device__ __forceinline__ float ExpDiff(float x, float m) {
   return x == -INFINITY ? 0.0f : __expf(x - m);
+}
+
+// Splits holding tokens of a sequence of `len` cached tokens (the others wrote nothing).
+__device__ __forceinline__ int SplitsOfSequence(int len, int window, int split_len, int num_splits) {
+  const int start = window > 0 ? max(0, len - window) : 0;
+  return min(num_splits, (len - start + split_len - 1) / split_len);
+}
+
+// Dims d0..d0+N−1 of head `head` of sequence b merged from its splits' partials with
+// DecodeCombineKernel's arithmetic (the max over splits, weights ExpDiff(m_s, max), then fmaf in
+// split order), so the result equals that kernel's bit for bit.
+template <int N>
+__device__ __forceinline__ void MergeDecodeSplits(const DecodeAttentionSplits& s, int b, int head, int d0,
+                                                  float (&v)[N]) {
+  const int64_t row0 = (int64_t{b} * s.num_heads + head) * s.num_splits;
+  const int splits = SplitsOfSequence(s.seq_lens[b], s.window, s.split_len, s.num_splits);
+  const float* ml = s.ml + row0 * 2;
+  float mx = -INFINITY;
+  for (int k = 0; k < splits; ++k) mx = fmaxf(mx, ml[2 * k]);
+  float sum = 0.0f;
+#pragma unroll
+  for (int q = 0; q < N; ++q) v[q] = 0.0f;
+  static_assert(N % 4 == 0, "16-byte loads of the partials");
+  const float4* acc = reinterpret_cast<const float4*>(s.acc + row0 * s.head_dim + d0);  // d0 % N == 0
+#pragma unroll 4
+  for (int k = 0; k < splits; ++k) {
+    const float w = ExpDiff(ml[2 * k], mx);
+    sum = fmaf(w, ml[2 * k + 1], sum);
+#pragma unroll
+    for (int q = 0; q < N / 4; ++q) {
+      const float4 a = acc[int64_t{k} * (s.head_dim / 4) + q];
+      v[4 * q] = fmaf(w, a.x, v[4 * q]);
+      v[4 * q + 1] = fmaf(w, a.y, v[4 * q + 1]);
+      v[4 * q + 2] = fmaf(w, a.z, v[4 * q + 2]);
+      v[4 * q + 3] = fmaf(w, a.w, v[4 * q + 3]);
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < N; ++q) v[q] = sum > 0.0f ? v[q] / sum : 0.0f;
 }
 
 __device__ __forceinline__ float WarpMax(float v) {

@@ -82,6 +82,12 @@ struct GpuModelOptions {
   // artifact layout's within the GEMV tolerance. A tiled group has no rotating launch (rotating_gemv
   // does not apply to it). false keeps the artifact layout everywhere (A/B benchmarks).
   bool tiled_gemv = true;
+  // At decode batches of 4 or more, a quantized o_proj's input rotation merges split attention's
+  // partials as it loads them (kernels/cuda/hadamard_rotation.h, attention input) instead of after a
+  // combine kernel: one launch per layer less, the same result bit for bit. Batches below 4 (where it
+  // measured slower), and widths the rotation cannot take this way (no register-tiled schedule), run
+  // the combine kernel. false: always the combine kernel.
+  bool fuse_attention_combine = true;
   // Reserve the on-GPU sampler's workspace for max_batch rows (DecodeAndSample()).
   bool enable_sampling = true;
   // Sequences (open at once) whose token counts the device keeps for the sampler's penalties, with

@@ -20,6 +20,11 @@
 // squares is reduced across the cluster while the butterflies run); the result agrees with
 // norm-then-rotate to a few fp32 ulps, not bit for bit.
 //
+// Or the input may be decode attention's per-split partials (`splits` set, from a launch with
+// defer_combine): row b is sequence b's attention output, merged as it is loaded with the combine
+// kernel's arithmetic, so the result equals combine-then-rotate bit for bit (register-tiled schedule
+// only).
+//
 // Two schedules (docs/KERNELS.md, "Rotation"). The register-tiled one covers every width whose L
 // is at least 16 and whose p is 1 or one of the Paley orders 12, 20, 28, 36, 60 (all the real model
 // widths): each thread holds 16 elements and does 4 butterfly stages in registers per pass, and a
@@ -39,6 +44,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "bitloom/kernels/activations.h"
+#include "bitloom/kernels/cuda/attention_splits.h"
 #include "bitloom/kernels/hadamard.h"
 
 namespace bitloom::kernels::cuda {
@@ -90,6 +96,9 @@ struct HadamardRotateParams {
   Activation activation = Activation::kSilu;
   // Residual RMSNorm input: with norm.residual set, x must be null (the residual is the input).
   RotateNormInput norm;
+  // Attention input: with splits.acc set, x, up and norm.residual must be null; row b merges the
+  // partials of sequence b (n = num_heads·head_dim). Needs the register-tiled schedule.
+  DecodeAttentionSplits splits;
   // Left at their defaults the launcher picks; tests and benchmarks force a schedule with them.
   RotateSchedule schedule = RotateSchedule::kAuto;
   int cluster_blocks = 0;  // register-tiled only: thread blocks per row, 1..8 (> 1: a cluster,
@@ -128,7 +137,8 @@ bool IsSupported(int sm, const HadamardRotateParams& params);
 // zero-padded to out_stride.
 // INVALID_ARGUMENT for null pointers, strides < n, batch outside 1..kMaxRotateBatch, p·L != n, a
 // missing base matrix, a gated input with fp16 x, a norm input with x or up also set or a null
-// weight, or a forced schedule that cannot run the shape; INTERNAL for a CUDA launch error. Rows too wide for shared
+// weight, an attention input with another input set or a shape that does not give n, or with a
+// schedule other than the register-tiled one, or a forced schedule that cannot run the shape; INTERNAL for a CUDA launch error. Rows too wide for shared
 // memory fail at launch (check IsSupported first). The first launch on each device queries its
 // compute capability once (cached).
 absl::Status LaunchHadamardRotate(const HadamardRotateParams& params, cudaStream_t stream);

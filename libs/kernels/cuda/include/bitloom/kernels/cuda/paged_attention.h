@@ -30,6 +30,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "bitloom/kernels/cuda/attention_splits.h"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"  // ActivationType
 
 namespace bitloom::kernels::cuda {
@@ -66,6 +67,9 @@ struct PagedDecodeAttentionParams {
   int sliding_window = 0;      // 0: global attention
   void* workspace = nullptr;  // device, >= DecodeAttentionWorkspaceBytes(*this) bytes, 16-B aligned
   size_t workspace_bytes = 0;
+  // With more than one split, launch only the split kernel and leave the partials in the workspace
+  // for a consumer that merges them as it loads (DeferredDecodeSplits); `out` is not written then.
+  bool defer_combine = false;
 };
 
 inline constexpr int kDecodeMaxBatch = 65535;  // grid.z
@@ -88,12 +92,17 @@ DecodeAttentionPlan PlanDecodeAttention(const PagedDecodeAttentionParams& params
 // size it per batch-size bucket.
 size_t DecodeAttentionWorkspaceBytes(const PagedDecodeAttentionParams& params);
 
+// Where a launch of these params with defer_combine leaves its partials (the workspace, the plan's
+// splits); num_splits is 0 when the plan has one split (nothing is deferred, `out` is written).
+DecodeAttentionSplits DeferredDecodeSplits(const PagedDecodeAttentionParams& params);
+
 // Whether the kernels run these params on compute capability `sm`: sm_80 or newer and valid params.
 bool IsSupported(int sm, const PagedDecodeAttentionParams& params);
 
 // out[b, h] = attention of q[b, h] over positions [0, seq_lens[b]) of sequence b. INVALID_ARGUMENT
 // for inconsistent, null or misaligned params or a short workspace; INTERNAL for a CUDA launch
-// error. Two launches (split kernel, combine kernel) when the plan has more than one split.
+// error. Two launches (split kernel, combine kernel) when the plan has more than one split, unless
+// defer_combine.
 absl::Status LaunchPagedDecodeAttention(const PagedDecodeAttentionParams& params,
                                         cudaStream_t stream);
 
