@@ -242,10 +242,10 @@ HadamardRotateParams PlanProbe(const HadamardRotation& rot) {
 TEST(CudaHadamardRotationPlan, TiledScheduleCoversTheRealWidths) {
   struct Want {
     int64_t n;
-    int cluster_sm90;  // about 2048 elements per block, within the shape's constraints
+    int cluster_sm90;  // about 2048 elements per block (512 from 4096 wide), within the shape's constraints
   };
-  for (const Want w : {Want{576, 1}, Want{960, 1}, Want{1536, 1}, Want{2048, 1}, Want{4096, 2},
-                       Want{8192, 4}, Want{14336, 7}, Want{28672, 7}}) {
+  for (const Want w : {Want{576, 1}, Want{960, 1}, Want{1536, 1}, Want{2048, 1}, Want{4096, 8},
+                       Want{8192, 8}, Want{14336, 7}, Want{28672, 7}}) {
     SCOPED_TRACE(::testing::Message() << "n=" << w.n);
     absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(w.n, 3);
     ASSERT_TRUE(rot.ok());
@@ -276,7 +276,7 @@ TEST(CudaHadamardRotationPlan, ManyRowsKeepRowsWhole) {
     int cluster_many_rows;
     int cluster_decode;
   };
-  for (const Want w : {Want{4096, 1, 2}, Want{8192, 1, 4}, Want{14336, 1, 7}, Want{28672, 1, 7}}) {
+  for (const Want w : {Want{4096, 1, 8}, Want{8192, 1, 8}, Want{14336, 1, 7}, Want{28672, 1, 7}}) {
     SCOPED_TRACE(::testing::Message() << "n=" << w.n);
     absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(w.n, 3);
     ASSERT_TRUE(rot.ok());

@@ -103,7 +103,7 @@ struct HadamardRotateParams {
   RotateSchedule schedule = RotateSchedule::kAuto;
   int cluster_blocks = 0;  // register-tiled only: thread blocks per row, 1..8 (> 1: a cluster,
                            // sm_90+); 0: the launcher's choice (about 2048 elements per block at
-                           // decode batches; from kWholeRowBatch rows on, the fewest blocks per
+                           // decode batches, 512 from n = 4096; from kWholeRowBatch rows on, the fewest blocks per
                            // row whose shared memory fits: enough rows fill the GPU without
                            // splitting them)
 };
