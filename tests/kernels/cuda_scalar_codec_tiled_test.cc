@@ -66,6 +66,9 @@ TEST(CudaScalarCodecTiled, PlanGivesEachSmEnoughWarps) {
   EXPECT_EQ(PlanTiledGemv(256, 112, 132), 16);  // 8B down_proj
   EXPECT_EQ(PlanTiledGemv(512, 64, 132), 8);    // 70B q_proj/o_proj
   EXPECT_EQ(PlanTiledGemv(1792, 64, 132), 8);   // 70B gate_proj alone
+  EXPECT_EQ(PlanTiledGemv(3584, 64, 132), 4);   // 70B gate/up: 108 warps per SM
+  EXPECT_EQ(PlanTiledGemv(640, 64, 132), 8);    // 70B q/k/v
+  EXPECT_EQ(PlanTiledGemv(512, 224, 132), 16);  // 70B down_proj
   EXPECT_EQ(PlanTiledGemv(1, 2, 132), 2);       // never more warps than groups
   EXPECT_EQ(PlanTiledGemv(1, 1, 132), 1);
   EXPECT_EQ(PlanTiledGroupsAhead(64, 32, 16, 132), 2);   // 8B k_proj alone: 7.8 warps per SM

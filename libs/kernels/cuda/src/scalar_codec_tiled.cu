@@ -346,7 +346,8 @@ int PlanTiledGemv(int64_t tiles, int64_t groups_per_row, int multiprocessors) {
   const int64_t sms = std::max(multiprocessors, 1);
   int w = 1;
   while (w < kMaxTiledWarps && 2 * w <= groups_per_row &&
-         (tiles * w < kTiledMinWarpsPerSm * sms || groups_per_row > int64_t{kTiledMaxGroupsPerWarp} * w)) {
+         (tiles * w < kTiledMinWarpsPerSm * sms ||
+          (groups_per_row > int64_t{kTiledMaxGroupsPerWarp} * w && tiles * w < kTiledMaxWarpsPerSm * sms))) {
     w *= 2;
   }
   return w;
