@@ -740,6 +740,41 @@ void ExpectSameDecode(const modelstore::ArtifactReader& reader, VramPool* pool,
   ASSERT_TRUE((*b)->Release(sb).ok());
 }
 
+// ExpectSameDecode for a batch: one sequence per prompt in each model, then `steps` decode steps of
+// the whole batch on the same tokens (each row's next token is model a's argmax); the logits agree
+// within `tolerance` (0: bit for bit).
+void ExpectSameBatchDecode(const modelstore::ArtifactReader& reader, VramPool* pool, const GpuModelOptions& options_a,
+                           const GpuModelOptions& options_b, const std::vector<std::vector<int32_t>>& prompts,
+                           int steps, double tolerance) {
+  auto a = GpuDecoderModel::Load(reader, pool, options_a);
+  auto b = GpuDecoderModel::Load(reader, pool, options_b);
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<SequenceId> sa, sb;
+  std::vector<int32_t> tokens;
+  for (const std::vector<int32_t>& prompt : prompts) {
+    sa.push_back(*(*a)->AddSequence());
+    sb.push_back(*(*b)->AddSequence());
+    auto la = (*a)->Prefill(sa.back(), prompt);
+    ASSERT_TRUE(la.ok() && (*b)->Prefill(sb.back(), prompt).ok());
+    tokens.push_back(ArgMax(*la));
+  }
+  const int64_t vocab = (*a)->vocab_size();
+  for (int step = 0; step < steps; ++step) {
+    auto da = (*a)->DecodeStep(sa, tokens);
+    auto db = (*b)->DecodeStep(sb, tokens);
+    ASSERT_TRUE(da.ok() && db.ok());
+    if (tolerance == 0.0) {
+      ASSERT_EQ(*da, *db) << "step " << step;
+    } else {
+      EXPECT_LE(RelativeDifference(*da, *db), tolerance) << "step " << step;
+    }
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const auto row = da->begin() + static_cast<int64_t>(i) * vocab;
+      tokens[i] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+    }
+  }
+}
+
 // fuse_attention_combine (the default): at decode batches from 4 the o_proj rotation merges the
 // attention splits itself; batch-4 steps equal those with the combine kernel bit for bit (prompts
 // of 30-45 tokens, so the 256-token bound's splits of 32 hold data in one to three of them), with
@@ -761,30 +796,9 @@ TEST(GpuDecoderModel, AttentionMergedByTheRotationMatchesTheCombineKernel) {
       GpuModelOptions combined = merged;
       combined.model_id = absl::StrCat("combined", graphs);
       combined.fuse_attention_combine = false;
-      auto a = GpuDecoderModel::Load(*reader, pool.get(), merged);
-      auto b = GpuDecoderModel::Load(*reader, pool.get(), combined);
-      ASSERT_TRUE(a.ok() && b.ok());
-      std::vector<SequenceId> sa, sb;
-      std::vector<int32_t> tokens;
-      for (int i = 0; i < 4; ++i) {
-        sa.push_back(*(*a)->AddSequence());
-        sb.push_back(*(*b)->AddSequence());
-        const std::vector<int32_t> prompt = Prompt(30 + 5 * i, config.vocab_size(), 40 + i);
-        auto la = (*a)->Prefill(sa.back(), prompt);
-        ASSERT_TRUE(la.ok() && (*b)->Prefill(sb.back(), prompt).ok());
-        tokens.push_back(ArgMax(*la));
-      }
-      for (int step = 0; step < 24; ++step) {
-        auto da = (*a)->DecodeStep(sa, tokens);
-        auto db = (*b)->DecodeStep(sb, tokens);
-        ASSERT_TRUE(da.ok() && db.ok());
-        ASSERT_EQ(*da, *db) << "step " << step;
-        const int64_t vocab = config.vocab_size();
-        for (int i = 0; i < 4; ++i) {
-          tokens[i] = static_cast<int32_t>(
-              std::max_element(da->begin() + i * vocab, da->begin() + (i + 1) * vocab) - (da->begin() + i * vocab));
-        }
-      }
+      std::vector<std::vector<int32_t>> prompts;
+      for (int i = 0; i < 4; ++i) prompts.push_back(Prompt(30 + 5 * i, config.vocab_size(), 40 + i));
+      ExpectSameBatchDecode(*reader, pool.get(), merged, combined, prompts, 24, 0.0);
     }
   }
 }
@@ -876,26 +890,12 @@ TEST(GpuDecoderModel, TiledGemvMatchesArtifactLayout) {
     }
   }
   auto reader = Open(dir.Join("m4.bitloom"));
-  // Batch 3 (one step; ExpectSameDecode runs batch 1).
-  auto a = GpuDecoderModel::Load(*reader, pool.get(), SmallOptionsNamed("tiled_b3"));
+  // Batch 3 (ExpectSameDecode runs batch 1).
   GpuModelOptions plain = SmallOptionsNamed("plain_b3");
   plain.tiled_gemv = false;
-  auto b = GpuDecoderModel::Load(*reader, pool.get(), plain);
-  ASSERT_TRUE(a.ok() && b.ok());
-  std::vector<SequenceId> sa, sb;
-  std::vector<int32_t> tokens;
-  for (int i = 0; i < 3; ++i) {
-    sa.push_back(*(*a)->AddSequence());
-    sb.push_back(*(*b)->AddSequence());
-    const std::vector<int32_t> prompt = Prompt(5 + i, config.vocab_size(), 20 + i);
-    ASSERT_TRUE((*a)->Prefill(sa.back(), prompt).ok());
-    ASSERT_TRUE((*b)->Prefill(sb.back(), prompt).ok());
-    tokens.push_back(prompt.back());
-  }
-  auto da = (*a)->DecodeStep(sa, tokens);
-  auto db = (*b)->DecodeStep(sb, tokens);
-  ASSERT_TRUE(da.ok() && db.ok());
-  EXPECT_LE(RelativeDifference(*da, *db), 1e-2);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 3; ++i) prompts.push_back(Prompt(5 + i, config.vocab_size(), 20 + i));
+  ExpectSameBatchDecode(*reader, pool.get(), SmallOptionsNamed("tiled_b3"), plain, prompts, 2, 1e-2);
 
   ScratchDir mixed_dir;
   WriteModel(mixed_dir.Join("m.bitloom"), mixed_dir.path(), config, LinearForm::kQuantized);

@@ -544,6 +544,29 @@ TEST(CudaPagedDecodeAttention, MatchesCpuAtBatch256) {
   CheckDecode(c, 3000);
 }
 
+// The buffers and params of a decode launch for `c` (fp16 queries from `seed`): q, the lengths, an
+// fp32 output with a NaN tail, and the workspace its plan needs.
+struct DecodeLaunch {
+  DecodeLaunch(const DecodeCase& c, const PagedCacheFixture& cache, uint64_t seed)
+      : n(c.lens.size() * c.shape.num_heads * c.shape.head_dim),
+        q(MakeQueries(n, seed, ActivationType::kF16)),
+        d_q(n * 2),
+        d_lens(c.lens.size() * 4),
+        d_out((n + kTail) * 4) {
+    d_q.Upload(q.f16);
+    d_lens.Upload(c.lens);
+    p = DecodeParams(c, cache, d_q, d_lens, d_out, d_out);
+    d_ws = std::make_unique<DeviceBuffer>(DecodeAttentionWorkspaceBytes(p));
+    p.workspace = d_ws->as();
+    p.workspace_bytes = d_ws->bytes();
+  }
+  size_t n;
+  Queries q;
+  DeviceBuffer d_q, d_lens, d_out;
+  std::unique_ptr<DeviceBuffer> d_ws;
+  PagedDecodeAttentionParams p;
+};
+
 TEST(CudaPagedDecodeAttention, GraphReplayReadsNewLengths) {
   SKIP_WITHOUT_GPU();
   // One capture for a max_seq_len bound; replays after the lengths change on the device must
@@ -551,15 +574,8 @@ TEST(CudaPagedDecodeAttention, GraphReplayReadsNewLengths) {
   DecodeCase c{
       kLlama3, 16, 0, 0.0f, {4097, 300, 17}, 4097, ActivationType::kF16, ActivationType::kF32};
   PagedCacheFixture cache(c.shape, c.page_size, c.lens, 4000);
-  const size_t n = c.lens.size() * c.shape.num_heads * c.shape.head_dim;
-  const Queries q = MakeQueries(n, 4001, c.q_type);
-  DeviceBuffer d_q(n * 2), d_lens(c.lens.size() * 4), d_out((n + kTail) * 4);
-  d_q.Upload(q.f16);
-  d_lens.Upload(c.lens);
-  PagedDecodeAttentionParams p = DecodeParams(c, cache, d_q, d_lens, d_out, d_out);
-  DeviceBuffer d_ws(DecodeAttentionWorkspaceBytes(p));
-  p.workspace = d_ws.as();
-  p.workspace_bytes = d_ws.bytes();
+  DecodeLaunch launch(c, cache, 4001);
+  const PagedDecodeAttentionParams& p = launch.p;
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   cudaGraph_t graph = nullptr;
@@ -573,10 +589,10 @@ TEST(CudaPagedDecodeAttention, GraphReplayReadsNewLengths) {
        {std::vector<int>{4097, 300, 17}, std::vector<int>{5, 4000, 64}}) {
     DecodeCase now = c;
     now.lens = lens;
-    d_lens.Upload(lens);
+    launch.d_lens.Upload(lens);
     ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-    ExpectClose(ReadOutput(d_out, n, c.out_type), DecodeReference(now, cache, q.f32));
+    ExpectClose(ReadOutput(launch.d_out, launch.n, c.out_type), DecodeReference(now, cache, launch.q.f32));
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
@@ -603,14 +619,9 @@ TEST(CudaPagedDecodeAttention, DeferredSplitsMergedByTheRotationBitForBit) {
     PagedCacheFixture cache(c.shape, c.page_size, c.lens, 5000, c.max_seq_len);
     const int batch = static_cast<int>(c.lens.size());
     const int64_t n = int64_t{c.shape.num_heads} * c.shape.head_dim;
-    const Queries q = MakeQueries(batch * n, 5001, c.q_type);
-    DeviceBuffer d_q(batch * n * 2), d_lens(batch * 4), d_attn((batch * n + kTail) * 4);
-    d_q.Upload(q.f16);
-    d_lens.Upload(c.lens);
-    PagedDecodeAttentionParams p = DecodeParams(c, cache, d_q, d_lens, d_attn, d_attn);
-    DeviceBuffer d_ws(DecodeAttentionWorkspaceBytes(p));
-    p.workspace = d_ws.as();
-    p.workspace_bytes = d_ws.bytes();
+    DecodeLaunch launch(c, cache, 5001);
+    PagedDecodeAttentionParams& p = launch.p;
+    const DeviceBuffer& d_attn = launch.d_out;
     auto rotation = HadamardRotation::Create(n, 77);
     ASSERT_TRUE(rotation.ok()) << rotation.status();
     const int64_t out_stride = n + 32;
