@@ -306,6 +306,30 @@ TEST(PagedDecodeAttentionPlan, SplitsFillTheDeviceOnlyWhenTheBatchDoesNot) {
   EXPECT_EQ(int64_t{plan.num_splits} * plan.split_len, 512);
 }
 
+// Where a deferred combine leaves the partials (host logic): the accumulators at the workspace's
+// start, the (max, sum) pairs after them, the plan's splits, the layer's window and lengths.
+TEST(PagedDecodeAttentionPlan, DeferredSplitsDescribeTheWorkspace) {
+  alignas(16) static float workspace[4];  // never dereferenced
+  static const int32_t lens[3] = {};
+  PagedDecodeAttentionParams p = DecodeShape(kGemma3, 3, 4096, 512);
+  p.workspace = workspace;
+  p.seq_lens = lens;
+  const DecodeAttentionPlan plan = PlanDecodeAttention(p);
+  ASSERT_GT(plan.num_splits, 1);
+  const DecodeAttentionSplits s = DeferredDecodeSplits(p);
+  EXPECT_EQ(s.acc, workspace);
+  EXPECT_EQ(s.ml, workspace + int64_t{3} * kGemma3.num_heads * plan.num_splits * kGemma3.head_dim);
+  EXPECT_EQ(s.seq_lens, lens);
+  EXPECT_EQ(s.num_heads, kGemma3.num_heads);
+  EXPECT_EQ(s.head_dim, kGemma3.head_dim);
+  EXPECT_EQ(s.num_splits, plan.num_splits);
+  EXPECT_EQ(s.split_len, plan.split_len);
+  EXPECT_EQ(s.window, 512);
+  // The workspace holds exactly those two arrays.
+  EXPECT_EQ(DecodeAttentionWorkspaceBytes(p),
+            size_t{3} * kGemma3.num_heads * plan.num_splits * (kGemma3.head_dim + 2) * sizeof(float));
+}
+
 TEST(PagedAttentionArgs, RejectsBadParamsWithoutTouchingTheDevice) {
   alignas(16) static uint8_t fake[64];  // never dereferenced: every case below fails validation
   const PagedDecodeAttentionParams good = [&] {

@@ -293,6 +293,42 @@ TEST(CudaHadamardRotationPlan, ManyRowsKeepRowsWhole) {
   }
 }
 
+// An attention input (decode attention's split partials) runs only on the register-tiled schedule,
+// spread over the largest cluster that splits the row (576 = Paley 36 × 16: 6 blocks of 6
+// segments), and needs num_heads·head_dim = n.
+TEST(CudaHadamardRotationPlan, AttentionInputTakesTheWidestClusterOrNothing) {
+  static const float kFakeF[4] = {};
+  static const int32_t kFakeLens[1] = {};
+  DecodeAttentionSplits splits;
+  splits.acc = splits.ml = kFakeF;
+  splits.seq_lens = kFakeLens;
+  splits.num_splits = 64;
+  splits.split_len = 64;
+  struct Want {
+    int64_t n;
+    int heads, head_dim, cluster;
+  };
+  for (const Want w : {Want{4096, 32, 128, 8}, Want{8192, 64, 128, 8}, Want{1024, 4, 256, 8}, Want{576, 9, 64, 6}}) {
+    SCOPED_TRACE(::testing::Message() << "n=" << w.n);
+    absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(w.n, 3);
+    ASSERT_TRUE(rot.ok());
+    HadamardRotateParams p = PlanProbe(*rot);
+    p.x = nullptr;
+    p.splits = splits;
+    p.splits.num_heads = w.heads;
+    p.splits.head_dim = w.head_dim;
+    absl::StatusOr<RotateLaunchInfo> plan = PlanHadamardRotate(90, p);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_EQ(plan->schedule, RotateSchedule::kRegisterTiled);
+    EXPECT_EQ(plan->cluster_blocks, w.cluster);
+    p.splits.num_heads = w.heads + 1;  // n mismatch
+    EXPECT_EQ(PlanHadamardRotate(90, p).status().code(), absl::StatusCode::kInvalidArgument);
+    p.splits.num_heads = w.heads;
+    p.schedule = RotateSchedule::kRowPerBlock;
+    EXPECT_EQ(PlanHadamardRotate(90, p).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST(CudaHadamardRotationPlan, FallsBackAndRejectsImpossibleForcing) {
   // The identity base (96 = 3·32) and L < 16 (n = 7) run one block per row.
   for (int64_t n : {7, 96, 1}) {
