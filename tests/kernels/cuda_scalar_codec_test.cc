@@ -297,7 +297,7 @@ TEST(CudaHadamardRotationPlan, ManyRowsKeepRowsWhole) {
 // spread over the largest cluster that splits the row (576 = Paley 36 × 16: 6 blocks of 6
 // segments), and needs num_heads·head_dim = n.
 TEST(CudaHadamardRotationPlan, AttentionInputTakesTheWidestClusterOrNothing) {
-  static const float kFakeF[4] = {};
+  alignas(16) static const float kFakeF[8] = {};  // never dereferenced
   static const int32_t kFakeLens[1] = {};
   DecodeAttentionSplits splits;
   splits.acc = splits.ml = kFakeF;
@@ -324,6 +324,9 @@ TEST(CudaHadamardRotationPlan, AttentionInputTakesTheWidestClusterOrNothing) {
     p.splits.num_heads = w.heads + 1;  // n mismatch
     EXPECT_EQ(PlanHadamardRotate(90, p).status().code(), absl::StatusCode::kInvalidArgument);
     p.splits.num_heads = w.heads;
+    p.splits.acc = kFakeF + 1;  // the merge reads 16-byte vectors
+    EXPECT_EQ(PlanHadamardRotate(90, p).status().code(), absl::StatusCode::kInvalidArgument);
+    p.splits.acc = kFakeF;
     p.schedule = RotateSchedule::kRowPerBlock;
     EXPECT_EQ(PlanHadamardRotate(90, p).status().code(), absl::StatusCode::kInvalidArgument);
   }

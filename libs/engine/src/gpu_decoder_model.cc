@@ -33,7 +33,8 @@ constexpr std::array<int, 7> kBuckets = {1, 2, 4, 8, 16, 32, 64};
 // Decode batches from which o_proj's rotation merges the attention splits (fuse_attention_combine).
 // H200, Llama-3-8B at 4.0 bits: batch 4 3.43-3.45 -> 3.39-3.41 ms, batch 16 7.08 -> 6.88 ms, but
 // batch 1 2.78-2.80 -> 3.02-3.04 ms: one row's merge runs on the few blocks of one rotation row and
-// waits on its partials' loads, where the combine kernel spreads them over a block per head.
+// waits on its partials' loads, where the combine kernel spreads them over a block per head. sm_90
+// only: without clusters every row would be merged by one block.
 constexpr int kMergeSplitsMinRows = 4;
 constexpr uint64_t kCublasWorkspaceBytes = uint64_t{8} << 20;
 
@@ -363,7 +364,7 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
       ap.sliding_window = window;
       ap.workspace = ws.attention_ws;
       ap.workspace_bytes = ws.attention_ws_bytes;
-      if (options.fuse_attention_combine && n >= kMergeSplitsMinRows) {
+      if (options.fuse_attention_combine && n >= kMergeSplitsMinRows && sm >= 90) {
         const kc::DecodeAttentionSplits splits = kc::DeferredDecodeSplits(ap);
         if (gpu::TakesAttentionSplits(L.o_proj, splits, n, sm)) deferred = splits;
       }

@@ -502,6 +502,9 @@ absl::Status Validate(const HadamardRotateParams& p) {
       return absl::InvalidArgumentError(
           "LaunchHadamardRotate: an attention input (splits.acc set) takes no x, up or norm.residual");
     }
+    if (reinterpret_cast<uintptr_t>(sp.acc) % 16 != 0) {
+      return absl::InvalidArgumentError("LaunchHadamardRotate: splits.acc must be 16-byte aligned");
+    }
     if (sp.ml == nullptr || sp.seq_lens == nullptr || sp.num_splits < 2 || sp.split_len < 1 ||
         (sp.head_dim != 64 && sp.head_dim != 128 && sp.head_dim != 256) ||
         int64_t{sp.num_heads} * sp.head_dim != r.n || p.x_type != ActivationType::kF32) {

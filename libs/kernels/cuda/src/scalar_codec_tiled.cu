@@ -164,8 +164,8 @@ __device__ __forceinline__ void TiledMmas(const uint32_t (&w0)[K], const uint32_
 // of the three words. Class 0 takes pairs 5i and 5i + 3 (bits 0 and 9), class 1 pairs 5i + 1 and
 // 5i + 4 (bits 3 and 12; the word >> 9 brings bits 9.. to 0..), class 2 pairs 2, 7, 12 (bits 6)
 // and 15 (gathered at bits 6..8): eight mma per group like K = 4, on 3/4 of the bytes.
-__device__ __forceinline__ void TiledMmasThreeBit(const uint32_t (&w0)[3], const uint32_t (&w1)[3], const uint32_t (&b)[16],
-                                          float (&acc)[3][4], float (&sum)[3][4]) {
+__device__ __forceinline__ void TiledMmasThreeBit(const uint32_t (&w0)[3], const uint32_t (&w1)[3],
+                                                  const uint32_t (&b)[16], float (&acc)[3][4], float (&sum)[3][4]) {
   constexpr uint32_t e = detail::kHalf2Exponent;
   constexpr uint32_t kLow = 0x00070007u, kMid = kLow << 3, kHigh = kLow << 6;
   const uint32_t u0[3] = {w0[0] >> 9, w0[1] >> 9, w0[2] >> 9};
@@ -397,10 +397,6 @@ absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, Tiled
   *a = TiledArgs{};
   *tiles = 0;
   a->lo_bits = a->hi_bits = p0.bits;
-  for (const ScalarCodecGemvParams& p : group) {
-    a->lo_bits = std::min(a->lo_bits, p.bits);
-    a->hi_bits = std::max(a->hi_bits, p.bits);
-  }
   for (size_t i = 0; i < group.size(); ++i) {
     const ScalarCodecGemvParams& p = group[i];
     const int entry = static_cast<int>(i);
@@ -409,8 +405,12 @@ absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, Tiled
     if (p.cols != p0.cols || p.batch != p0.batch || p.x != p0.x || p.x_stride != p0.x_stride)
       return Bad(entry, "cols, batch, x and x_stride must equal entry 0's");
     if (p.bits != a->lo_bits && p.bits != a->hi_bits) {
-      return Bad(entry, "bits ", p.bits, " is a third K in one launch (it reads at most two: ", a->lo_bits, " and ",
-                 a->hi_bits, ")");
+      if (a->lo_bits != a->hi_bits) {
+        return Bad(entry, "bits ", p.bits, " is a third K in one launch (it reads at most two: ", a->lo_bits, " and ",
+                   a->hi_bits, ")");
+      }
+      a->lo_bits = std::min(a->lo_bits, p.bits);
+      a->hi_bits = std::max(a->hi_bits, p.bits);
     }
     if (p.batch < 1 || p.batch > kGemvMaxBatch) return Bad(entry, "batch ", p.batch, " not in 1..", kGemvMaxBatch);
     if (p.x == nullptr || p.y == nullptr) return Bad(entry, "x and y must be non-null");

@@ -75,14 +75,14 @@ struct GpuModelOptions {
   // rotates its own input instead of following a rotation kernel (gpu_linear.h). false always
   // launches the rotation kernel (A/B benchmarks); results agree to the last bit of 1/rms.
   bool rotating_gemv = true;
-  // Rewrite every quantized group of one K in {2, 3, 4, 8} whose shapes allow it
+  // Rewrite every quantized group with at most two K, all in {2, 3, 4, 8}, whose shapes allow it
   // (kernels/cuda/scalar_codec_tiled.h: rows a multiple of 16, cols and group size multiples of 128)
   // into the tiled layout at load, in place, so that its decode GEMV needs about half the
   // instructions (H200, Llama-3-8B shapes: docs/KERNELS.md "Tiled layout"). Results agree with the
   // artifact layout's within the GEMV tolerance. A tiled group has no rotating launch (rotating_gemv
   // does not apply to it). false keeps the artifact layout everywhere (A/B benchmarks).
   bool tiled_gemv = true;
-  // At decode batches of 4 or more, a quantized o_proj's input rotation merges split attention's
+  // At decode batches of 4 or more on sm_90, a quantized o_proj's input rotation merges split attention's
   // partials as it loads them (kernels/cuda/hadamard_rotation.h, attention input) instead of after a
   // combine kernel: one launch per layer less, the same result bit for bit. Batches below 4 (where it
   // measured slower), and widths the rotation cannot take this way (no register-tiled schedule), run

@@ -96,14 +96,15 @@ struct HadamardRotateParams {
   Activation activation = Activation::kSilu;
   // Residual RMSNorm input: with norm.residual set, x must be null (the residual is the input).
   RotateNormInput norm;
-  // Attention input: with splits.acc set, x, up and norm.residual must be null; row b merges the
-  // partials of sequence b (n = num_heads·head_dim). Needs the register-tiled schedule.
+  // Attention input: with splits.acc set (16-byte aligned), x, up and norm.residual must be null and
+  // x_type kF32; row b merges the partials of sequence b (n = num_heads·head_dim). Needs the
+  // register-tiled schedule; with cluster_blocks 0 the row goes over the most blocks that split it.
   DecodeAttentionSplits splits;
   // Left at their defaults the launcher picks; tests and benchmarks force a schedule with them.
   RotateSchedule schedule = RotateSchedule::kAuto;
   int cluster_blocks = 0;  // register-tiled only: thread blocks per row, 1..8 (> 1: a cluster,
                            // sm_90+); 0: the launcher's choice (about 2048 elements per block at
-                           // decode batches, 512 from n = 4096; from kWholeRowBatch rows on, the fewest blocks per
+                           // decode batches, n/512 capped at 8 blocks from n = 4096; from kWholeRowBatch rows on, the fewest blocks per
                            // row whose shared memory fits: enough rows fill the GPU without
                            // splitting them)
 };

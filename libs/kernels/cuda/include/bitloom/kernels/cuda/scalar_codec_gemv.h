@@ -50,7 +50,7 @@ struct ScalarCodecGemvParams {
   int64_t row_stride_words = 0;  // uint32 words per packed row (multiple of 4)
   const uint32_t* codes = nullptr;   // device, the blob's codes section; 16-byte aligned
   const uint16_t* scales = nullptr;  // device, the blob's scales section, fp16 [rows, groups]
-  // The codes are in the tiled layout (scalar_codec_tiled.h: K = 4, rewritten in VRAM at load),
+  // The codes are in the tiled layout (scalar_codec_tiled.h: K = 2, 3, 4 or 8, rewritten in VRAM at load),
   // not the artifact's; the launchers then run the tiled kernels.
   bool tiled = false;
   // Activations and output.

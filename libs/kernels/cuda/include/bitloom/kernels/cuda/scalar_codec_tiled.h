@@ -8,7 +8,8 @@
 // artifact; this layout exists only in VRAM): per 16-row tile and 128-column group, lane (g, t) of a
 // warp owns rows g and g+8 of columns [32t, 32t + 32) of the group, each 32-bit word holding its
 // codes at fixed positions inside the two 16-bit halves. Then one LOP3 turns a word (or, at K = 3,
-// the word shifted by 9) into a tensor-core operand {1024 + q·2^(K·c)}, every mma reads one scale group, and the scale, the 1024
+// the word shifted by 9; the one pair spread over three words takes three) into a tensor-core
+// operand {1024 + q·2^(K·c)}, every mma reads one scale group, and the scale, the 1024
 // offset and the grid centre are applied once per group to the fp32 accumulator (with activation sums
 // from mma on a constant operand). Same bytes as the artifact's codes; the scales are not moved.
 // docs/KERNELS.md ("Tiled layout") specifies the layout and has the numbers.
@@ -69,8 +70,8 @@ absl::Status CheckScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> g
 
 // Warps per block of the tiled launch, a power of two up to 16 and no more than the row's 128-column
 // groups: the fewest that put kTiledMinWarpsPerSm warps on each of `multiprocessors` SMs and leave
-// no warp more than kTiledMaxGroupsPerWarp groups, unless that would put kTiledMaxWarpsPerSm or more
-// warps per SM. Fitted to the H200's sweeps (docs/KERNELS.md, "Tiled layout"): 8B q/k/v 8, gate/up 4,
+// no warp more than kTiledMaxGroupsPerWarp groups; the latter stops doubling once the launch has
+// kTiledMaxWarpsPerSm warps per SM. Fitted to the H200's sweeps (docs/KERNELS.md, "Tiled layout"): 8B q/k/v 8, gate/up 4,
 // o_proj, k_proj and down_proj 16; 70B q/o and gate 8, gate/up 4 (8 was 5% slower).
 inline constexpr int kTiledMinWarpsPerSm = 23;
 inline constexpr int kTiledMaxGroupsPerWarp = 8;
