@@ -198,23 +198,9 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
     }
     // The same weights rewritten into the tiled layout (groups of at most two K that take it), for
     // the same-run comparison.
-    bool tiled = true;
-    for (int e = 0; e < shape.count; ++e) {
-      tiled = tiled && TiledLayoutApplies(MakeGemvParams(weights[e].layout, weights[e].blobs.get()));
-    }
-    tiled = tiled && CheckScalarCodecGemvTiled([&] {
-                       std::vector<ScalarCodecGemvParams> g;
-                       for (int e = 0; e < shape.count; ++e) {
-                         g.push_back(MakeGemvParams(weights[e].layout, weights[e].blobs.get()));
-                         g.back().tiled = true;
-                         g.back().x = reinterpret_cast<const uint16_t*>(uintptr_t{1} << 24);
-                         g.back().y = reinterpret_cast<float*>(uintptr_t{1} << 25);
-                         g.back().x_stride = shape.cols;
-                         g.back().y_stride = g.back().rows;
-                         g.back().batch = 1;
-                       }
-                       return g;
-                     }()).ok();
+    std::vector<ScalarCodecGemvParams> group_weights;
+    for (int e = 0; e < shape.count; ++e) group_weights.push_back(MakeGemvParams(weights[e].layout, weights[e].blobs.get()));
+    const bool tiled = TiledGroupApplies(group_weights);
     std::vector<GroupWeight> tiled_weights(tiled ? shape.count : 0);
     for (int e = 0; e < static_cast<int>(tiled_weights.size()); ++e) {
       tiled_weights[e].layout = weights[e].layout;

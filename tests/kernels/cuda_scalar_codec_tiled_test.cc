@@ -51,6 +51,11 @@ TEST(CudaScalarCodecTiled, AppliesToTwoThreeFourAndEightBitsOnWholeTilesAndGroup
   EXPECT_FALSE(TiledLayoutApplies(Weight(64, TiledMaxCols(4) + 128, 4, 128)));  // tile > shared memory
   EXPECT_TRUE(TiledLayoutApplies(Weight(64, TiledMaxCols(3), 3, 128)));
   EXPECT_FALSE(TiledLayoutApplies(Weight(64, TiledMaxCols(3) + 128, 3, 128)));
+  // A group launches tiled when every weight takes the layout and there are at most two K.
+  EXPECT_TRUE(TiledGroupApplies({Weight(4096, 4096, 2, 128), Weight(1024, 4096, 3, 128), Weight(1024, 4096, 3, 128)}));
+  EXPECT_FALSE(TiledGroupApplies({Weight(4096, 4096, 2, 128), Weight(1024, 4096, 3, 128), Weight(1024, 4096, 4, 128)}));
+  EXPECT_FALSE(TiledGroupApplies({Weight(4096, 4096, 4, 128), Weight(1024, 4096, 5, 128)}));
+  EXPECT_FALSE(TiledGroupApplies({}));
   ScalarCodecGemvParams unaligned = Weight(64, 256, 4, 128);
   unaligned.codes = reinterpret_cast<const uint32_t*>(uintptr_t{(1u << 20) + 4});
   EXPECT_FALSE(TiledLayoutApplies(unaligned));

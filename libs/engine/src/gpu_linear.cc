@@ -111,13 +111,12 @@ size_t RotatingEntries(absl::Span<const LinearOutput> outputs,
 }  // namespace
 
 absl::StatusOr<uint64_t> RetileGroup(absl::Span<GpuLinear* const> group, cudaStream_t stream) {
-  // One tiled launch reads at most two K.
-  std::vector<int> ks;
+  std::vector<cuda::ScalarCodecGemvParams> weights;
   for (const GpuLinear* l : group) {
-    if (!l->quantized || l->gemv.tiled || !cuda::TiledLayoutApplies(l->gemv)) return uint64_t{0};
-    if (std::find(ks.begin(), ks.end(), l->gemv.bits) == ks.end()) ks.push_back(l->gemv.bits);
+    if (!l->quantized || l->gemv.tiled) return uint64_t{0};
+    weights.push_back(l->gemv);
   }
-  if (ks.size() > 2) return uint64_t{0};
+  if (!cuda::TiledGroupApplies(weights)) return uint64_t{0};
   uint64_t bytes = 0;
   for (GpuLinear* l : group) {
     BITLOOM_RETURN_IF_ERROR(cuda::LaunchScalarCodecRetile(l->gemv, stream));

@@ -334,12 +334,26 @@ int64_t TiledMaxCols(int bits) {
 }
 
 bool TiledLayoutApplies(const ScalarCodecGemvParams& w) {
-  return (w.bits == 2 || w.bits == 3 || w.bits == 4 || w.bits == 8) && w.rows >= kTiledTileRows && w.rows % kTiledTileRows == 0 &&
-         w.cols >= kTiledGroupCols && w.cols % kTiledGroupCols == 0 && w.cols <= TiledMaxCols(w.bits) &&
+  return (w.bits == 2 || w.bits == 3 || w.bits == 4 || w.bits == 8) && w.rows >= kTiledTileRows &&
+         w.rows % kTiledTileRows == 0 && w.cols >= kTiledGroupCols && w.cols % kTiledGroupCols == 0 && w.cols <= TiledMaxCols(w.bits) &&
          w.group_size >= kTiledGroupCols && w.group_size % kTiledGroupCols == 0 &&
          w.blocks_per_row * 32 == w.cols && w.row_stride_words * 32 == w.cols * w.bits &&
          w.groups_per_row == w.cols / w.group_size && w.codes != nullptr && w.scales != nullptr &&
          reinterpret_cast<uintptr_t>(w.codes) % 16 == 0 && reinterpret_cast<uintptr_t>(w.scales) % 2 == 0;
+}
+
+bool TiledGroupApplies(absl::Span<const ScalarCodecGemvParams> weights) {
+  if (weights.empty()) return false;
+  int lo = weights[0].bits, hi = weights[0].bits;
+  for (const ScalarCodecGemvParams& w : weights) {
+    if (!TiledLayoutApplies(w)) return false;
+    if (w.bits != lo && w.bits != hi) {
+      if (lo != hi) return false;  // a third K
+      lo = std::min(lo, w.bits);
+      hi = std::max(hi, w.bits);
+    }
+  }
+  return true;
 }
 
 int PlanTiledGemv(int64_t tiles, int64_t groups_per_row, int multiprocessors) {

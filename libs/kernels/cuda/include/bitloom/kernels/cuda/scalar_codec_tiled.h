@@ -46,6 +46,10 @@ int64_t TiledMaxCols(int bits);
 // Whether `weight` (its weight fields, from MakeGemvParams) may be tiled. Ignores `tiled`.
 bool TiledLayoutApplies(const ScalarCodecGemvParams& weight);
 
+// Whether the weights of one grouped launch may all be tiled and launched together: each
+// TiledLayoutApplies, with at most two distinct K among them (what one tiled launch reads).
+bool TiledGroupApplies(absl::Span<const ScalarCodecGemvParams> weights);
+
 // Rewrites `weight`'s codes (the artifact layout) into the tiled layout, in place; the caller then
 // sets weight.tiled. INVALID_ARGUMENT when !TiledLayoutApplies or the weight is already tiled;
 // INTERNAL for a CUDA error. A tile passes through shared memory (up to 227 KiB, sm_90);
