@@ -298,7 +298,7 @@ __device__ __forceinline__ void GemvTile(const GemvActivations& a, const GemvMat
   StaticFor<kBlocksPerChunk>([&](auto b_c) {
     LoadChunkPart<K, decltype(b_c)::value>(r, l, chunk);
   });
-  detail::WaitForPredecessors();
+  detail::WaitForPredecessorsAfter(r.w0[0]);
   const uint4* xrow = prepare_x() + (kSharedX || !has_x ? 0 : g * a.x_stride_vec);
   uint32_t xw[16];
   StaticFor<4>([&](auto v_c) {

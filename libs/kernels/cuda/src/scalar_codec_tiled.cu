@@ -4,8 +4,9 @@
 // holds K words of row g, then K words of row g+8, of columns [32t, 32t + 32) of the group. K = 2, 4,
 // 8: word i covers columns 4C·i .. 4C·i + 4C − 1 (C = 8/K codes per byte), the code of its local
 // column l = 4c + r (class c = 0..C−1, r = 0..3) at bit K·c + (0, 16, 8, 24)[r]. K = 3: columns 2j and
-// 2j+1 sit at the same bits of a word's two halves, pairs 5i..5i+4 in word i at bits 0, 3, .., 12, and
-// pair 15 on the halves' bit 15 of the three words (tiled_layout.cuh). The artifact's K words of a
+// 2j+1 sit at the same bits of a word's two halves, pairs 4i..4i+3 in word i at bits 0, 9, 3, 12,
+// pairs 12..14 at bits 6 of words 0..2, and pair 15 on the halves' bit 15 of the three words
+// (tiled_layout.cuh). The artifact's K words of a
 // lane hold the same 32 columns in order (code l at bit K·l), so the rewrite moves whole K-word units
 // within a 16-row tile and permutes the bits inside each: a tile spans the same 16·cols·K/8 bytes in
 // both layouts, and the rewrite runs in place through shared memory. (K = 4: word i = columns
@@ -160,10 +161,12 @@ __device__ __forceinline__ void TiledMmas(const uint32_t (&w0)[K], const uint32_
   });
 }
 
-// K = 3 (tiled_layout.cuh): pairs 5i + m at bits 3m of word i's halves, pair 15 spread over bit 15
-// of the three words. Class 0 takes pairs 5i and 5i + 3 (bits 0 and 9), class 1 pairs 5i + 1 and
-// 5i + 4 (bits 3 and 12; the word >> 9 brings bits 9.. to 0..), class 2 pairs 2, 7, 12 (bits 6)
-// and 15 (gathered at bits 6..8): eight mma per group like K = 4, on 3/4 of the bytes.
+// K = 3 (tiled_layout.cuh): pairs 4i, 4i + 1, 4i + 2, 4i + 3 at bits 0, 9, 3, 12 of word i's halves,
+// pairs 12, 13, 14 at bits 6 of words 0, 1, 2, pair 15 spread over bit 15 of the three words. Class 0
+// takes pairs 4i and 4i + 1 (bits 0 and 9; the word >> 9 brings bits 9.. to 0..), class 1 pairs 4i + 2
+// and 4i + 3 (bits 3 and 12), class 2 pairs 12, 13 and 14, 15 (bits 6, and pair 15 gathered at bits
+// 6..8): eight mma per group like K = 4, on 3/4 of the bytes, each on two adjacent activation
+// registers (other pairings made the compiler copy the activations into adjacent registers first).
 __device__ __forceinline__ void TiledMmasThreeBit(const uint32_t (&w0)[3], const uint32_t (&w1)[3],
                                                   const uint32_t (&b)[16], float (&acc)[3][4], float (&sum)[3][4]) {
   constexpr uint32_t e = detail::kHalf2Exponent;
@@ -173,10 +176,10 @@ __device__ __forceinline__ void TiledMmasThreeBit(const uint32_t (&w0)[3], const
   detail::StaticFor<3>([&](auto i_c) {
     constexpr int i = decltype(i_c)::value;
     MmaClass(acc[0], sum[0], detail::MaskIntoHalf2<kLow>(w0[i], e), detail::MaskIntoHalf2<kLow>(w1[i], e),
-             detail::MaskIntoHalf2<kLow>(u0[i], e), detail::MaskIntoHalf2<kLow>(u1[i], e), b[5 * i], b[5 * i + 3]);
+             detail::MaskIntoHalf2<kLow>(u0[i], e), detail::MaskIntoHalf2<kLow>(u1[i], e), b[4 * i], b[4 * i + 1]);
     MmaClass(acc[1], sum[1], detail::MaskIntoHalf2<kMid>(w0[i], e), detail::MaskIntoHalf2<kMid>(w1[i], e),
-             detail::MaskIntoHalf2<kMid>(u0[i], e), detail::MaskIntoHalf2<kMid>(u1[i], e), b[5 * i + 1],
-             b[5 * i + 4]);
+             detail::MaskIntoHalf2<kMid>(u0[i], e), detail::MaskIntoHalf2<kMid>(u1[i], e), b[4 * i + 2],
+             b[4 * i + 3]);
   });
   // Bit 15 of the halves of words 0, 1, 2 to bits 6, 7, 8: the code of pair 15 times 64.
   auto spread = [&](const uint32_t (&w)[3], const uint32_t (&u)[3]) {
@@ -184,9 +187,9 @@ __device__ __forceinline__ void TiledMmasThreeBit(const uint32_t (&w0)[3], const
     return detail::MaskIntoHalf2<0x01000100u>(w[2] >> 7, detail::MaskIntoHalf2<0x00800080u>(w[1] >> 8, t));
   };
   MmaClass(acc[2], sum[2], detail::MaskIntoHalf2<kHigh>(w0[0], e), detail::MaskIntoHalf2<kHigh>(w1[0], e),
-           detail::MaskIntoHalf2<kHigh>(w0[1], e), detail::MaskIntoHalf2<kHigh>(w1[1], e), b[2], b[7]);
+           detail::MaskIntoHalf2<kHigh>(w0[1], e), detail::MaskIntoHalf2<kHigh>(w1[1], e), b[12], b[13]);
   MmaClass(acc[2], sum[2], detail::MaskIntoHalf2<kHigh>(w0[2], e), detail::MaskIntoHalf2<kHigh>(w1[2], e),
-           spread(w0, u0), spread(w1, u1), b[12], b[15]);
+           spread(w0, u0), spread(w1, u1), b[14], b[15]);
 }
 
 // One 128-column group of the tile for a lane: K code words of row g (w0) and of row g+8 (w1),
@@ -227,9 +230,26 @@ __device__ __forceinline__ uint32_t Word(const uint4& v, int k) {
 }
 __device__ __forceinline__ uint32_t Word(const uint2& v, int k) { return k == 0 ? v.x : v.y; }
 
+// A code vector, read once: through the read-only path without allocating in L1, which then keeps
+// the activations and scales that every warp of the SM re-reads.
+__device__ __forceinline__ uint4 LoadCodes(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint2 LoadCodes(const uint2* p) {
+  uint2 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+
 // Tile `block` of entry m, whose codes are K-bit, by W warps; every warp keeps the codes of its next
-// kAhead groups in flight (a register ring indexed at compile time: the loop is unrolled kAhead
-// times).
+// kAhead groups in flight in a register ring indexed at compile time (the loop is unrolled kAhead
+// times). A slot is refilled only after its group is decoded, so that the load lands in the slot's
+// own registers: loading it earlier made the compiler load into spare registers and move them into
+// the slot at the end of the loop, where the moves waited for the load (ncu, session 12).
 template <int K, int W, int kAhead>
 __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix& m, int block,
                                           float (&partial)[W][kTiledTileRows][kGemvMaxBatch]) {
@@ -249,16 +269,16 @@ __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix&
   const unsigned short* s1 = s0 + 8 * m.groups_per_row;
 
   float y[4] = {0.f, 0.f, 0.f, 0.f};
-  Vec ring[kAhead][kVec];
+  Vec ring[kAhead][kVec] = {};
 #pragma unroll
   for (int i = 0; i < kAhead; ++i) {
     const int j = warp + i * W;
     if (j < a.groups) {
 #pragma unroll
-      for (int v = 0; v < kVec; ++v) ring[i][v] = __ldg(codes + j * kGroupVec + v);
+      for (int v = 0; v < kVec; ++v) ring[i][v] = LoadCodes(codes + j * kGroupVec + v);
     }
   }
-  detail::WaitForPredecessors();
+  detail::WaitForPredecessorsAfter(ring[0][0].x);  // the first codes go out before the wait
   const uint4* xrow = a.x + min(g, a.batch - 1) * a.x_stride_vec + t * 4;
   for (int j0 = warp; j0 < a.groups; j0 += kAhead * W) {
 #pragma unroll
@@ -284,12 +304,12 @@ __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix&
           }
         }
       }
+      TiledGroup<K>(w0, w1, xv, sc0, sc1, y);
       const int next = j + kAhead * W;
       if (next < a.groups) {
 #pragma unroll
-        for (int v = 0; v < kVec; ++v) ring[i][v] = __ldg(codes + next * kGroupVec + v);
+        for (int v = 0; v < kVec; ++v) ring[i][v] = LoadCodes(codes + next * kGroupVec + v);
       }
-      TiledGroup<K>(w0, w1, xv, sc0, sc1, y);
     }
   }
   partial[warp][g][2 * t] = y[0];

@@ -12,13 +12,15 @@ __host__ __device__ constexpr int TiledFieldBit(int bits, int l) {
 
 // Position, among the K words of 32 codes (bit 32·i + p = bit p of word i), of bit b of the code of
 // local column l = 0..31. K = 2, 4, 8: word l / (32/K) at TiledFieldBit. K = 3, pair j = l / 2
-// (columns 2j and 2j+1 in the low and high half of a word, at the same place): pairs j = 5i + m,
-// m < 5, fill bits 3m.. of word i's halves; the last pair's three bits are bit 15 of the halves of
-// words 0, 1, 2 (the one bit each half has left).
+// (columns 2j and 2j+1 in the low and high half of a word, at the same place), in slots of three bits
+// at 3m of a half: pairs 4i, 4i + 1, 4i + 2, 4i + 3 (i < 3) in slots 0, 3, 1, 4 of word i, pairs 12,
+// 13, 14 in slot 2 of words 0, 1, 2, and pair 15's three bits on bit 15 of the halves of words 0, 1,
+// 2 (the one bit each half has left). Each mma of the GEMV then reads two adjacent activation pairs.
 __host__ __device__ constexpr int TiledCodeBit(int bits, int l, int b) {
   if (bits == 3) {
     const int j = l / 2, half = 16 * (l % 2);
-    return j < 15 ? 32 * (j / 5) + half + 3 * (j % 5) + b : 32 * b + half + 15;
+    if (j < 12) return 32 * (j / 4) + half + 3 * (j % 4 == 0 ? 0 : j % 4 == 1 ? 3 : j % 4 == 2 ? 1 : 4) + b;
+    return j < 15 ? 32 * (j - 12) + half + 6 + b : 32 * b + half + 15;
   }
   const int per_word = 32 / bits;
   return 32 * (l / per_word) + TiledFieldBit(bits, l % per_word) + b;
