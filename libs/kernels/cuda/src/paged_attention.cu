@@ -102,6 +102,30 @@ struct DecodeArgs {
   float* ws_ml;   // [batch, num_heads, num_splits, 2]: max, sum
 };
 
+// Before the wait for the kernels ahead (q/k/v, RoPE), asks L2 for the K and V rows of the block's
+// split, which earlier steps wrote: the split's DRAM reads then overlap those kernels instead of
+// following them. Only a hint: the lengths and page table it reads were copied in before the step
+// (the engine's contract), and L2 is where this step's new row is written, so a prefetched line is
+// never stale; one 128-byte line per thread and step.
+template <int D>
+__device__ __forceinline__ void PrefetchSplitRows(const DecodeArgs& a) {
+  constexpr int kLines = D * 2 / 128;  // 128-byte lines per K (or V) row of one kv head
+  const int b = blockIdx.z;
+  const int kv_head = blockIdx.y / a.head_chunks;
+  const int len = a.seq_lens[b];
+  const int start = a.window > 0 ? max(0, len - a.window) : 0;
+  const int lo = start + static_cast<int>(blockIdx.x) * a.split_len;
+  const int hi = min(len, lo + a.split_len);
+  const int32_t* table = a.block_tables + int64_t{b} * a.max_pages_per_seq;
+  for (int i = threadIdx.x; i < (hi - lo) * 2 * kLines; i += kDecodeThreads) {
+    const int t = lo + i / (2 * kLines);
+    const int line = i % (2 * kLines);
+    const int64_t off = detail::KvOffset<D>(table, t, a.page_shift, a.num_kv_heads, kv_head) + (line % kLines) * 64;
+    const uint16_t* row = (line < kLines ? a.k : a.v) + off;
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(row));
+  }
+}
+
 template <int D, int H>
 __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const DecodeArgs a) {
   constexpr int kLanesPerToken = D / 8;
@@ -112,6 +136,7 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
   __shared__ float s_l[kStreams][H];
   __shared__ __align__(16) float s_acc[kStreams][H][D];
   detail::AllowDependentLaunch();
+  PrefetchSplitRows<D>(a);
   detail::WaitForPredecessors();
 
   const int lane = threadIdx.x & 31;
