@@ -19,7 +19,7 @@
 #include "device_util.cuh"
 #include "block_reduce.cuh"
 #include "gated_activation.cuh"
-#include "paged_attention.cuh"  // MergeDecodeSplits
+#include "paged_attention.cuh"  // MergeDecodeSplit
 #include "hadamard_rotation_tiled.cuh"
 #include "launch.h"
 
@@ -201,6 +201,7 @@ struct TiledArgs {
   Activation activation;
   RotateNormInput rms;  // residual RMSNorm input when rms.residual is set (x is the residual)
   DecodeAttentionSplits splits;  // attention partials when splits.acc is set (row = sequence)
+  int merged_at;                 // splits: where the merged chunk [n/C] fp32 starts in shared memory
 };
 
 // Pass 0's input tile of a residual-RMSNorm rotation: residual += delta (stored back), Σr² into
@@ -317,6 +318,18 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
     return total;
   };
 
+  if (a.splits.acc != nullptr) {
+    // The block's chunk of the attention output, one element per thread: each merges its
+    // (head, dim) over the splits with the combine kernel's arithmetic, the splits' loads in flight
+    // together, so the merge costs a few L2 round trips however few tasks the passes have.
+    for (int e = threadIdx.x; e < chunk; e += blockDim.x) {
+      const int g = chunk0 + e;
+      work[a.merged_at + e] =
+          detail::MergeDecodeSplit(a.splits, static_cast<int>(row), g / a.splits.head_dim, g % a.splits.head_dim);
+    }
+    __syncthreads();
+  }
+
   for (int pass = 0; pass < npass; ++pass) {
     const bool last = pass + 1 == npass;
     const int b = min(4 * pass, a.log_sub - 4);
@@ -330,9 +343,11 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
       float v[detail::kTile];
       if (pass == 0 && rms) {
         LoadNormTile(a.rms, row, chunk0 + u0, a.vector_load, v, sum_sq);
-      } else if (pass == 0 && a.splits.acc != nullptr) {  // 16 dims of one head
-        const int e = chunk0 + u0;
-        detail::MergeDecodeSplits(a.splits, static_cast<int>(row), e / a.splits.head_dim, e % a.splits.head_dim, v);
+      } else if (pass == 0 && a.splits.acc != nullptr) {  // merged before the passes
+        detail::Unroll<detail::kTile / 4>([&]<int i>() {
+          const float4 m = *reinterpret_cast<const float4*>(work + a.merged_at + u0 + 4 * i);
+          v[4 * i] = m.x, v[4 * i + 1] = m.y, v[4 * i + 2] = m.z, v[4 * i + 3] = m.w;
+        });
       } else if (pass == 0) {  // b = 0: u0 = 16·t
         detail::LoadTile(x + chunk0 + u0, a.vector_load, v);
         if (up != nullptr) {
@@ -754,14 +769,21 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
   a.activation = p.activation;
   a.rms = p.norm;
   a.splits = p.splits;
+  int64_t shared_bytes = plan.shared_bytes;
+  int threads = plan.threads;
+  if (p.splits.acc != nullptr) {  // the merged chunk, and a thread per element to merge it
+    const int64_t chunk = r.n / plan.cluster;
+    a.merged_at = plan.work_floats + plan.recv_floats;
+    shared_bytes += 4 * chunk;
+    threads = static_cast<int>(std::clamp<int64_t>((chunk + 31) / 32 * 32, threads, kTiledMaxThreads));
+  }
   auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P>;
-  if (plan.shared_bytes > 48 * 1024) {
+  if (shared_bytes > 48 * 1024) {
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan.shared_bytes)));
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)));
   }
   const unsigned grid = static_cast<unsigned>(p.batch * plan.cluster);
-  return detail::LaunchKernel({dim3(grid), dim3(static_cast<unsigned>(plan.threads)),
-                               static_cast<size_t>(plan.shared_bytes),
+  return detail::LaunchKernel({dim3(grid), dim3(static_cast<unsigned>(threads)), static_cast<size_t>(shared_bytes),
                                static_cast<unsigned>(plan.cluster)},
                               stream, kernel, a);
 }

@@ -89,37 +89,26 @@ __device__ __forceinline__ int SplitsOfSequence(int len, int window, int split_l
   return min(num_splits, (len - start + split_len - 1) / split_len);
 }
 
-// Dims d0..d0+N−1 of head `head` of sequence b merged from its splits' partials with
+// Dim d of `head` of sequence b, merged over the splits of a deferred decode launch with
 // DecodeCombineKernel's arithmetic (the max over splits, weights ExpDiff(m_s, max), then fmaf in
-// split order), so the result equals that kernel's bit for bit.
-template <int N>
-__device__ __forceinline__ void MergeDecodeSplits(const DecodeAttentionSplits& s, int b, int head, int d0,
-                                                  float (&v)[N]) {
+// split order), so the result equals that kernel's bit for bit; the splits' loads are unrolled so
+// that they are in flight together.
+__device__ __forceinline__ float MergeDecodeSplit(const DecodeAttentionSplits& s, int b, int head, int d) {
   const int64_t row0 = (int64_t{b} * s.num_heads + head) * s.num_splits;
   const int splits = SplitsOfSequence(s.seq_lens[b], s.window, s.split_len, s.num_splits);
   const float* ml = s.ml + row0 * 2;
   float mx = -INFINITY;
+#pragma unroll 8
   for (int k = 0; k < splits; ++k) mx = fmaxf(mx, ml[2 * k]);
-  float sum = 0.0f;
-#pragma unroll
-  for (int q = 0; q < N; ++q) v[q] = 0.0f;
-  static_assert(N % 4 == 0, "16-byte loads of the partials");
-  const float4* acc = reinterpret_cast<const float4*>(s.acc + row0 * s.head_dim + d0);  // d0 % N == 0
-#pragma unroll 4
+  float sum = 0.0f, v = 0.0f;
+  const float* acc = s.acc + row0 * s.head_dim + d;
+#pragma unroll 8
   for (int k = 0; k < splits; ++k) {
     const float w = ExpDiff(ml[2 * k], mx);
     sum = fmaf(w, ml[2 * k + 1], sum);
-#pragma unroll
-    for (int q = 0; q < N / 4; ++q) {
-      const float4 a = acc[int64_t{k} * (s.head_dim / 4) + q];
-      v[4 * q] = fmaf(w, a.x, v[4 * q]);
-      v[4 * q + 1] = fmaf(w, a.y, v[4 * q + 1]);
-      v[4 * q + 2] = fmaf(w, a.z, v[4 * q + 2]);
-      v[4 * q + 3] = fmaf(w, a.w, v[4 * q + 3]);
-    }
+    v = fmaf(w, acc[int64_t{k} * s.head_dim], v);
   }
-#pragma unroll
-  for (int q = 0; q < N; ++q) v[q] = sum > 0.0f ? v[q] / sum : 0.0f;
+  return sum > 0.0f ? v / sum : 0.0f;
 }
 
 __device__ __forceinline__ float WarpMax(float v) {
