@@ -7,7 +7,9 @@
 // Shapes: the linear layers of Llama-3-8B and Llama-3-70B ([out, in]), K = 2, 3, 4, 5 bits,
 // group 128, batch 1, 4, 8. Grouped launches (LaunchScalarCodecGemvGroup, batch 1): Llama-3-8B's
 // q/k/v (4096, 1024, 1024 × 4096) and gate/up (2 × 14336 × 4096), at K = 4, 3 and mixed K, each
-// also timed as separate single-matrix launches of the same weights. Plan sweep: those groups and
+// also timed as separate single-matrix launches of the same weights, and the single o_proj and
+// down_proj launches of both models; where the weights take the tiled layout, that launch too, at
+// every warps-per-block, groups ahead, and the two combined. Plan sweep: those groups and
 // single 8B/70B matrices at K = 2, 3 and 4, batch 1, with every warps-per-block of 1..8, beside the
 // one PlanScalarCodecGemv picks (--groups_only: only the groups and the sweep).
 // For each: the kernel's median time, the bytes it must read (packed codes + fp16 scales + fp16
@@ -91,6 +93,12 @@ const GroupShape kGroupShapes[] = {
     {"llama3-8b", "gate/up", 4096, 2, {14336, 14336}, {3, 3}},
     {"llama3-70b", "q/k/v", 8192, 3, {8192, 1024, 1024}, {2, 3, 3}},
     {"llama3-70b", "gate/up", 8192, 2, {28672, 28672}, {2, 3}},
+    // Single launches of the decode step, for the tiled sweeps.
+    {"llama3-8b", "o_proj", 4096, 1, {4096}, {4}},
+    {"llama3-8b", "down_proj", 14336, 1, {4096}, {4}},
+    {"llama3-8b", "down_proj", 14336, 1, {4096}, {3}},
+    {"llama3-70b", "o_proj", 8192, 1, {8192}, {3}},
+    {"llama3-70b", "down_proj", 28672, 1, {8192}, {2}},
 };
 const int kGroupBatches[] = {1};
 
@@ -285,7 +293,7 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
       }
       // The tiled layout: the plan's launch and every warps-per-block.
       double tiled_s = 0.0;
-      std::string tiled_by_warps, tiled_by_ahead;
+      std::string tiled_by_warps, tiled_by_ahead, tiled_by_both;
       if (tiled) {
         auto tiled_params = [&](int i) {
           std::vector<ScalarCodecGemvParams> group = params(i);
@@ -316,6 +324,17 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
           } else {
             absl::StrAppend(&tiled_by_ahead, tiled_by_ahead.empty() ? "" : ",", "\"", tt.groups_ahead,
                             "\":", secs * 1e6);
+          }
+        }
+        for (int w : {2, 4, 8, 16}) {
+          for (int ahead : {1, 2, 4}) {
+            const TiledGemvTuning tt{.warps_per_block = w, .groups_ahead = ahead};
+            auto launch = [&](int i) { return LaunchScalarCodecGemvTiled(tiled_params(i), tt, stream); };
+            double secs = 0.0;
+            std::string how_tiled;
+            if (absl::Status s = TimeLaunches(stream, iters, launch, &secs, &how_tiled); !s.ok()) return s;
+            absl::StrAppend(&tiled_by_both, tiled_by_both.empty() ? "" : ",", "\"", w, "x", ahead, "\":",
+                            secs * 1e6);
           }
         }
       }
@@ -362,7 +381,8 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
           ",\"l2_resident_us\":", l2_resident_s * 1e6,
           tiled ? absl::StrCat(",\"tiled_us\":", tiled_s * 1e6, ",\"tiled_fraction_of_copy_bw\":",
                                bytes / tiled_s / 1e9 / copy_gbps, ",\"tiled_us_by_warps\":{", tiled_by_warps, "}",
-                               ",\"tiled_us_by_groups_ahead\":{", tiled_by_ahead, "}")
+                               ",\"tiled_us_by_groups_ahead\":{", tiled_by_ahead, "}",
+                               ",\"tiled_us_by_warps_x_ahead\":{", tiled_by_both, "}")
                 : std::string(),
           ",\"timing\":\"", how, "\"}"));
       std::fprintf(stderr,

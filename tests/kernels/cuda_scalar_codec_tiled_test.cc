@@ -63,26 +63,35 @@ TEST(CudaScalarCodecTiled, AppliesToTwoThreeFourAndEightBitsOnWholeTilesAndGroup
 
 TEST(CudaScalarCodecTiled, PlanGivesEachSmEnoughWarps) {
   // The H200 sweep's best (or within 2% of it) for Llama-3's shapes.
-  EXPECT_EQ(PlanTiledGemv(1792, 32, 132), 4);   // 8B gate/up
-  EXPECT_EQ(PlanTiledGemv(896, 32, 132), 4);    // 8B gate_proj alone
-  EXPECT_EQ(PlanTiledGemv(384, 32, 132), 8);    // 8B q/k/v
-  EXPECT_EQ(PlanTiledGemv(256, 32, 132), 16);   // 8B o_proj
-  EXPECT_EQ(PlanTiledGemv(64, 32, 132), 16);    // 8B k_proj alone
-  EXPECT_EQ(PlanTiledGemv(256, 112, 132), 16);  // 8B down_proj
-  EXPECT_EQ(PlanTiledGemv(512, 64, 132), 8);    // 70B q_proj/o_proj
-  EXPECT_EQ(PlanTiledGemv(1792, 64, 132), 8);   // 70B gate_proj alone
-  EXPECT_EQ(PlanTiledGemv(3584, 64, 132), 4);   // 70B gate/up: 108 warps per SM
-  EXPECT_EQ(PlanTiledGemv(640, 64, 132), 8);    // 70B q/k/v
-  EXPECT_EQ(PlanTiledGemv(512, 224, 132), 16);  // 70B down_proj
-  EXPECT_EQ(PlanTiledGemv(1, 2, 132), 2);       // never more warps than groups
-  EXPECT_EQ(PlanTiledGemv(1, 1, 132), 1);
-  EXPECT_EQ(PlanTiledGroupsAhead(64, 32, 16, 132), 2);   // 8B k_proj alone: 7.8 warps per SM
-  EXPECT_EQ(PlanTiledGroupsAhead(256, 112, 8, 132), 2);  // 8B down_proj forced to 8 warps: 15.5
-  EXPECT_EQ(PlanTiledGroupsAhead(256, 112, 16, 132), 1); // ... at the plan's 16: 31
-  EXPECT_EQ(PlanTiledGroupsAhead(384, 32, 8, 132), 1);   // 8B q/k/v: 23 warps per SM
-  EXPECT_EQ(PlanTiledGroupsAhead(1792, 32, 4, 132), 1);  // 8B gate/up
-  EXPECT_EQ(PlanTiledGroupsAhead(512, 64, 8, 132), 1);   // 70B q/o
-  EXPECT_EQ(PlanTiledGroupsAhead(16, 1, 1, 132), 1);     // one group per warp
+  EXPECT_EQ(PlanTiledGemv(1792, 32, 132, 4), 4);   // 8B gate/up
+  EXPECT_EQ(PlanTiledGemv(896, 32, 132, 4), 4);    // 8B gate_proj alone
+  EXPECT_EQ(PlanTiledGemv(384, 32, 132, 4), 8);    // 8B q/k/v
+  EXPECT_EQ(PlanTiledGemv(256, 32, 132, 4), 16);   // 8B o_proj
+  EXPECT_EQ(PlanTiledGemv(256, 32, 132, 2), 16);   // ... at 2 bits: a short row keeps them
+  EXPECT_EQ(PlanTiledGemv(64, 32, 132, 4), 16);    // 8B k_proj alone
+  EXPECT_EQ(PlanTiledGemv(256, 112, 132, 4), 16);  // 8B down_proj
+  EXPECT_EQ(PlanTiledGemv(512, 64, 132, 3), 8);    // 70B q_proj/o_proj
+  EXPECT_EQ(PlanTiledGemv(1792, 64, 132, 4), 8);   // 70B gate_proj alone
+  EXPECT_EQ(PlanTiledGemv(3584, 64, 132, 2), 4);   // 70B gate/up at 2/3: 108 warps per SM, never one wave
+  EXPECT_EQ(PlanTiledGemv(640, 64, 132, 3), 8);    // 70B q/k/v at 3 bits
+  EXPECT_EQ(PlanTiledGemv(640, 64, 132, 2), 4);    // ... at 2/3/3: half, 19 warps per SM
+  EXPECT_EQ(PlanTiledGemv(512, 224, 132, 3), 16);  // 70B down_proj at 3 bits
+  EXPECT_EQ(PlanTiledGemv(512, 224, 132, 2), 8);   // ... at 2: half, 31 warps per SM
+  EXPECT_EQ(PlanTiledGemv(256, 112, 132, 2), 16);  // 8B down_proj at 2: half would leave 15.5
+  EXPECT_EQ(PlanTiledGemv(1, 2, 132, 4), 2);       // never more warps than groups
+  EXPECT_EQ(PlanTiledGemv(1, 1, 132, 4), 1);
+  EXPECT_EQ(PlanTiledGroupsAhead(64, 32, 16, 132, 4), 2);   // 8B k_proj alone: 7.8 warps per SM
+  EXPECT_EQ(PlanTiledGroupsAhead(256, 112, 8, 132, 4), 2);  // 8B down_proj forced to 8 warps: 15.5
+  EXPECT_EQ(PlanTiledGroupsAhead(256, 112, 16, 132, 4), 1); // ... at the plan's 16: 31
+  EXPECT_EQ(PlanTiledGroupsAhead(384, 32, 8, 132, 4), 1);   // 8B q/k/v: 23 warps per SM
+  EXPECT_EQ(PlanTiledGroupsAhead(384, 32, 8, 132, 3), 1);   // ... at 3/3/3
+  EXPECT_EQ(PlanTiledGroupsAhead(256, 112, 16, 132, 3), 1); // 8B down_proj at 3 bits: 31
+  EXPECT_EQ(PlanTiledGroupsAhead(1792, 32, 4, 132, 3), 1);  // 8B gate/up at 3/4
+  EXPECT_EQ(PlanTiledGroupsAhead(512, 64, 8, 132, 3), 1);   // 70B q/o
+  EXPECT_EQ(PlanTiledGroupsAhead(640, 64, 4, 132, 2), 4);   // 70B q/k/v at 2/3/3: 19 warps per SM
+  EXPECT_EQ(PlanTiledGroupsAhead(512, 224, 8, 132, 2), 2);  // 70B down_proj at 2: 31
+  EXPECT_EQ(PlanTiledGroupsAhead(3584, 64, 4, 132, 2), 1);  // 70B gate/up at 2/3: 108
+  EXPECT_EQ(PlanTiledGroupsAhead(16, 1, 1, 132, 2), 1);     // one group per warp
 }
 
 TEST(CudaScalarCodecTiled, RejectsBadArgumentsNamingTheProblem) {

@@ -376,13 +376,21 @@ bool TiledGroupApplies(absl::Span<const ScalarCodecGemvParams> weights) {
   return true;
 }
 
-int PlanTiledGemv(int64_t tiles, int64_t groups_per_row, int multiprocessors) {
+int PlanTiledGemv(int64_t tiles, int64_t groups_per_row, int multiprocessors, int lo_bits) {
   const int64_t sms = std::max(multiprocessors, 1);
   int w = 1;
   while (w < kMaxTiledWarps && 2 * w <= groups_per_row &&
          (tiles * w < kTiledMinWarpsPerSm * sms ||
           (groups_per_row > int64_t{kTiledMaxGroupsPerWarp} * w && tiles * w < kTiledMaxWarpsPerSm * sms))) {
     w *= 2;
+  }
+  // 2-bit codes on long rows: half the warps, each with twice the groups and more of them in
+  // flight (PlanTiledGroupsAhead), as long as the launch then fits one wave and still has
+  // kTiledAheadMaxWarpsPerSm warps per SM.
+  if (lo_bits <= 2 && groups_per_row >= kTiledLongRowGroups && w >= 2 &&
+      tiles * (w / 2) <= int64_t{kTiledOneWaveWarpsPerSm} * sms &&
+      tiles * (w / 2) >= int64_t{kTiledAheadMaxWarpsPerSm} * sms) {
+    w /= 2;
   }
   return w;
 }
@@ -479,11 +487,18 @@ absl::Status CheckScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> g
   return BuildTiledArgs(group, &a, &tiles);
 }
 
-int PlanTiledGroupsAhead(int64_t tiles, int64_t groups_per_row, int warps_per_block, int multiprocessors) {
+int PlanTiledGroupsAhead(int64_t tiles, int64_t groups_per_row, int warps_per_block, int multiprocessors,
+                         int lo_bits) {
   const int64_t per_warp = groups_per_row / std::max(warps_per_block, 1);
-  return tiles * warps_per_block <= int64_t{kTiledAheadMaxWarpsPerSm} * std::max(multiprocessors, 1) && per_warp >= 2
-             ? 2
-             : 1;
+  if (per_warp < 2) return 1;
+  // Warps per SM of the launch, against what each ring depth leaves resident (its registers).
+  const int64_t warps = tiles * warps_per_block;
+  const int64_t sms = std::max(multiprocessors, 1);
+  auto fits = [&](int per_sm) { return warps <= int64_t{per_sm} * sms; };
+  if (lo_bits <= 2 && groups_per_row >= kTiledLongRowGroups) {
+    return per_warp >= 4 && fits(kTiledAheadFourMaxWarpsPerSm) ? 4 : fits(kTiledOneWaveWarpsPerSm) ? 2 : 1;
+  }
+  return fits(kTiledAheadMaxWarpsPerSm) ? 2 : 1;
 }
 
 absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> group, const TiledGemvTuning& tuning,
@@ -502,8 +517,10 @@ absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> 
   if (absl::Status st = BuildTiledArgs(group, &a, &tiles); !st.ok()) return st;
   int sms = 0;
   if (absl::Status st = detail::CurrentDeviceMultiprocessors(&sms); !st.ok()) return st;
-  const int w = tuning.warps_per_block == 0 ? PlanTiledGemv(tiles, a.groups, sms) : tuning.warps_per_block;
-  const int ahead = tuning.groups_ahead == 0 ? PlanTiledGroupsAhead(tiles, a.groups, w, sms) : tuning.groups_ahead;
+  const int w =
+      tuning.warps_per_block == 0 ? PlanTiledGemv(tiles, a.groups, sms, a.lo_bits) : tuning.warps_per_block;
+  const int ahead =
+      tuning.groups_ahead == 0 ? PlanTiledGroupsAhead(tiles, a.groups, w, sms, a.lo_bits) : tuning.groups_ahead;
   const detail::KernelShape shape{dim3(static_cast<unsigned>(tiles)), dim3(static_cast<unsigned>(w * kLanes))};
   auto launch = [&](auto kernel) { return detail::LaunchKernel(shape, stream, kernel, a); };
   auto by_ahead = [&]<int kLo, int kHi, int kW>() -> absl::Status {

@@ -75,18 +75,29 @@ absl::Status CheckScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> g
 // Warps per block of the tiled launch, a power of two up to 16 and no more than the row's 128-column
 // groups: the fewest that put kTiledMinWarpsPerSm warps on each of `multiprocessors` SMs and leave
 // no warp more than kTiledMaxGroupsPerWarp groups; the latter stops doubling once the launch has
-// kTiledMaxWarpsPerSm warps per SM. Fitted to the H200's sweeps (docs/KERNELS.md, "Tiled layout"): 8B q/k/v 8, gate/up 4,
-// o_proj, k_proj and down_proj 16; 70B q/o and gate 8, gate/up 4 (8 was 5% slower).
+// kTiledMaxWarpsPerSm warps per SM. When the launch has 2-bit codes (lo_bits, its smallest K) on rows
+// of at least kTiledLongRowGroups groups, half that, if the launch then has kTiledAheadMaxWarpsPerSm
+// to kTiledOneWaveWarpsPerSm warps per SM. Fitted to the H200's sweeps (docs/KERNELS.md, "Tiled layout"): 8B q/k/v 8, gate/up
+// 4, o_proj, k_proj and down_proj 16; 70B q/o and gate 8, gate/up 4 (8 was 5% slower); 70B q/k/v at
+// 2/3/3 4 and down_proj at K = 2 8 (session 12: 17.5 → 13.5 and 46.6 → 38.3 µs with the ring below).
 inline constexpr int kTiledMinWarpsPerSm = 23;
 inline constexpr int kTiledMaxGroupsPerWarp = 8;
 inline constexpr int kTiledMaxWarpsPerSm = 108;
-int PlanTiledGemv(int64_t tiles, int64_t groups_per_row, int multiprocessors);
+inline constexpr int kTiledLongRowGroups = 64;
+inline constexpr int kTiledOneWaveWarpsPerSm = 32;
+int PlanTiledGemv(int64_t tiles, int64_t groups_per_row, int multiprocessors, int lo_bits);
 
-// Groups of codes a warp keeps in flight: 2 when the launch leaves room on the SMs (at most
-// kTiledAheadMaxWarpsPerSm warps each, so the extra registers cost no residency) and a warp walks
-// at least two groups, else 1. H200 (docs/KERNELS.md, "Tiled layout"): 8B down_proj 19.8 → 13.5 µs
-// and o_proj 6.9 → 5.4 with 2; the crowded launches (gate/up, 70B q/o) were 10-30% slower with 2-4.
+// Groups of codes a warp keeps in flight, 1, 2 or 4, where the launch's warps per SM stay within what
+// the deeper ring's registers leave resident, and a warp walks at least two groups: 2-bit codes on
+// long rows 4 up to kTiledAheadFourMaxWarpsPerSm (and four groups a warp), else 2 up to
+// kTiledOneWaveWarpsPerSm; otherwise 2 up to kTiledAheadMaxWarpsPerSm. H200 (docs/KERNELS.md, "Tiled
+// layout"): 8B down_proj 19.8 → 13.5 µs and o_proj 6.9 → 5.4 with 2 (session 10); 70B q/k/v at 2/3/3
+// with 4 and down_proj at 2 bits with 2 (session 12); the crowded launches (gate/up, 70B q/o) were
+// 10-30% slower with 2-4. (8B q/k/v at 3/3/3 is 7.0 → 6.5 µs with 2 alone, but the 8B step was not
+// faster.)
 inline constexpr int kTiledAheadMaxWarpsPerSm = 16;
-int PlanTiledGroupsAhead(int64_t tiles, int64_t groups_per_row, int warps_per_block, int multiprocessors);
+inline constexpr int kTiledAheadFourMaxWarpsPerSm = 20;
+int PlanTiledGroupsAhead(int64_t tiles, int64_t groups_per_row, int warps_per_block, int multiprocessors,
+                         int lo_bits);
 
 }  // namespace bitloom::kernels::cuda
