@@ -24,8 +24,8 @@
 //   Σ (q − centre)·x = Σ_c 2^(−K·c)·acc_c − Σ_c (1024·2^(−K·c) + centre)·X_c,    y += s · that.
 // The fp32 sums of (1024 + q·2^(Kc))·x lose about 7 of their 24 bits to the offset (~1e-5 relative),
 // far below the fp16 activations' rounding. Per 2048 weights at K = 4 the compiled loop is 119
-// instructions (the register GEMV's ~210). K = 3 has three classes (operands 1024 + q·{1, 8, 64}) and the same eight
-// mma per group (TiledMmasThreeBit).
+// instructions (the register GEMV's ~210). K = 3 has three classes (operands 1024 + q·{1, 8, 64})
+// and the same eight mma per group (TiledMmasThreeBit).
 
 #include <cuda_fp16.h>
 
