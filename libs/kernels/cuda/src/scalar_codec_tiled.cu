@@ -6,11 +6,10 @@
 // column l = 4c + r (class c = 0..C−1, r = 0..3) at bit K·c + (0, 16, 8, 24)[r]. K = 3: columns 2j and
 // 2j+1 sit at the same bits of a word's two halves, pairs 4i..4i+3 in word i at bits 0, 9, 3, 12,
 // pairs 12..14 at bits 6 of words 0..2, and pair 15 on the halves' bit 15 of the three words
-// (tiled_layout.cuh). The artifact's K words of a
-// lane hold the same 32 columns in order (code l at bit K·l), so the rewrite moves whole K-word units
-// within a 16-row tile and permutes the bits inside each: a tile spans the same 16·cols·K/8 bytes in
-// both layouts, and the rewrite runs in place through shared memory. (K = 4: word i = columns
-// 8i..8i+7, nibble slots (0, 4, 2, 6, 1, 5, 3, 7).)
+// (tiled_layout.cuh). The artifact's K words of a lane hold the same 32 columns in order (code l at
+// bit K·l), so the rewrite moves whole K-word units within a 16-row tile and permutes the bits inside
+// each: a tile spans the same 16·cols·K/8 bytes in both layouts, and the rewrite runs in place through
+// shared memory. (K = 4: word i = columns 8i..8i+7, nibble slots (0, 4, 2, 6, 1, 5, 3, 7).)
 //
 // GEMV. One thread block of W warps per 16-row tile; warp w takes groups w, w + W, ... (split-K)
 // with the codes of its next kAhead groups in flight in a register ring, and the warps' sums meet in
