@@ -773,8 +773,8 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
   int threads = plan.threads;
   if (p.splits.acc != nullptr) {  // the merged chunk, and a thread per element to merge it
     const int64_t chunk = r.n / plan.cluster;
-    a.merged_at = plan.work_floats + plan.recv_floats;
-    shared_bytes += 4 * chunk;
+    a.merged_at = (plan.work_floats + plan.recv_floats + 3) / 4 * 4;  // pass 0 reads it as float4
+    shared_bytes = 4 * (a.merged_at + chunk);
     threads = static_cast<int>(std::clamp<int64_t>((chunk + 31) / 32 * 32, threads, kTiledMaxThreads));
   }
   auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P>;
