@@ -321,12 +321,18 @@ TEST(CudaHadamardRotationPlan, AttentionInputTakesTheWidestClusterOrNothing) {
     ASSERT_TRUE(plan.ok()) << plan.status();
     EXPECT_EQ(plan->schedule, RotateSchedule::kRegisterTiled);
     EXPECT_EQ(plan->cluster_blocks, w.cluster);
+    // The merged chunk (n / cluster fp32) after the transform's own buffers, and a thread per element
+    // to merge it (up to 512).
+    HadamardRotateParams plain = PlanProbe(*rot);
+    plain.cluster_blocks = w.cluster;
+    const absl::StatusOr<RotateLaunchInfo> alone = PlanHadamardRotate(90, plain);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    const int64_t chunk = w.n / w.cluster;
+    EXPECT_EQ(plan->shared_bytes, alone->shared_bytes + 4 * chunk);
+    EXPECT_EQ(plan->threads, std::max<int64_t>(alone->threads, std::min<int64_t>(512, (chunk + 31) / 32 * 32)));
     p.splits.num_heads = w.heads + 1;  // n mismatch
     EXPECT_EQ(PlanHadamardRotate(90, p).status().code(), absl::StatusCode::kInvalidArgument);
     p.splits.num_heads = w.heads;
-    p.splits.acc = kFakeF + 1;  // the merge reads 16-byte vectors
-    EXPECT_EQ(PlanHadamardRotate(90, p).status().code(), absl::StatusCode::kInvalidArgument);
-    p.splits.acc = kFakeF;
     p.schedule = RotateSchedule::kRowPerBlock;
     EXPECT_EQ(PlanHadamardRotate(90, p).status().code(), absl::StatusCode::kInvalidArgument);
   }

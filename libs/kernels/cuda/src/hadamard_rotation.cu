@@ -517,9 +517,6 @@ absl::Status Validate(const HadamardRotateParams& p) {
       return absl::InvalidArgumentError(
           "LaunchHadamardRotate: an attention input (splits.acc set) takes no x, up or norm.residual");
     }
-    if (reinterpret_cast<uintptr_t>(sp.acc) % 16 != 0) {
-      return absl::InvalidArgumentError("LaunchHadamardRotate: splits.acc must be 16-byte aligned");
-    }
     if (sp.ml == nullptr || sp.seq_lens == nullptr || sp.num_splits < 2 || sp.split_len < 1 ||
         (sp.head_dim != 64 && sp.head_dim != 128 && sp.head_dim != 256) ||
         int64_t{sp.num_heads} * sp.head_dim != r.n || p.x_type != ActivationType::kF32) {
@@ -592,6 +589,7 @@ struct TiledPlan {
   int log_gpb = 0;
   int cols = 0;
   uint32_t cols_magic = 0;
+  int merged_at = 0;  // attention input: the merged chunk's offset in shared memory, in floats
   int64_t shared_bytes = 0;
 };
 
@@ -615,8 +613,9 @@ int DefaultCluster(const RotationDesc& r, int sm) {
 }
 
 // `norm`: the params carry a norm input, whose 1/rms is applied when the outputs are stored, which
-// needs a barrier after pass 0: p = 1 on one block with a single pass has none.
-absl::Status PlanTiled(const RotationDesc& r, int sm, int cluster_request, bool norm,
+// needs a barrier after pass 0: p = 1 on one block with a single pass has none. `attention`: the
+// input is attention splits, merged into shared memory before pass 0 by a thread per element.
+absl::Status PlanTiled(const RotationDesc& r, int sm, int cluster_request, bool norm, bool attention,
                        TiledPlan* plan) {
   const int64_t p = r.base_order;
   const int64_t l = r.pow2_order;
@@ -667,6 +666,11 @@ absl::Status PlanTiled(const RotationDesc& r, int sm, int cluster_request, bool 
   const int64_t tasks = std::max<int64_t>(chunk / detail::kTile, tasks2);
   t.threads = static_cast<int>(std::clamp<int64_t>((tasks + 31) / 32 * 32, 32, kTiledMaxThreads));
   t.shared_bytes = 4 * (int64_t{t.work_floats} + t.recv_floats);
+  if (attention) {  // the merged chunk after the buffers, 16-byte aligned (pass 0 reads float4)
+    t.merged_at = (t.work_floats + t.recv_floats + 3) / 4 * 4;
+    t.shared_bytes = 4 * (int64_t{t.merged_at} + chunk);
+    t.threads = static_cast<int>(std::clamp<int64_t>((chunk + 31) / 32 * 32, t.threads, kTiledMaxThreads));
+  }
   if (t.shared_bytes > MaxSharedBytes(sm)) {
     return absl::InvalidArgumentError(absl::StrCat("LaunchHadamardRotate: ", t.shared_bytes,
                                                    " bytes of shared memory per block exceed sm_",
@@ -690,7 +694,7 @@ absl::StatusOr<RotateSchedule> ChooseSchedule(int sm, const HadamardRotateParams
     // Many rows: the fewest blocks per row that plan (shared memory, a divisor of p).
     for (int c = 1; c <= kMaxClusterBlocks; ++c) {
       if (c > 1 && sm < 90) break;
-      if (PlanTiled(p.rotation, sm, c, p.norm.residual != nullptr, tiled).ok()) {
+      if (PlanTiled(p.rotation, sm, c, p.norm.residual != nullptr, p.splits.acc != nullptr, tiled).ok()) {
         return RotateSchedule::kRegisterTiled;
       }
     }
@@ -699,11 +703,11 @@ absl::StatusOr<RotateSchedule> ChooseSchedule(int sm, const HadamardRotateParams
   // (SMs) that split it, so no SM's loads serialise the merge.
   if (p.splits.acc != nullptr && p.cluster_blocks == 0 && sm >= 90) {
     for (int c = kMaxClusterBlocks; c > 1; --c) {
-      if (PlanTiled(p.rotation, sm, c, false, tiled).ok()) return RotateSchedule::kRegisterTiled;
+      if (PlanTiled(p.rotation, sm, c, false, true, tiled).ok()) return RotateSchedule::kRegisterTiled;
     }
   }
   const absl::Status s =
-      PlanTiled(p.rotation, sm, p.cluster_blocks, p.norm.residual != nullptr, tiled);
+      PlanTiled(p.rotation, sm, p.cluster_blocks, p.norm.residual != nullptr, p.splits.acc != nullptr, tiled);
   if (s.ok()) return RotateSchedule::kRegisterTiled;
   if (p.splits.acc != nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -769,22 +773,15 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
   a.activation = p.activation;
   a.rms = p.norm;
   a.splits = p.splits;
-  int64_t shared_bytes = plan.shared_bytes;
-  int threads = plan.threads;
-  if (p.splits.acc != nullptr) {  // the merged chunk, and a thread per element to merge it
-    const int64_t chunk = r.n / plan.cluster;
-    a.merged_at = (plan.work_floats + plan.recv_floats + 3) / 4 * 4;  // pass 0 reads it as float4
-    shared_bytes = 4 * (a.merged_at + chunk);
-    threads = static_cast<int>(std::clamp<int64_t>((chunk + 31) / 32 * 32, threads, kTiledMaxThreads));
-  }
+  a.merged_at = plan.merged_at;
   auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P>;
-  if (shared_bytes > 48 * 1024) {
+  if (plan.shared_bytes > 48 * 1024) {
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)));
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan.shared_bytes)));
   }
   const unsigned grid = static_cast<unsigned>(p.batch * plan.cluster);
-  return detail::LaunchKernel({dim3(grid), dim3(static_cast<unsigned>(threads)), static_cast<size_t>(shared_bytes),
-                               static_cast<unsigned>(plan.cluster)},
+  return detail::LaunchKernel({dim3(grid), dim3(static_cast<unsigned>(plan.threads)),
+                               static_cast<size_t>(plan.shared_bytes), static_cast<unsigned>(plan.cluster)},
                               stream, kernel, a);
 }
 

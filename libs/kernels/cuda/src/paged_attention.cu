@@ -102,11 +102,15 @@ struct DecodeArgs {
   float* ws_ml;   // [batch, num_heads, num_splits, 2]: max, sum
 };
 
-// Before the wait for the kernels ahead (q/k/v, RoPE), asks L2 for the K and V rows of the block's
-// split, which earlier steps wrote: the split's DRAM reads then overlap those kernels instead of
-// following them. Only a hint: the lengths and page table it reads were copied in before the step
+// Before the wait for the kernels ahead (q/k/v, RoPE), asks L2 for the K and V rows of the first
+// kDecodePrefetchTokens tokens of the block's split, which earlier steps wrote: those DRAM reads then
+// overlap the kernels ahead instead of following them. At most 64 tokens, so that a launch of long
+// single-split sequences (large batches) asks for no more than L2 keeps (64 tokens · 512 bytes per
+// block at D = 128). Only a hint: the lengths and page table it reads were copied in before the step
 // (the engine's contract), and L2 is where this step's new row is written, so a prefetched line is
 // never stale; one 128-byte line per thread and step.
+constexpr int kDecodePrefetchTokens = 64;
+
 template <int D>
 __device__ __forceinline__ void PrefetchSplitRows(const DecodeArgs& a) {
   constexpr int kLines = D * 2 / 128;  // 128-byte lines per K (or V) row of one kv head
@@ -115,7 +119,7 @@ __device__ __forceinline__ void PrefetchSplitRows(const DecodeArgs& a) {
   const int len = a.seq_lens[b];
   const int start = a.window > 0 ? max(0, len - a.window) : 0;
   const int lo = start + static_cast<int>(blockIdx.x) * a.split_len;
-  const int hi = min(len, lo + a.split_len);
+  const int hi = min(min(len, lo + a.split_len), lo + kDecodePrefetchTokens);
   const int32_t* table = a.block_tables + int64_t{b} * a.max_pages_per_seq;
   for (int i = threadIdx.x; i < (hi - lo) * 2 * kLines; i += kDecodeThreads) {
     const int t = lo + i / (2 * kLines);

@@ -96,7 +96,7 @@ struct HadamardRotateParams {
   Activation activation = Activation::kSilu;
   // Residual RMSNorm input: with norm.residual set, x must be null (the residual is the input).
   RotateNormInput norm;
-  // Attention input: with splits.acc set (16-byte aligned), x, up and norm.residual must be null and
+  // Attention input: with splits.acc set, x, up and norm.residual must be null and
   // x_type kF32; row b merges the partials of sequence b (n = num_heads·head_dim). Needs the
   // register-tiled schedule; with cluster_blocks 0 the row goes over the most blocks that split it.
   DecodeAttentionSplits splits;
