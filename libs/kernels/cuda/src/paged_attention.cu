@@ -102,24 +102,18 @@ struct DecodeArgs {
   float* ws_ml;   // [batch, num_heads, num_splits, 2]: max, sum
 };
 
-// Before the wait for the kernels ahead (q/k/v, RoPE), asks L2 for the K and V rows of the first
-// kDecodePrefetchTokens tokens of the block's split, which earlier steps wrote: those DRAM reads then
-// overlap the kernels ahead instead of following them. At most 64 tokens, so that a launch of long
-// single-split sequences (large batches) asks for no more than L2 keeps (64 tokens · 512 bytes per
-// block at D = 128). Only a hint: the lengths and page table it reads were copied in before the step
-// (the engine's contract), and L2 is where this step's new row is written, so a prefetched line is
-// never stale; one 128-byte line per thread and step.
+// Asks L2 for the K and V rows of tokens [lo, hi) of sequence b's kv head, which earlier steps wrote;
+// called before the wait for the kernels ahead (q/k/v, RoPE), on the first kDecodePrefetchTokens
+// tokens of the block's split, so that those DRAM reads overlap the kernels ahead instead of
+// following them. At most 64 tokens, so that a launch of long single-split sequences (large
+// batches) asks for no more than L2 keeps (64 tokens · 512 bytes per block at D = 128). L2 is where
+// this step's new row is written, so a prefetched line is never stale; one 128-byte line per thread
+// and step.
 constexpr int kDecodePrefetchTokens = 64;
 
 template <int D>
-__device__ __forceinline__ void PrefetchSplitRows(const DecodeArgs& a) {
+__device__ __forceinline__ void PrefetchRows(const DecodeArgs& a, int b, int kv_head, int lo, int hi) {
   constexpr int kLines = D * 2 / 128;  // 128-byte lines per K (or V) row of one kv head
-  const int b = blockIdx.z;
-  const int kv_head = blockIdx.y / a.head_chunks;
-  const int len = a.seq_lens[b];
-  const int start = a.window > 0 ? max(0, len - a.window) : 0;
-  const int lo = start + static_cast<int>(blockIdx.x) * a.split_len;
-  const int hi = min(min(len, lo + a.split_len), lo + kDecodePrefetchTokens);
   const int32_t* table = a.block_tables + int64_t{b} * a.max_pages_per_seq;
   for (int i = threadIdx.x; i < (hi - lo) * 2 * kLines; i += kDecodeThreads) {
     const int t = lo + i / (2 * kLines);
@@ -140,9 +134,6 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
   __shared__ float s_l[kStreams][H];
   __shared__ __align__(16) float s_acc[kStreams][H][D];
   detail::AllowDependentLaunch();
-  PrefetchSplitRows<D>(a);
-  detail::WaitForPredecessors();
-
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int sub = lane % kLanesPerToken;  // this lane's 8 dims: [8·sub, 8·sub + 8)
@@ -154,10 +145,14 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
   const int head0 = kv_head * a.group + chunk * H;
   const int heads = min(H, a.group - chunk * H);
 
+  // The lengths and page table were copied in before the step (paged_attention.h), so the split's
+  // range is known before the wait, and its first rows can be asked for.
   const int len = a.seq_lens[b];
   const int start = a.window > 0 ? max(0, len - a.window) : 0;
   const int lo = start + split * a.split_len;
   const int hi = min(len, lo + a.split_len);
+  PrefetchRows<D>(a, b, kv_head, lo, min(hi, lo + kDecodePrefetchTokens));
+  detail::WaitForPredecessors();
   // The plan sizes splits for the longest sequence the launch allows (it is captured once per
   // graph bucket); splits past this sequence's length hold nothing and the combine skips them.
   if (a.num_splits > 1 && lo >= hi) return;

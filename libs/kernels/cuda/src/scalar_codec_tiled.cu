@@ -361,16 +361,25 @@ bool TiledLayoutApplies(const ScalarCodecGemvParams& w) {
          reinterpret_cast<uintptr_t>(w.codes) % 16 == 0 && reinterpret_cast<uintptr_t>(w.scales) % 2 == 0;
 }
 
+namespace {
+
+// Adds `bits` to a launch's K range [*lo, *hi] (both start at the first entry's K); false when it
+// would be a third K, which one launch does not read.
+bool AddLaunchBits(int bits, int* lo, int* hi) {
+  if (bits == *lo || bits == *hi) return true;
+  if (*lo != *hi) return false;
+  *lo = std::min(*lo, bits);
+  *hi = std::max(*hi, bits);
+  return true;
+}
+
+}  // namespace
+
 bool TiledGroupApplies(absl::Span<const ScalarCodecGemvParams> weights) {
   if (weights.empty()) return false;
   int lo = weights[0].bits, hi = weights[0].bits;
   for (const ScalarCodecGemvParams& w : weights) {
-    if (!TiledLayoutApplies(w)) return false;
-    if (w.bits != lo && w.bits != hi) {
-      if (lo != hi) return false;  // a third K
-      lo = std::min(lo, w.bits);
-      hi = std::max(hi, w.bits);
-    }
+    if (!TiledLayoutApplies(w) || !AddLaunchBits(w.bits, &lo, &hi)) return false;
   }
   return true;
 }
@@ -445,13 +454,9 @@ absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, Tiled
     if (!TiledLayoutApplies(p)) return Bad(entry, "weight fields do not describe a tiled layout");
     if (p.cols != p0.cols || p.batch != p0.batch || p.x != p0.x || p.x_stride != p0.x_stride)
       return Bad(entry, "cols, batch, x and x_stride must equal entry 0's");
-    if (p.bits != a->lo_bits && p.bits != a->hi_bits) {
-      if (a->lo_bits != a->hi_bits) {
-        return Bad(entry, "bits ", p.bits, " is a third K in one launch (it reads at most two: ", a->lo_bits, " and ",
-                   a->hi_bits, ")");
-      }
-      a->lo_bits = std::min(a->lo_bits, p.bits);
-      a->hi_bits = std::max(a->hi_bits, p.bits);
+    if (!AddLaunchBits(p.bits, &a->lo_bits, &a->hi_bits)) {
+      return Bad(entry, "bits ", p.bits, " is a third K in one launch (it reads at most two: ", a->lo_bits, " and ",
+                 a->hi_bits, ")");
     }
     if (p.batch < 1 || p.batch > kGemvMaxBatch) return Bad(entry, "batch ", p.batch, " not in 1..", kGemvMaxBatch);
     if (p.x == nullptr || p.y == nullptr) return Bad(entry, "x and y must be non-null");
