@@ -107,11 +107,7 @@ __device__ __forceinline__ void RotateRowInThreads(const BlockRotateInput& in, f
         } else {
           LoadTile(in.x + u0, true, v);
         }
-        uint64_t state = in.seed + static_cast<uint64_t>(u0 + 1) * kSplitMixGamma;
-        Unroll<kTile>([&]<int q>() {
-          v[q] = __uint_as_float(__float_as_uint(v[q]) ^ SplitMixSignBit(state));
-          state += kSplitMixGamma;
-        });
+        ApplyTileSigns(v, TileSignBits(in.seed, u0));
       } else {
         Unroll<kTile>([&]<int q>() { v[q] = work[SwizzleWork(u0 + (q << b))]; });
       }

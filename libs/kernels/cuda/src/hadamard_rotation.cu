@@ -205,10 +205,11 @@ struct TiledArgs {
 };
 
 // Pass 0's input tile of a residual-RMSNorm rotation: residual += delta (stored back), Σr² into
-// sum_sq (double, as LaunchResidualRmsNorm), then r ⊙ (weight + offset); 1/rms comes later.
+// sum_sq (double, as LaunchResidualRmsNorm), then r ⊙ (w + offset), w the tile's norm weights
+// (loaded by the caller); 1/rms comes later.
 __device__ __forceinline__ void LoadNormTile(const RotateNormInput& rms, int64_t row, int e0,
-                                             bool vector_load, float (&v)[detail::kTile],
-                                             double& sum_sq) {
+                                             bool vector_load, const float (&w)[detail::kTile],
+                                             float (&v)[detail::kTile], double& sum_sq) {
   float* residual = rms.residual + row * rms.residual_stride + e0;
   detail::LoadTile(residual, vector_load, v);
   if (rms.delta != nullptr) {
@@ -217,8 +218,6 @@ __device__ __forceinline__ void LoadNormTile(const RotateNormInput& rms, int64_t
     detail::Unroll<detail::kTile>([&]<int q>() { v[q] = __fadd_rn(v[q], d[q]); });
     detail::StoreTile(residual, vector_load, v);
   }
-  float w[detail::kTile];
-  detail::LoadTile(rms.weight + e0, vector_load, w);
   detail::Unroll<detail::kTile>([&]<int q>() {
     sum_sq += static_cast<double>(v[q]) * static_cast<double>(v[q]);
     v[q] = __fmul_rn(v[q], __fadd_rn(w[q], rms.weight_offset));
@@ -296,20 +295,31 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
   const int row = static_cast<int>(blockIdx.x) / c;
   if (clustered) detail::ClusterArriveRelaxed();
   detail::AllowDependentLaunch();
-  detail::WaitForPredecessors();
+  const int chunk = a.n / c;
+  const int chunk0 = rank * chunk;
+  const int tasks = chunk / detail::kTile;
+  const bool rms = a.rms.residual != nullptr;
+
+  // The constant inputs of the thread's first pass-0 tile (u0 = 16·threadIdx.x), its signs and
+  // norm weights, are formed while the kernels ahead run; only x (or the residual) waits for them.
+  uint32_t first_signs = 0;
+  float first_w[detail::kTile];
+  detail::Unroll<detail::kTile>([&]<int q>() { first_w[q] = 0.0f; });
+  if (static_cast<int>(threadIdx.x) < tasks) {
+    const int e0 = chunk0 + detail::kTile * static_cast<int>(threadIdx.x);
+    first_signs = detail::TileSignBits(a.seed, e0);
+    if (rms) detail::LoadTile(a.rms.weight + e0, a.vector_load, first_w);
+  }
+  detail::WaitForPredecessorsAfter(first_signs ^ __float_as_uint(first_w[0]));
 
   const Tin* x = static_cast<const Tin*>(a.x) + row * a.x_stride;
   const float* up = a.up == nullptr ? nullptr : a.up + row * a.up_stride;
   Tout* out = static_cast<Tout*>(a.out) + row * a.out_stride;
-  const bool rms = a.rms.residual != nullptr;
   __shared__ double warp_sum_sq[kTiledMaxThreads / 32];
   __shared__ double rank_sum_sq[kMaxClusterBlocks];
   double sum_sq = 0.0;
   float scale = a.norm;  // norm·inv_rms once the row's Σr² is known
   const int l = 1 << a.log_l;
-  const int chunk = a.n / c;
-  const int chunk0 = rank * chunk;
-  const int tasks = chunk / detail::kTile;
   const int npass = (a.log_sub + 3) / 4;
   const uint32_t recv_addr = detail::SharedAddress(recv);
   auto block_sum_sq = [&] {
@@ -340,9 +350,16 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
     }
     for (int t = threadIdx.x; t < tasks; t += blockDim.x) {
       const int u0 = ((t >> b) << (b + 4)) | (t & ((1 << b) - 1));
+      const bool first_tile = pass == 0 && t == static_cast<int>(threadIdx.x);
       float v[detail::kTile];
       if (pass == 0 && rms) {
-        LoadNormTile(a.rms, row, chunk0 + u0, a.vector_load, v, sum_sq);
+        float w[detail::kTile];
+        if (first_tile) {
+          detail::Unroll<detail::kTile>([&]<int q>() { w[q] = first_w[q]; });
+        } else {
+          detail::LoadTile(a.rms.weight + chunk0 + u0, a.vector_load, w);
+        }
+        LoadNormTile(a.rms, row, chunk0 + u0, a.vector_load, w, v, sum_sq);
       } else if (pass == 0 && a.splits.acc != nullptr) {  // merged before the passes
         detail::Unroll<detail::kTile / 4>([&]<int i>() {
           const float4 m = *reinterpret_cast<const float4*>(work + a.merged_at + u0 + 4 * i);
@@ -357,11 +374,7 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
         }
       }
       if (pass == 0) {
-        uint64_t state = a.seed + static_cast<uint64_t>(chunk0 + u0 + 1) * detail::kSplitMixGamma;
-        detail::Unroll<detail::kTile>([&]<int q>() {
-          v[q] = __uint_as_float(__float_as_uint(v[q]) ^ detail::SplitMixSignBit(state));
-          state += detail::kSplitMixGamma;
-        });
+        detail::ApplyTileSigns(v, first_tile ? first_signs : detail::TileSignBits(a.seed, chunk0 + u0));
       } else {
         detail::Unroll<detail::kTile>([&]<int q>() { v[q] = work[detail::SwizzleWork(u0 + (q << b))]; });
       }

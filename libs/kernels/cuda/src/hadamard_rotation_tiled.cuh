@@ -111,6 +111,24 @@ __device__ __forceinline__ uint32_t SplitMixSignBit(uint64_t state) {
   return top & 0x80000000u;  // the sign bit to XOR into the fp32 value (exactly x·(±1))
 }
 
+// The signs of the 16 elements e0 .. e0 + 15 as bits (bit q: element e0 + q), so that a kernel can
+// form them before it waits for its input; ApplyTileSigns XORs them into the tile's sign bits.
+__device__ __forceinline__ uint32_t TileSignBits(uint64_t seed, int64_t e0) {
+  uint64_t state = seed + static_cast<uint64_t>(e0 + 1) * kSplitMixGamma;
+  uint32_t bits = 0;
+#pragma unroll
+  for (int q = 0; q < 16; ++q) {
+    bits |= SplitMixSignBit(state) >> (31 - q);
+    state += kSplitMixGamma;
+  }
+  return bits;
+}
+
+__device__ __forceinline__ void ApplyTileSigns(float (&v)[16], uint32_t bits) {
+#pragma unroll
+  for (int q = 0; q < 16; ++q) v[q] = __uint_as_float(__float_as_uint(v[q]) ^ ((bits << (31 - q)) & 0x80000000u));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Shared-memory swizzle of the butterfly work buffer (fp32 words, logical index u). Word bits 2-3
 // take bits 5-6 and bit 4 takes bit 8, so that (a) the first pass's 16-byte stores of 16

@@ -9,6 +9,10 @@
 //     each (8 lanes at D = 64, 16 at 128, 32 at 256), so a warp reads 32/(D/8) tokens at once and
 //     the 4 warps 4·32/(D/8) "streams" of tokens. Each stream walks the split with stride
 //     streams·U (U = 4 tokens in flight per lane, 2 when H = 8 to save registers).
+//   - Dependent launch: the first iteration's K/V rows (all but the newest, which the RoPE kernel
+//     ahead writes) are loaded into registers, and L2 asked for the split's next rows, before the
+//     wait for the kernels ahead; after it only q (and the newest row) stand between the wait
+//     and the first scores.
 //   - GQA: the K and V loads of a token serve all H heads (each lane holds the 8 dims it reads of
 //     each head's q in registers), so the kv bytes are read once per block, never per query head.
 //   - Scores: 8 FMAs per head per lane, then a butterfly over the token's D/8 lanes. Softmax is
@@ -103,9 +107,9 @@ struct DecodeArgs {
 };
 
 // Asks L2 for the K and V rows of tokens [lo, hi) of sequence b's kv head, which earlier steps wrote;
-// called before the wait for the kernels ahead (q/k/v, RoPE), on the first kDecodePrefetchTokens
-// tokens of the block's split, so that those DRAM reads overlap the kernels ahead instead of
-// following them. At most 64 tokens, so that a launch of long single-split sequences (large
+// called before the wait for the kernels ahead (q/k/v, RoPE), on the tokens of the block's first
+// kDecodePrefetchTokens past its first iteration (whose rows go straight into registers then), so
+// that those DRAM reads overlap the kernels ahead instead of following them. At most 64 tokens, so that a launch of long single-split sequences (large
 // batches) asks for no more than L2 keeps (64 tokens · 512 bytes per block at D = 128). L2 is where
 // this step's new row is written, so a prefetched line is never stale; one 128-byte line per thread
 // and step.
@@ -151,11 +155,41 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
   const int start = a.window > 0 ? max(0, len - a.window) : 0;
   const int lo = start + split * a.split_len;
   const int hi = min(len, lo + a.split_len);
-  PrefetchRows<D>(a, b, kv_head, lo, min(hi, lo + kDecodePrefetchTokens));
-  detail::WaitForPredecessors();
+  const int32_t* table = a.block_tables + int64_t{b} * a.max_pages_per_seq;
+
+  // K/V rows of tokens [base, base + kStreams·kUnroll) below `limit`; the others read as zeros.
+  uint4 kw[kUnroll], vw[kUnroll];
+  bool ok[kUnroll];
+  auto load_rows = [&](int base, int limit) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * kStreams + stream;
+      ok[u] = t < hi;
+      kw[u] = make_uint4(0, 0, 0, 0);
+      vw[u] = kw[u];
+      if (t < limit) {
+        const int64_t off = detail::KvOffset<D>(table, t, a.page_shift, a.num_kv_heads, kv_head) + sub * 8;
+        kw[u] = __ldg(reinterpret_cast<const uint4*>(a.k + off));
+        vw[u] = __ldg(reinterpret_cast<const uint4*>(a.v + off));
+      }
+    }
+  };
+  // The first iteration's rows but the newest (this step's, written by the kernels ahead) are
+  // loaded while those kernels run, and L2 is asked for the split's next rows.
+  load_rows(lo, min(hi, len - 1));
+  PrefetchRows<D>(a, b, kv_head, min(hi, lo + kStreams * kUnroll), min(hi, lo + kDecodePrefetchTokens));
+  detail::WaitForPredecessorsAfter(kw[0].x);
   // The plan sizes splits for the longest sequence the launch allows (it is captured once per
   // graph bucket); splits past this sequence's length hold nothing and the combine skips them.
   if (a.num_splits > 1 && lo >= hi) return;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    if (lo + u * kStreams + stream == len - 1 && hi == len) {
+      const int64_t off = detail::KvOffset<D>(table, len - 1, a.page_shift, a.num_kv_heads, kv_head) + sub * 8;
+      kw[u] = __ldg(reinterpret_cast<const uint4*>(a.k + off));
+      vw[u] = __ldg(reinterpret_cast<const uint4*>(a.v + off));
+    }
+  }
 
   float q[H][8];
 #pragma unroll
@@ -176,24 +210,9 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
     for (int i = 0; i < 8; ++i) acc[h][i] = 0.0f;
   }
 
-  const int32_t* table = a.block_tables + int64_t{b} * a.max_pages_per_seq;
   // Block-uniform trip count: every lane takes part in the butterflies.
   for (int base = lo; base < hi; base += kStreams * kUnroll) {
-    uint4 kw[kUnroll], vw[kUnroll];
-    bool ok[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int t = base + u * kStreams + stream;
-      ok[u] = t < hi;
-      kw[u] = make_uint4(0, 0, 0, 0);
-      vw[u] = kw[u];
-      if (ok[u]) {
-        const int64_t off =
-            detail::KvOffset<D>(table, t, a.page_shift, a.num_kv_heads, kv_head) + sub * 8;
-        kw[u] = __ldg(reinterpret_cast<const uint4*>(a.k + off));
-        vw[u] = __ldg(reinterpret_cast<const uint4*>(a.v + off));
-      }
-    }
+    if (base != lo) load_rows(base, hi);
     float s[kUnroll][H];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -292,10 +311,10 @@ __global__ void __launch_bounds__(D) DecodeCombineKernel(const DecodeArgs a) {
   __shared__ float split_l[kDecodeMaxSplits];
   __shared__ float warp_max[D / 32];
   detail::AllowDependentLaunch();
-  detail::WaitForPredecessors();
   const int64_t bh = int64_t{blockIdx.y} * a.num_heads + blockIdx.x;
   const int64_t row0 = bh * a.num_splits;
   const int splits = detail::SplitsOfSequence(a.seq_lens[blockIdx.y], a.window, a.split_len, a.num_splits);
+  detail::WaitForPredecessorsAfter(static_cast<uint32_t>(splits));  // seq_lens: valid at launch
   const float* ml = a.ws_ml + row0 * 2;
   float mx = -INFINITY;
   for (int s = threadIdx.x; s < splits; s += D) {

@@ -29,11 +29,13 @@ constexpr int kPairsPerLane = kMaxRopeHeadDim / 2 / 32;  // 8
 __global__ void __launch_bounds__(kWarps * 32) QkvRopeKernel(QkvRopeParams p, int log_page_size) {
   extern __shared__ float trig[];  // cos [half], then sin [half]
   detail::AllowDependentLaunch();
-  detail::WaitForPredecessors();
   const int half = p.head_dim / 2;
   float* cos_s = trig;
   float* sin_s = trig + half;
   const int64_t t = blockIdx.x;
+  // Everything but q, k and v is known before the kernels ahead finish (positions, token_seq and
+  // block_tables are step inputs, qkv_rope.h): the angles and the cache page are worked out while
+  // they run, and only the projections are read after the wait.
   const int32_t pos = p.positions[t];
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     const float angle = __fmul_rn(static_cast<float>(pos), p.inv_freq[i]);  // fp32, as transformers
@@ -42,6 +44,11 @@ __global__ void __launch_bounds__(kWarps * 32) QkvRopeKernel(QkvRopeParams p, in
     cos_s[i] = __fmul_rn(static_cast<float>(c), p.attention_scaling);
     sin_s[i] = __fmul_rn(static_cast<float>(s), p.attention_scaling);
   }
+  const int page_index = pos >> log_page_size;
+  const int32_t page = pos >= 0 && page_index < p.max_pages_per_seq
+                           ? p.block_tables[static_cast<int64_t>(p.token_seq[t]) * p.max_pages_per_seq + page_index]
+                           : -1;
+  detail::WaitForPredecessorsAfter(static_cast<uint32_t>(page));
   __syncthreads();
 
   const int warp = threadIdx.x >> 5;
@@ -120,11 +127,6 @@ __global__ void __launch_bounds__(kWarps * 32) QkvRopeKernel(QkvRopeParams p, in
   }
 
   // K or V into the cache slot of this token; skipped when the slot is not addressable.
-  if (pos < 0) return;
-  const int page_index = pos >> log_page_size;
-  if (page_index >= p.max_pages_per_seq) return;
-  const int32_t page =
-      p.block_tables[static_cast<int64_t>(p.token_seq[t]) * p.max_pages_per_seq + page_index];
   if (page < 0 || page >= p.num_pages) return;
   const int slot = pos & (p.page_size - 1);
   __half* cache = reinterpret_cast<__half*>(is_v ? p.v_cache : p.k_cache);

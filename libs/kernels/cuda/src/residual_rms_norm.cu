@@ -1,13 +1,18 @@
 // Fused residual add + RMSNorm (see residual_rms_norm.h).
 //
-// Layout: one thread block per token row, threads strided over the row (coalesced fp32 loads).
-// Pass 1 adds delta, writes the new residual and accumulates Σx² in double (each thread its own
-// elements, then BlockSum); pass 2 re-reads the same elements (each thread only its own, so no
-// barrier is needed between its write and its read, and in-place out_f32 == residual is safe) and
-// writes (x · inv_rms) · (w + offset). The second read hits L1/L2: a row is at most a few tens of
-// KB. Memory-bound, so no shared-memory staging and no vector loads: a decode step has 1-8 rows and
-// the kernel is launch-latency bound; prefill rows are many and independent.
-// Threads: 1024 for hidden ≥ 4096 (4-16 elements each up to 16384), 256 below.
+// Layout: one thread block per token row, threads strided over the row (coalesced fp32 loads):
+// thread i owns elements i, i + threads, i + 2·threads, ...
+//   Rows of at most kHeld·threads elements (8192 at 1024 threads) stay in registers. The norm
+//   weights are constant, so they are loaded before the wait for the kernels ahead; after it,
+//   every residual and delta element of the thread is loaded at once (one L2 round trip, not one
+//   per element: a store between loads would keep the compiler from batching them, since the
+//   pointers may alias), added, stored back and squared into Σx² (double); BlockSum; then
+//   (x · inv_rms) · (w + offset) from registers. In a decode step the kernel is latency-bound;
+//   this leaves two memory round trips after the wait where the loop form had two per element.
+//   (kHeld = 16 would need more than the 64 registers per thread a 1024-thread block allows.)
+//   Wider rows: the same two passes as loops, the second re-reading its own elements (each thread
+//   only its own, so no barrier between its write and its read; out_f32 == residual is safe).
+// Threads: 1024 for hidden > 2048, 256 below.
 // Rounding: explicit __f*_rn intrinsics keep nvcc from contracting into FMAs the CPU does not use.
 
 #include <cuda_fp16.h>
@@ -22,36 +27,79 @@
 namespace bitloom::kernels::cuda {
 namespace {
 
-__global__ void ResidualRmsNormKernel(ResidualRmsNormParams p) {
+constexpr int kHeld = 8;  // elements per thread kept in registers
+constexpr int kMaxThreads = 1024;
+
+__device__ __forceinline__ float InvRmsOf(double sum_sq, int hidden, float eps) {
+  // RmsNormF32: 1 / sqrt(Σx²/dim + eps) in double, rounded once to fp32.
+  return static_cast<float>(1.0 / sqrt(sum_sq / static_cast<double>(hidden) + static_cast<double>(eps)));
+}
+
+__device__ __forceinline__ void StoreNormalized(const ResidualRmsNormParams& p, int64_t t, int i, float y) {
+  if (p.out_f32 != nullptr) p.out_f32[t * p.hidden + i] = y;
+  if (p.out_f16 != nullptr) reinterpret_cast<__half*>(p.out_f16)[t * p.hidden + i] = __float2half_rn(y);
+}
+
+__global__ void __launch_bounds__(kMaxThreads) ResidualRmsNormKernel(ResidualRmsNormParams p) {
   detail::AllowDependentLaunch();
-  detail::WaitForPredecessors();
   const int64_t t = blockIdx.x;
   const int hidden = static_cast<int>(p.hidden);
+  const int stride = static_cast<int>(blockDim.x);
   float* row = p.residual + t * p.hidden;
   const float* delta = p.delta != nullptr ? p.delta + t * p.delta_stride : nullptr;
+  const bool out = p.out_f32 != nullptr || p.out_f16 != nullptr;
 
+  if (hidden <= kHeld * stride) {
+    float w[kHeld];
+#pragma unroll
+    for (int k = 0; k < kHeld; ++k) {
+      const int i = static_cast<int>(threadIdx.x) + k * stride;
+      w[k] = out && i < hidden ? __fadd_rn(p.weight[i], p.weight_offset) : 0.0f;
+    }
+    detail::WaitForPredecessorsAfter(__float_as_uint(w[0]));
+    float x[kHeld], d[kHeld];
+#pragma unroll
+    for (int k = 0; k < kHeld; ++k) {
+      const int i = static_cast<int>(threadIdx.x) + k * stride;
+      x[k] = i < hidden ? row[i] : 0.0f;
+      d[k] = delta != nullptr && i < hidden ? delta[i] : 0.0f;
+    }
+    double sum_sq = 0.0;
+#pragma unroll
+    for (int k = 0; k < kHeld; ++k) {
+      const int i = static_cast<int>(threadIdx.x) + k * stride;
+      if (i < hidden) {
+        if (delta != nullptr) {
+          x[k] = __fadd_rn(x[k], d[k]);
+          row[i] = x[k];
+        }
+        sum_sq += static_cast<double>(x[k]) * static_cast<double>(x[k]);  // exact product: no FMA
+      }
+    }
+    const float inv_rms = InvRmsOf(detail::BlockSum(sum_sq), hidden, p.eps);
+    if (!out) return;
+#pragma unroll
+    for (int k = 0; k < kHeld; ++k) {
+      const int i = static_cast<int>(threadIdx.x) + k * stride;
+      if (i < hidden) StoreNormalized(p, t, i, __fmul_rn(__fmul_rn(x[k], inv_rms), w[k]));
+    }
+    return;
+  }
+
+  detail::WaitForPredecessors();
   double sum_sq = 0.0;
-  for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+  for (int i = threadIdx.x; i < hidden; i += stride) {
     float x = row[i];
     if (delta != nullptr) {
       x = __fadd_rn(x, delta[i]);
       row[i] = x;
     }
-    sum_sq += static_cast<double>(x) * static_cast<double>(x);  // exact product: no FMA question
+    sum_sq += static_cast<double>(x) * static_cast<double>(x);
   }
-  sum_sq = detail::BlockSum(sum_sq);
-  // RmsNormF32: 1 / sqrt(Σx²/dim + eps) in double, rounded once to fp32.
-  const float inv_rms = static_cast<float>(
-      1.0 / sqrt(sum_sq / static_cast<double>(hidden) + static_cast<double>(p.eps)));
-
-  if (p.out_f32 == nullptr && p.out_f16 == nullptr) return;
-  float* out32 = p.out_f32 != nullptr ? p.out_f32 + t * p.hidden : nullptr;
-  __half* out16 =
-      p.out_f16 != nullptr ? reinterpret_cast<__half*>(p.out_f16) + t * p.hidden : nullptr;
-  for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
-    const float y = __fmul_rn(__fmul_rn(row[i], inv_rms), __fadd_rn(p.weight[i], p.weight_offset));
-    if (out32 != nullptr) out32[i] = y;
-    if (out16 != nullptr) out16[i] = __float2half_rn(y);
+  const float inv_rms = InvRmsOf(detail::BlockSum(sum_sq), hidden, p.eps);
+  if (!out) return;
+  for (int i = threadIdx.x; i < hidden; i += stride) {
+    StoreNormalized(p, t, i, __fmul_rn(__fmul_rn(row[i], inv_rms), __fadd_rn(p.weight[i], p.weight_offset)));
   }
 }
 
@@ -78,7 +126,7 @@ absl::Status LaunchResidualRmsNorm(const ResidualRmsNormParams& p, cudaStream_t 
         "LaunchResidualRmsNorm: no delta and no output: nothing to compute");
   }
   if (p.tokens == 0) return absl::OkStatus();
-  const int threads = p.hidden >= 4096 ? 1024 : 256;
+  const int threads = p.hidden > 2048 ? kMaxThreads : 256;
   return detail::LaunchKernel({dim3(static_cast<unsigned>(p.tokens)), dim3(threads)}, stream,
                               ResidualRmsNormKernel, p);
 }

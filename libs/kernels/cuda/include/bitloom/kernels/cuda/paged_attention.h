@@ -102,10 +102,11 @@ bool IsSupported(int sm, const PagedDecodeAttentionParams& params);
 // out[b, h] = attention of q[b, h] over positions [0, seq_lens[b]) of sequence b. INVALID_ARGUMENT
 // for inconsistent, null or misaligned params or a short workspace; INTERNAL for a CUDA launch
 // error. Two launches (split kernel, combine kernel) when the plan has more than one split, unless
-// defer_combine. With dependent launch, the split kernel reads seq_lens and block_tables before it
-// waits for the kernels ahead (to ask L2 for the K/V rows it will read), so those two must hold
-// valid lengths and page ids from the start of the launch (the engine copies them in before the
-// step); q and the cache's newest rows may come from the kernels ahead.
+// defer_combine. With dependent launch, both kernels read seq_lens, and the split kernel also
+// block_tables and the K/V rows before the newest, before they wait for the kernels ahead, so
+// those must hold valid lengths, page ids and rows from the start of the launch (the engine
+// copies the first two in before the step; earlier steps wrote the rows); q and the cache's
+// newest rows (position seq_lens[b] − 1) may come from the kernels ahead.
 absl::Status LaunchPagedDecodeAttention(const PagedDecodeAttentionParams& params,
                                         cudaStream_t stream);
 

@@ -18,6 +18,11 @@
 // max_pages_per_seq or whose page id is outside [0, num_pages) is not stored (never an out-of-bounds
 // write); the scheduler guarantees this does not happen, so there is no error flag.
 //
+// Dependent launch: the kernel reads positions, token_seq, block_tables and inv_freq before it
+// waits for the kernels ahead (the angles and cache pages are worked out while those run), so they
+// must hold valid values from the start of the launch (the engine copies them in before the step);
+// q, k and v may come from the kernels ahead.
+//
 // Ownership: the caller owns every device buffer. The launcher is asynchronous on `stream`, allocates
 // nothing, never synchronises and never logs; it is thread-safe. Plain C++ header.
 #pragma once
