@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -175,6 +176,17 @@ __host__ __device__ constexpr int MixRowsPerTask(int p) {
   return p == 28 ? 14 : (p == 36 || p == 60) ? 6 : p;
 }
 
+// What pass 0 of the tiled kernel reads (a template parameter, so that each instantiation holds
+// only its own path: a decode step launches rotations of three kinds per layer, and the
+// instruction fetch of a kernel's code after the GEMV ahead has left the SM's caches costs about
+// 0.1 µs per KB of straight-line code (gpu_launch_floor_bench, H200)).
+enum class TiledInput {
+  kRows,    // x
+  kGated,   // act(x) · up
+  kNorm,    // RMSNorm(residual + delta)
+  kSplits,  // the merge of the attention splits
+};
+
 bool IsTiledOrder(int64_t p) {
   return p == 1 || p == 12 || p == 20 || p == 28 || p == 36 || p == 60;
 }
@@ -283,7 +295,7 @@ __device__ __forceinline__ void MixGroup(int g, const float (&y)[P], float norm,
 //   rank 0 zero-fills the output columns [n, out_stride).
 // The thread count covers the larger phase's task count (rounded to a warp, at most 512; more
 // tasks loop). Shared memory: 4·(n/C + recv) bytes, 32 KiB for n = 28672 at C = 7.
-template <typename Tin, typename Tout, int P>
+template <typename Tin, typename Tout, int P, TiledInput kIn, int kLogSub>
 __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(TiledArgs a) {
   static_assert(P == 1 || detail::IsHadamard(detail::kPaleySigns<P>), "no Paley matrix of order P");
   extern __shared__ float4 tiled_smem[];
@@ -298,7 +310,7 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
   const int chunk = a.n / c;
   const int chunk0 = rank * chunk;
   const int tasks = chunk / detail::kTile;
-  const bool rms = a.rms.residual != nullptr;
+  constexpr bool rms = kIn == TiledInput::kNorm;
 
   // The constant inputs of the thread's first pass-0 tile (u0 = 16·threadIdx.x), its signs and
   // norm weights, are formed while the kernels ahead run; only x (or the residual) waits for them.
@@ -308,19 +320,20 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
   if (static_cast<int>(threadIdx.x) < tasks) {
     const int e0 = chunk0 + detail::kTile * static_cast<int>(threadIdx.x);
     first_signs = detail::TileSignBits(a.seed, e0);
-    if (rms) detail::LoadTile(a.rms.weight + e0, a.vector_load, first_w);
+    if constexpr (rms) detail::LoadTile(a.rms.weight + e0, a.vector_load, first_w);
   }
   detail::WaitForPredecessorsAfter(first_signs ^ __float_as_uint(first_w[0]));
 
   const Tin* x = static_cast<const Tin*>(a.x) + row * a.x_stride;
-  const float* up = a.up == nullptr ? nullptr : a.up + row * a.up_stride;
+  const float* up = kIn == TiledInput::kGated ? a.up + row * a.up_stride : nullptr;
   Tout* out = static_cast<Tout*>(a.out) + row * a.out_stride;
   __shared__ double warp_sum_sq[kTiledMaxThreads / 32];
   __shared__ double rank_sum_sq[kMaxClusterBlocks];
   double sum_sq = 0.0;
   float scale = a.norm;  // norm·inv_rms once the row's Σr² is known
   const int l = 1 << a.log_l;
-  const int npass = (a.log_sub + 3) / 4;
+  const int log_sub = kLogSub > 0 ? kLogSub : a.log_sub;
+  const int npass = (log_sub + 3) / 4;
   const uint32_t recv_addr = detail::SharedAddress(recv);
   auto block_sum_sq = [&] {
     double total = 0.0;
@@ -328,7 +341,7 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
     return total;
   };
 
-  if (a.splits.acc != nullptr) {
+  if constexpr (kIn == TiledInput::kSplits) {
     // The block's chunk of the attention output, one element per thread: each merges its
     // (head, dim) over the splits with the combine kernel's arithmetic, the splits' loads in flight
     // together, so the merge costs a few L2 round trips however few tasks the passes have.
@@ -340,19 +353,23 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
     __syncthreads();
   }
 
-  for (int pass = 0; pass < npass; ++pass) {
+  auto run_pass = [&](const int pass) {
     const bool last = pass + 1 == npass;
-    const int b = min(4 * pass, a.log_sub - 4);
+    const int b = min(4 * pass, log_sub - 4);
     const int first = 4 * pass - b;
     if (last && clustered) detail::ClusterWaitAcquire();  // every peer has started
     if (P == 1 && !clustered && rms && last) {
       scale = a.norm * detail::InvRms(block_sum_sq(), a.n, a.rms.eps);  // pass 0's partials are visible
     }
     for (int t = threadIdx.x; t < tasks; t += blockDim.x) {
+      // The tile's elements u0 + (q << b) = u0 ^ (q << b) (u0 is zero in bits b..b+3), and
+      // SwizzleWork is linear over XOR: their work words are sw0 ^ SwizzleWork(q << b), one
+      // LOP3 each, and none at all once b is a constant (kLogSub).
       const int u0 = ((t >> b) << (b + 4)) | (t & ((1 << b) - 1));
+      const int sw0 = detail::SwizzleWork(u0);
       const bool first_tile = pass == 0 && t == static_cast<int>(threadIdx.x);
       float v[detail::kTile];
-      if (pass == 0 && rms) {
+      if (kIn == TiledInput::kNorm && pass == 0) {
         float w[detail::kTile];
         if (first_tile) {
           detail::Unroll<detail::kTile>([&]<int q>() { w[q] = first_w[q]; });
@@ -360,14 +377,14 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
           detail::LoadTile(a.rms.weight + chunk0 + u0, a.vector_load, w);
         }
         LoadNormTile(a.rms, row, chunk0 + u0, a.vector_load, w, v, sum_sq);
-      } else if (pass == 0 && a.splits.acc != nullptr) {  // merged before the passes
+      } else if (kIn == TiledInput::kSplits && pass == 0) {  // merged before the passes
         detail::Unroll<detail::kTile / 4>([&]<int i>() {
           const float4 m = *reinterpret_cast<const float4*>(work + a.merged_at + u0 + 4 * i);
           v[4 * i] = m.x, v[4 * i + 1] = m.y, v[4 * i + 2] = m.z, v[4 * i + 3] = m.w;
         });
       } else if (pass == 0) {  // b = 0: u0 = 16·t
         detail::LoadTile(x + chunk0 + u0, a.vector_load, v);
-        if (up != nullptr) {
+        if constexpr (kIn == TiledInput::kGated) {
           float w[detail::kTile];
           detail::LoadTile(up + chunk0 + u0, a.vector_load, w);
           detail::Unroll<detail::kTile>([&]<int q>() { v[q] = detail::Gated(a.activation, v[q], w[q]); });
@@ -376,17 +393,17 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
       if (pass == 0) {
         detail::ApplyTileSigns(v, first_tile ? first_signs : detail::TileSignBits(a.seed, chunk0 + u0));
       } else {
-        detail::Unroll<detail::kTile>([&]<int q>() { v[q] = work[detail::SwizzleWork(u0 + (q << b))]; });
+        detail::Unroll<detail::kTile>([&]<int q>() { v[q] = work[sw0 ^ detail::SwizzleWork(q << b)]; });
       }
       detail::TileButterflies(v, first);
       if (!last) {
         if (pass == 0) {
           detail::Unroll<detail::kTile / 4>([&]<int i>() {
-            *reinterpret_cast<float4*>(work + detail::SwizzleWork(u0 + 4 * i)) =
+            *reinterpret_cast<float4*>(work + (sw0 ^ detail::SwizzleWork(4 * i))) =
                 make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
           });
         } else {
-          detail::Unroll<detail::kTile>([&]<int q>() { work[detail::SwizzleWork(u0 + (q << b))] = v[q]; });
+          detail::Unroll<detail::kTile>([&]<int q>() { work[sw0 ^ detail::SwizzleWork(q << b)] = v[q]; });
         }
       } else if constexpr (P == 1) {
         if (!clustered) {
@@ -422,6 +439,11 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
       if ((threadIdx.x & 31) == 0) warp_sum_sq[threadIdx.x >> 5] = sum_sq;
     }
     if (!last) __syncthreads();
+  };
+  if constexpr (kLogSub > 0) {
+    detail::Unroll<(kLogSub + 3) / 4>([&]<int pass>() { run_pass(pass); });
+  } else {
+    for (int pass = 0; pass < npass; ++pass) run_pass(pass);
   }
 
   if (rms && clustered) {
@@ -453,7 +475,7 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
     if (clustered) {
       const int gpb = 1 << a.log_gpb;
       const int log_g = a.log_l - 4;
-      const int first = 4 - (a.log_l - a.log_sub);  // the log2 C stages the chunks could not do
+      const int first = 4 - (a.log_l - log_sub);  // the log2 C stages the chunks could not do
       for (int gl = threadIdx.x; gl < gpb; gl += blockDim.x) {
         float v[detail::kTile];
         detail::Unroll<detail::kTile>([&]<int q>() { v[q] = recv[(q << a.log_gpb) + gl]; });
@@ -754,6 +776,23 @@ absl::Status LaunchRowPerBlock(const HadamardRotateParams& p, cudaStream_t strea
       kernel, a);
 }
 
+// The tiled kernel for p's input kind (Validate() admits norm, attention and gated inputs with
+// fp32 x only) and kLogSub (0: the plan's, at run time).
+template <typename Tin, typename Tout, int P, int kLogSub>
+auto* TiledKernelFor(const HadamardRotateParams& p) {
+  auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kRows, kLogSub>;
+  if constexpr (std::is_same_v<Tin, float>) {
+    if (p.splits.acc != nullptr) {
+      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kSplits, kLogSub>;
+    } else if (p.norm.residual != nullptr) {
+      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kNorm, kLogSub>;
+    } else if (p.up != nullptr) {
+      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kGated, kLogSub>;
+    }
+  }
+  return kernel;
+}
+
 template <typename Tin, typename Tout, int P>
 absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
                          cudaStream_t stream) {
@@ -787,7 +826,13 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
   a.rms = p.norm;
   a.splits = p.splits;
   a.merged_at = plan.merged_at;
-  auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P>;
+  auto* kernel = TiledKernelFor<Tin, Tout, P, 0>(p);
+  // The chunk lengths of the decode rotations of Llama-3 8B and 70B (4096 and 8192 wide at
+  // C = 8, 14336 and 28672 as 28 segments) get their passes unrolled at compile time.
+  if constexpr (std::is_same_v<Tout, __half> && (P == 1 || P == 28)) {
+    if (plan.log_sub == 9) kernel = TiledKernelFor<Tin, Tout, P, 9>(p);
+    if (plan.log_sub == 10) kernel = TiledKernelFor<Tin, Tout, P, 10>(p);
+  }
   if (plan.shared_bytes > 48 * 1024) {
     BITLOOM_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan.shared_bytes)));
