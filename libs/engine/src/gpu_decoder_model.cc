@@ -33,9 +33,10 @@ constexpr std::array<int, 7> kBuckets = {1, 2, 4, 8, 16, 32, 64};
 // Decode batches from which o_proj's rotation merges the attention splits (fuse_attention_combine).
 // H200, Llama-3-8B at 4.0 bits: batch 4 3.43-3.45 -> 3.39-3.41 ms, batch 16 7.08 -> 6.88 ms (session
 // 11), and with the merge spread one element per thread (session 12) 3.09 -> 2.95 and 6.01 -> 5.78
-// ms. Batch 1 still loses (2.49 ms with the combine kernel, 2.52-2.53 merged): one row's merge has
-// only the rotation's 8 blocks, where the combine kernel has a block per head. sm_90 only: without
-// clusters every row would be merged by one block.
+// ms. Batch 1 still loses (2.49 ms with the combine kernel, 2.52-2.53 merged; session 13, with the
+// rotation specialised to its input and shape: 2.12 against 2.14 ms, and the 70B 13.64 against
+// 13.80): one row's merge has only the rotation's 8 blocks, where the combine kernel has a block
+// per head. sm_90 only: without clusters every row would be merged by one block.
 constexpr int kMergeSplitsMinRows = 4;
 constexpr uint64_t kCublasWorkspaceBytes = uint64_t{8} << 20;
 

@@ -295,19 +295,25 @@ __device__ __forceinline__ void MixGroup(int g, const float (&y)[P], float norm,
 //   rank 0 zero-fills the output columns [n, out_stride).
 // The thread count covers the larger phase's task count (rounded to a warp, at most 512; more
 // tasks loop). Shared memory: 4·(n/C + recv) bytes, 32 KiB for n = 28672 at C = 7.
-template <typename Tin, typename Tout, int P, TiledInput kIn, int kLogSub>
+template <typename Tin, typename Tout, int P, TiledInput kIn, int kLogSub, int kLogC>
 __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(TiledArgs a) {
   static_assert(P == 1 || detail::IsHadamard(detail::kPaleySigns<P>), "no Paley matrix of order P");
+  static_assert(kLogC < 0 || (P == 1 && kLogSub > 0), "a constant cluster needs p = 1 and constant passes");
   extern __shared__ float4 tiled_smem[];
   float* work = reinterpret_cast<float*>(tiled_smem);
   float* recv = work + a.work_floats;
-  const int c = a.cluster;
+  // With a constant shape (p = 1, kLogSub and kLogC) the plan's fields follow from it and are
+  // compile-time constants: L = 2^(kLogSub + kLogC), chunk 2^kLogSub, 2^(kLogSub − 4) groups per block.
+  constexpr bool kShape = kLogC >= 0;
+  const int c = kShape ? 1 << kLogC : a.cluster;
+  const int log_l = kShape ? kLogSub + kLogC : a.log_l;
+  const int log_gpb = kShape ? kLogSub - 4 : a.log_gpb;
   const bool clustered = c > 1;
   const int rank = static_cast<int>(blockIdx.x) % c;
   const int row = static_cast<int>(blockIdx.x) / c;
   if (clustered) detail::ClusterArriveRelaxed();
   detail::AllowDependentLaunch();
-  const int chunk = a.n / c;
+  const int chunk = kShape ? 1 << kLogSub : a.n / c;
   const int chunk0 = rank * chunk;
   const int tasks = chunk / detail::kTile;
   constexpr bool rms = kIn == TiledInput::kNorm;
@@ -331,7 +337,7 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
   __shared__ double rank_sum_sq[kMaxClusterBlocks];
   double sum_sq = 0.0;
   float scale = a.norm;  // norm·inv_rms once the row's Σr² is known
-  const int l = 1 << a.log_l;
+  const int l = 1 << log_l;
   const int log_sub = kLogSub > 0 ? kLogSub : a.log_sub;
   const int npass = (log_sub + 3) / 4;
   const uint32_t recv_addr = detail::SharedAddress(recv);
@@ -410,17 +416,17 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
           detail::Unroll<detail::kTile>(
               [&]<int q>() { StoreFromFloat(out + u0 + (q << b), v[q] * scale); });
         } else {
-          const int log_g = a.log_l - 4;
+          const int log_g = log_l - 4;
           detail::Unroll<detail::kTile>([&]<int q>() {
             const int w = chunk0 + u0 + (q << b);
             const int g = w & ((1 << log_g) - 1);
-            const int owner = g >> a.log_gpb;
-            const int slot = ((w >> log_g) << a.log_gpb) + (g & ((1 << a.log_gpb) - 1));
+            const int owner = g >> log_gpb;
+            const int slot = ((w >> log_g) << log_gpb) + (g & ((1 << log_gpb) - 1));
             detail::StoreSharedCluster(detail::MapSharedRank(recv_addr + 4 * slot, owner), v[q]);
           });
         }
       } else {
-        const int k = (chunk0 + u0) >> a.log_l;  // the tile's segment (b + 4 <= log L)
+        const int k = (chunk0 + u0) >> log_l;  // the tile's segment (b + 4 <= log L)
         const int j0 = (chunk0 + u0) & (l - 1);
         if (!clustered) {
           detail::Unroll<detail::kTile>([&]<int q>() { recv[k * a.recv_stride + j0 + (q << b)] = v[q]; });
@@ -473,12 +479,12 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
 
   if constexpr (P == 1) {
     if (clustered) {
-      const int gpb = 1 << a.log_gpb;
-      const int log_g = a.log_l - 4;
-      const int first = 4 - (a.log_l - log_sub);  // the log2 C stages the chunks could not do
+      const int gpb = 1 << log_gpb;
+      const int log_g = log_l - 4;
+      const int first = 4 - (log_l - log_sub);  // the log2 C stages the chunks could not do
       for (int gl = threadIdx.x; gl < gpb; gl += blockDim.x) {
         float v[detail::kTile];
-        detail::Unroll<detail::kTile>([&]<int q>() { v[q] = recv[(q << a.log_gpb) + gl]; });
+        detail::Unroll<detail::kTile>([&]<int q>() { v[q] = recv[(q << log_gpb) + gl]; });
         detail::TileButterflies(v, first);
         const int g = rank * gpb + gl;
         detail::Unroll<detail::kTile>(
@@ -778,16 +784,16 @@ absl::Status LaunchRowPerBlock(const HadamardRotateParams& p, cudaStream_t strea
 
 // The tiled kernel for p's input kind (Validate() admits norm, attention and gated inputs with
 // fp32 x only) and kLogSub (0: the plan's, at run time).
-template <typename Tin, typename Tout, int P, int kLogSub>
+template <typename Tin, typename Tout, int P, int kLogSub, int kLogC = -1>
 auto* TiledKernelFor(const HadamardRotateParams& p) {
-  auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kRows, kLogSub>;
+  auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kRows, kLogSub, kLogC>;
   if constexpr (std::is_same_v<Tin, float>) {
     if (p.splits.acc != nullptr) {
-      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kSplits, kLogSub>;
+      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kSplits, kLogSub, kLogC>;
     } else if (p.norm.residual != nullptr) {
-      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kNorm, kLogSub>;
+      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kNorm, kLogSub, kLogC>;
     } else if (p.up != nullptr) {
-      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kGated, kLogSub>;
+      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kGated, kLogSub, kLogC>;
     }
   }
   return kernel;
@@ -827,9 +833,13 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
   a.splits = p.splits;
   a.merged_at = plan.merged_at;
   auto* kernel = TiledKernelFor<Tin, Tout, P, 0>(p);
-  // The chunk lengths of the decode rotations of Llama-3 8B and 70B (4096 and 8192 wide at
-  // C = 8, 14336 and 28672 as 28 segments) get their passes unrolled at compile time.
-  if constexpr (std::is_same_v<Tout, __half> && (P == 1 || P == 28)) {
+  // The decode rotations of Llama-3 8B and 70B get their shape at compile time: 4096 and 8192
+  // wide on clusters of 8 (the whole shape), 14336 and 28672 as 28 segments (the passes).
+  if constexpr (std::is_same_v<Tout, __half> && P == 1) {
+    if (plan.cluster == 8 && plan.log_sub == 9) kernel = TiledKernelFor<Tin, Tout, P, 9, 3>(p);
+    if (plan.cluster == 8 && plan.log_sub == 10) kernel = TiledKernelFor<Tin, Tout, P, 10, 3>(p);
+  }
+  if constexpr (std::is_same_v<Tout, __half> && P == 28) {
     if (plan.log_sub == 9) kernel = TiledKernelFor<Tin, Tout, P, 9>(p);
     if (plan.log_sub == 10) kernel = TiledKernelFor<Tin, Tout, P, 10>(p);
   }
