@@ -301,6 +301,14 @@ TEST(PagedDecodeAttentionPlan, SplitsFillTheDeviceOnlyWhenTheBatchDoesNot) {
   plan = PlanDecodeAttention(DecodeShape(kLlama3, 256, 4096, 0));
   EXPECT_EQ(plan.num_splits, 1);
   EXPECT_EQ(DecodeAttentionWorkspaceBytes(DecodeShape(kLlama3, 256, 4096, 0)), 0u);
+  // Splits hold at least 32 tokens for one sequence, 64 from two on: Llama-3-8B with a 657-token
+  // bound splits 21 ways at batch 1 (32 tokens each) and 11 at batch 4 (64 each).
+  plan = PlanDecodeAttention(DecodeShape(kLlama3, 1, 657, 0));
+  EXPECT_EQ(plan.num_splits, 21);
+  EXPECT_EQ(plan.split_len, 32);
+  plan = PlanDecodeAttention(DecodeShape(kLlama3, 4, 657, 0));
+  EXPECT_EQ(plan.num_splits, 11);
+  EXPECT_EQ(plan.split_len, 64);
   // A sliding window bounds the range: 16384 tokens with window 512 plan like 512.
   plan = PlanDecodeAttention(DecodeShape(kGemma3, 1, 16384, 512));
   EXPECT_EQ(int64_t{plan.num_splits} * plan.split_len, 512);

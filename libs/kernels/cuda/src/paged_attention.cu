@@ -71,9 +71,12 @@ using detail::ExpDiff;
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeThreads = kDecodeWarps * 32;
 constexpr int64_t kTargetBlocks = 512;  // ~4 per SM on H100/H200 (132 SMs)
-// Below this a split's fixed cost dominates. 32 = one loop iteration of a block at head_dim 128
-// (8 token streams × 4 in flight); 64 was 1.5% slower per 8B decode step (docs/KERNELS.md).
-constexpr int kMinSplitLen = 32;
+// Below this a split's fixed cost dominates: 32 tokens (one loop iteration of a block at head_dim
+// 128, 8 token streams × 4 in flight) for a single sequence, 64 from two on, where the combine's
+// per-split loads are repeated per sequence. H200, Llama-3-8B at 4.0 bits (docs/KERNELS.md):
+// batch 1 2.13-2.15 ms at 32 against 2.15 at 64, batch 4 2.70-2.72 against 2.66-2.67 ms.
+constexpr int kMinSplitLenOneSequence = 32;
+constexpr int kMinSplitLen = 64;
 constexpr int kSplitAlign = 16;
 
 constexpr int kPrefillRows = 32;  // query rows per block
@@ -728,7 +731,8 @@ DecodeAttentionPlan PlanDecodeAttention(const PagedDecodeAttentionParams& p) {
   const int64_t blocks_per_split =
       std::max<int64_t>(int64_t{std::max(p.batch, 1)} * kv_heads * plan.head_chunks, 1);
   const int64_t want = (kTargetBlocks + blocks_per_split - 1) / blocks_per_split;
-  const int64_t by_len = (range + kMinSplitLen - 1) / kMinSplitLen;
+  const int64_t min_len = p.batch <= 1 ? kMinSplitLenOneSequence : kMinSplitLen;
+  const int64_t by_len = (range + min_len - 1) / min_len;
   const int64_t splits = std::clamp<int64_t>(std::min(want, by_len), 1, kDecodeMaxSplits);
   const int64_t len = ((range + splits - 1) / splits + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
   plan.split_len = static_cast<int>(len);
