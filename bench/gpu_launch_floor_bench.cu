@@ -14,7 +14,8 @@
 //     code, more than an SM's instruction caches hold at the larger N); and each of those after a
 //     kernel that streams 96 MiB through L2 (as a decode step's GEMVs do between two launches of
 //     the same small kernel), against that kernel followed by an empty one: the difference is the
-//     code kernel's cost when its code has left L2 too.
+//     code kernel's cost when its code has left L2 too. (The thrash kernel reads with evict-first
+//     loads, __ldcs, which may leave more of L2 in place than a GEMV's loads do: a lower bound.)
 // Prints JSON; no timing is asserted anywhere.
 
 #include <cuda_runtime.h>
@@ -189,7 +190,7 @@ absl::Status Run(int iters) {
   for (bool pdl : {true, false}) {
     for (const Row& r : rows) {
       const int* next = std::string(r.memory) == "dram" ? dram_chase.get<int>() : l2_chase.get<int>();
-      BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemset(sink.get(), 0, 64));  // the chase starts inside `next`
+      BITLOOM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(sink.get(), 0, 64, stream));  // the chase starts inside `next`
       double us = 0.0;
       if (absl::Status s = time([&](int) { return Launch(stream, r.blocks, r.threads, r.cluster ? 8u : 1u, pdl,
                                                          FloorKernel, next, r.before, r.after, r.cluster,

@@ -94,7 +94,9 @@ void CheckNorm(const NormCase& c) {
 
 TEST(CudaResidualRmsNorm, MatchesCpu) {
   BITLOOM_SKIP_WITHOUT_GPU();
-  for (int64_t hidden : {576, 640, 1000, 4096, 16384, 7}) {
+  // 2048 / 3072: the last 256-thread width and the first 1024-thread one below 4096; 8192: the
+  // widest row held in registers (8 per thread); 16384: the loop form.
+  for (int64_t hidden : {576, 640, 1000, 2048, 3072, 4096, 8192, 16384, 7}) {
     for (int64_t tokens : {1, 7, 33}) {
       CheckNorm({tokens, hidden, 0.0f, true, true, true});
       CheckNorm({tokens, hidden, 1.0f, true, false, true});  // Gemma's (1 + w)
