@@ -32,29 +32,20 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "bitloom/kernels/cuda/cuda_status.h"
+#include "dependent_launch.cuh"  // libs/kernels/cuda/src: the decode kernels' own helpers
 #include "gpu_bench_util.cuh"
 
 namespace bitloom::bench {
 namespace {
 
+namespace detail = kernels::cuda::detail;
+
 constexpr int kLaunches = 256;
 constexpr int kLineInts = 32;  // one 128-byte line per hop
 constexpr int64_t kThrashBytes = int64_t{96} << 20;
 
-// The sm_90 instructions of the chain, compiled to nothing on older targets (where the launch
-// attributes are not requested: a graph of plain launches).
-__device__ __forceinline__ void LaunchDependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void Wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
+// The chain's dependent-launch instructions are the kernels' own (dependent_launch.cuh); the
+// cluster barrier compiles to nothing below sm_90, where Run() refuses to start.
 __device__ __forceinline__ void ClusterBarrier() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
@@ -66,21 +57,12 @@ __device__ __forceinline__ int Chase(const int* next, int at, int hops) {
   return at;
 }
 
-// The wait, predicated on `loaded` so that ptxas cannot hoist it above the loads that fill it (as
-// dependent_launch.cuh's WaitForPredecessorsAfter; taken one way or the other).
-__device__ __forceinline__ void WaitAfter(int loaded) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("{\n .reg .pred p;\n setp.eq.s32 p, %0, -7;\n @p griddepcontrol.wait;\n @!p griddepcontrol.wait;\n}" ::"r"(loaded)
-               : "memory");
-#endif
-}
-
 // `before` hops from this block's line, the wait, then (when `after` > 0) `after` hops from where
 // the kernel ahead left the chase in sink[0]. With `cluster`, the block meets its cluster's peers.
 __global__ void FloorKernel(const int* next, int before, int after, bool cluster, int* sink) {
-  LaunchDependents();
+  detail::AllowDependentLaunch();
   const int at = Chase(next, static_cast<int>(blockIdx.x) * kLineInts, before);
-  WaitAfter(at);
+  detail::WaitForPredecessorsAfter(static_cast<uint32_t>(at));  // keeps the wait below the chase
   if (cluster) ClusterBarrier();
   if (after > 0 && blockIdx.x == 0 && threadIdx.x == 0) sink[0] = Chase(next, __ldcg(sink), after);
   if (at == -7) sink[1] = at;  // keeps the pre-wait chase
@@ -90,8 +72,8 @@ __global__ void FloorKernel(const int* next, int before, int after, bool cluster
 // instruction, so nothing folds), after the wait; kCopy makes distinct copies of the same code.
 template <int kOps, int kCopy>
 __global__ void CodeKernel(float seed, float* sink) {
-  LaunchDependents();
-  Wait();
+  detail::AllowDependentLaunch();
+  detail::WaitForPredecessors();
   float acc[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = seed + static_cast<float>(i + kCopy);
@@ -105,8 +87,8 @@ __global__ void CodeKernel(float seed, float* sink) {
 
 // Reads `words` 16-byte words once (grid-stride), so that L2 holds little else afterwards.
 __global__ void ThrashKernel(const uint4* buf, int64_t words, uint4* sink) {
-  LaunchDependents();
-  Wait();
+  detail::AllowDependentLaunch();
+  detail::WaitForPredecessors();
   uint32_t x = 0;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < words; i += int64_t{gridDim.x} * blockDim.x) {
     const uint4 v = __ldcs(buf + i);

@@ -1,8 +1,11 @@
 // Block-wide sums for the element-wise kernels: a warp shuffle tree, then one value per warp through
-// shared memory. Deterministic (a fixed tree for a given block size), unlike atomics.
+// shared memory. Deterministic (a fixed tree for a given block size), unlike atomics. InvRms turns
+// a sum of squares into RMSNorm's scale.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace bitloom::kernels::cuda::detail {
 
@@ -26,6 +29,11 @@ __device__ __forceinline__ T BlockSum(T v) {
   __syncthreads();
   T total = lane < warps ? warp_sums[lane] : T(0);
   return WarpSum(total);
+}
+
+// RmsNormF32's 1/√(Σx²/n + eps): in double, rounded once to fp32.
+__device__ __forceinline__ float InvRms(double sum_sq, int64_t n, float eps) {
+  return static_cast<float>(1.0 / sqrt(sum_sq / static_cast<double>(n) + static_cast<double>(eps)));
 }
 
 }  // namespace bitloom::kernels::cuda::detail

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "block_reduce.cuh"  // InvRms
 #include "device_util.cuh"
 
 namespace bitloom::kernels::cuda::detail {
@@ -111,24 +112,6 @@ __device__ __forceinline__ uint32_t SplitMixSignBit(uint64_t state) {
   return top & 0x80000000u;  // the sign bit to XOR into the fp32 value (exactly x·(±1))
 }
 
-// The signs of the 16 elements e0 .. e0 + 15 as bits (bit q: element e0 + q), so that a kernel can
-// form them before it waits for its input; ApplyTileSigns XORs them into the tile's sign bits.
-__device__ __forceinline__ uint32_t TileSignBits(uint64_t seed, int64_t e0) {
-  uint64_t state = seed + static_cast<uint64_t>(e0 + 1) * kSplitMixGamma;
-  uint32_t bits = 0;
-#pragma unroll
-  for (int q = 0; q < 16; ++q) {
-    bits |= SplitMixSignBit(state) >> (31 - q);
-    state += kSplitMixGamma;
-  }
-  return bits;
-}
-
-__device__ __forceinline__ void ApplyTileSigns(float (&v)[16], uint32_t bits) {
-#pragma unroll
-  for (int q = 0; q < 16; ++q) v[q] = __uint_as_float(__float_as_uint(v[q]) ^ ((bits << (31 - q)) & 0x80000000u));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Shared-memory swizzle of the butterfly work buffer (fp32 words, logical index u). Word bits 2-3
 // take bits 5-6 and bit 4 takes bit 8, so that (a) the first pass's 16-byte stores of 16
@@ -194,16 +177,29 @@ __device__ __forceinline__ void StoreSharedCluster(uint32_t cluster_addr, double
 #endif
 }
 
-// RmsNormF32's 1/√(Σx²/n + eps): in double, rounded once to fp32 (as LaunchResidualRmsNorm).
-__device__ __forceinline__ float InvRms(double sum_sq, int64_t n, float eps) {
-  return static_cast<float>(1.0 / sqrt(sum_sq / static_cast<double>(n) + static_cast<double>(eps)));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Register tiles: a thread's 16 elements whose indices differ in 4 consecutive bits, so that 4
 // butterfly stages run in registers.
 
 inline constexpr int kTile = 16;
+
+// The signs of the kTile elements e0 .. e0 + 15 as bits (bit q: element e0 + q), so that a kernel can
+// form them before it waits for its input; ApplyTileSigns XORs them into the tile's sign bits.
+__device__ __forceinline__ uint32_t TileSignBits(uint64_t seed, int64_t e0) {
+  uint64_t state = seed + static_cast<uint64_t>(e0 + 1) * kSplitMixGamma;
+  uint32_t bits = 0;
+#pragma unroll
+  for (int q = 0; q < kTile; ++q) {
+    bits |= SplitMixSignBit(state) >> (31 - q);
+    state += kSplitMixGamma;
+  }
+  return bits;
+}
+
+__device__ __forceinline__ void ApplyTileSigns(float (&v)[kTile], uint32_t bits) {
+#pragma unroll
+  for (int q = 0; q < kTile; ++q) v[q] = __uint_as_float(__float_as_uint(v[q]) ^ ((bits << (31 - q)) & 0x80000000u));
+}
 
 // 16 consecutive elements from x (16-byte vector loads when x is 16-byte aligned).
 template <typename Tin>

@@ -82,8 +82,7 @@ __global__ void __launch_bounds__(kWarps * 32) QkvRopeKernel(QkvRopeParams p, in
         sum_sq += static_cast<double>(x1[j]) * x1[j] + static_cast<double>(x2[j]) * x2[j];
       }
       sum_sq = detail::WarpSum(sum_sq);
-      const float inv_rms = static_cast<float>(
-          1.0 / sqrt(sum_sq / static_cast<double>(hd) + static_cast<double>(p.norm_eps)));
+      const float inv_rms = detail::InvRms(sum_sq, hd, p.norm_eps);
 #pragma unroll
       for (int j = 0; j < kPairsPerLane; ++j) {
         const int i = lane + 32 * j;

@@ -30,11 +30,6 @@ namespace {
 constexpr int kHeld = 8;  // elements per thread kept in registers
 constexpr int kMaxThreads = 1024;
 
-__device__ __forceinline__ float InvRmsOf(double sum_sq, int hidden, float eps) {
-  // RmsNormF32: 1 / sqrt(Σx²/dim + eps) in double, rounded once to fp32.
-  return static_cast<float>(1.0 / sqrt(sum_sq / static_cast<double>(hidden) + static_cast<double>(eps)));
-}
-
 __device__ __forceinline__ void StoreNormalized(const ResidualRmsNormParams& p, int64_t t, int i, float y) {
   if (p.out_f32 != nullptr) p.out_f32[t * p.hidden + i] = y;
   if (p.out_f16 != nullptr) reinterpret_cast<__half*>(p.out_f16)[t * p.hidden + i] = __float2half_rn(y);
@@ -76,7 +71,7 @@ __global__ void __launch_bounds__(kMaxThreads) ResidualRmsNormKernel(ResidualRms
         sum_sq += static_cast<double>(x[k]) * static_cast<double>(x[k]);  // exact product: no FMA
       }
     }
-    const float inv_rms = InvRmsOf(detail::BlockSum(sum_sq), hidden, p.eps);
+    const float inv_rms = detail::InvRms(detail::BlockSum(sum_sq), hidden, p.eps);
     if (!out) return;
 #pragma unroll
     for (int k = 0; k < kHeld; ++k) {
@@ -96,7 +91,7 @@ __global__ void __launch_bounds__(kMaxThreads) ResidualRmsNormKernel(ResidualRms
     }
     sum_sq += static_cast<double>(x) * static_cast<double>(x);
   }
-  const float inv_rms = InvRmsOf(detail::BlockSum(sum_sq), hidden, p.eps);
+  const float inv_rms = detail::InvRms(detail::BlockSum(sum_sq), hidden, p.eps);
   if (!out) return;
   for (int i = threadIdx.x; i < hidden; i += stride) {
     StoreNormalized(p, t, i, __fmul_rn(__fmul_rn(row[i], inv_rms), __fadd_rn(p.weight[i], p.weight_offset)));
