@@ -644,7 +644,9 @@ TEST(GpuDecoderModel, BatchEqualsEachSequenceAlone) {
       }
     }
     std::cout << flavour << ": batched vs alone, worst relative difference " << worst << "\n";
-    EXPECT_LE(worst, 1e-4);
+    // Not bit for bit: one sequence's attention splits are 32 tokens and a batch's 64
+    // (PlanDecodeAttention), so softmax sums run in another order (H200: 1.7e-4 for llama).
+    EXPECT_LE(worst, 3e-4);
     for (SequenceId id : ids) ASSERT_TRUE(m.Release(id).ok());
     EXPECT_EQ(m.kv_cache().pages_used(), 0);
   }

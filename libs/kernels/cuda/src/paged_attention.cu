@@ -304,9 +304,13 @@ __global__ void __launch_bounds__(kDecodeThreads) PagedDecodeKernel(const Decode
 
 // Merges the splits of one (sequence, head): grid (num_heads, batch), D threads, thread = dim.
 // Only the splits that hold tokens of this sequence exist (the others exited without writing).
-// Every split's (m, l) is loaded at once (thread s takes split s) and the max found with shuffles;
-// the weighted sums then run in split order, unrolled so the acc loads of 8 splits are in flight
-// together (a loop of dependent-looking loads had cost one L2 round trip per split).
+// Right after the wait every load the merge needs goes out at once: each split's (m, l) (thread s
+// takes split s) and the thread's accumulator values of the first kCombineHeld splits, into
+// registers. So a batch-1 step at a few hundred tokens (21 splits) pays one L2 round trip instead
+// of four (the (m, l), then the acc values eight splits at a time). The max is found with
+// shuffles, and the weighted sums run in split order; splits past kCombineHeld are read in a loop.
+constexpr int kCombineHeld = 32;
+
 template <int D>
 __global__ void __launch_bounds__(D) DecodeCombineKernel(const DecodeArgs a) {
   static_assert(D % 32 == 0, "one warp-max per full warp");
@@ -319,6 +323,10 @@ __global__ void __launch_bounds__(D) DecodeCombineKernel(const DecodeArgs a) {
   const int splits = detail::SplitsOfSequence(a.seq_lens[blockIdx.y], a.window, a.split_len, a.num_splits);
   detail::WaitForPredecessorsAfter(static_cast<uint32_t>(splits));  // seq_lens: valid at launch
   const float* ml = a.ws_ml + row0 * 2;
+  const float* acc = a.ws_acc + row0 * D + threadIdx.x;
+  float held[kCombineHeld];
+#pragma unroll
+  for (int s = 0; s < kCombineHeld; ++s) held[s] = s < splits ? acc[int64_t{s} * D] : 0.0f;
   float mx = -INFINITY;
   for (int s = threadIdx.x; s < splits; s += D) {
     const float m = ml[s * 2];
@@ -336,9 +344,15 @@ __global__ void __launch_bounds__(D) DecodeCombineKernel(const DecodeArgs a) {
   for (int s = threadIdx.x; s < splits; s += D) weight[s] = ExpDiff(weight[s], mx);
   __syncthreads();
   float sum = 0.0f, val = 0.0f;
-  const float* acc = a.ws_acc + row0 * D + threadIdx.x;
+#pragma unroll
+  for (int s = 0; s < kCombineHeld; ++s) {
+    if (s < splits) {
+      sum = fmaf(weight[s], split_l[s], sum);
+      val = fmaf(weight[s], held[s], val);
+    }
+  }
 #pragma unroll 8
-  for (int s = 0; s < splits; ++s) {
+  for (int s = kCombineHeld; s < splits; ++s) {
     sum = fmaf(weight[s], split_l[s], sum);
     val = fmaf(weight[s], acc[int64_t{s} * D], val);
   }
