@@ -8,8 +8,8 @@
 // reference: cudaMemcpyAsync D2D of kCopyBytes (1 GiB), 2 warm-up copies then the median of 10,
 // GB/s = 2·bytes / time (bytes read + bytes written), 1 GB = 1e9 bytes; PrintCopyBandwidthJson
 // prints that figure and its convention as JSON fields, PrintJsonRows the rows of a JSON array,
-// PrintDeviceJson the object's opening and the device fields. IterationsFlag, HasFlag and ExitCode
-// are the kernel benches' command line: --iters N, boolean flags, and a status turned into the
+// PrintDeviceJson the object's opening and the device fields. IterationsFlag, StringFlag, HasFlag and
+// ExitCode are the kernel benches' command line: --iters N, --name value, boolean flags, and a status turned into the
 // process's exit code (naming the bench on failure).
 #ifndef BITLOOM_BENCH_GPU_BENCH_UTIL_CUH_
 #define BITLOOM_BENCH_GPU_BENCH_UTIL_CUH_
@@ -181,6 +181,14 @@ inline int IterationsFlag(int argc, char** argv, int default_iters) {
     if (std::strcmp(argv[i], "--iters") == 0) iters = std::atoi(argv[i + 1]);
   }
   return std::max(iters, 1);
+}
+
+// The value after `flag` (--only X), or "" when absent.
+inline const char* StringFlag(int argc, char** argv, const char* flag) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], flag) == 0) return argv[i + 1];
+  }
+  return "";
 }
 
 inline bool HasFlag(int argc, char** argv, const char* flag) {

@@ -2,7 +2,7 @@
 // GPU it runs on, and cuBLAS fp16 on the same shapes as a reference. JSON on stdout, a short table
 // on stderr.
 //
-//   gpu_gemv_bench [--iters N] [--groups_only] > gemv.json
+//   gpu_gemv_bench [--iters N] [--groups_only] [--only "llama3-8b gate/up 4/4"] > gemv.json
 //
 // Shapes: the linear layers of Llama-3-8B and Llama-3-70B ([out, in]), K = 2, 3, 4, 5 bits,
 // group 128, batch 1, 4, 8. Grouped launches (LaunchScalarCodecGemvGroup, batch 1): Llama-3-8B's
@@ -183,10 +183,18 @@ absl::Status FillBlobs(GroupWeight& w, int copies, uint32_t seed) {
 // two or more), and of the group launch with every warps-per-block of kSweepWarps up to the row's
 // super-chunks ("time_us_by_warps", to check PlanScalarCodecGemv); bytes = every weight's codes and
 // scales + the activations once.
+// The label --only matches: "model layer K/K/...".
+std::string GroupLabel(const GroupShape& shape) {
+  std::string label = absl::StrCat(shape.model, " ", shape.layer, " ");
+  for (int e = 0; e < shape.count; ++e) absl::StrAppend(&label, e ? "/" : "", shape.bits[e]);
+  return label;
+}
+
 absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int iters,
-                       double copy_gbps, absl::Span<const GroupShape> shapes,
+                       double copy_gbps, absl::Span<const GroupShape> shapes, std::string_view only,
                        std::vector<std::string>* rows_json) {
   for (const GroupShape& shape : shapes) {
+    if (!only.empty() && GroupLabel(shape) != only) continue;
     std::vector<GroupWeight> weights(shape.count);
     int64_t group_bytes = 0, total_rows = 0;
     for (int e = 0; e < shape.count; ++e) {
@@ -398,7 +406,7 @@ absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int ite
   return absl::OkStatus();
 }
 
-absl::Status Run(int iters, bool groups_only) {
+absl::Status Run(int iters, bool groups_only, std::string_view only) {
   cudaStream_t stream;
   BITLOOM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaDeviceProp prop;
@@ -425,11 +433,11 @@ absl::Status Run(int iters, bool groups_only) {
   std::fprintf(stderr, "%-11s %-17s %13s %6s %8s %5s %9s %8s %6s\n", "model", "group", "out",
                "in", "K", "batch", "time_us", "GB/s", "frac");
   if (absl::Status s = RunGroups(stream, sm, prop.multiProcessorCount, iters, copy_gbps,
-                                 kGroupShapes, &group_json);
+                                 kGroupShapes, only, &group_json);
       !s.ok())
     return s;
   if (absl::Status s = RunGroups(stream, sm, prop.multiProcessorCount, iters, copy_gbps,
-                                 kPlanShapes, &plan_json);
+                                 kPlanShapes, only, &plan_json);
       !s.ok())
     return s;
 
@@ -605,5 +613,6 @@ int main(int argc, char** argv) {
   return bitloom::bench::ExitCode(
       "gpu_gemv_bench",
       bitloom::kernels::cuda::Run(bitloom::bench::IterationsFlag(argc, argv, 20),
-                                  bitloom::bench::HasFlag(argc, argv, "--groups_only")));
+                                  bitloom::bench::HasFlag(argc, argv, "--groups_only"),
+                                  bitloom::bench::StringFlag(argc, argv, "--only")));
 }

@@ -42,17 +42,21 @@ struct DequantArgs {
 };
 
 // The K words that hold code block `blk` of `row`: in the artifact layout the row's words
-// blk·K.., in the tiled one (scalar_codec_tiled.h) word ((group·32 + lane)·2 + half)·K of the row's
-// 16-row tile, lane = 4·(row % 8) + blk % 4, half = row % 16 / 8.
+// blk·K.., in the tiled one (scalar_codec_tiled.h) words half·K .. half·K + K − 1 of lane
+// 4·(row % 8) + blk % 4 in group blk / 4 of the row's 16-row tile (TiledGroupWord), half = row % 16 / 8.
 template <int K, bool kTiled>
-__device__ __forceinline__ const uint32_t* BlockWords(const DequantArgs& a, int64_t row, int blk) {
+__device__ __forceinline__ void LoadBlockWords(const DequantArgs& a, int64_t row, int blk, uint32_t (&words)[K]) {
   if constexpr (kTiled) {
     const int in_tile = static_cast<int>(row % kTiledTileRows);
     const int lane = (in_tile % 8) * 4 + blk % 4;
-    return a.codes + row / kTiledTileRows * kTiledTileRows * a.row_stride_words +
-           ((blk / 4 * 32 + lane) * 2 + in_tile / 8) * K;
+    const uint32_t* group =
+        a.codes + row / kTiledTileRows * kTiledTileRows * a.row_stride_words + blk / 4 * (2 * K * 32);
+#pragma unroll
+    for (int w = 0; w < K; ++w) words[w] = __ldg(group + detail::TiledGroupWord(K, lane, in_tile / 8 * K + w));
   } else {
-    return a.codes + row * a.row_stride_words + blk * K;
+    const uint32_t* src = a.codes + row * a.row_stride_words + blk * K;
+#pragma unroll
+    for (int w = 0; w < K; ++w) words[w] = __ldg(src + w);
   }
 }
 
@@ -83,10 +87,8 @@ __global__ void __launch_bounds__(kThreads) ScalarCodecDequantKernel(const Dequa
   const int group = blk / a.blocks_per_group;
   for (int64_t local_row = blockIdx.y; local_row < a.row_count; local_row += gridDim.y) {
     const int64_t row = a.row_begin + local_row;
-    const uint32_t* src = BlockWords<K, kTiled>(a, row, blk);
     uint32_t words[K];
-#pragma unroll
-    for (int w = 0; w < K; ++w) words[w] = __ldg(src + w);
+    LoadBlockWords<K, kTiled>(a, row, blk, words);
     const float scale = __half2float(__ushort_as_half(__ldg(a.scales + row * a.groups_per_row + group)));
     uint32_t packed[16];
 #pragma unroll

@@ -1,7 +1,9 @@
 // The tiled layout of 2-, 3-, 4- and 8-bit scalar codes and its GEMV (see scalar_codec_tiled.h).
 //
-// Layout in VRAM, per weight: [tile = 16 rows][group = 128 columns][lane 0..31][2K words]. Lane 4g + t
-// holds K words of row g, then K words of row g+8, of columns [32t, 32t + 32) of the group. K = 2, 4,
+// Layout in VRAM, per weight: [tile = 16 rows][group = 128 columns][vector][lane 0..31][V words]. Lane
+// 4g + t holds K words of row g, then K words of row g+8, of columns [32t, 32t + 32) of the group,
+// cut into vectors of V = 4 words (K even) or 2 (K = 3), so that a warp's load of vector v is 32·V
+// consecutive words (tiled_layout.cuh, TiledGroupWord). K = 2, 4,
 // 8: word i covers columns 4C·i .. 4C·i + 4C − 1 (C = 8/K codes per byte), the code of its local
 // column l = 4c + r (class c = 0..C−1, r = 0..3) at bit K·c + (0, 16, 8, 24)[r]. K = 3: columns 2j and
 // 2j+1 sit at the same bits of a word's two halves, pairs 4i..4i+3 in word i at bits 0, 9, 3, 12,
@@ -82,7 +84,8 @@ __device__ __forceinline__ void TileCodes(const uint32_t* src, uint32_t* dst) {
 }
 
 // One block per tile: the tile's 16 rows into shared memory, then back in tile order, one lane's K
-// words (unit u = (group·32 + lane)·2 + half) per thread and step.
+// words of one row (unit u = (group·32 + lane)·2 + half) per thread and step, each word to its
+// place in the group (TiledGroupWord).
 template <int K>
 __global__ void RetileKernel(uint32_t* codes, int64_t row_words) {
   extern __shared__ uint32_t tile_smem[];
@@ -95,7 +98,11 @@ __global__ void RetileKernel(uint32_t* codes, int64_t row_words) {
     const int lane = (u >> 1) & (kLanes - 1);
     const int group = u >> 6;
     const int row = (lane >> 2) + 8 * half;
-    TileCodes<K>(tile_smem + row * row_words + (group * 4 + (lane & 3)) * K, tile + u * K);
+    uint32_t words[K];
+    TileCodes<K>(tile_smem + row * row_words + (group * 4 + (lane & 3)) * K, words);
+    uint32_t* dst = tile + group * 2 * K * kLanes;
+#pragma unroll
+    for (int w = 0; w < K; ++w) dst[detail::TiledGroupWord(K, lane, half * K + w)] = words[w];
   }
 }
 
@@ -252,9 +259,11 @@ __device__ __forceinline__ uint2 LoadCodes(const uint2* p) {
 template <int K, int W, int kAhead>
 __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix& m, int block,
                                           float (&partial)[W][kTiledTileRows][kGemvMaxBatch]) {
-  // A lane's 2K words per group, loaded as uint4 (K even) or uint2 (K = 3).
+  // A lane's 2K words per group, loaded as uint4 (K even) or uint2 (K = 3); vector v of every lane
+  // together (TiledGroupWord).
   using Vec = std::conditional_t<K % 2 == 0, uint4, uint2>;
   constexpr int kVecWords = sizeof(Vec) / 4;
+  static_assert(kVecWords == detail::TiledVectorWords(K));
   constexpr int kVec = 2 * K / kVecWords;   // vectors per lane and group
   constexpr int kGroupVec = kVec * kLanes;  // vectors per tile and group
   const int lane = threadIdx.x & (kLanes - 1);
@@ -263,7 +272,7 @@ __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix&
   const int t = lane & 3;
   const int64_t tile = block - m.first_tile;
   const int64_t tile_row = tile * kTiledTileRows;
-  const Vec* codes = reinterpret_cast<const Vec*>(m.codes) + tile * a.groups * kGroupVec + lane * kVec;
+  const Vec* codes = reinterpret_cast<const Vec*>(m.codes) + tile * a.groups * kGroupVec + lane;
   const unsigned short* s0 = reinterpret_cast<const unsigned short*>(m.scales) + (tile_row + g) * m.groups_per_row;
   const unsigned short* s1 = s0 + 8 * m.groups_per_row;
 
@@ -274,7 +283,7 @@ __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix&
     const int j = warp + i * W;
     if (j < a.groups) {
 #pragma unroll
-      for (int v = 0; v < kVec; ++v) ring[i][v] = LoadCodes(codes + j * kGroupVec + v);
+      for (int v = 0; v < kVec; ++v) ring[i][v] = LoadCodes(codes + j * kGroupVec + v * kLanes);
     }
   }
   detail::WaitForPredecessorsAfter(ring[0][0].x);  // the first codes go out before the wait
@@ -307,7 +316,7 @@ __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix&
       const int next = j + kAhead * W;
       if (next < a.groups) {
 #pragma unroll
-        for (int v = 0; v < kVec; ++v) ring[i][v] = LoadCodes(codes + next * kGroupVec + v);
+        for (int v = 0; v < kVec; ++v) ring[i][v] = LoadCodes(codes + next * kGroupVec + v * kLanes);
       }
     }
   }

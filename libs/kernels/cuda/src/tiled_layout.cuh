@@ -1,8 +1,24 @@
-// Where the tiled layout (scalar_codec_tiled.h; docs/KERNELS.md "Tiled layout") puts a code among a
-// lane's K words of one row: shared by the rewrite, the GEMV and the prefill expansion.
+// Where the tiled layout (scalar_codec_tiled.h; docs/KERNELS.md "Tiled layout") puts a lane's words
+// within a 128-column group of a tile, and a code among a lane's K words of one row: shared by the
+// rewrite, the GEMV and the prefill expansion.
 #pragma once
 
 namespace bitloom::kernels::cuda::detail {
+
+// Words of one vector load of the GEMV: 4 (uint4) for even K, 2 (uint2) at K = 3, whose lane holds
+// 6 words.
+__host__ __device__ constexpr int TiledVectorWords(int bits) { return bits % 2 == 0 ? 4 : 2; }
+
+// Word w (0..2K−1: row g's K words, then row g+8's) of lane `lane`, as an offset in words from the
+// start of its tile's 128-column group. A lane's words are cut into vectors of TiledVectorWords, and
+// a group stores vector 0 of lanes 0..31, then vector 1 of lanes 0..31, ...: one vector load of a
+// warp reads 32 consecutive vectors, every 32-byte sector it touches whole. (Lane-major order,
+// each lane's 2K words together, had every load touch twice (K = 4) to four times (K = 8) the
+// sectors it used.)
+__host__ __device__ constexpr int TiledGroupWord(int bits, int lane, int w) {
+  const int v = TiledVectorWords(bits);
+  return (w / v * 32 + lane) * v + w % v;
+}
 
 // K = 2, 4, 8: bit position, in a tiled word, of the code of local column l = 4c + r of the word
 // (class c, r = 0..3): K·c + (0, 16, 8, 24)[r]. The artifact's word has it at K·l.
