@@ -286,6 +286,15 @@ __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix&
       for (int v = 0; v < kVec; ++v) ring[i][v] = LoadCodes(codes + j * kGroupVec + v * kLanes);
     }
   }
+  // L1 is asked for the tile's scales, one 32-byte sector per thread: a warp's first read of a
+  // sector is otherwise a DRAM round trip in the middle of its group's decode.
+  {
+    const char* tile_scales = reinterpret_cast<const char*>(m.scales + tile_row * m.groups_per_row);
+    const int64_t bytes = kTiledTileRows * m.groups_per_row * 2;
+    for (int64_t off = int64_t{threadIdx.x} * 32; off < bytes; off += int64_t{W} * kLanes * 32) {
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(tile_scales + off));
+    }
+  }
   detail::WaitForPredecessorsAfter(ring[0][0].x);  // the first codes go out before the wait
   const uint4* xrow = a.x + min(g, a.batch - 1) * a.x_stride_vec + t * 4;
   for (int j0 = warp; j0 < a.groups; j0 += kAhead * W) {
