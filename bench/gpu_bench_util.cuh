@@ -8,9 +8,9 @@
 // reference: cudaMemcpyAsync D2D of kCopyBytes (1 GiB), 2 warm-up copies then the median of 10,
 // GB/s = 2·bytes / time (bytes read + bytes written), 1 GB = 1e9 bytes; PrintCopyBandwidthJson
 // prints that figure and its convention as JSON fields, PrintJsonRows the rows of a JSON array,
-// PrintDeviceJson the object's opening and the device fields. IterationsFlag, StringFlag, HasFlag and
-// ExitCode are the kernel benches' command line: --iters N, --name value, boolean flags, and a status turned into the
-// process's exit code (naming the bench on failure).
+// PrintDeviceJson the object's opening and the device fields. IterationsFlag, StringFlag, HasFlag
+// and ExitCode are the kernel benches' command line: --iters N, --name value, boolean flags, and a
+// status turned into the process's exit code (naming the bench on failure).
 #ifndef BITLOOM_BENCH_GPU_BENCH_UTIL_CUH_
 #define BITLOOM_BENCH_GPU_BENCH_UTIL_CUH_
 

@@ -178,11 +178,6 @@ absl::Status FillBlobs(GroupWeight& w, int copies, uint32_t seed) {
   return absl::OkStatus();
 }
 
-// Grouped launches of `shapes`: one JSON row per (group, batch). Time of the group launch (the
-// plan's warps per block), of the same matrices as separate LaunchScalarCodecGemv calls (groups of
-// two or more), and of the group launch with every warps-per-block of kSweepWarps up to the row's
-// super-chunks ("time_us_by_warps", to check PlanScalarCodecGemv); bytes = every weight's codes and
-// scales + the activations once.
 // The label --only matches: "model layer K/K/...".
 std::string GroupLabel(const GroupShape& shape) {
   std::string label = absl::StrCat(shape.model, " ", shape.layer, " ");
@@ -190,6 +185,11 @@ std::string GroupLabel(const GroupShape& shape) {
   return label;
 }
 
+// Grouped launches of `shapes` (those labelled `only`, when it is not empty): one JSON row per
+// (group, batch). Time of the group launch (the plan's warps per block), of the same matrices as
+// separate LaunchScalarCodecGemv calls (groups of two or more), and of the group launch with every
+// warps-per-block of kSweepWarps up to the row's super-chunks ("time_us_by_warps", to check
+// PlanScalarCodecGemv); bytes = every weight's codes and scales + the activations once.
 absl::Status RunGroups(cudaStream_t stream, int sm, int multiprocessors, int iters,
                        double copy_gbps, absl::Span<const GroupShape> shapes, std::string_view only,
                        std::vector<std::string>* rows_json) {

@@ -344,18 +344,16 @@ __global__ void __launch_bounds__(D) DecodeCombineKernel(const DecodeArgs a) {
   for (int s = threadIdx.x; s < splits; s += D) weight[s] = ExpDiff(weight[s], mx);
   __syncthreads();
   float sum = 0.0f, val = 0.0f;
+  auto add_split = [&](int s, float split_acc) {
+    sum = fmaf(weight[s], split_l[s], sum);
+    val = fmaf(weight[s], split_acc, val);
+  };
 #pragma unroll
   for (int s = 0; s < kCombineHeld; ++s) {
-    if (s < splits) {
-      sum = fmaf(weight[s], split_l[s], sum);
-      val = fmaf(weight[s], held[s], val);
-    }
+    if (s < splits) add_split(s, held[s]);
   }
 #pragma unroll 8
-  for (int s = kCombineHeld; s < splits; ++s) {
-    sum = fmaf(weight[s], split_l[s], sum);
-    val = fmaf(weight[s], acc[int64_t{s} * D], val);
-  }
+  for (int s = kCombineHeld; s < splits; ++s) add_split(s, acc[int64_t{s} * D]);
   detail::StoreFloat1(a.out, a.out_f16, bh * D + threadIdx.x, sum > 0.0f ? val / sum : 0.0f);
 }
 
