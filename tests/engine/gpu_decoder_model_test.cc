@@ -927,6 +927,36 @@ TEST(GpuDecoderModel, TiledGemvMatchesArtifactLayout) {
                    1e-2, /*same_prefill=*/false);
 }
 
+// offset_terms (the default): batch-1 launches whose layers are all tiled at K = 2 take their input's
+// offset terms from its rotation instead of the activation-sum mma. A 2-bit model decodes as with the
+// mma, batch 1 with graphs on and off (every group takes the terms) and batch 3 (none does), to the
+// fp32 rounding of the terms' other summation order.
+TEST(GpuDecoderModel, OffsetTermsFromTheRotationMatchTheMma) {
+  SKIP_WITHOUT_GPU();
+  ScratchDir dir;
+  v1::ModelConfig config = GpuConfig("llama_pow2");
+  config.set_num_layers(2);
+  config.set_vocab_size(512);
+  WriteModel(dir.Join("m2.bitloom"), dir.path(), config, LinearForm::kQuantized, false, 2, 128);
+  auto reader = Open(dir.Join("m2.bitloom"));
+  auto pool = DevicePool(uint64_t{256} << 20);
+  for (const bool graphs : {true, false}) {
+    SCOPED_TRACE(absl::StrCat("graphs ", graphs));
+    GpuModelOptions terms = SmallOptionsNamed(absl::StrCat("terms", graphs));
+    terms.use_cuda_graphs = graphs;
+    GpuModelOptions mma = terms;
+    mma.model_id = absl::StrCat("mma", graphs);
+    mma.offset_terms = false;
+    ExpectSameDecode(*reader, pool.get(), terms, mma, Prompt(9, config.vocab_size(), 17), 12, [](bool) {}, 1e-3,
+                     /*same_prefill=*/false);
+  }
+  GpuModelOptions mma = SmallOptionsNamed("mma_b3");
+  mma.offset_terms = false;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 3; ++i) prompts.push_back(Prompt(6 + i, config.vocab_size(), 30 + i));
+  ExpectSameBatchDecode(*reader, pool.get(), SmallOptionsNamed("terms_b3"), mma, prompts, 2, 1e-3);
+}
+
 TEST(GpuDecoderModel, KvPagesExhaustionAndErrors) {
   SKIP_WITHOUT_GPU();
   ScratchDir dir;

@@ -534,8 +534,12 @@ using testing::RandomPackedMatrix;
 // outputs carry a NaN tail (and NaN gaps between fused slices) that must stay unwritten.
 // `tuning`: the launcher's plan unless forced. `tiled`: every weight is rewritten into the tiled
 // layout on the device first (LaunchScalarCodecRetile) and launched as such.
+// offset_terms (tiled, every K <= 3): the rotation writes its offset terms, checked against the
+// stored fp16 row, and the GEMV takes them instead of its activation-sum mma; `schedule` forces the
+// rotation's.
 void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries,
-                    const GemvTuning& tuning = {}, bool tiled = false) {
+                    const GemvTuning& tuning = {}, bool tiled = false, bool offset_terms = false,
+                    RotateSchedule schedule = RotateSchedule::kAuto) {
   SCOPED_TRACE(::testing::Message() << "cols=" << cols << " entries=" << entries.size() << " tiled=" << tiled
                                     << " warps=" << tuning.warps_per_block
                                     << " pipeline=" << static_cast<int>(tuning.pipeline)
@@ -549,6 +553,8 @@ void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries,
       d_base(rot->base_matrix().size() + 1);
   d_x.Upload(x);
   if (!rot->base_matrix().empty()) d_base.Upload(rot->base_matrix());
+  const int64_t groups = cols / 128;
+  DeviceBuffer d_terms(2 * std::max<int64_t>(groups, 1) * kBatch * 4);
 
   // Fused entries share one [batch, fused_stride] buffer, each at a row offset with a 5-row gap.
   int64_t fused_stride = 0;
@@ -597,7 +603,38 @@ void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries,
     rp.out_type = ActivationType::kF16;
     rp.out_stride = x_stride;
     rp.batch = batch;
-    ASSERT_TRUE(LaunchHadamardRotate(rp, nullptr).ok());
+    rp.schedule = schedule;
+    if (offset_terms) {
+      ASSERT_EQ(cudaMemset(d_terms.as<void>(), 0xFF, d_terms.bytes()), cudaSuccess);
+      rp.offset_terms = d_terms.as<float>();
+      rp.offset_terms_stride = kBatch;
+    }
+    const absl::Status rotated = LaunchHadamardRotate(rp, nullptr);
+    ASSERT_TRUE(rotated.ok()) << rotated;
+    if (offset_terms) {
+      // Σ over each group's columns of (1024·2^(−K·c) + centre)·x, from the fp16 row, in double.
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const std::vector<uint16_t> xr = d_xr.Download<uint16_t>(x_stride * batch);
+      const std::vector<float> terms = d_terms.Download<float>(2 * groups * kBatch);
+      for (int k = 0; k < 2; ++k) {
+        const int kbits = k == 0 ? 2 : 3;
+        for (int b = 0; b < batch; ++b) {
+          for (int64_t g = 0; g < groups; ++g) {
+            double want_term = 0.0, scale = 0.0;
+            for (int col = 0; col < 128; ++col) {
+              const double v = F16ToF32(xr[b * x_stride + g * 128 + col]);
+              const int u = (col >> 2) & 7;
+              const int c = kbits == 3 ? (u >= 6 ? 2 : u & 1) : u & 3;
+              want_term += (1024.0 / (1 << (kbits * c)) + ScalarGridCenter(kbits)) * v;
+              scale += 1024.0 * std::abs(v);
+            }
+            const float got_term = terms[(k * groups + g) * kBatch + b];
+            ASSERT_NEAR(got_term, want_term, 1e-6 * scale + 1e-6)
+                << "offset term K=" << kbits << " row " << b << " group " << g;
+          }
+        }
+      }
+    }
 
     std::vector<ScalarCodecGemvParams> group;
     for (size_t i = 0; i < entries.size(); ++i) {
@@ -614,6 +651,10 @@ void CheckGemvGroup(int64_t cols, const std::vector<GroupEntry>& entries,
         gp.y_stride = entries[i].rows + 3;
       }
       gp.batch = batch;
+      if (offset_terms) {
+        gp.offset_terms = d_terms.as<float>();
+        gp.offset_terms_stride = kBatch;
+      }
       group.push_back(gp);
     }
     ASSERT_EQ(cudaMemset(d_fused.as<void>(), 0xFF, d_fused.bytes()), cudaSuccess);
@@ -717,6 +758,28 @@ TEST(CudaScalarCodecGemvGroup, TiledLayoutMatchesCpu) {
     }
     CheckGemvGroup(2048, {{32, 3, 128, false}, {16, 2, 256, true}}, GemvTuning{.warps_per_block = warps}, true);
   }
+}
+
+// The offset terms written by the rotation (HadamardRotateParams::offset_terms) in place of the tiled
+// GEMV's activation-sum mma, at K = 2 and 3: the terms against the fp16 row, the GEMV against the
+// CPU, on the rotation's register-tiled form (4096, 8192: p = 1; 1536, 14336, 28672: Paley 12 and
+// 28) and its one-block-per-row fallback, and every warps-per-block.
+TEST(CudaScalarCodecGemvGroup, TiledOffsetTermsFromTheRotationMatchCpu) {
+  BITLOOM_SKIP_WITHOUT_GPU();
+  CheckGemvGroup(4096, {{4096, 2, 128, true}, {1024, 3, 128, true}, {1024, 3, 128, true}}, {}, true, true);
+  CheckGemvGroup(8192, {{512, 3, 128, false}}, {}, true, true);
+  CheckGemvGroup(14336, {{256, 2, 128, false}}, {}, true, true);
+  CheckGemvGroup(28672, {{128, 2, 128, false}}, {}, true, true);
+  CheckGemvGroup(1536, {{64, 3, 512, false}, {80, 2, 128, true}}, {}, true, true);
+  CheckGemvGroup(4096, {{256, 3, 128, false}}, {}, true, true, RotateSchedule::kRowPerBlock);
+  CheckGemvGroup(14336, {{64, 2, 256, false}}, {}, true, true, RotateSchedule::kRowPerBlock);
+  // Llama-3-70B's q/k/v (4 warps, 4 groups ahead) and every warps-per-block.
+  CheckGemvGroup(8192, {{8192, 2, 128, true}, {1024, 3, 128, true}, {1024, 3, 128, true}}, {}, true, true);
+  for (int warps : {1, 2, 4, 8, 16}) {
+    CheckGemvGroup(2048, {{32, 3, 128, false}, {16, 2, 256, true}}, GemvTuning{.warps_per_block = warps}, true, true);
+  }
+  // A launch with K = 4 takes the mma whatever the rotation wrote.
+  CheckGemvGroup(4096, {{256, 3, 128, false}, {64, 4, 128, false}}, {}, true, true);
 }
 
 TEST(CudaScalarCodecGemvGroup, StreamedPipelineMatchesCpu) {

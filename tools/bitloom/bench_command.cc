@@ -39,6 +39,9 @@ ABSL_FLAG(bool, tiled_gemv, true,
 ABSL_FLAG(bool, fuse_attention_combine, true,
           "bench: the o_proj input rotation merges decode attention's splits (GpuModelOptions::"
           "fuse_attention_combine; false: the combine kernel)");
+ABSL_FLAG(bool, offset_terms, true,
+          "bench: batch-1 GEMVs tiled at K = 2 take their input's offset terms from its rotation "
+          "(GpuModelOptions::offset_terms; false: the activation-sum mma)");
 ABSL_FLAG(double, vram_fraction, 0.9, "bench: fraction of free GPU memory for the pool");
 ABSL_FLAG(double, vram_budget_gib, 0,
           "bench: the pool's exact size in GiB (e.g. 24 to check a memory target); 0: --vram_fraction");
@@ -151,6 +154,7 @@ int RunBench(const std::string& artifact_name, const std::string& inferd_address
   gpu.streamed_gemv = absl::GetFlag(FLAGS_streamed_gemv);
   gpu.tiled_gemv = absl::GetFlag(FLAGS_tiled_gemv);
   gpu.fuse_attention_combine = absl::GetFlag(FLAGS_fuse_attention_combine);
+  gpu.offset_terms = absl::GetFlag(FLAGS_offset_terms);
   gpu.vram_fraction = absl::GetFlag(FLAGS_vram_fraction);
   gpu.vram_budget_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_vram_budget_gib) * double(uint64_t{1} << 30));
   gpu.embedding_in_host = absl::GetFlag(FLAGS_embedding_in_host);

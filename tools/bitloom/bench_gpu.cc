@@ -282,6 +282,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
   model_options.rotating_gemv = options.rotating_gemv;
   model_options.tiled_gemv = options.tiled_gemv;
   model_options.fuse_attention_combine = options.fuse_attention_combine;
+  model_options.offset_terms = options.offset_terms;
   model_options.embedding_in_host = options.embedding_in_host;
   if (options.prefill_gemm_bytes > 0) model_options.prefill_gemm_bytes = options.prefill_gemm_bytes;
   model_options.kv_pages = std::max(max_batch * PagesFor(decode_len, model_options.page_size),
@@ -299,6 +300,7 @@ absl::StatusOr<nlohmann::json> RunGpuBench(const modelstore::ArtifactReader& rea
                           {"streamed_gemv", kernels::cuda::StreamedGemvEnabled()},
                           {"tiled_gemv", model_options.tiled_gemv},
                           {"fuse_attention_combine", model_options.fuse_attention_combine},
+                          {"offset_terms", model_options.offset_terms},
                           {"prefill_gemm_bytes", model_options.prefill_gemm_bytes}};
 
   BITLOOM_ASSIGN_OR_RETURN(std::unique_ptr<engine::PoolMemory> memory,

@@ -46,6 +46,7 @@ struct GpuBenchOptions {
   bool streamed_gemv = false;  // kernels::cuda::SetStreamedGemv
   bool tiled_gemv = true;      // GpuModelOptions::tiled_gemv
   bool fuse_attention_combine = true;  // GpuModelOptions::fuse_attention_combine
+  bool offset_terms = true;            // GpuModelOptions::offset_terms
   double vram_fraction = 0.9;  // of the free device memory, for the pool
   uint64_t vram_budget_bytes = 0;  // when > 0, the pool is exactly this (instead of the fraction)
   bool embedding_in_host = false;  // GpuModelOptions::embedding_in_host

@@ -36,7 +36,7 @@ absl::Status GemmF16(cublasHandle_t cublas, const uint16_t* w, int64_t m, int64_
 // The decode path: the batch-≤8 GEMV over 8-row slices of the rotated input, every layer of `group`
 // (they read the same rotated x) in one grouped launch per slice.
 absl::Status RunGemv(absl::Span<const LinearOutput* const> group, int64_t rows, const LinearScratch& scratch,
-                     cudaStream_t stream) {
+                     bool offset_terms, cudaStream_t stream) {
   const int64_t stride = group.front()->linear->rotated_stride;
   for (int64_t r0 = 0; r0 < rows; r0 += cuda::kGemvMaxBatch) {
     cuda::ScalarCodecGemvParams params[cuda::kGemvMaxGroup];
@@ -48,6 +48,10 @@ absl::Status RunGemv(absl::Span<const LinearOutput* const> group, int64_t rows, 
       gp.y = group[i]->y + r0 * group[i]->y_stride;
       gp.y_stride = group[i]->y_stride;
       gp.batch = static_cast<int>(std::min<int64_t>(cuda::kGemvMaxBatch, rows - r0));
+      if (offset_terms) {
+        gp.offset_terms = scratch.offset_terms + r0;
+        gp.offset_terms_stride = scratch.offset_term_rows;
+      }
     }
     BITLOOM_RETURN_IF_ERROR(cuda::LaunchScalarCodecGemvGroup({params, group.size()}, stream));
   }
@@ -159,6 +163,26 @@ absl::Status RunRotatingGemv(absl::Span<const LinearOutput> outputs, const Linea
   return AddBiases(outputs, 1, stream);
 }
 
+// Whether the rotation of a group's input writes the tiled GEMV's offset terms: one row, every layer
+// tiled at K = 2 on one rotation, and the scratch for them. The GEMV loses half its mma and the
+// rotation gains a read-back of its row; H200, Llama-3-70B at 2.5 bits, per layer: the 2-bit down_proj
+// 37.0 -> 29.7 µs for 1.8 µs more rotation, while the 3-bit o_proj (12.5 -> 10.5 µs) and the mixed
+// 2/3-bit q/k/v and gate/up (-0.4 to +0.2 µs) paid 1.5-2.3 µs more rotation each, and a batch of 4
+// lost 0.85 ms per step with every K <= 3 group taking them (docs/KERNELS.md, "Offset terms").
+bool TakesOffsetTerms(absl::Span<const LinearOutput> outputs, int64_t rows, bool gemm, const LinearScratch& scratch) {
+  if (scratch.offset_terms == nullptr || gemm || rows != 1 || rows > scratch.offset_term_rows) return false;
+  const GpuLinear& first = *outputs.front().linear;
+  for (const LinearOutput& out : outputs) {
+    const GpuLinear& w = *out.linear;
+    if (!w.quantized || !w.gemv.tiled || w.gemv.bits != 2 || w.rotation.n != first.rotation.n ||
+        w.rotation.seed != first.rotation.seed || w.rotation.n % 128 != 0 ||
+        w.rotation.n / 128 > scratch.offset_term_groups) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool AllQuantized(absl::Span<const LinearOutput> outputs) {
   for (const LinearOutput& out : outputs) {
     if (!out.linear->quantized) return false;
@@ -186,11 +210,12 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const Linear
   uint64_t rotated_seed = 0;
   bool have_dense = false;
   const bool gemm = rows >= kGemmMinRows && scratch.dequant != nullptr;
+  const bool offset_terms = TakesOffsetTerms(outputs, rows, gemm, scratch);
   // Consecutive quantized layers on the same rotated input wait here for one grouped GEMV.
   std::vector<const LinearOutput*> pending;
   auto flush = [&]() -> absl::Status {
     if (pending.empty()) return absl::OkStatus();
-    BITLOOM_RETURN_IF_ERROR(RunGemv(pending, rows, scratch, stream));
+    BITLOOM_RETURN_IF_ERROR(RunGemv(pending, rows, scratch, offset_terms, stream));
     pending.clear();
     return absl::OkStatus();
   };
@@ -220,6 +245,10 @@ absl::Status RunLinearGroup(absl::Span<const LinearOutput> outputs, const Linear
             rp.splits.acc += r0 * heads * in.splits.head_dim;
             rp.splits.ml += r0 * heads * 2;
             rp.splits.seq_lens += r0;
+          }
+          if (offset_terms) {
+            rp.offset_terms = scratch.offset_terms + r0;
+            rp.offset_terms_stride = scratch.offset_term_rows;
           }
           if (norm.residual != nullptr) {
             rp.norm = norm;

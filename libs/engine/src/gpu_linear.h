@@ -63,6 +63,13 @@ struct LinearScratch {
   // rows. A slice is as many whole rows as dequant_elems holds (at least one row of the widest).
   uint16_t* dequant = nullptr;
   int64_t dequant_elems = 0;
+  // The tiled GEMV's offset terms of a rotated input (HadamardRotateParams::offset_terms): fp32
+  // [2][offset_term_groups][offset_term_rows] (even, >= kGemvMaxBatch). When set, a one-row group
+  // whose layers are all tiled at K = 2 has its rotation write them and its GEMV read them instead of
+  // taking the activation sums by mma (inputs up to 128·offset_term_groups wide).
+  float* offset_terms = nullptr;
+  int64_t offset_term_groups = 0;
+  int64_t offset_term_rows = 0;
   // Bound to `stream` with its workspace in the pool (cublasSetStream, then cublasSetWorkspace:
   // setting the stream again would drop the workspace, so it is never done per call).
   cublasHandle_t cublas = nullptr;

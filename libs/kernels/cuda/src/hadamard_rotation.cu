@@ -16,12 +16,14 @@
 #include "bitloom/kernels/cuda/cuda_status.h"
 #include "device_properties.h"
 #include "bitloom/kernels/cuda/hadamard_rotation.h"
+#include "bitloom/kernels/scalar_codec.h"  // ScalarGridCenter
 #include "dependent_launch.cuh"
 #include "device_util.cuh"
 #include "block_reduce.cuh"
 #include "gated_activation.cuh"
 #include "paged_attention.cuh"  // MergeDecodeSplit
 #include "hadamard_rotation_tiled.cuh"
+#include "tiled_layout.cuh"  // QuadClassWeight, the offset terms
 #include "launch.h"
 
 namespace bitloom::kernels::cuda {
@@ -64,7 +66,54 @@ struct RotateArgs {
   int64_t up_stride;
   Activation activation;
   RotateNormInput rms;  // residual RMSNorm input when rms.residual is set (x is the residual)
+  float* offset_terms;  // HadamardRotateParams::offset_terms, or null
+  int64_t offset_terms_stride;
 };
+
+// The tiled GEMV's offset terms (HadamardRotateParams::offset_terms) of one fp16 output row, read
+// back once every block of the row has stored its part (the caller's barrier): warp w of block
+// `rank` (of c per row) takes groups rank + c·w, rank + c·(w + warps), ..., four at a time so that
+// their loads go out together; lane l reads columns 4l .. 4l + 3 (quad l mod 8 of its t-quad), the
+// quads' sums meet over l, l + 8, l + 16, l + 24, and lanes 0..7 weigh and add them.
+__device__ __forceinline__ void WriteOffsetTerms(const __half* row, int groups, int rank, int c, float* terms,
+                                                 int64_t stride) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int u = lane & 7;
+  const float w2 = detail::QuadClassWeight(detail::kOffsetTermBits[0], u);
+  const float w3 = detail::QuadClassWeight(detail::kOffsetTermBits[1], u);
+  const int step = c * warps;
+  for (int g0 = rank + c * warp; g0 < groups; g0 += 4 * step) {
+    float s[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      s[i] = 0.0f;
+      if (g0 + i * step < groups) {
+        const uint2 w = __ldcg(reinterpret_cast<const uint2*>(row + (g0 + i * step) * 128 + 4 * lane));
+        const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&w.x));
+        const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&w.y));
+        s[i] = (a.x + a.y) + (b.x + b.y);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      s[i] += __shfl_xor_sync(0xFFFFFFFFu, s[i], 8);
+      s[i] += __shfl_xor_sync(0xFFFFFFFFu, s[i], 16);
+      float plain = s[i], k2 = s[i] * w2, k3 = s[i] * w3;
+#pragma unroll
+      for (int o = 1; o < 8; o <<= 1) {
+        plain += __shfl_xor_sync(0xFFFFFFFFu, plain, o);
+        k2 += __shfl_xor_sync(0xFFFFFFFFu, k2, o);
+        k3 += __shfl_xor_sync(0xFFFFFFFFu, k3, o);
+      }
+      const int g = g0 + i * step;
+      if (lane == 0 && g < groups) {
+        terms[g * stride] = fmaf(1024.0f, k2, ScalarGridCenter(detail::kOffsetTermBits[0]) * plain);
+        terms[(groups + g) * stride] = fmaf(1024.0f, k3, ScalarGridCenter(detail::kOffsetTermBits[1]) * plain);
+      }
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // One block per row: the fallback for every shape the register-tiled kernel does not cover (p not
@@ -156,6 +205,12 @@ __global__ void HadamardRotateKernel(RotateArgs a) {
     StoreFromFloat(out + e, v * scale);
   }
   for (int64_t e = a.n + tid; e < a.out_stride; e += nthreads) StoreFromFloat(out + e, 0.0f);
+  if constexpr (std::is_same_v<Tout, __half>) {
+    if (a.offset_terms != nullptr) {
+      __syncthreads();  // the row's stores
+      WriteOffsetTerms(out, n / 128, 0, 1, a.offset_terms + blockIdx.x, a.offset_terms_stride);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,6 +269,8 @@ struct TiledArgs {
   RotateNormInput rms;  // residual RMSNorm input when rms.residual is set (x is the residual)
   DecodeAttentionSplits splits;  // attention partials when splits.acc is set (row = sequence)
   int merged_at;                 // splits: where the merged chunk [n/C] fp32 starts in shared memory
+  float* offset_terms;           // HadamardRotateParams::offset_terms, or null
+  int64_t offset_terms_stride;
 };
 
 // Pass 0's input tile of a residual-RMSNorm rotation: residual += delta (stored back), Σr² into
@@ -295,7 +352,7 @@ __device__ __forceinline__ void MixGroup(int g, const float (&y)[P], float norm,
 //   rank 0 zero-fills the output columns [n, out_stride).
 // The thread count covers the larger phase's task count (rounded to a warp, at most 512; more
 // tasks loop). Shared memory: 4·(n/C + recv) bytes, 32 KiB for n = 28672 at C = 7.
-template <typename Tin, typename Tout, int P, TiledInput kIn, int kLogSub, int kLogC>
+template <typename Tin, typename Tout, int P, TiledInput kIn, int kLogSub, int kLogC, bool kTerms = false>
 __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(TiledArgs a) {
   static_assert(P == 1 || detail::IsHadamard(detail::kPaleySigns<P>), "no Paley matrix of order P");
   static_assert(kLogC < 0 || (P == 1 && kLogSub > 0), "a constant cluster needs p = 1 and constant passes");
@@ -509,6 +566,19 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
     for (int64_t e = a.n + threadIdx.x; e < a.out_stride; e += blockDim.x)
       StoreFromFloat(out + e, 0.0f);
   }
+  if constexpr (kTerms) {
+    static_assert(std::is_same_v<Tout, __half>, "offset terms are taken of fp16 rows");
+    {
+      // Every block's stores of the row, visible to the whole cluster (release / acquire).
+      if (clustered) {
+        detail::ClusterArriveRelease();
+        detail::ClusterWaitAcquire();
+      } else {
+        __syncthreads();
+      }
+      WriteOffsetTerms(out, a.n / 128, rank, c, a.offset_terms + row, a.offset_terms_stride);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -550,6 +620,12 @@ absl::Status Validate(const HadamardRotateParams& p) {
   }
   if (r.base_order > 1 && r.base_is_hadamard && r.base == nullptr) {
     return absl::InvalidArgumentError("LaunchHadamardRotate: rotation.base is null but p > 1");
+  }
+  if (p.offset_terms != nullptr &&
+      (p.out_type != ActivationType::kF16 || r.n % 128 != 0 || p.offset_terms_stride < p.batch)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LaunchHadamardRotate: offset_terms need out_type kF16, n a multiple of 128 (n = ", r.n,
+        ") and offset_terms_stride >= batch (", p.offset_terms_stride, " < ", p.batch, ")"));
   }
   const RotateNormInput& rms = p.norm;
   const DecodeAttentionSplits& sp = p.splits;
@@ -769,7 +845,8 @@ absl::Status LaunchRowPerBlock(const HadamardRotateParams& p, cudaStream_t strea
                InputRows(p),  InputStride(p),
                p.out,        p.out_stride,
                p.up,         p.up_stride,
-               p.activation, p.norm};
+               p.activation, p.norm,
+               p.offset_terms, p.offset_terms_stride};
   const int64_t smem = SharedBytes(r);
   const int threads = r.n >= 4096 ? 1024 : 256;
   auto* kernel = &HadamardRotateKernel<Tin, Tout>;
@@ -784,19 +861,29 @@ absl::Status LaunchRowPerBlock(const HadamardRotateParams& p, cudaStream_t strea
 
 // The tiled kernel for p's input kind (Validate() admits norm, attention and gated inputs with
 // fp32 x only) and kLogSub (0: the plan's, at run time).
-template <typename Tin, typename Tout, int P, int kLogSub, int kLogC = -1>
-auto* TiledKernelFor(const HadamardRotateParams& p) {
-  auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kRows, kLogSub, kLogC>;
+template <typename Tin, typename Tout, int P, int kLogSub, int kLogC, bool kTerms>
+auto* TiledKernelForInput(const HadamardRotateParams& p) {
+  auto* kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kRows, kLogSub, kLogC, kTerms>;
   if constexpr (std::is_same_v<Tin, float>) {
     if (p.splits.acc != nullptr) {
-      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kSplits, kLogSub, kLogC>;
+      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kSplits, kLogSub, kLogC, kTerms>;
     } else if (p.norm.residual != nullptr) {
-      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kNorm, kLogSub, kLogC>;
+      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kNorm, kLogSub, kLogC, kTerms>;
     } else if (p.up != nullptr) {
-      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kGated, kLogSub, kLogC>;
+      kernel = &HadamardRotateTiledKernel<Tin, Tout, P, TiledInput::kGated, kLogSub, kLogC, kTerms>;
     }
   }
   return kernel;
+}
+
+// The kernel of the input's kind; the offset terms' read-back is compiled only into the kernels that
+// write them (fp16 outputs), so that the others keep their code.
+template <typename Tin, typename Tout, int P, int kLogSub, int kLogC = -1>
+auto* TiledKernelFor(const HadamardRotateParams& p) {
+  if constexpr (std::is_same_v<Tout, __half>) {
+    if (p.offset_terms != nullptr) return TiledKernelForInput<Tin, Tout, P, kLogSub, kLogC, true>(p);
+  }
+  return TiledKernelForInput<Tin, Tout, P, kLogSub, kLogC, false>(p);
 }
 
 template <typename Tin, typename Tout, int P>
@@ -832,6 +919,8 @@ absl::Status LaunchTiled(const HadamardRotateParams& p, const TiledPlan& plan,
   a.rms = p.norm;
   a.splits = p.splits;
   a.merged_at = plan.merged_at;
+  a.offset_terms = p.offset_terms;
+  a.offset_terms_stride = p.offset_terms_stride;
   auto* kernel = TiledKernelFor<Tin, Tout, P, 0>(p);
   // The decode rotations of Llama-3 8B and 70B get their shape at compile time: 4096 wide on a
   // cluster of 8 the whole shape, 8192 on 8 and 14336 and 28672 as 28 segments their passes.

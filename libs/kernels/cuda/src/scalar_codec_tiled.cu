@@ -121,6 +121,8 @@ struct TiledArgs {
   TiledMatrix m[kGemvMaxGroup];
   const uint4* x;
   int64_t x_stride_vec;
+  const float* offset_terms;  // [K = 2, 3][groups][offset_terms_stride], or null
+  int64_t offset_terms_stride;
   int groups;  // 128-column groups per row
   int batch;
   int count;
@@ -138,17 +140,19 @@ __device__ __forceinline__ uint32_t ScaleGroup(uint32_t group, uint32_t magic) {
 template <int K>
 inline constexpr int kClasses = K == 3 ? 3 : 8 / K;
 
-// The value and activation-sum mma of one operand set: A from the codes, and A = 1.0.
+// The value and activation-sum mma of one operand set: A from the codes, and A = 1.0 (kSums: the
+// sums are not taken when the offset terms come from the rotation).
+template <bool kSums = true>
 __device__ __forceinline__ void MmaClass(float (&acc)[4], float (&sum)[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                          uint32_t a3, uint32_t b0, uint32_t b1) {
   constexpr uint32_t kOnes = 0x3C003C00u;  // fp16x2 {1, 1}
   detail::MmaM16N8K16(acc, a0, a1, a2, a3, b0, b1);
-  detail::MmaM16N8K16(sum, kOnes, kOnes, kOnes, kOnes, b0, b1);
+  if constexpr (kSums) detail::MmaM16N8K16(sum, kOnes, kOnes, kOnes, kOnes, b0, b1);
 }
 
 // K = 2, 4, 8: word i of rows g (w0) and g+8 (w1) feeds one mma per class c, on the pairs 2Ci + 2c
 // (the word) and 2Ci + 2c + 1 (the word >> 8).
-template <int K>
+template <int K, bool kSums = true>
 __device__ __forceinline__ void TiledMmas(const uint32_t (&w0)[K], const uint32_t (&w1)[K], const uint32_t (&b)[16],
                                           float (&acc)[kClasses<K>][4], float (&sum)[kClasses<K>][4]) {
   constexpr int C = kClasses<K>;
@@ -160,7 +164,7 @@ __device__ __forceinline__ void TiledMmas(const uint32_t (&w0)[K], const uint32_
     detail::StaticFor<C>([&](auto c_c) {
       constexpr int c = decltype(c_c)::value;
       constexpr uint32_t kMask = kCode << (K * c);
-      MmaClass(acc[c], sum[c], detail::MaskIntoHalf2<kMask>(w0[i], e), detail::MaskIntoHalf2<kMask>(w1[i], e),
+      MmaClass<kSums>(acc[c], sum[c], detail::MaskIntoHalf2<kMask>(w0[i], e), detail::MaskIntoHalf2<kMask>(w1[i], e),
                detail::MaskIntoHalf2<kMask>(u0, e), detail::MaskIntoHalf2<kMask>(u1, e), b[2 * C * i + 2 * c],
                b[2 * C * i + 2 * c + 1]);
     });
@@ -173,6 +177,7 @@ __device__ __forceinline__ void TiledMmas(const uint32_t (&w0)[K], const uint32_
 // and 4i + 3 (bits 3 and 12), class 2 pairs 12, 13 and 14, 15 (bits 6, and pair 15 gathered at bits
 // 6..8): eight mma per group like K = 4, on 3/4 of the bytes, each on two adjacent activation
 // registers (other pairings made the compiler copy the activations into adjacent registers first).
+template <bool kSums = true>
 __device__ __forceinline__ void TiledMmasThreeBit(const uint32_t (&w0)[3], const uint32_t (&w1)[3],
                                                   const uint32_t (&b)[16], float (&acc)[3][4], float (&sum)[3][4]) {
   constexpr uint32_t e = detail::kHalf2Exponent;
@@ -181,9 +186,9 @@ __device__ __forceinline__ void TiledMmasThreeBit(const uint32_t (&w0)[3], const
   const uint32_t u1[3] = {w1[0] >> 9, w1[1] >> 9, w1[2] >> 9};
   detail::StaticFor<3>([&](auto i_c) {
     constexpr int i = decltype(i_c)::value;
-    MmaClass(acc[0], sum[0], detail::MaskIntoHalf2<kLow>(w0[i], e), detail::MaskIntoHalf2<kLow>(w1[i], e),
+    MmaClass<kSums>(acc[0], sum[0], detail::MaskIntoHalf2<kLow>(w0[i], e), detail::MaskIntoHalf2<kLow>(w1[i], e),
              detail::MaskIntoHalf2<kLow>(u0[i], e), detail::MaskIntoHalf2<kLow>(u1[i], e), b[4 * i], b[4 * i + 1]);
-    MmaClass(acc[1], sum[1], detail::MaskIntoHalf2<kMid>(w0[i], e), detail::MaskIntoHalf2<kMid>(w1[i], e),
+    MmaClass<kSums>(acc[1], sum[1], detail::MaskIntoHalf2<kMid>(w0[i], e), detail::MaskIntoHalf2<kMid>(w1[i], e),
              detail::MaskIntoHalf2<kMid>(u0[i], e), detail::MaskIntoHalf2<kMid>(u1[i], e), b[4 * i + 2],
              b[4 * i + 3]);
   });
@@ -192,41 +197,66 @@ __device__ __forceinline__ void TiledMmasThreeBit(const uint32_t (&w0)[3], const
     const uint32_t t = detail::MaskIntoHalf2<0x00400040u>(u[0], e);
     return detail::MaskIntoHalf2<0x01000100u>(w[2] >> 7, detail::MaskIntoHalf2<0x00800080u>(w[1] >> 8, t));
   };
-  MmaClass(acc[2], sum[2], detail::MaskIntoHalf2<kHigh>(w0[0], e), detail::MaskIntoHalf2<kHigh>(w1[0], e),
+  MmaClass<kSums>(acc[2], sum[2], detail::MaskIntoHalf2<kHigh>(w0[0], e), detail::MaskIntoHalf2<kHigh>(w1[0], e),
            detail::MaskIntoHalf2<kHigh>(w0[1], e), detail::MaskIntoHalf2<kHigh>(w1[1], e), b[12], b[13]);
-  MmaClass(acc[2], sum[2], detail::MaskIntoHalf2<kHigh>(w0[2], e), detail::MaskIntoHalf2<kHigh>(w1[2], e),
+  MmaClass<kSums>(acc[2], sum[2], detail::MaskIntoHalf2<kHigh>(w0[2], e), detail::MaskIntoHalf2<kHigh>(w1[2], e),
            spread(w0, u0), spread(w1, u1), b[14], b[15]);
 }
 
 // One 128-column group of the tile for a lane: K code words of row g (w0) and of row g+8 (w1),
 // activations xv (columns 32t..32t+31 of its batch row), scales sc0 / sc1, into y (rows g, g, g+8,
 // g+8 × batch columns 2t, 2t+1).
-template <int K>
+//
+// With kTerms the activation sums come in as the offset terms of batch columns 2t and 2t + 1 (the
+// rotation's, TiledArgs::offset_terms): one mma per class and word, none with A = 1.0.
+template <int K, bool kTerms = false>
 __device__ __forceinline__ void TiledGroup(const uint32_t (&w0)[K], const uint32_t (&w1)[K], const uint4 (&xv)[4],
-                                           float sc0, float sc1, float (&y)[4]) {
+                                           float sc0, float sc1, float (&y)[4], float2 terms = {}) {
   constexpr int C = kClasses<K>;
   const uint32_t b[16] = {xv[0].x, xv[0].y, xv[0].z, xv[0].w, xv[1].x, xv[1].y, xv[1].z, xv[1].w,
                           xv[2].x, xv[2].y, xv[2].z, xv[2].w, xv[3].x, xv[3].y, xv[3].z, xv[3].w};
-  float acc[C][4], sum[C][4];
+  if constexpr (kTerms) {
+    float acc[C][4], unused[C][4];
 #pragma unroll
-  for (int c = 0; c < C; ++c) {
+    for (int c = 0; c < C; ++c) {
 #pragma unroll
-    for (int f = 0; f < 4; ++f) acc[c][f] = sum[c][f] = 0.0f;
-  }
-  if constexpr (K == 3) {
-    TiledMmasThreeBit(w0, w1, b, acc, sum);
+      for (int f = 0; f < 4; ++f) acc[c][f] = 0.0f;
+    }
+    if constexpr (K == 3) {
+      TiledMmasThreeBit<false>(w0, w1, b, acc, unused);
+    } else {
+      TiledMmas<K, false>(w0, w1, b, acc, unused);
+    }
+#pragma unroll
+    for (int f = 0; f < 4; ++f) {
+      float r = acc[0][f];
+#pragma unroll
+      for (int c = 1; c < C; ++c) r = fmaf(acc[c][f], 1.0f / static_cast<float>(1u << (K * c)), r);
+      r -= (f & 1) ? terms.y : terms.x;
+      y[f] = fmaf(f < 2 ? sc0 : sc1, r, y[f]);
+    }
   } else {
-    TiledMmas<K>(w0, w1, b, acc, sum);
-  }
-  constexpr float kCenter = ScalarGridCenter(K);
+    float acc[C][4], sum[C][4];
 #pragma unroll
-  for (int f = 0; f < 4; ++f) {
-    float r = acc[0][f];
+    for (int c = 0; c < C; ++c) {
 #pragma unroll
-    for (int c = 1; c < C; ++c) r = fmaf(acc[c][f], 1.0f / static_cast<float>(1u << (K * c)), r);
+      for (int f = 0; f < 4; ++f) acc[c][f] = sum[c][f] = 0.0f;
+    }
+    if constexpr (K == 3) {
+      TiledMmasThreeBit(w0, w1, b, acc, sum);
+    } else {
+      TiledMmas<K>(w0, w1, b, acc, sum);
+    }
+    constexpr float kCenter = ScalarGridCenter(K);
 #pragma unroll
-    for (int c = 0; c < C; ++c) r = fmaf(-(1024.0f / static_cast<float>(1u << (K * c)) + kCenter), sum[c][f], r);
-    y[f] = fmaf(f < 2 ? sc0 : sc1, r, y[f]);
+    for (int f = 0; f < 4; ++f) {
+      float r = acc[0][f];
+#pragma unroll
+      for (int c = 1; c < C; ++c) r = fmaf(acc[c][f], 1.0f / static_cast<float>(1u << (K * c)), r);
+#pragma unroll
+      for (int c = 0; c < C; ++c) r = fmaf(-(1024.0f / static_cast<float>(1u << (K * c)) + kCenter), sum[c][f], r);
+      y[f] = fmaf(f < 2 ? sc0 : sc1, r, y[f]);
+    }
   }
 }
 
@@ -256,7 +286,7 @@ __device__ __forceinline__ uint2 LoadCodes(const uint2* p) {
 // times). A slot is refilled only after its group is decoded, so that the load lands in the slot's
 // own registers: loading it earlier made the compiler load into spare registers and move them into
 // the slot at the end of the loop, where the moves waited for the load (ncu, session 12).
-template <int K, int W, int kAhead>
+template <int K, int W, int kAhead, bool kTerms>
 __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix& m, int block,
                                           float (&partial)[W][kTiledTileRows][kGemvMaxBatch]) {
   // A lane's 2K words per group, loaded as uint4 (K even) or uint2 (K = 3); vector v of every lane
@@ -297,6 +327,9 @@ __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix&
   }
   detail::WaitForPredecessorsAfter(ring[0][0].x);  // the first codes go out before the wait
   const uint4* xrow = a.x + min(g, a.batch - 1) * a.x_stride_vec + t * 4;
+  // kTerms: the offset terms of batch columns 2t and 2t + 1 at this K, one float2 per group.
+  static_assert(!kTerms || K <= 3, "offset terms are written for K = 2 and 3");
+  const float* terms_k = kTerms ? a.offset_terms + (K == 2 ? 0 : a.groups) * a.offset_terms_stride + 2 * t : nullptr;
   for (int j0 = warp; j0 < a.groups; j0 += kAhead * W) {
 #pragma unroll
     for (int i = 0; i < kAhead; ++i) {
@@ -321,7 +354,12 @@ __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix&
           }
         }
       }
-      TiledGroup<K>(w0, w1, xv, sc0, sc1, y);
+      if constexpr (kTerms) {
+        const float2 terms = __ldg(reinterpret_cast<const float2*>(terms_k + j * a.offset_terms_stride));
+        TiledGroup<K, true>(w0, w1, xv, sc0, sc1, y, terms);
+      } else {
+        TiledGroup<K>(w0, w1, xv, sc0, sc1, y);
+      }
       const int next = j + kAhead * W;
       if (next < a.groups) {
 #pragma unroll
@@ -347,16 +385,18 @@ __device__ __forceinline__ void TiledTile(const TiledArgs& a, const TiledMatrix&
 
 // One block per 16-row tile of the group's entries, whose K is kLoK or kHiK (a group may mix two,
 // e.g. q at 2 bits and k/v at 3): the block decodes its tile with that K's body.
-template <int kLoK, int kHiK, int W, int kAhead>
+// kTerms (K ≤ 3 only): the offset terms come from TiledArgs::offset_terms instead of the
+// activation-sum mma.
+template <int kLoK, int kHiK, int W, int kAhead, bool kTerms = false>
 __global__ void __launch_bounds__(W * kLanes) TiledGemvKernel(const TiledArgs a) {
   __shared__ float partial[W][kTiledTileRows][kGemvMaxBatch];
   detail::AllowDependentLaunch();
   const int block = static_cast<int>(blockIdx.x);
   const TiledMatrix& m = a.m[detail::EntryOfTile(a, block)];
   if (kLoK == kHiK || m.bits == kLoK) {
-    TiledTile<kLoK, W, kAhead>(a, m, block, partial);
+    TiledTile<kLoK, W, kAhead, kTerms>(a, m, block, partial);
   } else {
-    TiledTile<kHiK, W, kAhead>(a, m, block, partial);
+    TiledTile<kHiK, W, kAhead, kTerms>(a, m, block, partial);
   }
 }
 
@@ -470,8 +510,14 @@ absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, Tiled
     const int entry = static_cast<int>(i);
     if (!p.tiled) return Bad(entry, "not tiled (every entry of a tiled launch must be)");
     if (!TiledLayoutApplies(p)) return Bad(entry, "weight fields do not describe a tiled layout");
-    if (p.cols != p0.cols || p.batch != p0.batch || p.x != p0.x || p.x_stride != p0.x_stride)
-      return Bad(entry, "cols, batch, x and x_stride must equal entry 0's");
+    if (p.cols != p0.cols || p.batch != p0.batch || p.x != p0.x || p.x_stride != p0.x_stride ||
+        p.offset_terms != p0.offset_terms || p.offset_terms_stride != p0.offset_terms_stride)
+      return Bad(entry, "cols, batch, x, x_stride and offset_terms must equal entry 0's");
+    if (p.offset_terms != nullptr &&
+        (reinterpret_cast<uintptr_t>(p.offset_terms) % 8 != 0 || p.offset_terms_stride % 2 != 0 ||
+         p.offset_terms_stride < kGemvMaxBatch))
+      return Bad(entry, "offset_terms must be 8-byte aligned with an even offset_terms_stride (", p.offset_terms_stride,
+                 ") >= ", kGemvMaxBatch);
     if (!AddLaunchBits(p.bits, &a->lo_bits, &a->hi_bits)) {
       return Bad(entry, "bits ", p.bits, " is a third K in one launch (it reads at most two: ", a->lo_bits, " and ",
                  a->hi_bits, ")");
@@ -496,6 +542,9 @@ absl::Status BuildTiledArgs(absl::Span<const ScalarCodecGemvParams> group, Tiled
   a->x = reinterpret_cast<const uint4*>(p0.x);
   a->x_stride_vec = p0.x_stride / 8;
   a->groups = static_cast<int>(p0.cols / kTiledGroupCols);
+  // The terms are written for K = 2 and 3 only; a launch with a larger K takes the mma.
+  a->offset_terms = a->hi_bits <= 3 ? p0.offset_terms : nullptr;
+  a->offset_terms_stride = p0.offset_terms_stride;
   a->batch = p0.batch;
   a->count = static_cast<int>(group.size());
   return absl::OkStatus();
@@ -546,6 +595,15 @@ absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> 
   const detail::KernelShape shape{dim3(static_cast<unsigned>(tiles)), dim3(static_cast<unsigned>(w * kLanes))};
   auto launch = [&](auto kernel) { return detail::LaunchKernel(shape, stream, kernel, a); };
   auto by_ahead = [&]<int kLo, int kHi, int kW>() -> absl::Status {
+    if constexpr (kHi <= 3) {
+      if (a.offset_terms != nullptr) {
+        switch (ahead) {
+          case 1: return launch(TiledGemvKernel<kLo, kHi, kW, 1, true>);
+          case 2: return launch(TiledGemvKernel<kLo, kHi, kW, 2, true>);
+          default: return launch(TiledGemvKernel<kLo, kHi, kW, 4, true>);
+        }
+      }
+    }
     switch (ahead) {
       case 1: return launch(TiledGemvKernel<kLo, kHi, kW, 1>);
       case 2: return launch(TiledGemvKernel<kLo, kHi, kW, 2>);

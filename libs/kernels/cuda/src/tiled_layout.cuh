@@ -42,4 +42,20 @@ __host__ __device__ constexpr int TiledCodeBit(int bits, int l, int b) {
   return 32 * (l / per_word) + TiledFieldBit(bits, l % per_word) + b;
 }
 
+// The offset term of the tiled GEMV's decode (scalar_codec_tiled.cu): a group's codes enter the mma
+// as 1024 + q·2^(K·c), so its sum over the 128 columns of one activation row x is taken back as
+//   Σ_c (1024·2^(−K·c) + centre)·X_c = 1024·Σ w_K(u)·S_u + centre·Σ S_u,
+// S_u the sum of x over the group's columns 32t + 4u .. 32t + 4u + 3 (quad u = 0..7 of every lane's
+// 32 columns) and w_K(u) = 2^(−K·c) of that quad's class c: K = 2, 4, 8: c = u mod (8/K); K = 3:
+// quads 0, 2, 4 class 0, 1, 3, 5 class 1, 6, 7 class 2 (TiledCodeBit's pairs).
+__host__ __device__ constexpr float QuadClassWeight(int bits, int u) {
+  const int c = bits == 3 ? (u >= 6 ? 2 : u & 1) : u % (8 / bits);
+  return 1.0f / static_cast<float>(1u << (bits * c));
+}
+
+// Width of the activation rows whose offset terms a rotation writes for the tiled GEMV
+// (HadamardRotateParams::offset_terms): one value per 128-column group and K of kOffsetTermBits.
+inline constexpr int kOffsetTermBits[] = {2, 3};
+inline constexpr int kOffsetTermKs = 2;
+
 }  // namespace bitloom::kernels::cuda::detail

@@ -88,6 +88,11 @@ struct GpuModelOptions {
   // measured slower), and widths the rotation cannot take this way (no register-tiled schedule), run
   // the combine kernel. false: always the combine kernel.
   bool fuse_attention_combine = true;
+  // Batch-1 decode GEMVs whose layers are all tiled at K = 2 (Llama-3-70B's down_proj at 2.5 bits)
+  // take the offset terms of their input from the rotation that writes it
+  // (kernels/cuda/hadamard_rotation.h, offset_terms) instead of half of their mma; results agree
+  // within the GEMV tolerance. false: the mma everywhere (A/B benchmarks).
+  bool offset_terms = true;
   // Reserve the on-GPU sampler's workspace for max_batch rows (DecodeAndSample()).
   bool enable_sampling = true;
   // Sequences (open at once) whose token counts the device keeps for the sampler's penalties, with

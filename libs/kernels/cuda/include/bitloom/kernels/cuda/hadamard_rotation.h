@@ -100,6 +100,13 @@ struct HadamardRotateParams {
   // x_type kF32; row b merges the partials of sequence b (n = num_heads·head_dim). Needs the
   // register-tiled schedule; with cluster_blocks 0 the row goes over the most blocks that split it.
   DecodeAttentionSplits splits;
+  // The tiled GEMV's offset terms of the rotated rows (scalar_codec_tiled.h, TiledOffsetTerms), or
+  // null: for row b, 128-column group G and K = 2, 3 (k = 0, 1), offset_terms[(k·n/128 + G)·
+  // offset_terms_stride + b] = Σ over the group's columns of (1024·2^(−K·c) + centre_K)·x, x the fp16
+  // outputs and c the column's class at K. Needs out_type kF16 and n a multiple of 128; read back from
+  // the stored row, so the GEMV that takes them skips its activation-sum mma.
+  float* offset_terms = nullptr;
+  int64_t offset_terms_stride = 0;  // >= batch
   // Left at their defaults the launcher picks; tests and benchmarks force a schedule with them.
   RotateSchedule schedule = RotateSchedule::kAuto;
   int cluster_blocks = 0;  // register-tiled only: thread blocks per row, 1..8 (> 1: a cluster,

@@ -59,6 +59,11 @@ struct ScalarCodecGemvParams {
   float* y = nullptr;           // device fp32 [batch, y_stride]
   int64_t y_stride = 0;         // elements, >= rows
   int batch = 0;                // 1..kGemvMaxBatch
+  // Tiled launches whose entries are all at K = 2 or 3 (scalar_codec_tiled.h): the offset terms of x
+  // that the rotation wrote (HadamardRotateParams::offset_terms, from row 0 of this slice), which
+  // then stand in for the kernel's activation-sum mma; null: the mma. Ignored by other launches.
+  const float* offset_terms = nullptr;
+  int64_t offset_terms_stride = 0;  // even and >= kGemvMaxBatch when offset_terms is set
 };
 
 // The launch shape of LaunchScalarCodecGemv(Group): one thread block per 16-row tile of every
