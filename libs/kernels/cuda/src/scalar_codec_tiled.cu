@@ -26,7 +26,10 @@
 // The fp32 sums of (1024 + q·2^(Kc))·x lose about 7 of their 24 bits to the offset (~1e-5 relative),
 // far below the fp16 activations' rounding. Per 2048 weights at K = 4 the compiled loop is 119
 // instructions (the register GEMV's ~210). K = 3 has three classes (operands 1024 + q·{1, 8, 64})
-// and the same eight mma per group (TiledMmasThreeBit).
+// and the same eight mma per group (TiledMmasThreeBit). The offset term Σ_c (1024·2^(−K·c) +
+// centre)·X_c does not depend on the row: for launches whose entries are all at K ≤ 3 the rotation
+// can write it per group and batch row (TiledArgs::offset_terms, tiled_layout.cuh), and kTerms
+// kernels then load one float2 per group instead of taking the A = 1.0 mma.
 
 #include <cuda_fp16.h>
 
