@@ -236,6 +236,18 @@ GpuModelOptions SmallOptionsNamed(const std::string& model_id) {
   return o;
 }
 
+// The two models of an A/B test with CUDA graphs on or off: the defaults named `a`, and the same
+// named `b` with `change` applied to them (the feature under test turned off).
+std::pair<GpuModelOptions, GpuModelOptions> OptionsAB(const std::string& a, const std::string& b, bool graphs,
+                                                      void (*change)(GpuModelOptions&)) {
+  GpuModelOptions first = SmallOptionsNamed(absl::StrCat(a, graphs));
+  first.use_cuda_graphs = graphs;
+  GpuModelOptions second = first;
+  second.model_id = absl::StrCat(b, graphs);
+  change(second);
+  return {first, second};
+}
+
 // Accumulates the row comparison of GPU and CPU logits.
 struct Agreement {
   double tolerance = 1e-2;
@@ -793,11 +805,8 @@ TEST(GpuDecoderModel, AttentionMergedByTheRotationMatchesTheCombineKernel) {
     auto reader = Open(dir.Join("m.bitloom"));
     for (const bool graphs : {true, false}) {
       SCOPED_TRACE(absl::StrCat("graphs ", graphs));
-      GpuModelOptions merged = SmallOptionsNamed(absl::StrCat("merged", graphs));
-      merged.use_cuda_graphs = graphs;
-      GpuModelOptions combined = merged;
-      combined.model_id = absl::StrCat("combined", graphs);
-      combined.fuse_attention_combine = false;
+      const auto [merged, combined] =
+          OptionsAB("merged", "combined", graphs, [](GpuModelOptions& o) { o.fuse_attention_combine = false; });
       std::vector<std::vector<int32_t>> prompts;
       for (int i = 0; i < 4; ++i) prompts.push_back(Prompt(30 + 5 * i, config.vocab_size(), 40 + i));
       ExpectSameBatchDecode(*reader, pool.get(), merged, combined, prompts, 24, 0.0);
@@ -942,11 +951,7 @@ TEST(GpuDecoderModel, OffsetTermsFromTheRotationMatchTheMma) {
   auto pool = DevicePool(uint64_t{256} << 20);
   for (const bool graphs : {true, false}) {
     SCOPED_TRACE(absl::StrCat("graphs ", graphs));
-    GpuModelOptions terms = SmallOptionsNamed(absl::StrCat("terms", graphs));
-    terms.use_cuda_graphs = graphs;
-    GpuModelOptions mma = terms;
-    mma.model_id = absl::StrCat("mma", graphs);
-    mma.offset_terms = false;
+    const auto [terms, mma] = OptionsAB("terms", "mma", graphs, [](GpuModelOptions& o) { o.offset_terms = false; });
     ExpectSameDecode(*reader, pool.get(), terms, mma, Prompt(9, config.vocab_size(), 17), 12, [](bool) {}, 1e-3,
                      /*same_prefill=*/false);
   }

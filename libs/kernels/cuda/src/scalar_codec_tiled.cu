@@ -598,20 +598,17 @@ absl::Status LaunchScalarCodecGemvTiled(absl::Span<const ScalarCodecGemvParams> 
   const detail::KernelShape shape{dim3(static_cast<unsigned>(tiles)), dim3(static_cast<unsigned>(w * kLanes))};
   auto launch = [&](auto kernel) { return detail::LaunchKernel(shape, stream, kernel, a); };
   auto by_ahead = [&]<int kLo, int kHi, int kW>() -> absl::Status {
-    if constexpr (kHi <= 3) {
-      if (a.offset_terms != nullptr) {
-        switch (ahead) {
-          case 1: return launch(TiledGemvKernel<kLo, kHi, kW, 1, true>);
-          case 2: return launch(TiledGemvKernel<kLo, kHi, kW, 2, true>);
-          default: return launch(TiledGemvKernel<kLo, kHi, kW, 4, true>);
-        }
+    auto with_terms = [&]<bool kTerms>() -> absl::Status {
+      switch (ahead) {
+        case 1: return launch(TiledGemvKernel<kLo, kHi, kW, 1, kTerms>);
+        case 2: return launch(TiledGemvKernel<kLo, kHi, kW, 2, kTerms>);
+        default: return launch(TiledGemvKernel<kLo, kHi, kW, 4, kTerms>);
       }
+    };
+    if constexpr (kHi <= 3) {
+      if (a.offset_terms != nullptr) return with_terms.template operator()<true>();
     }
-    switch (ahead) {
-      case 1: return launch(TiledGemvKernel<kLo, kHi, kW, 1>);
-      case 2: return launch(TiledGemvKernel<kLo, kHi, kW, 2>);
-      default: return launch(TiledGemvKernel<kLo, kHi, kW, 4>);
-    }
+    return with_terms.template operator()<false>();
   };
   auto by_warps = [&]<int kLo, int kHi>() -> absl::Status {
     switch (w) {
