@@ -230,13 +230,50 @@ TEST(CudaHadamardRotation, RejectsBadParams) {
 
 // The launch plan is host logic: checked without a GPU.
 HadamardRotateParams PlanProbe(const HadamardRotation& rot) {
-  static const char kFake[16] = {};  // non-null, never dereferenced
+  alignas(16) static const char kFake[16] = {};  // non-null, never dereferenced
   HadamardRotateParams p;
   p.rotation = DescribeRotation(rot, reinterpret_cast<const int8_t*>(kFake));
   p.x = p.out = const_cast<char*>(kFake);
   p.x_stride = p.out_stride = rot.size();
   p.batch = 8;
   return p;
+}
+
+// Offset terms need an fp16 row of whole 128-column groups, read back 8 bytes at a time, and room
+// for every row (host logic, no GPU).
+TEST(CudaHadamardRotationPlan, OffsetTermsNeedAnFp16RowOfWholeGroups) {
+  static float terms[2 * 32 * 8];
+  absl::StatusOr<HadamardRotation> rot = HadamardRotation::Create(4096, 3);
+  ASSERT_TRUE(rot.ok());
+  HadamardRotateParams p = PlanProbe(*rot);
+  p.out_type = ActivationType::kF16;
+  p.offset_terms = terms;
+  p.offset_terms_stride = 8;
+  EXPECT_TRUE(PlanHadamardRotate(90, p).ok());
+  auto expect_bad = [](const HadamardRotateParams& bad, const std::string& what) {
+    const absl::StatusOr<RotateLaunchInfo> plan = PlanHadamardRotate(90, bad);
+    EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument) << what;
+    EXPECT_NE(plan.status().message().find(what), std::string::npos) << plan.status();
+  };
+  HadamardRotateParams bad = p;
+  bad.out_type = ActivationType::kF32;
+  expect_bad(bad, "offset_terms need out_type kF16");
+  bad = p;
+  bad.offset_terms_stride = 7;  // batch 8
+  expect_bad(bad, "offset_terms_stride >= batch (7 against 8)");
+  bad = p;
+  bad.out_stride = 4098;
+  expect_bad(bad, "out_stride a multiple of 4 (4098)");
+  bad = p;
+  bad.out = static_cast<char*>(bad.out) + 2;
+  expect_bad(bad, "out 8-byte aligned");
+  absl::StatusOr<HadamardRotation> narrow = HadamardRotation::Create(576, 3);  // 4.5 groups
+  ASSERT_TRUE(narrow.ok());
+  bad = PlanProbe(*narrow);
+  bad.out_type = ActivationType::kF16;
+  bad.offset_terms = terms;
+  bad.offset_terms_stride = 8;
+  expect_bad(bad, "n a multiple of 128 (n = 576)");
 }
 
 TEST(CudaHadamardRotationPlan, TiledScheduleCoversTheRealWidths) {

@@ -134,6 +134,27 @@ TEST(CudaScalarCodecTiled, RejectsBadArgumentsNamingTheProblem) {
   group[0].batch = group[1].batch = kGemvMaxBatch + 1;
   EXPECT_EQ(CheckScalarCodecGemvTiled(group).code(), absl::StatusCode::kInvalidArgument);
   group[0].batch = group[1].batch = 1;
+  // Offset terms: the same for every entry, 8-byte aligned, an even stride of at least kGemvMaxBatch.
+  for (ScalarCodecGemvParams& p : group) {
+    p.offset_terms = reinterpret_cast<const float*>(uintptr_t{1} << 26);
+    p.offset_terms_stride = kGemvMaxBatch;
+  }
+  EXPECT_TRUE(CheckScalarCodecGemvTiled(group).ok());
+  group[1].offset_terms_stride = kGemvMaxBatch + 2;
+  s = CheckScalarCodecGemvTiled(group);
+  EXPECT_NE(s.message().find("entry 1: cols, batch, x, x_stride and offset_terms"), std::string::npos) << s;
+  for (const int64_t stride : {int64_t{kGemvMaxBatch} + 1, int64_t{kGemvMaxBatch} - 2}) {
+    group[0].offset_terms_stride = group[1].offset_terms_stride = stride;
+    s = CheckScalarCodecGemvTiled(group);
+    EXPECT_NE(s.message().find("offset_terms_stride (" + std::to_string(stride) + ")"), std::string::npos) << s;
+  }
+  for (ScalarCodecGemvParams& p : group) {
+    p.offset_terms = reinterpret_cast<const float*>((uintptr_t{1} << 26) + 4);
+    p.offset_terms_stride = kGemvMaxBatch;
+  }
+  s = CheckScalarCodecGemvTiled(group);
+  EXPECT_NE(s.message().find("offset_terms must be 8-byte aligned"), std::string::npos) << s;
+  for (ScalarCodecGemvParams& p : group) p.offset_terms = nullptr;
   EXPECT_EQ(LaunchScalarCodecGemvTiled(group, {.warps_per_block = 3}, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LaunchScalarCodecGemvTiled(group, {.warps_per_block = 32}, nullptr).code(),

@@ -622,10 +622,12 @@ absl::Status Validate(const HadamardRotateParams& p) {
     return absl::InvalidArgumentError("LaunchHadamardRotate: rotation.base is null but p > 1");
   }
   if (p.offset_terms != nullptr &&
-      (p.out_type != ActivationType::kF16 || r.n % 128 != 0 || p.offset_terms_stride < p.batch)) {
+      (p.out_type != ActivationType::kF16 || r.n % 128 != 0 || p.offset_terms_stride < p.batch ||
+       reinterpret_cast<uintptr_t>(p.out) % 8 != 0 || p.out_stride % 4 != 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "LaunchHadamardRotate: offset_terms need out_type kF16, n a multiple of 128 (n = ", r.n,
-        ") and offset_terms_stride >= batch (", p.offset_terms_stride, " < ", p.batch, ")"));
+        "), out 8-byte aligned with out_stride a multiple of 4 (", p.out_stride,
+        ") and offset_terms_stride >= batch (", p.offset_terms_stride, " against ", p.batch, ")"));
   }
   const RotateNormInput& rms = p.norm;
   const DecodeAttentionSplits& sp = p.splits;

@@ -103,8 +103,9 @@ struct HadamardRotateParams {
   // The tiled GEMV's offset terms of the rotated rows (scalar_codec_tiled.h, TiledOffsetTerms), or
   // null: for row b, 128-column group G and K = 2, 3 (k = 0, 1), offset_terms[(k·n/128 + G)·
   // offset_terms_stride + b] = Σ over the group's columns of (1024·2^(−K·c) + centre_K)·x, x the fp16
-  // outputs and c the column's class at K. Needs out_type kF16 and n a multiple of 128; read back from
-  // the stored row, so the GEMV that takes them skips its activation-sum mma.
+  // outputs and c the column's class at K. Needs out_type kF16, n a multiple of 128, and out 8-byte
+  // aligned with out_stride a multiple of 4; read back from the stored row, so the GEMV that takes
+  // them skips its activation-sum mma.
   float* offset_terms = nullptr;
   int64_t offset_terms_stride = 0;  // >= batch
   // Left at their defaults the launcher picks; tests and benchmarks force a schedule with them.
