@@ -77,7 +77,7 @@ struct Workspace {
   float* act = nullptr;          // [rows, intermediate]
   float* logits = nullptr;       // [bucket_max, vocab]
   uint16_t* rotated = nullptr;   // [rows, max rotated stride]
-  float* offset_terms = nullptr;  // [2][offset_term_groups][kGemmMinRows] (gpu_linear.h), or null
+  float* offset_terms = nullptr;  // [2][offset_term_groups][kGemvMaxBatch] (gpu_linear.h), or null
   int64_t offset_term_groups = 0;
   uint16_t* dense_in = nullptr;  // [rows, max dense cols] or null
   uint16_t* dequant = nullptr;   // prefill GEMM weight slices, dequant_elems fp16, or null
@@ -189,7 +189,7 @@ absl::Status GpuDecoderModel::Impl::LayoutWorkspace(uint8_t* base, uint64_t* byt
   // The tiled GEMV's offset terms of a decode step's rotated rows (gpu_linear.h).
   ws.offset_term_groups = (plan.max_rotated_stride() + 127) / 128;
   ws.offset_terms = options.offset_terms ? reinterpret_cast<float*>(take(2 * static_cast<uint64_t>(ws.offset_term_groups) *
-                                                                          gpu::kGemmMinRows * 4))
+                                                                          kc::kGemvMaxBatch * 4))
                                          : nullptr;
   ws.dense_in = plan.has_dense_linear()
                     ? reinterpret_cast<uint16_t*>(take(R * static_cast<uint64_t>(plan.max_dense_cols()) * 2))
@@ -263,7 +263,7 @@ absl::Status GpuDecoderModel::Impl::EnqueueForward(int n, bool decode, int head_
                                    .dequant_elems = ws.dequant_elems,
                                    .offset_terms = ws.offset_terms,
                                    .offset_term_groups = ws.offset_term_groups,
-                                   .offset_term_rows = gpu::kGemmMinRows,
+                                   .offset_term_rows = kc::kGemvMaxBatch,
                                    .cublas = cublas};
   auto norm = [&](float* residual, const float* delta, const float* weight, float* out) {
     kc::ResidualRmsNormParams p;

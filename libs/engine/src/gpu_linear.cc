@@ -168,7 +168,7 @@ absl::Status RunRotatingGemv(absl::Span<const LinearOutput> outputs, const Linea
 // rotation gains a read-back of its row; H200, Llama-3-70B at 2.5 bits, per layer: the 2-bit down_proj
 // 37.0 -> 29.7 µs for 1.8 µs more rotation, while the 3-bit o_proj (12.5 -> 10.5 µs) and the mixed
 // 2/3-bit q/k/v and gate/up (-0.4 to +0.2 µs) paid 1.5-2.3 µs more rotation each, and a batch of 4
-// lost 0.85 ms per step with every K <= 3 group taking them (docs/KERNELS.md, "Offset terms").
+// lost 0.85 ms per step with every K <= 3 group taking them (docs/KERNELS.md, "Session 15").
 bool TakesOffsetTerms(absl::Span<const LinearOutput> outputs, int64_t rows, bool gemm, const LinearScratch& scratch) {
   if (scratch.offset_terms == nullptr || gemm || rows != 1 || rows > scratch.offset_term_rows) return false;
   const GpuLinear& first = *outputs.front().linear;

@@ -568,16 +568,14 @@ __global__ void __launch_bounds__(kTiledMaxThreads) HadamardRotateTiledKernel(Ti
   }
   if constexpr (kTerms) {
     static_assert(std::is_same_v<Tout, __half>, "offset terms are taken of fp16 rows");
-    {
-      // Every block's stores of the row, visible to the whole cluster (release / acquire).
-      if (clustered) {
-        detail::ClusterArriveRelease();
-        detail::ClusterWaitAcquire();
-      } else {
-        __syncthreads();
-      }
-      WriteOffsetTerms(out, a.n / 128, rank, c, a.offset_terms + row, a.offset_terms_stride);
+    // Every block's stores of the row, visible to the whole cluster (release / acquire).
+    if (clustered) {
+      detail::ClusterArriveRelease();
+      detail::ClusterWaitAcquire();
+    } else {
+      __syncthreads();
     }
+    WriteOffsetTerms(out, a.n / 128, rank, c, a.offset_terms + row, a.offset_terms_stride);
   }
 }
 

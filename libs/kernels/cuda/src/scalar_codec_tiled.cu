@@ -218,48 +218,30 @@ __device__ __forceinline__ void TiledGroup(const uint32_t (&w0)[K], const uint32
   constexpr int C = kClasses<K>;
   const uint32_t b[16] = {xv[0].x, xv[0].y, xv[0].z, xv[0].w, xv[1].x, xv[1].y, xv[1].z, xv[1].w,
                           xv[2].x, xv[2].y, xv[2].z, xv[2].w, xv[3].x, xv[3].y, xv[3].z, xv[3].w};
-  if constexpr (kTerms) {
-    float acc[C][4], unused[C][4];
+  float acc[C][4], sum[C][4];  // sum: the activation sums, unused with kTerms
 #pragma unroll
-    for (int c = 0; c < C; ++c) {
+  for (int c = 0; c < C; ++c) {
 #pragma unroll
-      for (int f = 0; f < 4; ++f) acc[c][f] = 0.0f;
-    }
-    if constexpr (K == 3) {
-      TiledMmasThreeBit<false>(w0, w1, b, acc, unused);
-    } else {
-      TiledMmas<K, false>(w0, w1, b, acc, unused);
-    }
-#pragma unroll
-    for (int f = 0; f < 4; ++f) {
-      float r = acc[0][f];
-#pragma unroll
-      for (int c = 1; c < C; ++c) r = fmaf(acc[c][f], 1.0f / static_cast<float>(1u << (K * c)), r);
-      r -= (f & 1) ? terms.y : terms.x;
-      y[f] = fmaf(f < 2 ? sc0 : sc1, r, y[f]);
-    }
+    for (int f = 0; f < 4; ++f) acc[c][f] = sum[c][f] = 0.0f;
+  }
+  if constexpr (K == 3) {
+    TiledMmasThreeBit<!kTerms>(w0, w1, b, acc, sum);
   } else {
-    float acc[C][4], sum[C][4];
+    TiledMmas<K, !kTerms>(w0, w1, b, acc, sum);
+  }
+  constexpr float kCenter = ScalarGridCenter(K);
 #pragma unroll
-    for (int c = 0; c < C; ++c) {
+  for (int f = 0; f < 4; ++f) {
+    float r = acc[0][f];
 #pragma unroll
-      for (int f = 0; f < 4; ++f) acc[c][f] = sum[c][f] = 0.0f;
-    }
-    if constexpr (K == 3) {
-      TiledMmasThreeBit(w0, w1, b, acc, sum);
+    for (int c = 1; c < C; ++c) r = fmaf(acc[c][f], 1.0f / static_cast<float>(1u << (K * c)), r);
+    if constexpr (kTerms) {
+      r -= (f & 1) ? terms.y : terms.x;
     } else {
-      TiledMmas<K>(w0, w1, b, acc, sum);
-    }
-    constexpr float kCenter = ScalarGridCenter(K);
-#pragma unroll
-    for (int f = 0; f < 4; ++f) {
-      float r = acc[0][f];
-#pragma unroll
-      for (int c = 1; c < C; ++c) r = fmaf(acc[c][f], 1.0f / static_cast<float>(1u << (K * c)), r);
 #pragma unroll
       for (int c = 0; c < C; ++c) r = fmaf(-(1024.0f / static_cast<float>(1u << (K * c)) + kCenter), sum[c][f], r);
-      y[f] = fmaf(f < 2 ? sc0 : sc1, r, y[f]);
     }
+    y[f] = fmaf(f < 2 ? sc0 : sc1, r, y[f]);
   }
 }
 

@@ -53,9 +53,8 @@ __host__ __device__ constexpr float QuadClassWeight(int bits, int u) {
   return 1.0f / static_cast<float>(1u << (bits * c));
 }
 
-// Width of the activation rows whose offset terms a rotation writes for the tiled GEMV
-// (HadamardRotateParams::offset_terms): one value per 128-column group and K of kOffsetTermBits.
+// The K whose offset terms a rotation writes for the tiled GEMV (HadamardRotateParams::offset_terms),
+// in their order there: one value per 128-column group, batch row and K.
 inline constexpr int kOffsetTermBits[] = {2, 3};
-inline constexpr int kOffsetTermKs = 2;
 
 }  // namespace bitloom::kernels::cuda::detail
